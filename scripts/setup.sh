@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Sets up this checkout on a fresh machine that has Python 3.11: a virtual environment in
+# .venv holding geoloc (editable) and everything it and its tests need. Safe to re-run:
+# it reinstalls only when pyproject.toml or setup.py changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${GEOLOC_PYTHON:-python3.11}
+command -v "$python" >/dev/null 2>&1 || python=python3
+"$python" - <<'PY' || { echo "geoloc needs Python 3.11 (Triton's Python backend stub is built for it)" >&2; exit 1; }
+import sys
+sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)
+PY
+
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+stamp=.venv/.geoloc-installed
+want=$(cat pyproject.toml setup.py | sha256sum | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    .venv/bin/python -m pip install --quiet --upgrade pip setuptools wheel
+    # torch first, on its own: 2.13.0 is the CPU build here, and once it is installed
+    # nothing later can pull a CUDA build (gigabytes) in through an unpinned requirement.
+    .venv/bin/python -m pip install --quiet "torch==2.13.0"
+    .venv/bin/python -m pip install --quiet -e ".[dev]"
+    echo "$want" >"$stamp"
+fi
+echo "geoloc is set up in $(pwd)/.venv"

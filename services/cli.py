@@ -1,0 +1,28 @@
+"""The `geoloc` command line: one subcommand per job, each registered by its own module."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="geoloc", description=__doc__)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    # Each module adds its subcommand and sets `func`; imports stay inside the modules'
+    # handlers so that `geoloc --help` does not load torch or grpc.
+    from geoloc import smoke
+    from geoloc.evaluation import cli as evaluation_cli
+
+    smoke.add_parser(subparsers)
+    evaluation_cli.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Mechanics every geoloc service shares: settings, logging, the server factory, geodesy."""

@@ -1,0 +1,55 @@
+"""Client channels to geoloc services, made one way everywhere.
+
+Every channel passes the request id on, has the same message-size limits as the
+servers, keeps idle connections alive, and retries UNAVAILABLE (only that code: other
+failures are answers, not accidents) through the gRPC service config.
+"""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+
+from geoloc.common.interceptors import RequestIdClientInterceptor
+from geoloc.common.settings import MIB
+
+
+def unavailable_retry_policy(max_attempts: int = 3, initial_backoff_s: float = 0.05, max_backoff_s: float = 1.0) -> dict:
+    """A service config that retries every method on UNAVAILABLE, with exponential backoff."""
+    return {
+        "methodConfig": [
+            {
+                "name": [{}],
+                "retryPolicy": {
+                    "maxAttempts": max_attempts,
+                    "initialBackoff": f"{initial_backoff_s}s",
+                    "maxBackoff": f"{max_backoff_s}s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+
+
+def create_channel(
+    target: str,
+    *,
+    max_message_bytes: int = 20 * MIB,
+    keepalive_time_s: float = 30.0,
+    service_config: dict | None = None,
+    interceptors: tuple = (),
+) -> grpc.aio.Channel:
+    """An insecure aio channel to `target` ('host:port', or 'dns:///name:port' for several replicas)."""
+    config = service_config if service_config is not None else unavailable_retry_policy()
+    options = [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", int(keepalive_time_s * 1000)),
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", json.dumps(config)),
+    ]
+    return grpc.aio.insecure_channel(
+        target, options=options, interceptors=[RequestIdClientInterceptor(), *interceptors]
+    )

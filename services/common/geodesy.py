@@ -1,0 +1,610 @@
+"""Geodesy on the sphere: distances, unit vectors, vMF kernels, modes and S2 cells.
+
+Conventions used across the project:
+
+* The Earth is a sphere of radius EARTH_RADIUS_KM; distances are great-circle km.
+* Latitude/longitude are degrees, latitude in [-90, 90], longitude in [-180, 180).
+* Unit vectors are float64 in the last axis of shape (..., 3): x toward (0°, 0°),
+  y toward (0°, 90°E), z toward the north pole. Every function broadcasts over the
+  leading dimensions.
+* von Mises-Fisher (vMF) densities are per steradian (w.r.t. area on the unit sphere):
+  f(x) = κ / (2π(1 − e^{−2κ})) · e^{κ(μ·x − 1)}; κ = 0 is the uniform density 1/(4π).
+* A weighted point's ``radius_km`` is the great-circle radius of the cap holding HALF
+  of its kernel's mass; vmf_kappa_for_radius_km and vmf_radius_km convert between the two.
+* S2 cell ids are the real S2 ids (uint64), bit-compatible with the reference library.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+EARTH_RADIUS_KM = 6371.0
+
+
+# --- Distances and unit vectors ----------------------------------------------
+
+
+def haversine_km(lat1_deg, lon1_deg, lat2_deg, lon2_deg) -> np.ndarray:
+    """Great-circle distance in km on a sphere of radius EARTH_RADIUS_KM; broadcasts."""
+    lat1, lon1, lat2, lon2 = (np.radians(np.asarray(v, dtype=np.float64)) for v in (lat1_deg, lon1_deg, lat2_deg, lon2_deg))
+    a = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+
+
+def _f64(a: ArrayLike) -> np.ndarray:
+    return np.asarray(a, dtype=np.float64)
+
+
+def _normalise(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def latlon_to_unit(lat_deg: ArrayLike, lon_deg: ArrayLike) -> np.ndarray:
+    """Unit vectors (..., 3) for latitude/longitude in degrees."""
+    lat, lon = np.broadcast_arrays(np.radians(_f64(lat_deg)), np.radians(_f64(lon_deg)))
+    cos_lat = np.cos(lat)
+    # Same operation order as S2's LatLng.ToPoint, so leaf cell ids match bit for bit.
+    return np.stack([np.cos(lon) * cos_lat, np.sin(lon) * cos_lat, np.sin(lat)], axis=-1)
+
+
+def unit_to_latlon(xyz: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """(lat_deg in [-90, 90], lon_deg in [-180, 180)) of vectors (..., 3); any length > 0."""
+    v = _f64(xyz)
+    x, y, z = v[..., 0], v[..., 1], v[..., 2]
+    # atan2 is scale invariant, which is what makes non-normalised input safe.
+    lat = np.degrees(np.arctan2(z, np.hypot(x, y)))
+    lon = np.degrees(np.arctan2(y, x))
+    return lat, np.where(lon >= 180.0, lon - 360.0, lon)
+
+
+# --- Great-circle geometry ---------------------------------------------------
+
+
+def great_circle_angle(x: ArrayLike, y: ArrayLike) -> np.ndarray:
+    """Angle in radians, in [0, π], between vectors (..., 3); any length > 0."""
+    x, y = _f64(x), _f64(y)
+    # atan2(|x×y|, x·y) keeps full relative precision near 0 and near π, unlike acos.
+    return np.arctan2(np.linalg.norm(np.cross(x, y), axis=-1), np.sum(x * y, axis=-1))
+
+
+def km_to_radians(km: ArrayLike) -> np.ndarray:
+    """Great-circle distance in km -> central angle in radians."""
+    return _f64(km) / EARTH_RADIUS_KM
+
+
+def radians_to_km(rad: ArrayLike) -> np.ndarray:
+    """Central angle in radians -> great-circle distance in km."""
+    return _f64(rad) * EARTH_RADIUS_KM
+
+
+_DEGENERATE_SIN = 1e-12  # |x0 × x1| below this: the arc's direction is numerically undefined
+
+
+def _default_tangent(x0: np.ndarray) -> np.ndarray:
+    """Unit tangent at x0 pointing north; at the poles, toward +x (the lon 0 meridian)."""
+    at_pole = np.hypot(x0[..., :1], x0[..., 1:2]) < _DEGENERATE_SIN
+    ref = np.where(at_pole, [1.0, 0.0, 0.0], [0.0, 0.0, 1.0])
+    return _normalise(ref - np.sum(ref * x0, axis=-1, keepdims=True) * x0)
+
+
+def geodesic_interpolate(x0: ArrayLike, x1: ArrayLike, t: ArrayLike) -> np.ndarray:
+    """Point at fraction t along the shortest great-circle arc x0 -> x1 (slerp); unit norm.
+
+    x0, x1: (..., 3), t: (...), all broadcast; t outside [0, 1] extrapolates along the
+    same great circle. Identical endpoints return x0. For (numerically) antipodal
+    endpoints every great circle is shortest; we leave x0 heading north along its
+    meridian (from a pole: along the lon 0 meridian, toward +x).
+    """
+    x0, x1 = _normalise(_f64(x0)), _normalise(_f64(x1))
+    t = _f64(t)[..., None]
+    axis = np.cross(x0, x1)
+    sin_theta = np.linalg.norm(axis, axis=-1, keepdims=True)
+    theta = np.arctan2(sin_theta, np.sum(x0 * x1, axis=-1, keepdims=True))
+    degenerate = sin_theta < _DEGENERATE_SIN
+    # (x0 × x1) × x0 = x1 − (x0·x1) x0: the in-plane direction toward x1, of length sin θ.
+    tangent = np.cross(axis, x0) / np.where(degenerate, 1.0, sin_theta)
+    tangent = np.where(degenerate, _default_tangent(x0), tangent)
+    angle = t * theta
+    return _normalise(np.cos(angle) * x0 + np.sin(angle) * tangent)
+
+
+# --- von Mises-Fisher kernels on S² ------------------------------------------
+
+_SMALL_KAPPA = 1e-4  # below this the series for log C(κ) is exact to double precision
+_LARGE_KAPPA = 50.0  # above this e^{−2κ} is negligible and the cap formulas close
+
+
+def _check_kappa(kappa: ArrayLike) -> np.ndarray:
+    k = _f64(kappa)
+    if not np.all(np.isfinite(k) & (k >= 0)):
+        raise ValueError(f"kappa must be finite and >= 0, got {kappa!r}")
+    return k
+
+
+def _vmf_log_norm(k: np.ndarray) -> np.ndarray:
+    """log C(κ), C(κ) = κ / (2π(1 − e^{−2κ})) per steradian; κ already checked."""
+    small = k < _SMALL_KAPPA
+    safe = np.where(small, 1.0, k)
+    direct = np.log(safe) - np.log(-np.expm1(-2.0 * safe)) - np.log(2.0 * np.pi)
+    # log(2κ / (1 − e^{−2κ})) = κ − κ²/6 + O(κ⁴) removes the 0/0 at κ = 0.
+    series = k - k * k / 6.0 - np.log(4.0 * np.pi)
+    return np.where(small, series, direct)
+
+
+def vmf_log_density(x: ArrayLike, mu: ArrayLike, kappa: ArrayLike) -> np.ndarray:
+    """log vMF density per steradian at x for mean direction mu; x, mu (..., 3), kappa (...)."""
+    x, mu, k = _normalise(_f64(x)), _normalise(_f64(mu)), _check_kappa(kappa)
+    # 1 − μ·x from the chord: no cancellation when x ≈ μ, which matters once κ ~ 1e10.
+    one_minus_cos = 0.5 * np.sum((x - mu) ** 2, axis=-1)
+    return _vmf_log_norm(k) - k * one_minus_cos
+
+
+def vmf_sample(mu: ArrayLike, kappa: float, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n exact draws (n, 3) from vMF(mu, kappa) on S² via the inverse CDF of w = μ·x."""
+    mu = _normalise(_f64(mu))
+    if mu.shape != (3,):
+        raise ValueError(f"mu must have shape (3,), got {mu.shape}")
+    k = float(_check_kappa(kappa))
+    r = rng.random(n)  # r = 1 − u in [0, 1): log1p below never sees −1
+    if k == 0.0:
+        one_minus_w = 2.0 * r
+    else:
+        # 1 − w = −log(u + (1 − u) e^{−2κ}) / κ = −log1p(r · expm1(−2κ)) / κ, stable at any κ.
+        one_minus_w = -np.log1p(r * np.expm1(-2.0 * k)) / k
+    one_minus_w = np.clip(one_minus_w, 0.0, 2.0)
+    sin_theta = np.sqrt(one_minus_w * (2.0 - one_minus_w))
+    phi = 2.0 * np.pi * rng.random(n)
+    e1 = _normalise(np.cross(mu, np.eye(3)[np.argmin(np.abs(mu))]))  # any axis far from mu
+    e2 = np.cross(mu, e1)
+    x = ((1.0 - one_minus_w)[:, None] * mu
+         + (sin_theta * np.cos(phi))[:, None] * e1 + (sin_theta * np.sin(phi))[:, None] * e2)
+    return _normalise(x)
+
+
+def _cap_height(radius_km: np.ndarray) -> np.ndarray:
+    """1 − cos θ for a cap of great-circle radius r, via 2 sin²(θ/2) to keep small caps exact."""
+    theta = np.clip(radius_km / EARTH_RADIUS_KM, 0.0, np.pi)
+    return 2.0 * np.sin(0.5 * theta) ** 2
+
+
+def _cap_mass(k: np.ndarray, a: np.ndarray) -> np.ndarray:
+    safe = np.where(k > 0, k, 1.0)
+    return np.where(k > 0, np.expm1(-safe * a) / np.expm1(-2.0 * safe), 0.5 * a)
+
+
+def vmf_cap_mass(kappa: ArrayLike, radius_km: ArrayLike) -> np.ndarray:
+    """Probability mass of vMF(κ) within great-circle radius_km of its mean; broadcasts."""
+    r = _f64(radius_km)
+    if np.any(~(r >= 0)):
+        raise ValueError(f"radius_km must be >= 0, got {radius_km!r}")
+    return _cap_mass(_check_kappa(kappa), _cap_height(r))
+
+
+def vmf_kappa_for_radius_km(radius_km: ArrayLike, mass: ArrayLike = 0.5) -> np.ndarray:
+    """κ whose cap of great-circle radius_km holds `mass` (in (0, 1)); broadcasts.
+
+    The uniform density (κ = 0) already puts (1 − cos θ)/2 in the cap, so a smaller
+    mass cannot be reached with κ ≥ 0 and raises ValueError.
+    """
+    r, m = np.broadcast_arrays(_f64(radius_km), _f64(mass))
+    if np.any(~((r > 0) & (r < np.pi * EARTH_RADIUS_KM))):
+        raise ValueError(f"radius_km must be in (0, π·R), got {radius_km!r}")
+    if np.any(~((m > 0) & (m < 1))):
+        raise ValueError(f"mass must be in (0, 1), got {mass!r}")
+    a = _cap_height(r)
+    if np.any(m < 0.5 * a):
+        raise ValueError("mass is below the uniform cap fraction (1 − cos θ)/2 for that radius: "
+                         "no kappa >= 0 concentrates less than the uniform density")
+    # Bisect: the cap mass increases in κ, is ≤ m at κ = 0 and ≥ m at k_closed, the root of
+    # 1 − e^{−κa} = m (the equation with e^{−2κ} dropped), which bounds the answer from above.
+    k_closed = -np.log1p(-m) / a
+    lo, hi = np.zeros_like(k_closed), k_closed
+    for _ in range(110):
+        mid = 0.5 * (lo + hi)
+        above = _cap_mass(mid, a) > m
+        hi, lo = np.where(above, mid, hi), np.where(above, lo, mid)
+    kappa = 0.5 * (lo + hi)
+    # Where e^{−2κ} is negligible the closed form is exact, so prefer it to the bisection's last ulps.
+    return np.where(kappa >= _LARGE_KAPPA, k_closed, kappa)
+
+
+def vmf_radius_km(kappa: ArrayLike, mass: ArrayLike = 0.5) -> np.ndarray:
+    """Great-circle radius in km of the cap holding `mass` (in (0, 1]) of vMF(κ); broadcasts."""
+    k = _check_kappa(kappa)
+    m = _f64(mass)
+    if np.any(~((m > 0) & (m <= 1))):
+        raise ValueError(f"mass must be in (0, 1], got {mass!r}")
+    safe = np.where(k > 0, k, 1.0)
+    # Solve 1 − e^{−κa} = m(1 − e^{−2κ}) for the cap height a = 1 − cos θ.
+    a = np.where(k > 0, -np.log1p(m * np.expm1(-2.0 * safe)) / safe, 2.0 * m)
+    return 2.0 * np.arcsin(np.sqrt(np.clip(0.5 * a, 0.0, 1.0))) * EARTH_RADIUS_KM
+
+
+# --- Mixtures and modes ------------------------------------------------------
+
+_CHUNK_ELEMENTS = 4_000_000  # bound on rows × centres held in memory at once
+
+
+def _prepare_mixture(centers: ArrayLike, weights: ArrayLike, kappa: ArrayLike):
+    c = _normalise(_f64(centers))
+    if c.ndim != 2 or c.shape[1] != 3 or len(c) == 0:
+        raise ValueError(f"centers must have shape (n, 3) with n >= 1, got {c.shape}")
+    w = _f64(weights)
+    if w.shape != (len(c),) or not np.all(np.isfinite(w) & (w >= 0)) or w.sum() <= 0:
+        raise ValueError("weights must be (n,), finite, >= 0 and not all zero")
+    k = np.broadcast_to(_check_kappa(kappa), (len(c),))
+    return c, w / w.sum(), k
+
+
+def _row_chunks(n_rows: int, n_cols: int) -> Iterator[slice]:
+    step = max(1, _CHUNK_ELEMENTS // max(n_cols, 1))
+    for start in range(0, n_rows, step):
+        yield slice(start, start + step)
+
+
+def _kernel_terms(x: np.ndarray, c: np.ndarray, log_coef: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """(m, n) log-terms log_coef_i + κ_i (c_i·x − 1) for rows x (m, 3)."""
+    return log_coef + k * (x @ c.T - 1.0)
+
+
+def _safe_max(terms: np.ndarray) -> np.ndarray:
+    top = terms.max(axis=1, keepdims=True)
+    return np.where(np.isfinite(top), top, 0.0)
+
+
+def mixture_log_density(x: ArrayLike, centers: ArrayLike, weights: ArrayLike, kappa: ArrayLike) -> np.ndarray:
+    """log Σ_i w_i vMF(x; c_i, κ_i) per steradian, weights normalised to sum 1.
+
+    x: (..., 3); centers (n, 3); weights (n,); kappa scalar or (n,).
+    """
+    c, w, k = _prepare_mixture(centers, weights, kappa)
+    x = _normalise(_f64(x))
+    flat = x.reshape(-1, 3)
+    with np.errstate(divide="ignore"):  # zero weights contribute log 0 = −inf
+        log_coef = np.log(w) + _vmf_log_norm(k)
+    out = np.empty(len(flat))
+    for sl in _row_chunks(len(flat), len(c)):
+        terms = _kernel_terms(flat[sl], c, log_coef, k)
+        top = _safe_max(terms)
+        out[sl] = top[:, 0] + np.log(np.exp(terms - top).sum(axis=1))
+    return out.reshape(x.shape[:-1])
+
+
+def _ascend(x: np.ndarray, c, log_coef, k, max_iter: int, tol_rad: float) -> np.ndarray:
+    x = x.copy()
+    active = np.arange(len(x))
+    for _ in range(max_iter):
+        if active.size == 0:
+            break
+        xa = x[active]
+        terms = _kernel_terms(xa, c, log_coef, k)
+        step = np.exp(terms - _safe_max(terms)) @ c
+        norm = np.linalg.norm(step, axis=1, keepdims=True)
+        # A zero gradient (e.g. every κ = 0) is a fixed point: stay put.
+        stuck = norm[:, 0] <= 0
+        new = np.where(stuck[:, None], xa, step / np.where(stuck[:, None], 1.0, norm))
+        moved = great_circle_angle(xa, new)
+        x[active] = new
+        active = active[(moved > tol_rad) & ~stuck]
+    return x
+
+
+def spherical_mean_shift(starts: ArrayLike, centers: ArrayLike, weights: ArrayLike, kappa: ArrayLike,
+                         max_iter: int = 200, tol_rad: float = 1e-9) -> np.ndarray:
+    """Ascend the vMF mixture from each start (..., 3); returns the converged unit vectors.
+
+    Step: x ← normalise(Σ_i w_i κ_i C(κ_i) e^{κ_i(c_i·x − 1)} c_i), the direction of the
+    mixture's gradient, until a step moves less than tol_rad (or max_iter steps).
+    """
+    c, w, k = _prepare_mixture(centers, weights, kappa)
+    x = _normalise(_f64(starts))
+    flat = x.reshape(-1, 3).copy()
+    # κ_i C(κ_i) is each kernel's gradient scale: without it wide kernels would be over-weighted.
+    with np.errstate(divide="ignore"):
+        log_coef = np.log(w) + np.log(k) + _vmf_log_norm(k)
+    for sl in _row_chunks(len(flat), len(c)):
+        flat[sl] = _ascend(flat[sl], c, log_coef, k, max_iter, tol_rad)
+    return flat.reshape(x.shape)
+
+
+@dataclass(frozen=True, eq=False)
+class Mode:
+    """A local maximum of a vMF mixture.
+
+    xyz is a read-only unit vector; log_density is per steradian; mass is the total
+    normalised weight of the centres assigned to this mode (all modes sum to 1).
+    """
+
+    lat_deg: float
+    lon_deg: float
+    xyz: np.ndarray
+    log_density: float
+    mass: float
+
+
+def find_modes(centers: ArrayLike, weights: ArrayLike, kappa: ArrayLike,
+               merge_km: float = 50.0, max_starts: int = 512) -> list[Mode]:
+    """Modes of Σ w_i vMF(c_i, κ_i), sorted by log_density descending.
+
+    Mean-shift runs from the heaviest `max_starts` centres (all of them if there are
+    that few); end points within merge_km merge into the densest of them. A started
+    centre's weight goes to the mode its ascent reached; each other centre i goes to the
+    mode with the highest responsibility for it, argmax_j p(m_j) e^{κ_i(c_i·m_j − 1)}
+    (its own kernel, weighted by the mode's density): the nearest mode, tilted toward
+    taller ones, whose basins are larger.
+    """
+    c, w, k = _prepare_mixture(centers, weights, kappa)
+    if max_starts < 1:
+        raise ValueError(f"max_starts must be >= 1, got {max_starts}")
+    # Ties (e.g. equal weights) break in a fixed pseudo-random order, so that input order,
+    # often grouped by place, cannot decide which regions get starts.
+    tiebreak = np.random.default_rng(0).permutation(len(w))
+    order = np.lexsort((tiebreak, -w))
+    started, leftover = order[:max_starts], order[max_starts:]
+    ends = spherical_mean_shift(c[started], c, w, k)
+    end_logp = mixture_log_density(ends, c, w, k)
+
+    merge_rad = km_to_radians(merge_km)
+    reps: list[int] = []
+    label = np.empty(len(ends), dtype=np.int64)
+    for e in np.argsort(-end_logp, kind="stable"):  # densest first: each mode sits at its best end point
+        if reps:
+            angles = great_circle_angle(ends[reps], ends[e])
+            nearest = int(np.argmin(angles))
+            if angles[nearest] <= merge_rad:
+                label[e] = nearest
+                continue
+        label[e] = len(reps)
+        reps.append(int(e))
+    mode_xyz, mode_logp = ends[reps], end_logp[reps]
+
+    mass = np.zeros(len(reps))
+    np.add.at(mass, label, w[started])
+    for sl in _row_chunks(len(leftover), len(reps)):
+        idx = leftover[sl]
+        score = mode_logp + k[idx, None] * (c[idx] @ mode_xyz.T - 1.0)
+        np.add.at(mass, np.argmax(score, axis=1), w[idx])
+
+    lat, lon = unit_to_latlon(mode_xyz)
+    modes = []
+    for j in np.argsort(-mode_logp, kind="stable"):
+        xyz = mode_xyz[j].copy()
+        xyz.flags.writeable = False
+        modes.append(Mode(float(lat[j]), float(lon[j]), xyz, float(mode_logp[j]), float(mass[j])))
+    return modes
+
+
+# --- S2 cells ----------------------------------------------------------------
+# A leaf id is face (3 bits) | Hilbert position (60 bits, 2 per level) | 1; a level-L
+# cell keeps L position digits followed by a single 1 bit at 2(30 − L).
+
+_MAX_LEVEL = 30
+_MAX_SIZE = 1 << _MAX_LEVEL
+_U = np.uint64
+_SWAP, _INVERT = 1, 2
+# Per orientation: the quadrant (i_bit << 1 | j_bit) visited at each curve position.
+_POS_TO_IJ = np.array([[0, 1, 3, 2], [0, 2, 3, 1], [3, 2, 0, 1], [3, 1, 0, 2]], dtype=np.int64)
+_IJ_TO_POS = np.argsort(_POS_TO_IJ, axis=1)  # inverse permutation of each row
+# How a child's frame turns relative to its parent, by curve position.
+_POS_TO_ORIENT = np.array([_SWAP, 0, 0, _SWAP | _INVERT], dtype=np.int64)
+# S2's face frames: xyz = _FACE_FRAME[face] @ (1, u, v). Each is a signed permutation, so
+# its transpose inverts it exactly (products with 0 and ±1 round nothing).
+_FACE_FRAME = np.array([
+    [[1, 0, 0], [0, 1, 0], [0, 0, 1]], [[0, -1, 0], [1, 0, 0], [0, 0, 1]],
+    [[0, -1, 0], [0, 0, -1], [1, 0, 0]], [[-1, 0, 0], [0, 0, -1], [0, -1, 0]],
+    [[0, 0, 1], [-1, 0, 0], [0, -1, 0]], [[0, 0, 1], [0, 1, 0], [-1, 0, 0]],
+], dtype=np.float64)
+
+
+def _xyz_to_face_uv(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    a = np.abs(p)
+    # S2's tie-break: a later axis wins ties, so the face is reproducible on edges.
+    axis = np.where(a[:, 0] > a[:, 1], np.where(a[:, 0] > a[:, 2], 0, 2), np.where(a[:, 1] > a[:, 2], 1, 2))
+    face = axis + 3 * (p[np.arange(len(p)), axis] < 0)
+    q = np.einsum("nij,ni->nj", _FACE_FRAME[face], p)  # (1, u, v) scaled by the face coordinate
+    return face, q[:, 1] / q[:, 0], q[:, 2] / q[:, 0]
+
+
+def _face_uv_to_xyz(face: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    one_u_v = np.stack(np.broadcast_arrays(1.0, u, v), axis=-1)
+    return np.einsum("...ij,...j->...i", _FACE_FRAME[face], one_u_v)
+
+
+def _uv_to_st(u: np.ndarray) -> np.ndarray:
+    s = 0.5 * np.sqrt(1.0 + 3.0 * np.abs(u))  # S2's quadratic projection, equal-area-ish cells
+    return np.where(u >= 0, s, 1.0 - s)
+
+
+def _st_to_uv(s: np.ndarray) -> np.ndarray:
+    return np.where(s >= 0.5, (1.0 / 3.0) * (4 * s * s - 1), (1.0 / 3.0) * (1 - 4 * (1 - s) * (1 - s)))
+
+
+def _check_level(level: int) -> int:
+    try:
+        level = operator.index(level)
+    except TypeError as exc:
+        raise ValueError(f"level must be an integer, got {level!r}") from exc
+    if not 0 <= level <= _MAX_LEVEL:
+        raise ValueError(f"level must be in 0..{_MAX_LEVEL}, got {level}")
+    return level
+
+
+def _check_cell_ids(cell_id: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """(ids as uint64, their levels); ValueError unless every id is a valid S2 cell id."""
+    if isinstance(cell_id, np.ndarray) and cell_id.dtype.kind in "iu":
+        if cell_id.dtype.kind == "i" and np.any(cell_id < 0):
+            raise ValueError("invalid S2 cell id: negative")
+        ids = cell_id.astype(np.uint64)
+    else:
+        # Plain asarray would turn Python ints >= 2^63 mixed with smaller ones into float64.
+        obj = np.asarray(cell_id, dtype=object)
+        try:
+            ints = [operator.index(v) for v in obj.flat]
+        except TypeError as exc:
+            raise ValueError(f"invalid S2 cell id: not an integer in {cell_id!r}") from exc
+        if not all(0 <= v < 1 << 64 for v in ints):
+            raise ValueError(f"invalid S2 cell id: outside [0, 2^64) in {cell_id!r}")
+        ids = np.array(ints, dtype=np.uint64).reshape(obj.shape)
+    with np.errstate(over="ignore"):  # two's-complement negation wraps by design
+        low_bit = ids & (~ids + _U(1))
+    # Powers of two convert to float64 exactly, so log2 gives the trailing-zero count.
+    tz = np.log2(np.where(low_bit == 0, 1, low_bit).astype(np.float64)).astype(np.int64)
+    valid = (ids != 0) & ((ids >> _U(61)) <= 5) & (tz % 2 == 0) & (tz <= 2 * _MAX_LEVEL)
+    if not np.all(valid):
+        raise ValueError(f"invalid S2 cell id {int(ids[~valid].flat[0])}")
+    return ids, _MAX_LEVEL - tz // 2
+
+
+def _face_ij_to_leaf(face: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    orient = face & _SWAP
+    pos = np.zeros_like(i)
+    for bit in range(_MAX_LEVEL - 1, -1, -1):  # coarsest level first
+        digit = _IJ_TO_POS[orient, (((i >> bit) & 1) << 1) | ((j >> bit) & 1)]
+        pos = (pos << 2) | digit
+        orient = orient ^ _POS_TO_ORIENT[digit]
+    return (face.astype(np.uint64) << _U(61)) | (pos.astype(np.uint64) << _U(1)) | _U(1)
+
+
+def _leaf_ij(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Face and (i, j) of the leaf the id's bits spell; the low bits past the level are noise."""
+    face = (ids >> _U(61)).astype(np.int64)
+    pos = ((ids >> _U(1)) & _U((1 << 60) - 1)).astype(np.int64)
+    orient, i, j = face & _SWAP, np.zeros_like(face), np.zeros_like(face)
+    for shift in range(2 * _MAX_LEVEL - 2, -1, -2):
+        digit = (pos >> shift) & 3
+        quad = _POS_TO_IJ[orient, digit]
+        i, j = (i << 1) | (quad >> 1), (j << 1) | (quad & 1)
+        orient = orient ^ _POS_TO_ORIENT[digit]
+    return face, i, j
+
+
+def latlon_to_cell_id(lat_deg: ArrayLike, lon_deg: ArrayLike, level: int = 30) -> np.ndarray:
+    """S2 cell ids (uint64) at `level` containing the points; same ids as the S2 library."""
+    level = _check_level(level)
+    p = latlon_to_unit(lat_deg, lon_deg)
+    if not np.all(np.isfinite(p)):
+        raise ValueError("latitude/longitude must be finite")
+    flat = p.reshape(-1, 3)
+    face, u, v = _xyz_to_face_uv(flat)
+    i, j = (np.clip(np.floor(_MAX_SIZE * _uv_to_st(w)), 0, _MAX_SIZE - 1).astype(np.int64) for w in (u, v))
+    return _parent(_face_ij_to_leaf(face, i, j), level).reshape(p.shape[:-1])
+
+
+def _parent(ids: np.ndarray, level: int) -> np.ndarray:
+    lsb = _U(1) << _U(2 * (_MAX_LEVEL - level))
+    return (ids & ~(lsb - _U(1))) | lsb
+
+
+def cell_id_level(cell_id: ArrayLike) -> np.ndarray:
+    """Level 0..30 of each S2 cell id."""
+    return _check_cell_ids(cell_id)[1]
+
+
+def cell_id_parent(cell_id: ArrayLike, level: int) -> np.ndarray:
+    """Ancestor at `level` (<= each id's own level) of each S2 cell id."""
+    ids, levels = _check_cell_ids(cell_id)
+    level = _check_level(level)
+    if np.any(levels < level):
+        raise ValueError(f"parent level {level} is finer than a cell's own level {int(levels.min())}")
+    return _parent(ids, level)
+
+
+def _cell_bounds_st(cell_id: ArrayLike):
+    ids, levels = _check_cell_ids(cell_id)
+    face, i, j = _leaf_ij(ids)
+    size = np.left_shift(1, _MAX_LEVEL - levels)
+    return face, i & -size, j & -size, size
+
+
+def cell_id_to_latlon(cell_id: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """(lat_deg, lon_deg) of each cell's centre: the (s, t) midpoint mapped to the sphere, as S2."""
+    face, i0, j0, size = _cell_bounds_st(cell_id)
+    # S2 takes the centre in (si, ti) = 2·(i, j) + size units of 2^-31.
+    u = _st_to_uv((0.5 / _MAX_SIZE) * (2 * i0 + size))
+    v = _st_to_uv((0.5 / _MAX_SIZE) * (2 * j0 + size))
+    return unit_to_latlon(_face_uv_to_xyz(face, u, v))
+
+
+def cell_id_to_vertices(cell_id: ArrayLike) -> np.ndarray:
+    """Unit vectors (..., 4, 3) of each cell's corners, counter-clockwise from (u_lo, v_lo)."""
+    face, i0, j0, size = _cell_bounds_st(cell_id)
+    u_lo, u_hi, v_lo, v_hi = (_st_to_uv((1.0 / _MAX_SIZE) * b) for b in (i0, i0 + size, j0, j0 + size))
+    u = np.stack([u_lo, u_hi, u_hi, u_lo], axis=-1)
+    v = np.stack([v_lo, v_lo, v_hi, v_hi], axis=-1)
+    return _normalise(_face_uv_to_xyz(face[..., None], u, v))
+
+
+def cell_id_to_s2_token(cell_id: int) -> str:
+    """Standard S2 token: 16-digit lowercase hex with trailing zeros stripped; "X" for 0."""
+    cid = operator.index(cell_id)
+    if not 0 <= cid < 1 << 64:
+        raise ValueError(f"cell id must be in [0, 2^64), got {cid}")
+    return f"{cid:016x}".rstrip("0") or "X"
+
+
+_TOKEN_RE = re.compile(r"[0-9a-fA-F]{1,16}")
+
+
+def s2_token_to_cell_id(token: str) -> int:
+    """Inverse of cell_id_to_s2_token (hex is case-insensitive); ValueError if malformed."""
+    if not isinstance(token, str):
+        raise ValueError(f"S2 token must be a str, got {type(token).__name__}")
+    if token in ("X", "x"):
+        return 0
+    if not _TOKEN_RE.fullmatch(token):
+        raise ValueError(f"malformed S2 token {token!r}: want 1-16 hex digits or 'X'")
+    return int(token.ljust(16, "0"), 16)
+
+
+# --- GeoTokens: a cell as a short sequence of small-vocabulary tokens --------
+# Token 0 is the face (0..5); each further token packs two consecutive Hilbert child
+# digits as 4·d_first + d_second (0..15), so a prefix names an ancestor cell.
+
+GEOTOKEN_LEVEL = 20
+TOKEN_VOCAB_SIZES = (6,) + (16,) * (GEOTOKEN_LEVEL // 2)
+
+
+def cell_id_to_tokens(cell_id: int) -> tuple[int, ...]:
+    """GeoTokens of a cell at any level L: 1 + ceil(L/2) tokens; an odd L's last token is 4·d."""
+    ids, levels = _check_cell_ids(cell_id)
+    if ids.ndim:
+        raise ValueError("cell_id_to_tokens takes one cell id")
+    cid, level = int(ids), int(levels)
+    digits = [(cid >> (61 - 2 * k)) & 3 for k in range(1, level + 1)]
+    if level % 2:
+        digits.append(0)
+    return (cid >> 61, *(4 * digits[m] + digits[m + 1] for m in range(0, len(digits), 2)))
+
+
+def tokens_to_cell_id(tokens: Sequence[int], level: int | None = None) -> int:
+    """S2 cell id from GeoTokens; level defaults to 2·(len − 1), an odd level must be given."""
+    try:
+        toks = [operator.index(t) for t in tokens]
+    except TypeError as exc:
+        raise ValueError(f"tokens must be integers, got {tokens!r}") from exc
+    if not toks:
+        raise ValueError("tokens must hold at least the face token")
+    level = 2 * (len(toks) - 1) if level is None else _check_level(level)
+    if level > _MAX_LEVEL:
+        raise ValueError(f"{len(toks)} tokens exceed level {_MAX_LEVEL}")
+    if (level + 1) // 2 != len(toks) - 1:
+        raise ValueError(f"level {level} needs {1 + (level + 1) // 2} tokens, got {len(toks)}")
+    if not 0 <= toks[0] <= 5:
+        raise ValueError(f"face token {toks[0]} out of range 0..5")
+    pos = 0
+    for index, tok in enumerate(toks[1:], start=1):
+        if not 0 <= tok <= 15:
+            raise ValueError(f"token {index} = {tok} out of range 0..15")
+        pos = (pos << 4) | tok
+    if level % 2:
+        if toks[-1] & 3:
+            raise ValueError(f"odd level {level}: last token {toks[-1]} must have a zero low digit")
+        pos >>= 2
+    shift = 2 * (_MAX_LEVEL - level)
+    return (toks[0] << 61) | (pos << (shift + 1)) | (1 << shift)

@@ -1,0 +1,58 @@
+"""Summary figures for a set of great-circle errors: accuracy at fixed radii, GeoScore, median, mean."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# The street / city / region / country / continent radii used since Im2GPS (Hays & Efros 2008).
+THRESHOLDS_KM: tuple[float, ...] = (1, 25, 200, 750, 2500)
+# GeoGuessr's scoring curve, as used by OSV-5M and PIGEON: 5000 points at 0 km, decaying with this scale.
+GEOSCORE_MAX = 5000.0
+GEOSCORE_SCALE_KM = 1492.7
+
+
+@dataclass(frozen=True)
+class Metrics:
+    n: int
+    thresholds_km: tuple[float, ...]
+    accuracy: tuple[float, ...]  # fraction of errors <= each threshold, aligned with thresholds_km
+    geoscore: float
+    median_km: float
+    mean_km: float
+
+    def accuracy_at(self, threshold_km: float) -> float:
+        try:
+            return self.accuracy[self.thresholds_km.index(threshold_km)]
+        except ValueError:
+            raise KeyError(f"no accuracy at {threshold_km} km; thresholds are {self.thresholds_km}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            # JSON keys are strings; "%g" keeps 1 as "1" rather than "1.0".
+            "accuracy_within_km": {f"{t:g}": a for t, a in zip(self.thresholds_km, self.accuracy)},
+            "geoscore": self.geoscore,
+            "median_km": self.median_km,
+            "mean_km": self.mean_km,
+        }
+
+
+def summarize(distances_km: Sequence[float] | np.ndarray, thresholds_km: Sequence[float] = THRESHOLDS_KM) -> Metrics:
+    d = np.asarray(distances_km, dtype=np.float64).ravel()
+    if d.size == 0:
+        raise ValueError("no distances to summarise")
+    if not np.all(np.isfinite(d)) or np.any(d < 0):
+        raise ValueError("distances must be finite and non-negative")
+    thresholds = tuple(thresholds_km)
+    return Metrics(
+        n=int(d.size),
+        thresholds_km=thresholds,
+        accuracy=tuple(float(np.mean(d <= t)) for t in thresholds),
+        geoscore=float(np.mean(GEOSCORE_MAX * np.exp(-d / GEOSCORE_SCALE_KM))),
+        median_km=float(np.median(d)),
+        mean_km=float(np.mean(d)),
+    )

@@ -7,7 +7,10 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from geoloc import __version__
+
     parser = argparse.ArgumentParser(prog="geoloc", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"geoloc {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     # Each module adds its subcommand and sets `func`; imports stay inside the modules'
     # handlers so that `geoloc --help` does not load torch or grpc.

@@ -4,6 +4,8 @@ Only the domain is a stand-in here: the server, interceptor, health, reflection 
 metrics it runs behind are the real ones. Its behaviour is driven by the request:
 - `k` outside [1, 1000] raises InvalidArgument on field `k`;
 - `k == 13` raises an unexpected RuntimeError (the INTERNAL mapping);
+- `k == 14` raises TimeoutError, as a wait on a dependency's deadline would;
+- `k == 15` aborts with PERMISSION_DENIED itself (a status the handler chose);
 - metadata `x-probe-delay-s` makes the call sleep first (a slow call in flight);
 - with `forward_to` set, the call is forwarded to another server (request-id propagation).
 Each answer reports, in its model version, the request id the handler saw.
@@ -12,14 +14,16 @@ Each answer reports, in its model version, the request id the handler saw.
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
+
+import grpc
+from pydantic_settings import SettingsConfigDict
 
 from geoloc.common.channels import create_channel
 from geoloc.common.errors import InvalidArgument
 from geoloc.common.logs import current_request_id
-from geoloc.common.server import ServiceSpec, run_server, service_name
-from geoloc.common.settings import ServerSettings, load_settings
+from geoloc.common.server import ServiceSpec, run_service, service_name
+from geoloc.common.settings import ServerSettings
 from geoloc.v1 import common_pb2, gallery_pb2, gallery_pb2_grpc
 
 GALLERY_SERVICE = service_name(gallery_pb2, "GalleryService")
@@ -47,6 +51,10 @@ class ProbeGallery(gallery_pb2_grpc.GalleryServiceServicer):
             raise InvalidArgument("k", f"must be in [1, 1000], got {request.k}")
         if request.k == 13:
             raise RuntimeError(SECRET)
+        if request.k == 14:
+            raise TimeoutError("the probe's dependency did not answer in time")
+        if request.k == 15:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "probe: not allowed")
         delay = dict(context.invocation_metadata()).get("x-probe-delay-s")
         if delay:
             await asyncio.sleep(float(delay))
@@ -66,7 +74,10 @@ def probe_spec(servicer: ProbeGallery) -> ServiceSpec:
     )
 
 
+class ProbeSettings(ServerSettings):
+    model_config = SettingsConfigDict(env_prefix="GEOLOC_PROBE_")
+
+
 if __name__ == "__main__":
-    # A probe server process, configured by GEOLOC_* variables; the tests send it signals.
-    settings = load_settings(ServerSettings, **json.loads(sys.argv[1] if len(sys.argv) > 1 else "{}"))
-    sys.exit(run_server(settings, [probe_spec(ProbeGallery())]))
+    # A probe server process, configured by GEOLOC_PROBE_* variables; the tests send it signals.
+    sys.exit(run_service(ProbeSettings, lambda settings: [probe_spec(ProbeGallery())]))

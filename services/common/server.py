@@ -5,16 +5,19 @@
     await server.wait_until_ready()                  # health SERVING
     await server.shutdown()                          # NOT_SERVING, drain, refuse, finish in-flight
 
-`run_server(settings, specs)` does all of that for a process, with SIGTERM and SIGINT
-triggering the graceful shutdown.
+`run_service(SettingsClass, build_specs)` is a service process's `main`: settings from the
+environment (exit 2 naming the bad variable), then `run_server`, which serves until SIGTERM
+or SIGINT triggers the graceful shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,7 +27,7 @@ from grpc_reflection.v1alpha import reflection
 from geoloc.common.interceptors import ServerRuntimeInterceptor
 from geoloc.common.logs import configure_logging, get_logger
 from geoloc.common.metrics import ServerMetrics, start_metrics_http_server
-from geoloc.common.settings import ServerSettings
+from geoloc.common.settings import ServerSettings, SettingsError, load_settings
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -41,7 +44,8 @@ class ServiceSpec:
     """A gRPC service to mount: its full name, how to add its servicer, and how to warm it up.
 
     `warm_up` loads the model or index and runs a real inference whose output it checks;
-    the service reports NOT_SERVING, and its calls get UNAVAILABLE, until it returns.
+    the service reports NOT_SERVING, and its calls get UNAVAILABLE, until it returns. It
+    runs inside the server's event loop: open channels there, not in a constructor.
     `close` releases what the service holds (channels, files) once the server has stopped.
     """
 
@@ -213,3 +217,21 @@ def run_server(settings: ServerSettings, services: Sequence[ServiceSpec]) -> int
     """The `main` of a service process: logging as configured, serve until told to stop."""
     configure_logging(settings.log_level, settings.log_format)
     return asyncio.run(serve(settings, services))
+
+
+SettingsT = TypeVar("SettingsT", bound=ServerSettings)
+EXIT_BAD_SETTINGS = 2
+
+
+def run_service(settings_class: type[SettingsT], build_specs: Callable[[SettingsT], Sequence[ServiceSpec]]) -> int:
+    """A service process's `main`: read its settings from the environment, then serve.
+
+    Invalid settings stop the process before anything starts, with exit code 2 and one
+    line on stderr naming each bad variable.
+    """
+    try:
+        settings = load_settings(settings_class)
+    except SettingsError as exc:
+        print(f"geoloc: {exc}", file=sys.stderr)
+        return EXIT_BAD_SETTINGS
+    return run_server(settings, build_specs(settings))

@@ -61,7 +61,8 @@ class ServerMetrics:
         )
 
     def set_ready(self, service: str, ready: bool) -> None:
-        self.ready.labels(service).set(1 if ready else 0)
+        """Readiness of one service; the empty name (the whole server, in gRPC health) is labelled "server"."""
+        self.ready.labels(service or "server").set(1 if ready else 0)
 
 
 @dataclass(frozen=True)

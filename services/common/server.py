@@ -113,9 +113,9 @@ class GeolocServer:
 
     async def start(self) -> None:
         """Starts listening and serving /metrics, then warms the services up in the background."""
-        for name in (OVERALL, *(s.name for s in self.services)):
+        for name in self._health_names():
             await self.health.set(name, NOT_SERVING)
-            self.metrics.set_ready(name or "server", False)
+            self.metrics.set_ready(name, False)
         await self.server.start()
         if self.settings.metrics_port is not None:
             self._metrics_httpd, self.metrics_port = start_metrics_http_server(
@@ -130,6 +130,9 @@ class GeolocServer:
         )
         self._warm_up_task = asyncio.create_task(self._warm_up())
 
+    def _health_names(self) -> tuple[str, ...]:
+        return (OVERALL, *(s.name for s in self.services))
+
     async def _warm_up(self) -> None:
         for spec in self.services:
             started = asyncio.get_running_loop().time()
@@ -139,7 +142,7 @@ class GeolocServer:
             self.metrics.set_ready(spec.name, True)
             self._log.info("service_ready", service=spec.name, warm_up_s=round(asyncio.get_running_loop().time() - started, 3))
         await self.health.set(OVERALL, SERVING)
-        self.metrics.set_ready("server", True)
+        self.metrics.set_ready(OVERALL, True)
 
     async def wait_until_ready(self, timeout_s: float | None = None) -> None:
         """Returns once every service is SERVING; raises the warm-up's exception if it failed."""
@@ -163,8 +166,8 @@ class GeolocServer:
         self._log.info("shutdown_started", grace_period_s=grace_s, drain_s=self.settings.drain_s)
         await self.health.enter_graceful_shutdown()
         self._ready.clear()
-        for name in (OVERALL, *(s.name for s in self.services)):
-            self.metrics.set_ready(name or "server", False)
+        for name in self._health_names():
+            self.metrics.set_ready(name, False)
         if self.settings.drain_s:
             await asyncio.sleep(self.settings.drain_s)
         await self.server.stop(grace_s)

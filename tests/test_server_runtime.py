@@ -224,26 +224,16 @@ def test_timeouts_map_to_deadline_exceeded_and_a_handlers_own_abort_is_kept(k, c
 
 def test_request_id_is_taken_from_metadata_generated_when_absent_and_passed_downstream():
     async def scenario():
-        downstream, down_port = create_server(settings(), [probe_spec(ProbeGallery())])
-        await downstream.start()
-        upstream, up_port = create_server(
-            settings(), [probe_spec(ProbeGallery(forward_to=f"127.0.0.1:{down_port}"))]
-        )
-        await upstream.start()
-        await downstream.wait_until_ready(timeout_s=5)
-        await upstream.wait_until_ready(timeout_s=5)
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{up_port}") as channel:
+        async with serving() as (downstream, _):
+            forwarder = ProbeGallery(forward_to=f"127.0.0.1:{downstream.port}")
+            async with serving(forwarder) as (_, channel):
                 stub = gallery_pb2_grpc.GalleryServiceStub(channel)
                 given = await stub.Search(search(), metadata=(("x-request-id", "photo-42"),), timeout=5)
                 fresh = await stub.Search(search(), timeout=5)
             # Outside any call, a channel from create_channel makes an id up.
-            async with create_channel(f"127.0.0.1:{down_port}") as channel:
-                direct = await gallery_pb2_grpc.GalleryServiceStub(channel).Search(search(), timeout=5)
-            return given, fresh, direct
-        finally:
-            await upstream.shutdown(grace_s=0)
-            await downstream.shutdown(grace_s=0)
+            async with create_channel(f"127.0.0.1:{downstream.port}") as direct_channel:
+                direct = await gallery_pb2_grpc.GalleryServiceStub(direct_channel).Search(search(), timeout=5)
+        return given, fresh, direct
 
     given, fresh, direct = asyncio.run(scenario())
     # The downstream handler saw the id the client gave the upstream server.
@@ -267,20 +257,21 @@ def test_requests_over_the_size_limit_get_resource_exhausted():
     assert len(still.points) == 1
 
 
-def probe_process_env(**settings) -> dict[str, str]:
+def probe_process_env(**values) -> dict[str, str]:
+    """This environment without GEOLOC_PROBE_* variables, plus one for each value given."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GEOLOC_PROBE_")}
-    env.update({f"GEOLOC_PROBE_{name.upper()}": str(value) for name, value in settings.items()})
+    env.update({f"GEOLOC_PROBE_{name.upper()}": str(value) for name, value in values.items()})
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
 
-def start_probe_process(**settings) -> tuple[subprocess.Popen, int, list[dict]]:
+def start_probe_process(**values) -> tuple[subprocess.Popen, int, list[dict]]:
     """Starts tests/probe_service.py as a process configured by GEOLOC_PROBE_* variables.
 
     Returns the process, its port (read from its JSON start-up log line) and a list that a
     reader thread keeps filling with the process's JSON log events.
     """
-    env = probe_process_env(port=0, metrics_port="none", **settings)
+    env = probe_process_env(port=0, metrics_port="none", **values)
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.probe_service"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

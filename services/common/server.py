@@ -217,7 +217,7 @@ async def serve(settings: ServerSettings, services: Sequence[ServiceSpec]) -> in
 
 
 def run_server(settings: ServerSettings, services: Sequence[ServiceSpec]) -> int:
-    """The `main` of a service process: logging as configured, serve until told to stop."""
+    """Serves with these settings in a fresh event loop, logging as configured, until told to stop."""
     configure_logging(settings.log_level, settings.log_format)
     return asyncio.run(serve(settings, services))
 

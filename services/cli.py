@@ -16,9 +16,11 @@ def build_parser() -> argparse.ArgumentParser:
     # handlers so that `geoloc --help` does not load torch or grpc.
     from geoloc import smoke
     from geoloc.evaluation import cli as evaluation_cli
+    from geoloc.tritonserver import cli as triton_cli
 
     smoke.add_parser(subparsers)
     evaluation_cli.add_parser(subparsers)
+    triton_cli.add_parser(subparsers)
     return parser
 
 

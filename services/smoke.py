@@ -1,10 +1,12 @@
-"""`geoloc smoke`: the main job until the services land.
+"""`geoloc smoke`: the main job until the orchestrator lands.
 
 It proves the runtime end to end on this machine: a real gRPC server built by the
 factory on loopback, its health, reflection and metrics read over the wire, and a
-graceful shutdown. Then it scores the prior baseline (every photo guessed at the densest
-place of the training photos) on the validation split with the evaluation harness: the
-floor that every expert, and the fusion, must beat.
+graceful shutdown. It then starts tritonserver with the default backbone and the embedding
+service in front of it, and embeds sample photos of the validation split. Last, it scores
+the prior baseline (every photo guessed at the densest place of the training photos) on the
+validation split with the evaluation harness: the floor that every expert, and the fusion,
+must beat.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--report", type=Path, default=Path("reports/prior_baseline_val.json"), metavar="PATH.json",
         help="where to write the baseline's JSON report (default: %(default)s)",
     )
+    parser.add_argument("--photos", type=int, default=6, metavar="N", help="val photos to embed (default: %(default)s)")
     parser.set_defaults(func=run)
     return parser
 
@@ -46,6 +49,11 @@ def run(args: argparse.Namespace) -> int:
     except InputError as exc:
         print(f"geoloc smoke: error: {exc}", file=sys.stderr)
         return 2
+
+    photos = sorted((data / "val" / "images").glob("*.jpg"))[: args.photos]
+    print(f"\n== embedding: tritonserver + the embedding service on loopback, {len(photos)} val photos")
+    for line in embed_sample_photos(photos):
+        print("  " + line)
     source = PriorPredictions(train)
     print(f"\n== prior baseline on the Im2GPS3k val split ({len(val)} photos)\n  {source.description}")
     report = evaluate(val, source)
@@ -91,3 +99,59 @@ async def check_runtime() -> list[str]:
 def _scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         return response.read().decode()
+
+
+def embed_sample_photos(photos: list[Path]) -> list[str]:
+    """Starts Triton and the embedding service, embeds `photos`; returns what it saw."""
+    from geoloc.tritonserver.launcher import TritonLaunch, TritonServer
+
+    with TritonServer(TritonLaunch(grpc_port=_free_port(), metrics_port=None)) as triton:
+        seen = [f"tritonserver ready at {triton.grpc_url} (model efficientnet_lite2)"]
+        return seen + asyncio.run(_embed(triton.grpc_url, photos))
+
+
+async def _embed(triton_url: str, photos: list[Path]) -> list[str]:
+    import time
+
+    import grpc
+    import numpy as np
+
+    from geoloc.common.server import create_server
+    from geoloc.embedding.config import EmbeddingSettings
+    from geoloc.embedding.server import EmbeddingServicer, embedding_spec
+    from geoloc.v1 import embedding_pb2, embedding_pb2_grpc
+
+    settings = EmbeddingSettings(port=0, metrics_port=None, triton_url=triton_url, log_requests=False)
+    server, port = create_server(settings, [embedding_spec(EmbeddingServicer(settings))])
+    await server.start()
+    try:
+        await server.wait_until_ready(timeout_s=120)
+        seen = [f"embedding service SERVING on 127.0.0.1:{port}"]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = embedding_pb2_grpc.EmbeddingServiceStub(channel)
+            vectors = []
+            for photo in photos:
+                started = time.perf_counter()
+                response = await stub.Embed(embedding_pb2.EmbedRequest(image=photo.read_bytes()), timeout=30)
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                vectors.append(np.asarray(response.embedding.values))
+                backbone = response.embedding.backbone
+                seen.append(
+                    f"{photo.name[:40]:<40} {backbone.name} v{backbone.version} {response.dimension}-d "
+                    f"|v|={np.linalg.norm(vectors[-1]):.2f} in {elapsed_ms:.0f} ms"
+                )
+        unit = np.stack(vectors) / np.linalg.norm(np.stack(vectors), axis=1, keepdims=True)
+        cosines = (unit @ unit.T)[np.triu_indices(len(unit), 1)]
+        if len(cosines):
+            seen.append(f"cosine between different photos: {cosines.min():.2f} to {cosines.max():.2f}")
+    finally:
+        await server.shutdown(grace_s=1)
+    return seen
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -1,4 +1,4 @@
-"""The prior baseline (one vote per photographer) and the `geoloc smoke` main job."""
+"""The prior baseline (one vote per photographer) and the `geoloc smoke` main job (real Triton included)."""
 
 from __future__ import annotations
 
@@ -63,9 +63,10 @@ IM2GPS3K = default_data_root() / "im2gps3k"
 @pytest.mark.skipif(not (IM2GPS3K / "val" / "labels.csv").is_file(), reason="Im2GPS3k splits not present")
 def test_smoke_checks_the_runtime_and_scores_the_prior_on_val(tmp_path, capsys):
     report = tmp_path / "prior.json"
-    assert main(["smoke", "--report", str(report)]) == 0
+    assert main(["smoke", "--report", str(report), "--photos", "3"]) == 0
     out = capsys.readouterr().out
     assert "health: SERVING" in out
+    assert out.count("efficientnet-lite2 v1 1280-d") == 3 and "cosine between different photos" in out
     assert "grpc.health.v1.Health" in out and "grpc.reflection.v1alpha.ServerReflection" in out
     assert 'grpc_code="OK",grpc_method="Check"' in out
     data = json.loads(report.read_text())

@@ -42,9 +42,20 @@ def test_overrides_win_and_are_validated_too():
         load_settings(GallerySettings, grace_period_s=-1)
 
 
-def test_the_readme_documents_every_server_setting():
+def test_the_readme_documents_every_setting_of_every_service():
     from pathlib import Path
 
+    from geoloc.embedding.config import EmbeddingSettings
+
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    missing = [name for name in ServerSettings.model_fields if f"| `{name.upper()}` |" not in readme]
-    assert not missing, f"README's configuration reference lacks {missing}"
+    for settings_class in (ServerSettings, EmbeddingSettings):
+        missing = [name for name in settings_class.model_fields if f"| `{name.upper()}` |" not in readme]
+        assert not missing, f"README's configuration reference lacks {settings_class.__name__}'s {missing}"
+
+
+def test_the_embedding_service_refuses_a_photo_limit_its_messages_could_never_carry(monkeypatch):
+    from geoloc.embedding.config import EmbeddingSettings
+
+    monkeypatch.setenv("GEOLOC_EMBEDDING_MAX_IMAGE_BYTES", str(30 * 1024 * 1024))
+    with pytest.raises(SettingsError, match="max_image_bytes must be below max_receive_message_bytes"):
+        load_settings(EmbeddingSettings)

@@ -1,0 +1,34 @@
+"""Settings of the embedding service (env prefix GEOLOC_EMBEDDING_)."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from geoloc.common.settings import MIB, ServerSettings
+
+
+class EmbeddingSettings(ServerSettings):
+    model_config = SettingsConfigDict(env_prefix="GEOLOC_EMBEDDING_")
+
+    triton_url: str = Field("127.0.0.1:8001", description="Triton's gRPC address (host:port).")
+    model_name: str = Field("efficientnet_lite2", description="The backbone: a model of the Triton repository.")
+    model_version: str = Field("", description="Model version to call; empty: the latest Triton serves.")
+    triton_timeout_s: float = Field(
+        10.0, gt=0, description="Longest wait for one Triton inference; a shorter caller deadline wins."
+    )
+    triton_ready_timeout_s: float = Field(
+        300.0, gt=0, description="At start-up, how long to wait for the model to be READY before exiting."
+    )
+    max_image_bytes: int = Field(16 * MIB, gt=0, description="Largest encoded photo accepted.")
+    max_image_pixels: int = Field(
+        64_000_000, gt=0, description="Largest width x height accepted, checked before decoding (decompression bombs)."
+    )
+    min_image_side: int = Field(32, gt=0, description="Smallest width or height accepted, in pixels.")
+    max_batch_images: int = Field(64, gt=0, description="Most photos in one EmbedBatch call.")
+
+    @model_validator(mode="after")
+    def _photo_fits_in_a_message(self) -> EmbeddingSettings:
+        if self.max_image_bytes >= self.max_receive_message_bytes:
+            raise ValueError("max_image_bytes must be below max_receive_message_bytes, or the limit could never answer")
+        return self

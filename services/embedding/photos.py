@@ -1,0 +1,88 @@
+"""Decoding a client's photo bytes into an upright RGB image, or a clear INVALID_ARGUMENT.
+
+Accepted: JPEG (and its multi-picture variant MPO), PNG, WebP, BMP and GIF, whose first frame
+is used. The size limits are checked on the header, before any pixel is decoded, so that a
+small file declaring a huge image (a decompression bomb) costs nothing. EXIF orientation is
+applied, so a phone photo stored sideways is embedded upright.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from geoloc.common.errors import InvalidArgument
+
+SUPPORTED_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WebP", "BMP": "BMP", "GIF": "GIF"}
+SUPPORTED_NAMES = "JPEG, PNG, WebP, BMP or GIF"
+
+# The configured limit, checked on the same header right after opening, replaces Pillow's
+# process-wide guard, which would otherwise refuse first with its own fixed limit and wording.
+Image.MAX_IMAGE_PIXELS = None
+
+
+@dataclass(frozen=True)
+class PhotoLimits:
+    max_bytes: int
+    max_pixels: int
+    min_side: int
+
+
+def decode_photo(data: bytes, limits: PhotoLimits, field: str = "image", draft_side: int | None = None) -> Image.Image:
+    """The photo as an upright RGB image; raises InvalidArgument naming `field` and the problem.
+
+    `draft_side` lets a large JPEG decode at 1/2, 1/4 or 1/8 scale, never below that side,
+    which is all a backbone that sees a few hundred pixels needs.
+    """
+    if not data:
+        raise InvalidArgument(field, f"is empty; send the photo's encoded bytes ({SUPPORTED_NAMES})")
+    if len(data) > limits.max_bytes:
+        raise InvalidArgument(field, f"is {len(data)} bytes, over the limit of {limits.max_bytes} bytes")
+    image = _open(data, field)
+    width, height = image.size
+    if width * height > limits.max_pixels:
+        raise InvalidArgument(
+            field, f"is {width}x{height} = {width * height} pixels, over the limit of {limits.max_pixels} pixels"
+        )
+    if min(width, height) < limits.min_side:
+        raise InvalidArgument(field, f"is {width}x{height} pixels; both sides must be at least {limits.min_side}")
+    if draft_side is not None and image.format in ("JPEG", "MPO"):
+        image.draft("RGB", (draft_side, draft_side))
+    try:
+        image.load()
+        upright = _upright(image)
+        return _to_rgb(upright)
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InvalidArgument(field, f"could not be decoded, the {image.format} data is truncated or corrupt ({exc})") from None
+
+
+def _open(data: bytes, field: str) -> Image.Image:
+    try:
+        image = Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise InvalidArgument(field, f"is not an image in a supported format ({SUPPORTED_NAMES})") from None
+    if image.format not in SUPPORTED_FORMATS:
+        raise InvalidArgument(field, f"is a {image.format} image; supported formats are {SUPPORTED_NAMES}")
+    return image
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 - a corrupt EXIF block must not cost the photo its embedding
+        return image
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        # Transparent pixels are shown on white, as a viewer would, not on their hidden colour.
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+        return background
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        image = image.point(lambda value: value / 256).convert("L")  # 16-bit greyscale to 8 bits
+    return image.convert("RGB")

@@ -1,0 +1,101 @@
+"""The embedding service's gRPC edge: photo bytes in, the backbone's feature vector out.
+
+Photos are decoded and cropped here, off the event loop; the backbone runs on Triton. Every
+response names the backbone, its Triton model version and the feature's dimension, so that
+experts can refuse a feature from a backbone their heads were not trained on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import numpy as np
+
+from geoloc.common.errors import DeadlineExceeded, InvalidArgument, NotReady
+from geoloc.common.server import ServiceSpec, run_service, service_name
+from geoloc.embedding.config import EmbeddingSettings
+from geoloc.embedding.photos import PhotoLimits, decode_photo
+from geoloc.embedding.triton_backbone import TritonBackbone
+from geoloc.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc
+
+EMBEDDING_SERVICE = service_name(embedding_pb2, "EmbeddingService")
+# Left of the caller's deadline for our own reply to travel back.
+DEADLINE_MARGIN_S = 0.02
+
+
+class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
+    def __init__(self, settings: EmbeddingSettings):
+        self.settings = settings
+        self.limits = PhotoLimits(settings.max_image_bytes, settings.max_image_pixels, settings.min_image_side)
+        self._backbone: TritonBackbone | None = None
+
+    async def warm_up(self) -> None:
+        s = self.settings
+        self._backbone = await TritonBackbone.connect(s.triton_url, s.model_name, s.model_version, s.triton_ready_timeout_s)
+
+    async def close(self) -> None:
+        if self._backbone is not None:
+            await self._backbone.close()
+
+    @property
+    def backbone(self) -> TritonBackbone:
+        if self._backbone is None:
+            raise NotReady("the backbone is not connected yet")
+        return self._backbone
+
+    async def Embed(self, request: embedding_pb2.EmbedRequest, context) -> embedding_pb2.EmbedResponse:
+        crop = await asyncio.to_thread(self._crop, request.image, "image")
+        features, version = await self.backbone.embed(crop[np.newaxis], self._timeout_s(context))
+        return embedding_pb2.EmbedResponse(embedding=self._embedding(features[0], version), dimension=features.shape[1])
+
+    async def EmbedBatch(self, request: embedding_pb2.EmbedBatchRequest, context) -> embedding_pb2.EmbedBatchResponse:
+        count = len(request.images)
+        if not 1 <= count <= self.settings.max_batch_images:
+            raise InvalidArgument("images", f"must hold 1 to {self.settings.max_batch_images} photos, got {count}")
+        # Decode in parallel (Pillow releases the GIL), but report the first bad photo by index,
+        # whichever thread finished first: the whole batch is refused when any photo is bad.
+        crops = await asyncio.gather(
+            *(asyncio.to_thread(self._crop, data, f"images[{i}]") for i, data in enumerate(request.images)),
+            return_exceptions=True,
+        )
+        for crop in crops:
+            if isinstance(crop, BaseException):
+                raise crop
+        features, version = await self.backbone.embed(np.stack(crops), self._timeout_s(context))
+        return embedding_pb2.EmbedBatchResponse(
+            embeddings=[self._embedding(vector, version) for vector in features], dimension=features.shape[1]
+        )
+
+    def _crop(self, data: bytes, field: str) -> np.ndarray:
+        spec = self.backbone.info.crop
+        return spec.model_input(decode_photo(data, self.limits, field, draft_side=spec.decode_side))
+
+    def _timeout_s(self, context) -> float:
+        remaining = context.time_remaining()
+        if remaining is None:
+            return self.settings.triton_timeout_s
+        if remaining <= DEADLINE_MARGIN_S:
+            raise DeadlineExceeded("the deadline passed before the backbone could be called")
+        return min(self.settings.triton_timeout_s, remaining - DEADLINE_MARGIN_S)
+
+    def _embedding(self, vector: np.ndarray, version: str) -> common_pb2.Embedding:
+        info = self.backbone.info
+        return common_pb2.Embedding(
+            values=vector.tolist(),
+            backbone=common_pb2.ModelInfo(name=info.name, version=version),
+            l2_normalized=info.l2_normalized,
+        )
+
+
+def embedding_spec(servicer: EmbeddingServicer) -> ServiceSpec:
+    return ServiceSpec(
+        name=EMBEDDING_SERVICE,
+        register=lambda server: embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(servicer, server),
+        warm_up=servicer.warm_up,
+        close=servicer.close,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(run_service(EmbeddingSettings, lambda settings: [embedding_spec(EmbeddingServicer(settings))]))

@@ -1,0 +1,60 @@
+"""Starting and stopping real servers for tests: free ports, health waits, service processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def free_port() -> int:
+    """A port free now on loopback, for servers that cannot bind port 0 themselves (tritonserver)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_health(address: str, timeout_s: float, process: subprocess.Popen | None = None) -> None:
+    """Waits until the server at `address` reports SERVING; fails early if `process` exits."""
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"the server at {address} exited with code {process.returncode}")
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    raise TimeoutError(f"the server at {address} was not SERVING after {timeout_s} s")
+
+
+def start_embedding_service(triton_url: str, **env: str) -> tuple[subprocess.Popen, str]:
+    """`python -m geoloc.embedding.server` against `triton_url`; returns the process and its address."""
+    port = free_port()
+    environment = dict(
+        os.environ,
+        GEOLOC_EMBEDDING_PORT=str(port),
+        GEOLOC_EMBEDDING_METRICS_PORT="none",
+        GEOLOC_EMBEDDING_TRITON_URL=triton_url,
+        GEOLOC_EMBEDDING_LOG_LEVEL="warning",
+        **{f"GEOLOC_EMBEDDING_{key.upper()}": value for key, value in env.items()},
+    )
+    process = subprocess.Popen([sys.executable, "-m", "geoloc.embedding.server"], env=environment)
+    return process, f"127.0.0.1:{port}"
+
+
+def stop(process: subprocess.Popen) -> int:
+    process.terminate()
+    try:
+        return process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()

@@ -1,0 +1,198 @@
+"""The embedding service against a real tritonserver running the real EfficientNet-Lite2 weights."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.servers import free_port, start_embedding_service, stop, wait_for_health
+from geoloc.v1 import embedding_pb2, embedding_pb2_grpc
+
+
+def encode(image: Image.Image, format: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format, **options)
+    return buffer.getvalue()
+
+
+def vector(embedding) -> np.ndarray:
+    return np.asarray(embedding.values, dtype=np.float64)
+
+
+def cosine(a, b) -> float:
+    a, b = vector(a), vector(b)
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def embed(stub, data: bytes):
+    return stub.Embed(embedding_pb2.EmbedRequest(image=data), timeout=30).embedding
+
+
+def test_a_photo_gives_the_same_embedding_across_calls_and_batch_sizes(embedding_stub, val_photos):
+    photo = val_photos[0].read_bytes()
+    others = [p.read_bytes() for p in val_photos[1:8]]
+    response = embedding_stub.Embed(embedding_pb2.EmbedRequest(image=photo), timeout=30)
+    again = embed(embedding_stub, photo)
+    alone = embedding_stub.EmbedBatch(embedding_pb2.EmbedBatchRequest(images=[photo]), timeout=30).embeddings[0]
+    batch = embedding_stub.EmbedBatch(embedding_pb2.EmbedBatchRequest(images=[*others, photo, *others]), timeout=60)
+
+    assert response.dimension == batch.dimension == 1280 == len(response.embedding.values)
+    first = response.embedding
+    assert (first.backbone.name, first.backbone.version, first.l2_normalized) == ("efficientnet-lite2", "1", False)
+    assert np.isfinite(vector(first)).all() and np.linalg.norm(vector(first)) > 1.5  # raw, not unit length
+    assert len(batch.embeddings) == 15
+    for twin in (again, alone, batch.embeddings[7]):
+        assert cosine(first, twin) > 0.9999
+    # The batch's other members kept their own order and their own vectors.
+    assert cosine(batch.embeddings[0], batch.embeddings[8]) > 0.9999
+
+
+def test_different_photos_give_different_embeddings(embedding_stub, val_photos):
+    embeddings = embedding_stub.EmbedBatch(
+        embedding_pb2.EmbedBatchRequest(images=[p.read_bytes() for p in val_photos[:6]]), timeout=60
+    ).embeddings
+    pairs = [cosine(embeddings[i], embeddings[j]) for i in range(6) for j in range(i + 1, 6)]
+    assert max(pairs) < 0.9, pairs
+
+
+def test_a_photo_rotated_through_exif_embeds_like_its_upright_twin(embedding_stub, val_photos):
+    upright = Image.open(val_photos[1]).convert("RGB")
+    # Stored turned a quarter to the left, with EXIF orientation 6: "rotate 90° clockwise to view".
+    stored = upright.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    reference = embed(embedding_stub, encode(upright, "PNG"))
+    with_exif = embed(embedding_stub, encode(stored, "PNG", exif=exif.tobytes()))
+    without_exif = embed(embedding_stub, encode(stored, "PNG"))
+    assert cosine(reference, with_exif) > 0.9999
+    assert cosine(reference, without_exif) < 0.99  # the check above could fail: sideways differs
+
+
+@pytest.mark.parametrize(
+    "format, options, at_least",
+    [
+        ("JPEG", {"quality": 95}, 0.98),
+        ("WEBP", {"lossless": True}, 0.9999),
+        ("BMP", {}, 0.9999),
+        ("GIF", {}, 0.9),  # a 256-colour palette costs some fidelity
+    ],
+)
+def test_every_supported_format_is_accepted(embedding_stub, val_photos, format, options, at_least):
+    image = Image.open(val_photos[2]).convert("RGB")
+    reference = embed(embedding_stub, encode(image, "PNG"))
+    assert cosine(reference, embed(embedding_stub, encode(image, format, **options))) > at_least
+
+
+def test_an_animated_gif_is_embedded_from_its_first_frame(embedding_stub, val_photos):
+    first, second = (Image.open(p).convert("RGB").resize((320, 240)) for p in val_photos[3:5])
+    animated = encode(first, "GIF", save_all=True, append_images=[second], duration=100, loop=0)
+    got = embed(embedding_stub, animated)
+    assert cosine(got, embed(embedding_stub, encode(first, "GIF"))) > 0.999
+    assert cosine(got, embed(embedding_stub, encode(second, "GIF"))) < 0.95
+
+
+def bomb_png() -> bytes:
+    """A 20000 x 20000 PNG (400 megapixels) that compresses to about 50 kB."""
+    return encode(Image.new("1", (20000, 20000)), "PNG")
+
+
+def truncated_jpeg(path) -> bytes:
+    data = path.read_bytes()
+    return data[: len(data) // 2]
+
+
+BAD_PHOTOS = {
+    "empty": (lambda _: b"", "is empty"),
+    "random bytes": (lambda _: np.random.default_rng(0).bytes(5000), "not an image in a supported format"),
+    "a text file": (lambda _: b"lat,lon\n48.85,2.35\n" * 50, "not an image in a supported format"),
+    "a truncated JPEG": (truncated_jpeg, "truncated or corrupt"),
+    "a decompression bomb": (lambda _: bomb_png(), "over the limit of 64000000 pixels"),
+    "a 1x1 image": (lambda _: encode(Image.new("RGB", (1, 1)), "PNG"), "at least 32"),
+    "a 400x16 strip": (lambda _: encode(Image.new("RGB", (400, 16)), "PNG"), "at least 32"),
+    "a TIFF": (lambda _: encode(Image.new("RGB", (64, 64)), "TIFF"), "is a TIFF image"),
+    "17 MiB": (lambda p: p.read_bytes() + bytes(17 * 1024 * 1024), "over the limit of 16777216 bytes"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_PHOTOS)
+def test_bad_photos_get_invalid_argument_and_the_service_keeps_serving(embedding_stub, val_photos, name):
+    make, expected = BAD_PHOTOS[name]
+    with pytest.raises(grpc.RpcError) as error:
+        embedding_stub.Embed(embedding_pb2.EmbedRequest(image=make(val_photos[0])), timeout=30)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details().startswith("image: ") and expected in error.value.details()
+    assert len(embed(embedding_stub, val_photos[0].read_bytes()).values) == 1280
+
+
+def test_a_batch_with_one_bad_photo_is_refused_whole_naming_it(embedding_stub, val_photos):
+    good = val_photos[0].read_bytes()
+    with pytest.raises(grpc.RpcError) as error:
+        embedding_stub.EmbedBatch(embedding_pb2.EmbedBatchRequest(images=[good, good, b"", good]), timeout=30)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details().startswith("images[2]: is empty")
+    with pytest.raises(grpc.RpcError) as empty:
+        embedding_stub.EmbedBatch(embedding_pb2.EmbedBatchRequest(images=[]), timeout=30)
+    assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "1 to 64 photos, got 0" in empty.value.details()
+    with pytest.raises(grpc.RpcError) as many:
+        embedding_stub.EmbedBatch(embedding_pb2.EmbedBatchRequest(images=[b"x"] * 65), timeout=30)
+    assert many.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "got 65" in many.value.details()
+
+
+def test_a_payload_over_the_message_limit_gets_resource_exhausted(embedding_stub, val_photos):
+    with pytest.raises(grpc.RpcError) as error:
+        embedding_stub.Embed(embedding_pb2.EmbedRequest(image=bytes(21 * 1024 * 1024)), timeout=30)
+    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert len(embed(embedding_stub, val_photos[0].read_bytes()).values) == 1280
+
+
+def test_the_service_waits_for_triton_then_is_unavailable_while_it_is_down_and_recovers(val_photos):
+    """Started before Triton: NOT_SERVING until the model is READY. Triton stopped: UNAVAILABLE at
+    once. Triton back on the same address: calls succeed again without restarting the service."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from geoloc.tritonserver.launcher import TritonLaunch, TritonServer
+
+    launch = TritonLaunch(grpc_port=free_port(), metrics_port=None)
+    photo = val_photos[0].read_bytes()
+    process, address = start_embedding_service(launch.grpc_url)
+    try:
+        with grpc.insecure_channel(address) as channel:
+            stub = embedding_pb2_grpc.EmbeddingServiceStub(channel)
+            health = health_pb2_grpc.HealthStub(channel)
+            time.sleep(1.0)
+            assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            with pytest.raises(grpc.RpcError) as warming:
+                stub.Embed(embedding_pb2.EmbedRequest(image=photo), timeout=5)
+            assert warming.value.code() == grpc.StatusCode.UNAVAILABLE
+
+            with TritonServer(launch) as triton:
+                wait_for_health(address, 120, process)
+                before = embed(stub, photo)
+                triton.stop()
+                started = time.monotonic()
+                with pytest.raises(grpc.RpcError) as down:
+                    stub.Embed(embedding_pb2.EmbedRequest(image=photo), timeout=20)
+                waited = time.monotonic() - started
+            assert down.value.code() == grpc.StatusCode.UNAVAILABLE, down.value.details()
+            assert "Triton" in down.value.details() and waited < 5
+
+            with TritonServer(launch):  # the same address again
+                after = _embed_with_retries(stub, photo, attempts=50)
+            assert cosine(before, after) > 0.9999
+    finally:
+        stop(process)
+
+
+def _embed_with_retries(stub, photo: bytes, attempts: int):
+    for _ in range(attempts - 1):
+        try:
+            return embed(stub, photo)
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.UNAVAILABLE
+            time.sleep(0.2)
+    return embed(stub, photo)

@@ -1,0 +1,165 @@
+"""model_repository/: the Triton models serve exactly their torch networks, on a real tritonserver."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import shutil
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import torch
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from geoloc.embedding.preprocessing import CropSpec
+from geoloc.tritonserver.launcher import DEFAULT_MODEL_REPOSITORY, TritonLaunch, TritonServer
+from tests.servers import free_port
+
+MODELS = ("efficientnet_lite2", "clip_vit_l14")
+
+
+def parse_config(path: Path) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def load_backbone_module(model: str, repository: Path = DEFAULT_MODEL_REPOSITORY):
+    """A model's 1/backbone.py, imported under a unique name (both models have one)."""
+    spec = importlib.util.spec_from_file_location(f"{model}_backbone", repository / model / "1" / "backbone.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def config_floats(config: model_config_pb2.ModelConfig, key: str) -> list[float]:
+    return [float(v) for v in config.parameters[key].string_value.split(",")]
+
+
+def triton_features(url: str, model: str, crops: np.ndarray) -> np.ndarray:
+    import tritonclient.grpc as triton_grpc
+
+    image = triton_grpc.InferInput("IMAGE", list(crops.shape), "UINT8")
+    image.set_data_from_numpy(crops)
+    with triton_grpc.InferenceServerClient(url) as client:
+        return client.infer(model, [image], client_timeout=60).as_numpy("EMBEDDING")
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_the_gpu_config_differs_from_the_cpu_one_only_in_its_instance_kind(model):
+    cpu = parse_config(DEFAULT_MODEL_REPOSITORY / model / "config.pbtxt")
+    gpu = parse_config(DEFAULT_MODEL_REPOSITORY / model / "configs" / "gpu.pbtxt")
+    assert [g.kind for g in cpu.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_CPU]
+    assert [g.kind for g in gpu.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_GPU]
+    del cpu.instance_group[:], gpu.instance_group[:]
+    assert cpu == gpu
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_each_model_declares_batching_warm_up_and_a_complete_preprocessing(model):
+    config = parse_config(DEFAULT_MODEL_REPOSITORY / model / "config.pbtxt")
+    assert config.name == model and config.backend == "python"
+    assert config.max_batch_size >= 8 and config.HasField("dynamic_batching") and len(config.model_warmup) >= 1
+    as_json = {"input": [{"dims": list(config.input[0].dims)}],
+               "parameters": {k: {"string_value": v.string_value} for k, v in config.parameters.items()}}
+    crop = CropSpec.from_model_config(as_json)
+    assert crop.size == config.input[0].dims[0]
+    assert len(config_floats(config, "preprocess_mean")) == len(config_floats(config, "preprocess_std")) == 3
+
+
+def test_triton_serves_the_same_features_as_the_torch_network_in_process(triton, val_photos):
+    from PIL import Image
+
+    config = parse_config(DEFAULT_MODEL_REPOSITORY / "efficientnet_lite2" / "config.pbtxt")
+    network = load_backbone_module("efficientnet_lite2").EfficientNetLite2Features(
+        config_floats(config, "preprocess_mean"), config_floats(config, "preprocess_std")
+    )
+    crop = CropSpec(size=260, crop="padded_center_crop", padding=32, resample="bicubic")
+    crops = np.stack([crop.model_input(Image.open(p).convert("RGB")) for p in val_photos[:3]])
+    expected = network(torch.from_numpy(crops)).numpy()
+    served = triton_features(triton.grpc_url, "efficientnet_lite2", crops)
+    assert served.shape == expected.shape == (3, 1280)
+    np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-4)
+
+
+def tiny_clip_checkpoint(directory: Path, projection_dim: int = 768) -> None:
+    """A randomly initialised CLIP vision tower with ViT-L/14's input size and feature width."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(0)
+    config = CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        image_size=224, patch_size=32, projection_dim=projection_dim,
+    )
+    CLIPVisionModelWithProjection(config).save_pretrained(directory)
+
+
+@pytest.fixture(scope="module")
+def clip_triton(tmp_path_factory):
+    """Triton serving clip_vit_l14 from a repository copy whose weights/ holds a tiny checkpoint."""
+    repository = tmp_path_factory.mktemp("repository")
+    shutil.copytree(DEFAULT_MODEL_REPOSITORY / "clip_vit_l14", repository / "clip_vit_l14")
+    tiny_clip_checkpoint(repository / "clip_vit_l14" / "weights")
+    with TritonServer(TritonLaunch(model_repository=repository, models=("clip_vit_l14",), grpc_port=free_port(), metrics_port=None)) as server:
+        yield server, repository
+    assert server.returncode == 0, server.log_tail()
+    assert "successfully unloaded 'clip_vit_l14'" in server.log_path.read_text()
+
+
+def test_clip_loads_from_a_local_hugging_face_directory_and_serves_its_projected_feature(clip_triton):
+    from transformers import CLIPVisionModelWithProjection
+
+    server, repository = clip_triton
+    crops = np.random.default_rng(0).integers(0, 256, size=(2, 224, 224, 3), dtype=np.uint8)
+    served = triton_features(server.grpc_url, "clip_vit_l14", crops)
+    config = parse_config(repository / "clip_vit_l14" / "config.pbtxt")
+    mean = torch.tensor(config_floats(config, "preprocess_mean")).view(1, 3, 1, 1)
+    std = torch.tensor(config_floats(config, "preprocess_std")).view(1, 3, 1, 1)
+    reference = CLIPVisionModelWithProjection.from_pretrained(repository / "clip_vit_l14" / "weights").eval()
+    with torch.no_grad():
+        pixels = (torch.from_numpy(crops).permute(0, 3, 1, 2).float() - mean) / std
+        expected = reference(pixel_values=pixels).image_embeds.numpy()
+    assert served.shape == (2, 768)
+    np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_the_embedding_service_serves_clip_when_configured_to(clip_triton, val_photos):
+    from geoloc.common.server import create_server
+    from geoloc.embedding.config import EmbeddingSettings
+    from geoloc.embedding.server import EmbeddingServicer, embedding_spec
+    from geoloc.v1 import embedding_pb2, embedding_pb2_grpc
+
+    server_, _ = clip_triton
+    settings = EmbeddingSettings(port=0, metrics_port=None, triton_url=server_.grpc_url, model_name="clip_vit_l14")
+
+    async def scenario():
+        server, port = create_server(settings, [embedding_spec(EmbeddingServicer(settings))])
+        await server.start()
+        try:
+            await server.wait_until_ready(timeout_s=60)
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = embedding_pb2_grpc.EmbeddingServiceStub(channel)
+                return await stub.Embed(embedding_pb2.EmbedRequest(image=val_photos[0].read_bytes()), timeout=30)
+        finally:
+            await server.shutdown(grace_s=0)
+
+    response = asyncio.run(scenario())
+    assert response.dimension == 768 == len(response.embedding.values)
+    assert (response.embedding.backbone.name, response.embedding.backbone.version) == ("clip-vit-l14", "1")
+
+
+def test_a_checkpoint_that_disagrees_with_the_declared_dims_fails_to_load_saying_why(tmp_path):
+    from geoloc.tritonserver.launcher import TritonStartError
+
+    shutil.copytree(DEFAULT_MODEL_REPOSITORY / "clip_vit_l14", tmp_path / "clip_vit_l14")
+    tiny_clip_checkpoint(tmp_path / "clip_vit_l14" / "weights", projection_dim=512)
+    launch = TritonLaunch(model_repository=tmp_path, models=("clip_vit_l14",), grpc_port=free_port(), metrics_port=None)
+    triton = TritonServer(launch)
+    triton.start()
+    try:
+        with pytest.raises(TritonStartError) as error:
+            triton.wait_until_ready(timeout_s=120)
+    finally:
+        triton.stop()
+    assert "gives 512-d features" in str(error.value) or "gives 512-d features" in triton.log_path.read_text()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -32,29 +31,30 @@ import torch
 from PIL import Image
 
 from geoloc.common.logs import configure_logging
-from geoloc.common.server import create_server
+from geoloc.common.server import serving
 from geoloc.embedding.config import EmbeddingSettings
-from geoloc.embedding.photos import PhotoLimits, decode_photo
-from geoloc.embedding.preprocessing import CropSpec
+from geoloc.embedding.photos import PhotoLimits
+from geoloc.embedding.preprocessing import CropSpec, model_input_from_photo
 from geoloc.embedding.server import EmbeddingServicer, embedding_spec
 from geoloc.evaluation.dataset import default_data_root
-from geoloc.tritonserver.launcher import DEFAULT_MODEL_REPOSITORY, TritonLaunch, TritonServer
+from geoloc.tritonserver.launcher import TritonLaunch, TritonServer, free_port
+from geoloc.tritonserver.repository import float_parameter, load_backbone_module, read_model_config
 from geoloc.v1 import embedding_pb2, embedding_pb2_grpc
 
-CROP = CropSpec(size=260, crop="padded_center_crop", padding=32, resample="bicubic")
-LIMITS = PhotoLimits(max_bytes=16 << 20, max_pixels=64_000_000, min_side=32)
+MODEL = "efficientnet_lite2"
+CONFIG = read_model_config(MODEL)
+CROP = CropSpec.from_model_config(CONFIG)
+_settings = EmbeddingSettings()
+LIMITS = PhotoLimits(_settings.max_image_bytes, _settings.max_image_pixels, _settings.min_image_side)
 
 
 def in_process_network():
-    path = DEFAULT_MODEL_REPOSITORY / "efficientnet_lite2" / "1" / "backbone.py"
-    spec = importlib.util.spec_from_file_location("efficientnet_lite2_backbone", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.EfficientNetLite2Features([127.0] * 3, [128.0] * 3)
+    backbone = load_backbone_module(MODEL)
+    return backbone.EfficientNetLite2Features(float_parameter(CONFIG, "preprocess_mean"), float_parameter(CONFIG, "preprocess_std"))
 
 
 def crop(data: bytes) -> np.ndarray:
-    return CROP.model_input(decode_photo(data, LIMITS, draft_side=CROP.decode_side))
+    return model_input_from_photo(data, LIMITS, CROP)
 
 
 REPEATS = 3
@@ -115,7 +115,7 @@ async def measure_triton_direct(url: str, photos: list[bytes]) -> dict[str, floa
     async def infer(batch: np.ndarray) -> None:
         image = triton_grpc.InferInput("IMAGE", list(batch.shape), "UINT8")
         image.set_data_from_numpy(batch)
-        await client.infer("efficientnet_lite2", [image])
+        await client.infer(MODEL, [image])
 
     try:
         return {
@@ -128,10 +128,7 @@ async def measure_triton_direct(url: str, photos: list[bytes]) -> dict[str, floa
 
 async def measure_service(url: str, photos: list[bytes]) -> dict[str, float]:
     settings = EmbeddingSettings(port=0, metrics_port=None, triton_url=url, log_requests=False)
-    server, port = create_server(settings, [embedding_spec(EmbeddingServicer(settings))])
-    await server.start()
-    await server.wait_until_ready(timeout_s=120)
-    try:
+    async with serving(settings, [embedding_spec(EmbeddingServicer(settings))]) as (_, port):
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = embedding_pb2_grpc.EmbeddingServiceStub(channel)
 
@@ -148,8 +145,6 @@ async def measure_service(url: str, photos: list[bytes]) -> dict[str, float]:
                 "service Embed, 8 clients (dynamic batching)": await timed_async(lambda: concurrently(8, photos, embed), n),
                 "service EmbedBatch of 8, 1 client": await timed_async(embed_batches, n),
             }
-    finally:
-        await server.shutdown(grace_s=1)
 
 
 def main() -> None:
@@ -163,7 +158,7 @@ def main() -> None:
     sizes = [Image.open(f).size for f in files]
 
     rates = measure_in_process(photos)
-    with TritonServer(TritonLaunch(grpc_port=18551, metrics_port=None)) as triton:
+    with TritonServer(TritonLaunch(grpc_port=free_port(), metrics_port=None)) as triton:
         rates |= asyncio.run(measure_triton_direct(triton.grpc_url, photos))
         rates |= asyncio.run(measure_service(triton.grpc_url, photos))
 

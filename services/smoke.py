@@ -70,14 +70,11 @@ async def check_runtime() -> list[str]:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-    from geoloc.common.server import create_server
+    from geoloc.common.server import serving
     from geoloc.common.settings import ServerSettings
 
-    server, port = create_server(ServerSettings(port=0, metrics_port=0, log_requests=False), [])
-    await server.start()
-    await server.wait_until_ready(timeout_s=10)
-    seen = [f"listening on 127.0.0.1:{port}, metrics on :{server.metrics_port}"]
-    try:
+    async with serving(ServerSettings(port=0, metrics_port=0, log_requests=False), [], ready_timeout_s=10) as (server, port):
+        seen = [f"listening on 127.0.0.1:{port}, metrics on :{server.metrics_port}"]
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
             status = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
@@ -90,8 +87,6 @@ async def check_runtime() -> list[str]:
         text = await asyncio.to_thread(_scrape, server.metrics_port)
         handled = [line for line in text.splitlines() if line.startswith("grpc_server_handled_total{")]
         seen.append("metrics: " + "; ".join(handled))
-    finally:
-        await server.shutdown(grace_s=1)
     seen.append("shutdown: graceful")
     return seen
 
@@ -103,9 +98,9 @@ def _scrape(port: int) -> str:
 
 def embed_sample_photos(photos: list[Path]) -> list[str]:
     """Starts Triton and the embedding service, embeds `photos`; returns what it saw."""
-    from geoloc.tritonserver.launcher import TritonLaunch, TritonServer
+    from geoloc.tritonserver.launcher import TritonLaunch, TritonServer, free_port
 
-    with TritonServer(TritonLaunch(grpc_port=_free_port(), metrics_port=None)) as triton:
+    with TritonServer(TritonLaunch(grpc_port=free_port(), metrics_port=None)) as triton:
         seen = [f"tritonserver ready at {triton.grpc_url} (model efficientnet_lite2)"]
         return seen + asyncio.run(_embed(triton.grpc_url, photos))
 
@@ -116,16 +111,13 @@ async def _embed(triton_url: str, photos: list[Path]) -> list[str]:
     import grpc
     import numpy as np
 
-    from geoloc.common.server import create_server
+    from geoloc.common.server import serving
     from geoloc.embedding.config import EmbeddingSettings
     from geoloc.embedding.server import EmbeddingServicer, embedding_spec
     from geoloc.v1 import embedding_pb2, embedding_pb2_grpc
 
     settings = EmbeddingSettings(port=0, metrics_port=None, triton_url=triton_url, log_requests=False)
-    server, port = create_server(settings, [embedding_spec(EmbeddingServicer(settings))])
-    await server.start()
-    try:
-        await server.wait_until_ready(timeout_s=120)
+    async with serving(settings, [embedding_spec(EmbeddingServicer(settings))]) as (_, port):
         seen = [f"embedding service SERVING on 127.0.0.1:{port}"]
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = embedding_pb2_grpc.EmbeddingServiceStub(channel)
@@ -144,14 +136,4 @@ async def _embed(triton_url: str, photos: list[Path]) -> list[str]:
         cosines = (unit @ unit.T)[np.triu_indices(len(unit), 1)]
         if len(cosines):
             seen.append(f"cosine between different photos: {cosines.min():.2f} to {cosines.max():.2f}")
-    finally:
-        await server.shutdown(grace_s=1)
     return seen
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

@@ -10,7 +10,8 @@ import grpc
 import pytest
 
 from geoloc.evaluation.dataset import default_data_root
-from tests.servers import free_port, start_embedding_service, stop, wait_for_health
+from geoloc.tritonserver.launcher import free_port
+from tests.servers import start_embedding_service, stop, wait_for_health
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,12 +10,7 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-
-def free_port() -> int:
-    """A port free now on loopback, for servers that cannot bind port 0 themselves (tritonserver)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from geoloc.tritonserver.launcher import free_port
 
 
 def wait_for_health(address: str, timeout_s: float, process: subprocess.Popen | None = None) -> None:

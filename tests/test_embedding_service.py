@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.servers import free_port, start_embedding_service, stop, wait_for_health
+from geoloc.tritonserver.launcher import TritonLaunch, TritonServer, free_port
 from geoloc.v1 import embedding_pb2, embedding_pb2_grpc
+from tests.servers import start_embedding_service, stop, wait_for_health
 
 
 def encode(image: Image.Image, format: str, **options) -> bytes:
@@ -154,8 +155,6 @@ def test_the_service_waits_for_triton_then_is_unavailable_while_it_is_down_and_r
     """Started before Triton: NOT_SERVING until the model is READY. Triton stopped: UNAVAILABLE at
     once. Triton back on the same address: calls succeed again without restarting the service."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    from geoloc.tritonserver.launcher import TritonLaunch, TritonServer
 
     launch = TritonLaunch(grpc_port=free_port(), metrics_port=None)
     photo = val_photos[0].read_bytes()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -11,30 +10,18 @@ import grpc
 import numpy as np
 import pytest
 import torch
-from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2
 
 from geoloc.embedding.preprocessing import CropSpec
-from geoloc.tritonserver.launcher import DEFAULT_MODEL_REPOSITORY, TritonLaunch, TritonServer
-from tests.servers import free_port
+from geoloc.tritonserver.launcher import TritonLaunch, TritonServer, free_port
+from geoloc.tritonserver.repository import (
+    DEFAULT_MODEL_REPOSITORY,
+    float_parameter,
+    load_backbone_module,
+    model_parameters,
+    read_model_config,
+)
 
 MODELS = ("efficientnet_lite2", "clip_vit_l14")
-
-
-def parse_config(path: Path) -> model_config_pb2.ModelConfig:
-    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
-
-
-def load_backbone_module(model: str, repository: Path = DEFAULT_MODEL_REPOSITORY):
-    """A model's 1/backbone.py, imported under a unique name (both models have one)."""
-    spec = importlib.util.spec_from_file_location(f"{model}_backbone", repository / model / "1" / "backbone.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def config_floats(config: model_config_pb2.ModelConfig, key: str) -> list[float]:
-    return [float(v) for v in config.parameters[key].string_value.split(",")]
 
 
 def triton_features(url: str, model: str, crops: np.ndarray) -> np.ndarray:
@@ -48,34 +35,31 @@ def triton_features(url: str, model: str, crops: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("model", MODELS)
 def test_the_gpu_config_differs_from_the_cpu_one_only_in_its_instance_kind(model):
-    cpu = parse_config(DEFAULT_MODEL_REPOSITORY / model / "config.pbtxt")
-    gpu = parse_config(DEFAULT_MODEL_REPOSITORY / model / "configs" / "gpu.pbtxt")
-    assert [g.kind for g in cpu.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_CPU]
-    assert [g.kind for g in gpu.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_GPU]
-    del cpu.instance_group[:], gpu.instance_group[:]
+    cpu = read_model_config(model)
+    gpu = read_model_config(model, config_name="gpu")
+    assert [g["kind"] for g in cpu.pop("instance_group")] == ["KIND_CPU"]
+    assert [g["kind"] for g in gpu.pop("instance_group")] == ["KIND_GPU"]
     assert cpu == gpu
 
 
 @pytest.mark.parametrize("model", MODELS)
 def test_each_model_declares_batching_warm_up_and_a_complete_preprocessing(model):
-    config = parse_config(DEFAULT_MODEL_REPOSITORY / model / "config.pbtxt")
-    assert config.name == model and config.backend == "python"
-    assert config.max_batch_size >= 8 and config.HasField("dynamic_batching") and len(config.model_warmup) >= 1
-    as_json = {"input": [{"dims": list(config.input[0].dims)}],
-               "parameters": {k: {"string_value": v.string_value} for k, v in config.parameters.items()}}
-    crop = CropSpec.from_model_config(as_json)
-    assert crop.size == config.input[0].dims[0]
-    assert len(config_floats(config, "preprocess_mean")) == len(config_floats(config, "preprocess_std")) == 3
+    config = read_model_config(model)
+    assert config["name"] == model and config["backend"] == "python"
+    assert config["max_batch_size"] >= 8 and "dynamic_batching" in config and len(config["model_warmup"]) >= 1
+    assert CropSpec.from_model_config(config).size == int(config["input"][0]["dims"][0])
+    assert len(float_parameter(config, "preprocess_mean")) == len(float_parameter(config, "preprocess_std")) == 3
+    assert model_parameters(config)["l2_normalized"] == "false"
 
 
 def test_triton_serves_the_same_features_as_the_torch_network_in_process(triton, val_photos):
     from PIL import Image
 
-    config = parse_config(DEFAULT_MODEL_REPOSITORY / "efficientnet_lite2" / "config.pbtxt")
+    config = read_model_config("efficientnet_lite2")
     network = load_backbone_module("efficientnet_lite2").EfficientNetLite2Features(
-        config_floats(config, "preprocess_mean"), config_floats(config, "preprocess_std")
+        float_parameter(config, "preprocess_mean"), float_parameter(config, "preprocess_std")
     )
-    crop = CropSpec(size=260, crop="padded_center_crop", padding=32, resample="bicubic")
+    crop = CropSpec.from_model_config(config)
     crops = np.stack([crop.model_input(Image.open(p).convert("RGB")) for p in val_photos[:3]])
     expected = network(torch.from_numpy(crops)).numpy()
     served = triton_features(triton.grpc_url, "efficientnet_lite2", crops)
@@ -113,9 +97,9 @@ def test_clip_loads_from_a_local_hugging_face_directory_and_serves_its_projected
     server, repository = clip_triton
     crops = np.random.default_rng(0).integers(0, 256, size=(2, 224, 224, 3), dtype=np.uint8)
     served = triton_features(server.grpc_url, "clip_vit_l14", crops)
-    config = parse_config(repository / "clip_vit_l14" / "config.pbtxt")
-    mean = torch.tensor(config_floats(config, "preprocess_mean")).view(1, 3, 1, 1)
-    std = torch.tensor(config_floats(config, "preprocess_std")).view(1, 3, 1, 1)
+    config = read_model_config("clip_vit_l14", repository)
+    mean = torch.tensor(float_parameter(config, "preprocess_mean")).view(1, 3, 1, 1)
+    std = torch.tensor(float_parameter(config, "preprocess_std")).view(1, 3, 1, 1)
     reference = CLIPVisionModelWithProjection.from_pretrained(repository / "clip_vit_l14" / "weights").eval()
     with torch.no_grad():
         pixels = (torch.from_numpy(crops).permute(0, 3, 1, 2).float() - mean) / std
@@ -125,7 +109,7 @@ def test_clip_loads_from_a_local_hugging_face_directory_and_serves_its_projected
 
 
 def test_the_embedding_service_serves_clip_when_configured_to(clip_triton, val_photos):
-    from geoloc.common.server import create_server
+    from geoloc.common.server import serving
     from geoloc.embedding.config import EmbeddingSettings
     from geoloc.embedding.server import EmbeddingServicer, embedding_spec
     from geoloc.v1 import embedding_pb2, embedding_pb2_grpc
@@ -134,15 +118,10 @@ def test_the_embedding_service_serves_clip_when_configured_to(clip_triton, val_p
     settings = EmbeddingSettings(port=0, metrics_port=None, triton_url=server_.grpc_url, model_name="clip_vit_l14")
 
     async def scenario():
-        server, port = create_server(settings, [embedding_spec(EmbeddingServicer(settings))])
-        await server.start()
-        try:
-            await server.wait_until_ready(timeout_s=60)
+        async with serving(settings, [embedding_spec(EmbeddingServicer(settings))]) as (_, port):
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 stub = embedding_pb2_grpc.EmbeddingServiceStub(channel)
                 return await stub.Embed(embedding_pb2.EmbedRequest(image=val_photos[0].read_bytes()), timeout=30)
-        finally:
-            await server.shutdown(grace_s=0)
 
     response = asyncio.run(scenario())
     assert response.dimension == 768 == len(response.embedding.values)

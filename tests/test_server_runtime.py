@@ -27,7 +27,7 @@ from google.rpc import error_details_pb2
 
 from geoloc.common.channels import create_channel
 from geoloc.common.errors import GENERIC_INTERNAL_MESSAGE
-from geoloc.common.server import create_server
+from geoloc.common.server import create_server, serving as runtime_serving
 from geoloc.common.settings import ServerSettings
 from geoloc.v1 import common_pb2, gallery_pb2, gallery_pb2_grpc
 from tests.probe_service import GALLERY_SERVICE, SECRET, ProbeGallery, probe_spec
@@ -48,14 +48,9 @@ def search(k: int = 3) -> gallery_pb2.SearchRequest:
 @contextlib.asynccontextmanager
 async def serving(servicer: ProbeGallery | None = None, **overrides):
     """A factory-built server with the probe, warm, and a channel to it; shut down on exit."""
-    server, port = create_server(settings(**overrides), [probe_spec(servicer or ProbeGallery())])
-    await server.start()
-    try:
-        await server.wait_until_ready(timeout_s=5)
+    async with runtime_serving(settings(**overrides), [probe_spec(servicer or ProbeGallery())], 5, grace_s=0) as (server, port):
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             yield server, channel
-    finally:
-        await server.shutdown(grace_s=0)
 
 
 async def health_of(channel, service: str = "") -> int:

@@ -10,8 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from geoloc.tritonserver.launcher import TritonLaunch, TritonServer, TritonStartError, triton_command, triton_environment
-from tests.servers import free_port
+from geoloc.tritonserver.launcher import (
+    TritonLaunch,
+    TritonServer,
+    TritonStartError,
+    free_port,
+    triton_command,
+    triton_environment,
+)
 
 
 def test_the_command_loads_only_the_named_models_on_loopback(tmp_path):

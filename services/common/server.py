@@ -13,9 +13,10 @@ or SIGINT triggers the graceful shutdown.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -193,6 +194,23 @@ def create_server(settings: ServerSettings, services: Sequence[ServiceSpec]) -> 
     """Builds a server and binds its port (call inside a running event loop); returns it and the port."""
     server = GeolocServer(settings, services)
     return server, server.port
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    settings: ServerSettings, services: Sequence[ServiceSpec], ready_timeout_s: float | None = 60.0, grace_s: float = 1.0
+) -> AsyncIterator[tuple[GeolocServer, int]]:
+    """A started and warm server in this event loop, and its port; shut down on exit.
+
+    For tools and tests that run a service in-process; a service's own process uses `serve`.
+    """
+    server, port = create_server(settings, services)
+    await server.start()
+    try:
+        await server.wait_until_ready(ready_timeout_s)
+        yield server, port
+    finally:
+        await server.shutdown(grace_s=grace_s)
 
 
 async def serve(settings: ServerSettings, services: Sequence[ServiceSpec]) -> int:

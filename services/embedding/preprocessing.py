@@ -21,6 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from geoloc.embedding.photos import PhotoLimits, decode_photo
+from geoloc.tritonserver.repository import model_parameters
+
 RESAMPLING = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 CROPS = ("padded_center_crop", "resize_then_center_crop")
 
@@ -45,7 +48,7 @@ class CropSpec:
     @classmethod
     def from_model_config(cls, config: Mapping) -> CropSpec:
         """Reads a Triton model config (the JSON form of its config.pbtxt)."""
-        parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        parameters = model_parameters(config)
         dims = [int(d) for d in config["input"][0]["dims"]]
         if len(dims) != 3 or dims[0] != dims[1] or dims[2] != 3:
             raise ValueError(f"the model's input must be [size, size, 3] RGB, got {dims}")
@@ -80,3 +83,8 @@ class CropSpec:
             top, left = (new_h - self.size) // 2, (new_w - self.size) // 2
             cropped = resized.crop((left, top, left + self.size, top + self.size))
         return np.array(cropped, dtype=np.uint8)  # a writable copy: torch and tritonclient take it as is
+
+
+def model_input_from_photo(data: bytes, limits: PhotoLimits, crop: CropSpec, field: str = "image") -> np.ndarray:
+    """Photo bytes -> the backbone's uint8 input crop; raises InvalidArgument for a bad photo."""
+    return crop.model_input(decode_photo(data, limits, field, draft_side=crop.decode_side))

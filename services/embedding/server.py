@@ -15,7 +15,8 @@ import numpy as np
 from geoloc.common.errors import DeadlineExceeded, InvalidArgument, NotReady
 from geoloc.common.server import ServiceSpec, run_service, service_name
 from geoloc.embedding.config import EmbeddingSettings
-from geoloc.embedding.photos import PhotoLimits, decode_photo
+from geoloc.embedding.photos import PhotoLimits
+from geoloc.embedding.preprocessing import model_input_from_photo
 from geoloc.embedding.triton_backbone import TritonBackbone
 from geoloc.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc
 
@@ -68,8 +69,7 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
         )
 
     def _crop(self, data: bytes, field: str) -> np.ndarray:
-        spec = self.backbone.info.crop
-        return spec.model_input(decode_photo(data, self.limits, field, draft_side=spec.decode_side))
+        return model_input_from_photo(data, self.limits, self.backbone.info.crop, field)
 
     def _timeout_s(self, context) -> float:
         remaining = context.time_remaining()

@@ -20,6 +20,7 @@ from tritonclient.utils import InferenceServerException
 from geoloc.common.errors import DeadlineExceeded, NotReady, ResourceExhausted
 from geoloc.common.logs import get_logger
 from geoloc.embedding.preprocessing import CropSpec
+from geoloc.tritonserver.repository import model_parameters
 
 
 class BackboneError(RuntimeError):
@@ -99,7 +100,7 @@ class TritonBackbone:
 
 
 def _describe(config: dict) -> BackboneInfo:
-    parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+    parameters = model_parameters(config)
     if len(config["input"]) != 1 or len(config["output"]) != 1:
         raise BackboneError(f"{config['name']} must have one input and one output to serve as a backbone")
     output_dims = [int(d) for d in config["output"][0]["dims"]]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -27,8 +28,8 @@ from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
 
-REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL_REPOSITORY = REPOSITORY_ROOT / "model_repository"
+from geoloc.tritonserver.repository import DEFAULT_MODEL_REPOSITORY
+
 DEFAULT_MODELS = ("efficientnet_lite2",)
 
 
@@ -55,6 +56,13 @@ class TritonLaunch:
     @property
     def grpc_url(self) -> str:
         return f"{self.host}:{self.grpc_port}"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free on `host` now; tritonserver cannot bind port 0 and report what it got."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
 
 
 def pytriton_root() -> Path:

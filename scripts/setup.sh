@@ -14,13 +14,16 @@ PY
 
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 stamp=.venv/.geoloc-installed
-want=$(cat pyproject.toml setup.py | sha256sum | cut -c1-16)
+want=$(cat pyproject.toml setup.py scripts/setup.sh | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip setuptools wheel
     # torch first, on its own: 2.13.0 is the CPU build here, and once it is installed
     # nothing later can pull a CUDA build (gigabytes) in through an unpinned requirement.
     .venv/bin/python -m pip install --quiet "torch==2.13.0"
     .venv/bin/python -m pip install --quiet -e ".[dev]"
+    # GeoCLIP's released weights and 100K GPS gallery. --no-deps: its requirements pull
+    # torchvision and transformers' CLIP download path, and geoloc never imports the package.
+    .venv/bin/python -m pip install --quiet --no-deps "geoclip==1.3.0"
     echo "$want" >"$stamp"
 fi
 echo "geoloc is set up in $(pwd)/.venv"

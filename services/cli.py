@@ -14,13 +14,16 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     # Each module adds its subcommand and sets `func`; imports stay inside the modules'
     # handlers so that `geoloc --help` does not load torch or grpc.
-    from geoloc import smoke
+    from geoloc import smoke, train_cli
     from geoloc.evaluation import cli as evaluation_cli
+    from geoloc.gallery import cli as gallery_cli
     from geoloc.tritonserver import cli as triton_cli
 
     smoke.add_parser(subparsers)
     evaluation_cli.add_parser(subparsers)
+    gallery_cli.add_parser(subparsers)
     triton_cli.add_parser(subparsers)
+    train_cli.add_parser(subparsers)
     return parser
 
 

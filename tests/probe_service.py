@@ -22,7 +22,7 @@ from pydantic_settings import SettingsConfigDict
 from geoloc.common.channels import create_channel
 from geoloc.common.errors import InvalidArgument
 from geoloc.common.logs import current_request_id
-from geoloc.common.server import ServiceSpec, run_service, service_name
+from geoloc.common.server import ServiceSpec, run_service, service_name, servicer_spec
 from geoloc.common.settings import ServerSettings
 from geoloc.v1 import common_pb2, gallery_pb2, gallery_pb2_grpc
 
@@ -66,12 +66,7 @@ class ProbeGallery(gallery_pb2_grpc.GalleryServiceServicer):
 
 
 def probe_spec(servicer: ProbeGallery) -> ServiceSpec:
-    return ServiceSpec(
-        name=GALLERY_SERVICE,
-        register=lambda server: gallery_pb2_grpc.add_GalleryServiceServicer_to_server(servicer, server),
-        warm_up=servicer.warm_up,
-        close=servicer.close,
-    )
+    return servicer_spec(gallery_pb2, "GalleryService", gallery_pb2_grpc.add_GalleryServiceServicer_to_server, servicer)
 
 
 class ProbeSettings(ServerSettings):

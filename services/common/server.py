@@ -61,6 +61,17 @@ def service_name(pb2_module, short_name: str) -> str:
     return pb2_module.DESCRIPTOR.services_by_name[short_name].full_name
 
 
+def servicer_spec(pb2_module, short_name: str, add_to_server: Callable, servicer: object) -> ServiceSpec:
+    """The ServiceSpec of a servicer: mounted with its generated `add_..._to_server`, warmed up
+    and closed by its own `warm_up` and `close` coroutines where it has them."""
+    return ServiceSpec(
+        name=service_name(pb2_module, short_name),
+        register=lambda server: add_to_server(servicer, server),
+        warm_up=getattr(servicer, "warm_up", _nothing_to_do),
+        close=getattr(servicer, "close", _nothing_to_do),
+    )
+
+
 class GeolocServer:
     """A gRPC aio server with health, reflection, metrics, the runtime interceptor and a lifecycle."""
 

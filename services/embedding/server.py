@@ -13,14 +13,13 @@ import sys
 import numpy as np
 
 from geoloc.common.errors import DeadlineExceeded, InvalidArgument, NotReady
-from geoloc.common.server import ServiceSpec, run_service, service_name
+from geoloc.common.server import ServiceSpec, run_service, servicer_spec
 from geoloc.embedding.config import EmbeddingSettings
 from geoloc.embedding.photos import PhotoLimits
 from geoloc.embedding.preprocessing import model_input_from_photo
 from geoloc.embedding.triton_backbone import TritonBackbone
 from geoloc.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc
 
-EMBEDDING_SERVICE = service_name(embedding_pb2, "EmbeddingService")
 # Left of the caller's deadline for our own reply to travel back.
 DEADLINE_MARGIN_S = 0.02
 
@@ -89,11 +88,8 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
 
 
 def embedding_spec(servicer: EmbeddingServicer) -> ServiceSpec:
-    return ServiceSpec(
-        name=EMBEDDING_SERVICE,
-        register=lambda server: embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(servicer, server),
-        warm_up=servicer.warm_up,
-        close=servicer.close,
+    return servicer_spec(
+        embedding_pb2, "EmbeddingService", embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server, servicer
     )
 
 

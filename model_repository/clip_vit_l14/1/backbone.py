@@ -35,3 +35,13 @@ class ClipImageFeatures(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         pixels = images.permute(0, 3, 1, 2).float()
         return self.network(pixel_values=(pixels - self.mean) / self.std).image_embeds
+
+
+def network_from_parameters(parameters: dict[str, str], model_dir: str) -> ClipImageFeatures:
+    """The network as config.pbtxt's parameters (plain strings) describe it; `weights_dir` is
+    relative to the model's folder `model_dir` unless absolute."""
+    return ClipImageFeatures(
+        os.path.join(model_dir, parameters["weights_dir"]),
+        [float(v) for v in parameters["preprocess_mean"].split(",")],
+        [float(v) for v in parameters["preprocess_std"].split(",")],
+    )

@@ -15,12 +15,11 @@ in config.pbtxt. The instance kind picks the device, as for efficientnet_lite2.
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
-from backbone import ClipImageFeatures
+from backbone import network_from_parameters
 
 
 def device_for_instance(kind: str, device_id: str) -> torch.device:
@@ -31,19 +30,14 @@ class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         config = json.loads(args["model_config"])
         parameters = {key: value["string_value"] for key, value in config["parameters"].items()}
-        weights_dir = os.path.join(args["model_repository"], parameters["weights_dir"])
         self.device = device_for_instance(args["model_instance_kind"], args["model_instance_device_id"])
-        network = ClipImageFeatures(
-            weights_dir,
-            [float(v) for v in parameters["preprocess_mean"].split(",")],
-            [float(v) for v in parameters["preprocess_std"].split(",")],
-        )
+        network = network_from_parameters(parameters, args["model_repository"])
         image_dims = [int(d) for d in pb_utils.get_input_config_by_name(config, "IMAGE")["dims"]]
         feature_dims = [int(d) for d in pb_utils.get_output_config_by_name(config, "EMBEDDING")["dims"]]
         if image_dims != [network.image_size, network.image_size, 3] or feature_dims != [network.feature_dim]:
             raise pb_utils.TritonModelException(
                 f"config.pbtxt declares IMAGE {image_dims} and EMBEDDING {feature_dims}, but the checkpoint in "
-                f"{weights_dir} takes {network.image_size}x{network.image_size} images and gives {network.feature_dim}-d features"
+                f"{parameters['weights_dir']} takes {network.image_size}x{network.image_size} images and gives {network.feature_dim}-d features"
             )
         self.network = network.to(self.device)
 

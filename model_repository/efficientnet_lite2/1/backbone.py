@@ -37,3 +37,11 @@ class EfficientNetLite2Features(nn.Module):
         pixels = images.permute(0, 3, 1, 2).float()
         feature_map = self.network.extract_features((pixels - self.mean) / self.std)
         return feature_map.mean(dim=(2, 3))
+
+
+def network_from_parameters(parameters: dict[str, str], model_dir: str) -> EfficientNetLite2Features:
+    """The network as config.pbtxt's parameters (plain strings) describe it; `model_dir` is unused."""
+    return EfficientNetLite2Features(
+        [float(v) for v in parameters["preprocess_mean"].split(",")],
+        [float(v) for v in parameters["preprocess_std"].split(",")],
+    )

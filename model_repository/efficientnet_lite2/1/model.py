@@ -19,7 +19,7 @@ import json
 import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
-from backbone import FEATURE_DIM, EfficientNetLite2Features
+from backbone import FEATURE_DIM, network_from_parameters
 
 
 def device_for_instance(kind: str, device_id: str) -> torch.device:
@@ -27,18 +27,12 @@ def device_for_instance(kind: str, device_id: str) -> torch.device:
     return torch.device(f"cuda:{int(device_id)}") if kind == "GPU" else torch.device("cpu")
 
 
-def float_list(parameters: dict, key: str) -> list[float]:
-    return [float(v) for v in parameters[key]["string_value"].split(",")]
-
-
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         config = json.loads(args["model_config"])
-        parameters = config["parameters"]
+        parameters = {key: value["string_value"] for key, value in config["parameters"].items()}
         self.device = device_for_instance(args["model_instance_kind"], args["model_instance_device_id"])
-        self.network = EfficientNetLite2Features(
-            float_list(parameters, "preprocess_mean"), float_list(parameters, "preprocess_std")
-        ).to(self.device)
+        self.network = network_from_parameters(parameters, args["model_repository"]).to(self.device)
         declared = int(pb_utils.get_output_config_by_name(config, "EMBEDDING")["dims"][0])
         if declared != FEATURE_DIM:
             raise pb_utils.TritonModelException(f"EMBEDDING dims is {declared} in config.pbtxt; the network gives {FEATURE_DIM}")

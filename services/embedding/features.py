@@ -1,0 +1,72 @@
+"""Backbone features of a labelled split's photos, computed once in-process and cached.
+
+Training the expert heads needs the same feature the embedding service returns for each
+photo. On a machine without Triton running, this runs the model's own `backbone.py` network
+in-process with the same preprocessing (config.pbtxt's, through `model_input_from_photo`),
+which the model-repository tests hold equal to Triton's output. The cache is keyed by the
+model's config, its network code and the split's file list, so a change to any of them
+recomputes. A larger feature set made elsewhere (on a GPU, over MP-16) can be saved in the
+same `.npz` form: `images` (names) and `features` [n, d] float32.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from geoloc.embedding.config import EmbeddingSettings
+from geoloc.embedding.photos import PhotoLimits
+from geoloc.embedding.preprocessing import CropSpec, model_input_from_photo
+from geoloc.evaluation.dataset import Split
+from geoloc.tritonserver.repository import (
+    DEFAULT_MODEL_REPOSITORY,
+    REPOSITORY_ROOT,
+    load_backbone_module,
+    model_parameters,
+    read_model_config,
+)
+
+BATCH = 16
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("GEOLOC_CACHE_DIR", REPOSITORY_ROOT / ".cache"))
+
+
+def split_features(split: Split, model: str = "efficientnet_lite2", cache_dir: Path | None = None,
+                   repository: Path = DEFAULT_MODEL_REPOSITORY, progress: bool = True) -> np.ndarray:
+    """Features [len(split.images), d] float32, in the split's order; cached on disk."""
+    config = read_model_config(model, repository)
+    code = (Path(repository) / model / "1" / "backbone.py").read_bytes()
+    names = [image.image for image in split.images]
+    key = hashlib.sha256(json.dumps([config, names], sort_keys=True).encode() + code).hexdigest()[:16]
+    path = (cache_dir or default_cache_dir()) / "features" / model / f"{split.name}-{key}.npz"
+    if path.exists():
+        cached = np.load(path)
+        if list(cached["images"]) == names:
+            return cached["features"]
+    features = compute_features([image.path for image in split.images], model, config, repository, progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, images=np.asarray(names), features=features)
+    return features
+
+
+@torch.inference_mode()
+def compute_features(photos: list[Path], model: str, config: dict, repository: Path, progress: bool) -> np.ndarray:
+    network = load_backbone_module(model, repository).network_from_parameters(
+        model_parameters(config), str(Path(repository) / model)
+    )
+    crop = CropSpec.from_model_config(config)
+    settings = EmbeddingSettings()
+    limits = PhotoLimits(settings.max_image_bytes, settings.max_image_pixels, settings.min_image_side)
+    chunks = []
+    for start in tqdm(range(0, len(photos), BATCH), desc=f"{model} features", unit="batch", disable=not progress):
+        crops = np.stack([model_input_from_photo(p.read_bytes(), limits, crop) for p in photos[start : start + BATCH]])
+        chunks.append(network(torch.from_numpy(crops)).numpy())
+    return np.concatenate(chunks).astype(np.float32)

@@ -1,0 +1,94 @@
+"""The gallery service's gRPC edge: a backbone feature in, the top-k gallery points out.
+
+GeoCLIP's probability of a gallery point is the softmax of logit_scale * cosine over the whole
+gallery, so each answer's weights are those probabilities, not renormalised over the top k:
+their sum says how much of the mass the k points hold. The partition function is exact for a
+flat index and estimated otherwise; `exact_normalizer` says which.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import numpy as np
+
+from geoloc.common.errors import InvalidArgument, NotReady
+from geoloc.common.server import ServiceSpec, run_service, servicer_spec
+from geoloc.gallery.batching import SearchBatcher
+from geoloc.gallery.config import GallerySettings
+from geoloc.gallery.heads import GalleryHead, load_head
+from geoloc.gallery.index import GalleryIndex
+from geoloc.v1 import common_pb2, gallery_pb2, gallery_pb2_grpc
+
+MAX_K = 1000
+
+
+def validated_feature(embedding: common_pb2.Embedding, head: GalleryHead) -> np.ndarray:
+    """The request's feature as float32 [1, d]; raises InvalidArgument if the head cannot take it."""
+    values = np.asarray(embedding.values, dtype=np.float32)
+    if len(values) != head.in_dim:
+        raise InvalidArgument(
+            "embedding.values", f"has {len(values)} values; the gallery head for {head.backbone} takes {head.in_dim}"
+        )
+    if not np.isfinite(values).all():
+        raise InvalidArgument("embedding.values", f"holds {int((~np.isfinite(values)).sum())} NaN or infinite values")
+    if embedding.backbone.name and embedding.backbone.name != head.backbone:
+        raise InvalidArgument(
+            "embedding.backbone.name", f"is {embedding.backbone.name!r}; this gallery's head takes {head.backbone!r} features"
+        )
+    return values[np.newaxis]
+
+
+class GalleryServicer(gallery_pb2_grpc.GalleryServiceServicer):
+    def __init__(self, settings: GallerySettings):
+        self.settings = settings
+        self._loaded: tuple[GalleryHead, GalleryIndex] | None = None
+        self._batcher: SearchBatcher | None = None
+
+    async def warm_up(self) -> None:
+        self._loaded = await asyncio.to_thread(self._load)
+        head, gallery = self._loaded
+        self._batcher = SearchBatcher(lambda queries, k: gallery.softmax_top_k(head.queries(queries), k, head.logit_scale))
+        probe = common_pb2.Embedding(values=[0.5] * head.in_dim)  # one real search before SERVING
+        await self.Search(gallery_pb2.SearchRequest(embedding=probe, k=1), None)
+
+    async def close(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.close()
+
+    def _load(self) -> tuple[GalleryHead, GalleryIndex]:
+        from geoloc.gallery.build import build_gallery, default_gallery_csv
+
+        folder = self.settings.gallery_dir
+        if not (folder / "manifest.json").exists() and self.settings.build_if_missing:
+            build_gallery(default_gallery_csv(), folder, progress=False)
+        return load_head(self.settings.head), GalleryIndex.load(folder, use_gpu=self.settings.use_gpu)
+
+    async def Search(self, request: gallery_pb2.SearchRequest, context) -> gallery_pb2.SearchResponse:
+        if self._loaded is None:
+            raise NotReady("the gallery is still loading")
+        head, gallery = self._loaded
+        if not 1 <= request.k <= MAX_K:
+            raise InvalidArgument("k", f"must be in [1, {MAX_K}], got {request.k}")
+        feature = validated_feature(request.embedding, head)
+        k = min(request.k, len(gallery))
+        probabilities, ids = await self._batcher.search(feature[0], k)
+        points = [
+            common_pb2.WeightedPoint(lat_deg=float(lat), lon_deg=float(lon), weight=float(p))
+            for (lat, lon), p in zip(gallery.coordinates[ids], probabilities, strict=True)
+        ]
+        return gallery_pb2.SearchResponse(
+            points=points,
+            model=common_pb2.ModelInfo(name=f"geoclip-gallery/{head.backbone}", version=head.version),
+            gallery_size=len(gallery),
+            exact_normalizer=gallery.exact,
+        )
+
+
+def gallery_spec(servicer: GalleryServicer) -> ServiceSpec:
+    return servicer_spec(gallery_pb2, "GalleryService", gallery_pb2_grpc.add_GalleryServiceServicer_to_server, servicer)
+
+
+if __name__ == "__main__":
+    sys.exit(run_service(GallerySettings, lambda settings: [gallery_spec(GalleryServicer(settings))]))

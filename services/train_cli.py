@@ -1,0 +1,14 @@
+"""`geoloc train EXPERT`: train an expert's head on the Im2GPS3k train split, choose it on val."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("train", help="train an expert's model", description=__doc__)
+    experts = parser.add_subparsers(dest="expert", required=True)
+    from geoloc.gallery import train_cli as gallery
+
+    gallery.add_parser(experts)
+    return parser

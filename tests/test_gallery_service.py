@@ -29,8 +29,9 @@ def gallery_dir(tmp_path_factory):
     return folder / "index"
 
 
-def search_all(gallery_dir, requests):
-    settings = GallerySettings(port=0, metrics_port=None, gallery_dir=gallery_dir, build_if_missing=False)
+def search_all(gallery_dir, requests, head: str | None = None):
+    settings = GallerySettings(port=0, metrics_port=None, gallery_dir=gallery_dir, build_if_missing=False,
+                               **({"head": head} if head else {}))
 
     async def scenario():
         async with serving(settings, [gallery_spec(GalleryServicer(settings))]) as (_, port):
@@ -121,3 +122,12 @@ def test_concurrent_searches_are_batched_and_each_gets_its_own_answer(gallery_di
         assert len(many.points) == sent.k
         np.testing.assert_allclose([p.weight for p in many.points], [p.weight for p in one.points], rtol=1e-5)
         assert [(p.lat_deg, p.lon_deg) for p in many.points] == [(p.lat_deg, p.lon_deg) for p in one.points]
+
+
+def test_with_geoclips_released_head_the_service_takes_clip_features(gallery_dir):
+    clip_feature = np.random.default_rng(5).normal(0, 1, 768).tolist()
+    response, refused = search_all(
+        gallery_dir, [request(clip_feature, k=5, backbone="clip-vit-l14"), request(feature(3), k=5)], head="clip"
+    )
+    assert response.model.name == "geoclip-gallery/clip-vit-l14" and len(response.points) == 5
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT and "takes 768" in refused.details()

@@ -113,3 +113,14 @@ def test_bad_gallery_csvs_are_refused_naming_the_line(tmp_path):
 
 def test_the_index_type_follows_the_gallery_size():
     assert [index_type_for(n) for n in (100_000, 1_000_000, 1_000_001, 10_000_000)] == ["flat", "flat", "ivfsq8", "ivfsq8"]
+
+
+def test_the_partition_estimate_holds_when_the_top_k_is_most_of_the_gallery(seeded_gallery, encoder):
+    coordinates, vectors = seeded_gallery
+    small = GalleryIndex.build(vectors[:300], coordinates[:300], encoder_sha256="test", index_type="hnsw")
+    exact = GalleryIndex.build(vectors[:300], coordinates[:300], encoder_sha256="test")
+    queries = embed_locations(encoder, random_points(4, seed=5), progress=False)
+    probabilities, _ = small.softmax_top_k(queries, 300, 39.69)
+    want, _ = exact.softmax_top_k(queries, 300, 39.69)
+    assert np.isfinite(probabilities).all()
+    np.testing.assert_allclose(probabilities.sum(axis=1), want.sum(axis=1), rtol=0.05)

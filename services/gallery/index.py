@@ -252,8 +252,11 @@ def _unit_rows(vectors: np.ndarray) -> np.ndarray:
 
 
 def _logsumexp(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log Σ exp; -inf for a row of nothing but -inf (an empty tail sample)."""
     top = logits.max(axis=1, keepdims=True)
-    return (top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True)))[:, 0].astype(np.float64)
+    top = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        return (top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True)))[:, 0].astype(np.float64)
 
 
 def _reservoir(sample: np.ndarray, new: np.ndarray, seen: int, rng: np.random.Generator) -> np.ndarray:

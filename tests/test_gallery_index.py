@@ -124,3 +124,16 @@ def test_the_partition_estimate_holds_when_the_top_k_is_most_of_the_gallery(seed
     want, _ = exact.softmax_top_k(queries, 300, 39.69)
     assert np.isfinite(probabilities).all()
     np.testing.assert_allclose(probabilities.sum(axis=1), want.sum(axis=1), rtol=0.05)
+
+
+def test_nprobe_trades_time_for_recall_on_an_ivf_gallery(seeded_gallery, encoder, tmp_path):
+    coordinates, vectors = seeded_gallery
+    GalleryIndex.build(vectors, coordinates, encoder_sha256="test", index_type="ivfsq8").save(tmp_path / "ivf")
+    queries = embed_locations(encoder, random_points(64, seed=6), progress=False)
+    _, truth = exact_top_k(vectors, queries, 10)
+
+    def recall(nprobe: int) -> float:
+        _, ids = GalleryIndex.load(tmp_path / "ivf", nprobe=nprobe).search(queries, 10)
+        return float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, truth, strict=True)]))
+
+    assert recall(1) < recall(10_000) and recall(10_000) > 0.98  # every list: only SQ8's rounding is left

@@ -24,3 +24,6 @@ class GallerySettings(ServerSettings):
         description="The image head checkpoint, or 'clip' for GeoCLIP's released head (CLIP ViT-L/14 features).",
     )
     use_gpu: bool = Field(False, description="Search on the GPU with faiss-gpu when one is present.")
+    nprobe: int = Field(
+        32, ge=1, description="For galleries beyond 1M points (IVF-SQ8): inverted lists scanned per query."
+    )

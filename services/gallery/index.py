@@ -210,7 +210,8 @@ class GalleryIndex:
         (folder / MANIFEST_FILE).write_text(json.dumps(asdict(self.manifest), indent=2) + "\n")
 
     @classmethod
-    def load(cls, folder: Path, use_gpu: bool = False) -> GalleryIndex:
+    def load(cls, folder: Path, use_gpu: bool = False, nprobe: int = IVF_NPROBE) -> GalleryIndex:
+        """A saved gallery; `nprobe` is how many inverted lists an IVF gallery scans per query."""
         folder = Path(folder)
         manifest = GalleryManifest(**json.loads((folder / MANIFEST_FILE).read_text()))
         index = faiss.read_index(str(folder / INDEX_FILE))
@@ -221,9 +222,17 @@ class GalleryIndex:
         labels = np.load(folder / LABELS_FILE) if (folder / LABELS_FILE).exists() else None
         sample = np.load(folder / SAMPLE_FILE) if (folder / SAMPLE_FILE).exists() else None
         gallery = cls(index, coordinates, manifest, labels, sample)
+        gallery.set_nprobe(nprobe)
         if use_gpu:
             gallery.move_to_gpu()
         return gallery
+
+    def set_nprobe(self, nprobe: int) -> None:
+        """IVF lists scanned per query (no effect on other indexes): more finds more of the exact
+        top k, proportionally slower."""
+        if self.manifest.index_type == "ivfsq8":
+            ivf = faiss.extract_index_ivf(self.index)
+            ivf.nprobe = max(1, min(nprobe, ivf.nlist))
 
     def move_to_gpu(self, device: str = "cuda") -> None:
         """Searches on the GPU from now on, where one is: a flat gallery as a torch matrix (top k
@@ -239,8 +248,7 @@ class GalleryIndex:
     def _configure_search(self) -> None:
         if self.manifest.index_type == "hnsw":
             self.index.hnsw.efSearch = HNSW_EF_SEARCH
-        elif self.manifest.index_type == "ivfsq8":
-            faiss.extract_index_ivf(self.index).nprobe = IVF_NPROBE
+        self.set_nprobe(IVF_NPROBE)
 
 
 def _unit_rows(vectors: np.ndarray) -> np.ndarray:

@@ -19,6 +19,10 @@ from geoloc.sampler.flow import (
     uniform_on_sphere,
 )
 
+# The trained fixture takes about two minutes on two cores, more under load: past the suite's
+# 120 s default.
+pytestmark = pytest.mark.timeout(900)
+
 # Two conditions, each a pair of 20 km vMF clusters on different continents.
 CLUSTERS = {0: [(48.85, 2.35), (40.71, -74.0)], 1: [(35.68, 139.65), (-33.87, 151.21)]}
 

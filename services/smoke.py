@@ -3,7 +3,8 @@
 It proves the runtime end to end on this machine: a real gRPC server built by the
 factory on loopback, its health, reflection and metrics read over the wire, and a
 graceful shutdown. It then starts tritonserver with the default backbone and the embedding
-service in front of it, and embeds sample photos of the validation split. Last, it scores
+service in front of it, embeds sample photos of the validation split, and samples where three
+of them were taken with the sampler service's two methods. Last, it scores
 the prior baseline (every photo guessed at the densest place of the training photos) on the
 validation split with the evaluation harness: the floor that every expert, and the fusion,
 must beat.
@@ -121,12 +122,13 @@ async def _embed(triton_url: str, photos: list[Path]) -> list[str]:
         seen = [f"embedding service SERVING on 127.0.0.1:{port}"]
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = embedding_pb2_grpc.EmbeddingServiceStub(channel)
-            vectors = []
+            vectors, embeddings = [], []
             for photo in photos:
                 started = time.perf_counter()
                 response = await stub.Embed(embedding_pb2.EmbedRequest(image=photo.read_bytes()), timeout=30)
                 elapsed_ms = (time.perf_counter() - started) * 1000
                 vectors.append(np.asarray(response.embedding.values))
+                embeddings.append(response.embedding)
                 backbone = response.embedding.backbone
                 seen.append(
                     f"{photo.name[:40]:<40} {backbone.name} v{backbone.version} {response.dimension}-d "
@@ -136,4 +138,29 @@ async def _embed(triton_url: str, photos: list[Path]) -> list[str]:
         cosines = (unit @ unit.T)[np.triu_indices(len(unit), 1)]
         if len(cosines):
             seen.append(f"cosine between different photos: {cosines.min():.2f} to {cosines.max():.2f}")
+    return seen + await _sample(embeddings[:3])
+
+
+async def _sample(embeddings: list) -> list[str]:
+    """Starts the sampler service with the shipped checkpoints and samples each embedding with both methods."""
+    import grpc
+
+    from geoloc.common.server import serving
+    from geoloc.sampler.config import SamplerSettings
+    from geoloc.sampler.server import SamplerServicer, sampler_spec
+    from geoloc.v1 import sampler_pb2, sampler_pb2_grpc
+
+    settings = SamplerSettings(port=0, metrics_port=None, log_requests=False)
+    async with serving(settings, [sampler_spec(SamplerServicer(settings))], ready_timeout_s=120) as (_, port):
+        seen = [f"sampler service SERVING on 127.0.0.1:{port}; 256 samples, 32 steps, seed 0"]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = sampler_pb2_grpc.SamplerServiceStub(channel)
+            for number, embedding in enumerate(embeddings):
+                for method in (sampler_pb2.SAMPLING_METHOD_FLOW, sampler_pb2.SAMPLING_METHOD_SH_DIFFUSION):
+                    answer = await stub.Sample(sampler_pb2.SampleRequest(embedding=embedding, method=method, seed=0),
+                                               timeout=60)
+                    top = answer.modes[0]
+                    seen.append(f"photo {number + 1} {sampler_pb2.SamplingMethod.Name(method)[16:]:<12} "
+                                f"top mode {top.lat_deg:7.2f},{top.lon_deg:8.2f} holds {top.weight:4.0%} "
+                                f"of {len(answer.modes)} modes; mean log-density {answer.mean_log_density:.2f}")
     return seen

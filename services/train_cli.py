@@ -9,6 +9,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("train", help="train an expert's model", description=__doc__)
     experts = parser.add_subparsers(dest="expert", required=True)
     from geoloc.gallery import train_cli as gallery
+    from geoloc.sampler import train_cli as sampler
 
     gallery.add_parser(experts)
+    sampler.add_parser(experts)
     return parser

@@ -52,3 +52,27 @@ def stop(process: subprocess.Popen) -> int:
     except subprocess.TimeoutExpired:
         process.kill()
         return process.wait()
+
+
+def call_each(settings, spec, stub_class, rpc: str, requests, timeout_s: float = 60, ready_timeout_s: float = 120) -> list:
+    """Serves `spec` in-process on loopback, sends each request in turn to `rpc`, stops the server.
+
+    Returns each answer, or the grpc.aio.AioRpcError it got, in order.
+    """
+    import asyncio
+
+    from geoloc.common.server import serving
+
+    async def scenario():
+        async with serving(settings, [spec], ready_timeout_s=ready_timeout_s) as (_, port):
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                call = getattr(stub_class(channel), rpc)
+                results = []
+                for request in requests:
+                    try:
+                        results.append(await call(request, timeout=timeout_s))
+                    except grpc.aio.AioRpcError as error:
+                        results.append(error)
+                return results
+
+    return asyncio.run(scenario())

@@ -15,6 +15,7 @@ from geoloc.gallery.heads import load_head
 from geoloc.gallery.index import GalleryIndex
 from geoloc.gallery.server import GalleryServicer, gallery_spec
 from geoloc.v1 import common_pb2, gallery_pb2, gallery_pb2_grpc
+from tests.servers import call_each
 
 
 @pytest.fixture(scope="module")
@@ -32,20 +33,8 @@ def gallery_dir(tmp_path_factory):
 def search_all(gallery_dir, requests, head: str | None = None):
     settings = GallerySettings(port=0, metrics_port=None, gallery_dir=gallery_dir, build_if_missing=False,
                                **({"head": head} if head else {}))
-
-    async def scenario():
-        async with serving(settings, [gallery_spec(GalleryServicer(settings))]) as (_, port):
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                stub = gallery_pb2_grpc.GalleryServiceStub(channel)
-                results = []
-                for request in requests:
-                    try:
-                        results.append(await stub.Search(request, timeout=30))
-                    except grpc.aio.AioRpcError as error:
-                        results.append(error)
-                return results
-
-    return asyncio.run(scenario())
+    spec = gallery_spec(GalleryServicer(settings))
+    return call_each(settings, spec, gallery_pb2_grpc.GalleryServiceStub, "Search", requests, timeout_s=30)
 
 
 def feature(seed: int) -> list[float]:
@@ -82,7 +71,7 @@ def test_search_returns_geoclips_softmax_over_the_whole_gallery(gallery_dir):
         (request([float("inf")] * 1280), "embedding.values", "holds 1280 NaN or infinite values"),
         (request(feature(1), k=0), "k", "must be in [1, 1000], got 0"),
         (request(feature(1), k=1001), "k", "must be in [1, 1000], got 1001"),
-        (request(feature(1), backbone="clip-vit-l14"), "embedding.backbone.name", "this gallery's head takes 'efficientnet-lite2'"),
+        (request(feature(1), backbone="clip-vit-l14"), "embedding.backbone.name", "the gallery head takes 'efficientnet-lite2'"),
     ],
 )
 def test_bad_requests_get_invalid_argument_and_the_service_keeps_serving(gallery_dir, bad, field, problem):

@@ -50,6 +50,12 @@ class NotReady(ServiceError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class FailedPrecondition(ServiceError):
+    """The request is well formed but this deployment cannot serve it (say, a model not loaded)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
 class ResourceExhausted(ServiceError):
     """The request is too large or the server too busy for it: RESOURCE_EXHAUSTED."""
 

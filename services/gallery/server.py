@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 
+from geoloc.common.embeddings import validated_embedding
 from geoloc.common.errors import InvalidArgument, NotReady
 from geoloc.common.server import ServiceSpec, run_service, servicer_spec
 from geoloc.gallery.batching import SearchBatcher
@@ -26,18 +27,7 @@ MAX_K = 1000
 
 def validated_feature(embedding: common_pb2.Embedding, head: GalleryHead) -> np.ndarray:
     """The request's feature as float32 [1, d]; raises InvalidArgument if the head cannot take it."""
-    values = np.asarray(embedding.values, dtype=np.float32)
-    if len(values) != head.in_dim:
-        raise InvalidArgument(
-            "embedding.values", f"has {len(values)} values; the gallery head for {head.backbone} takes {head.in_dim}"
-        )
-    if not np.isfinite(values).all():
-        raise InvalidArgument("embedding.values", f"holds {int((~np.isfinite(values)).sum())} NaN or infinite values")
-    if embedding.backbone.name and embedding.backbone.name != head.backbone:
-        raise InvalidArgument(
-            "embedding.backbone.name", f"is {embedding.backbone.name!r}; this gallery's head takes {head.backbone!r} features"
-        )
-    return values[np.newaxis]
+    return validated_embedding(embedding, head.in_dim, head.backbone, "gallery head")[np.newaxis]
 
 
 class GalleryServicer(gallery_pb2_grpc.GalleryServiceServicer):

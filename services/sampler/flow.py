@@ -107,10 +107,10 @@ def uniform_on_sphere(n: int, generator: torch.Generator | None = None) -> torch
 def flow_matching_loss(network: VelocityNetwork, x1: torch.Tensor, embedding: torch.Tensor,
                        drop_condition: float = 0.1) -> torch.Tensor:
     """Mean squared error between the network's velocity and the geodesic's, at random times."""
-    n = len(x1)
-    x0, t = uniform_on_sphere(n), torch.rand(n)
+    n, device = len(x1), x1.device
+    x0, t = uniform_on_sphere(n).to(device), torch.rand(n, device=device)
     point, velocity = geodesic_point_and_velocity(x0, x1, t)
-    keep = (torch.rand(n, 1) >= drop_condition).float()
+    keep = (torch.rand(n, 1, device=device) >= drop_condition).float()
     return ((network(point, t, embedding * keep) - velocity) ** 2).sum(-1).mean()
 
 
@@ -119,13 +119,15 @@ def trajectory(network: VelocityNetwork, embedding: torch.Tensor, n_samples: int
                generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
     """The points [n, 3] after each of `steps` Euler steps from uniform noise, for one embedding [d].
 
-    Every step is re-projected onto the sphere, so every point yielded is a unit vector.
+    Every step is re-projected onto the sphere, so every point yielded is a unit vector. The
+    embedding may also be [n_samples, d], one per sample, to sample for many photos at once.
+    The noise is drawn on the CPU, so a seed gives the same start on any device.
     """
-    x = uniform_on_sphere(n_samples, generator)
+    x = uniform_on_sphere(n_samples, generator).to(embedding.device)
     condition = embedding.expand(n_samples, -1)
     empty = torch.zeros_like(condition)
     for step in range(steps):
-        t = torch.full((n_samples,), step / steps)
+        t = torch.full((n_samples,), step / steps, device=x.device)
         v = network(x, t, condition)
         if guidance:
             v = (1 + guidance) * v - guidance * network(x, t, empty)

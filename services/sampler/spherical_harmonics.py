@@ -76,7 +76,7 @@ class SphericalGrid:
         self.lon = (np.degrees(2 * math.pi * k / golden) + 180) % 360 - 180
         self.basis = real_harmonics(self.lat, self.lon, degree)  # [n, C]
 
-    def decode(self, coefficients: np.ndarray, refine_steps: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    def decode(self, coefficients: np.ndarray, refine_steps: int = 24) -> tuple[np.ndarray, np.ndarray]:
         """The mode of Σ c_lm Y_lm for each row of coefficients [q, C]: (lat, lon) arrays [q].
 
         Grid argmax, then a local search on shrinking rings of 8 points around the best point,

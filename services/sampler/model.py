@@ -1,0 +1,118 @@
+"""A trained sampler of either method, with the feature standardisation it was trained with.
+
+Checkpoints are plain `torch.save` dicts: the method, its network's config and weights (in half
+precision, for size; the network runs in float32), the
+train split's per-dimension feature mean and spread, the backbone the features come from, and
+the guidance chosen on val. `load_sampler` refuses a file it cannot serve, naming why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from geoloc.common.geodesy import latlon_to_unit
+from geoloc.sampler import flow, sh_diffusion
+from geoloc.sampler.spherical_harmonics import SphericalGrid
+
+METHODS = ("flow", "sh")
+SHIPPED_SAMPLERS = Path(__file__).resolve().parents[2] / "models" / "sampler"
+
+
+def build_network(method: str, config: dict) -> torch.nn.Module:
+    if method == "flow":
+        return flow.VelocityNetwork(flow.FlowConfig(**config))
+    if method == "sh":
+        return sh_diffusion.CoefficientDenoiser(sh_diffusion.SHDiffusionConfig(**config))
+    raise ValueError(f"unknown sampler method {method!r}; expected one of {METHODS}")
+
+
+@dataclass
+class LocationSampler:
+    method: str
+    network: torch.nn.Module
+    feature_mean: torch.Tensor
+    feature_std: torch.Tensor
+    backbone: str
+    default_guidance: float
+    version: str = ""
+    grid: SphericalGrid | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        self.network.eval()
+        if self.method == "sh" and self.grid is None:
+            self.grid = SphericalGrid(self.network.config.degree)
+
+    @property
+    def in_dim(self) -> int:
+        return self.network.config.embedding_dim
+
+    @property
+    def device(self) -> torch.device:
+        return self.feature_mean.device
+
+    def to(self, device: str | torch.device) -> LocationSampler:
+        self.network.to(device)
+        self.feature_mean, self.feature_std = self.feature_mean.to(device), self.feature_std.to(device)
+        return self
+
+    def conditions(self, features: np.ndarray) -> torch.Tensor:
+        """Backbone features [q, d] as the network's standardised conditions."""
+        x = torch.as_tensor(np.asarray(features, dtype=np.float32), device=self.device)
+        return (x - self.feature_mean) / self.feature_std
+
+    @torch.no_grad()
+    def sample_places(self, features: np.ndarray, n_samples: int, steps: int, guidance: float,
+                      generator: torch.Generator | None = None) -> np.ndarray:
+        """n_samples unit vectors per photo [q, n_samples, 3] for features [q, d], all photos in one batch."""
+        conditions = self.conditions(features).repeat_interleave(n_samples, dim=0)
+        total = len(conditions)
+        if self.method == "flow":
+            xyz = flow.sample(self.network, conditions, total, steps, guidance, generator).cpu().double().numpy()
+        else:
+            latlon = sh_diffusion.sample(self.network, self.grid, conditions, total, steps, guidance, generator)
+            xyz = latlon_to_unit(latlon[:, 0], latlon[:, 1])
+        return xyz.reshape(len(features), n_samples, 3)
+
+
+def half_precision_weights(network: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict with the learnt weights in half precision (half the file) and buffers as they are.
+
+    Buffers such as the time frequencies (up to 2^15·π) do not fit in half precision, and cost
+    nothing to keep exact.
+    """
+    learnt = {name for name, _ in network.named_parameters()}
+    return {name: value.detach().cpu().half() if name in learnt else value.detach().cpu()
+            for name, value in network.state_dict().items()}
+
+
+def save_sampler(path: Path, sampler: LocationSampler) -> str:
+    """Writes the checkpoint; returns its sha256."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({
+        "method": sampler.method,
+        "config": asdict(sampler.network.config),
+        "state_dict": half_precision_weights(sampler.network),
+        "feature_mean": sampler.feature_mean.cpu(),
+        "feature_std": sampler.feature_std.cpu(),
+        "backbone": sampler.backbone,
+        "default_guidance": sampler.default_guidance,
+    }, path)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_sampler(path: Path, device: str = "cpu") -> LocationSampler:
+    path = Path(path)
+    raw = path.read_bytes()
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    network = build_network(saved["method"], saved["config"])
+    network.load_state_dict({name: value.float() for name, value in saved["state_dict"].items()})
+    sampler = LocationSampler(saved["method"], network, saved["feature_mean"], saved["feature_std"],
+                              saved["backbone"], float(saved["default_guidance"]),
+                              version=hashlib.sha256(raw).hexdigest()[:12])
+    return sampler.to(device)

@@ -1,0 +1,115 @@
+"""The sampler service's gRPC edge: an embedding in, samples of where the photo was taken out.
+
+Sampling is a burst of matrix products that already uses every core through torch's own
+threads, so requests run one at a time, off the event loop. The same seed and request give the
+same samples: the noise comes from a generator seeded per call, and the unset seed is drawn
+here and returned, so any answer can be reproduced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import secrets
+import sys
+
+import numpy as np
+import torch
+
+from geoloc.common.embeddings import validated_embedding
+from geoloc.common.geodesy import unit_to_latlon
+from geoloc.common.errors import FailedPrecondition, InvalidArgument, NotReady
+from geoloc.common.server import ServiceSpec, run_service, servicer_spec
+from geoloc.sampler.config import SamplerSettings
+from geoloc.sampler.density import summarize_samples
+from geoloc.sampler.model import LocationSampler, load_sampler
+from geoloc.v1 import common_pb2, sampler_pb2, sampler_pb2_grpc
+
+METHOD_NAMES = {sampler_pb2.SAMPLING_METHOD_FLOW: "flow", sampler_pb2.SAMPLING_METHOD_SH_DIFFUSION: "sh"}
+METHOD_ENUMS = {name: value for value, name in METHOD_NAMES.items()}
+
+
+class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
+    def __init__(self, settings: SamplerSettings):
+        self.settings = settings
+        self._samplers: dict[str, LocationSampler] = {}
+        self._one_at_a_time = asyncio.Lock()
+
+    async def warm_up(self) -> None:
+        self._samplers = await asyncio.to_thread(self._load)
+        for name, sampler in self._samplers.items():  # one real, small call per method before SERVING
+            probe = sampler_pb2.SampleRequest(embedding=common_pb2.Embedding(values=[0.5] * sampler.in_dim),
+                                              n_samples=8, steps=2, method=METHOD_ENUMS[name], seed=0)
+            answer = await self.Sample(probe, None)
+            if len(answer.samples) != 8 or not math.isfinite(answer.mean_log_density):
+                raise RuntimeError(f"the {name} sampler's warm-up call gave a malformed answer")
+
+    def _load(self) -> dict[str, LocationSampler]:
+        s = self.settings
+        device = "cuda" if s.use_gpu and torch.cuda.is_available() else "cpu"
+        paths = {"flow": s.flow_checkpoint, "sh": s.sh_checkpoint}
+        loaded = {name: load_sampler(path, device) for name, path in paths.items() if path is not None}
+        for name, sampler in loaded.items():
+            if sampler.method != name:
+                raise ValueError(f"{paths[name]} holds a {sampler.method!r} sampler, configured as the {name!r} one")
+        if s.default_method not in loaded:
+            raise ValueError(f"the default method {s.default_method!r} has no checkpoint configured")
+        return loaded
+
+    def _resolve(self, request: sampler_pb2.SampleRequest) -> tuple[LocationSampler, int, int, float]:
+        s = self.settings
+        if request.method == sampler_pb2.SAMPLING_METHOD_UNSPECIFIED:
+            name = s.default_method
+        elif request.method in METHOD_NAMES:
+            name = METHOD_NAMES[request.method]
+        else:
+            raise InvalidArgument("method", f"{request.method} is not a SamplingMethod")
+        if name not in self._samplers:
+            raise FailedPrecondition(f"method: {name!r} is not served by this sampler (no checkpoint configured)")
+        sampler = self._samplers[name]
+        n_samples = request.n_samples or s.default_samples
+        if not 2 <= n_samples <= s.max_samples:
+            raise InvalidArgument("n_samples", f"must be in [2, {s.max_samples}] (0 for {s.default_samples}), got {n_samples}")
+        steps = request.steps or s.default_steps
+        if not 1 <= steps <= s.max_steps:
+            raise InvalidArgument("steps", f"must be in [1, {s.max_steps}] (0 for {s.default_steps}), got {steps}")
+        if n_samples * steps > s.max_sample_steps:
+            raise InvalidArgument("n_samples", f"x steps is {n_samples * steps}; at most {s.max_sample_steps} per request")
+        guidance = request.guidance if request.HasField("guidance") else sampler.default_guidance
+        if not (math.isfinite(guidance) and 0 <= guidance <= s.max_guidance):
+            raise InvalidArgument("guidance", f"must be in [0, {s.max_guidance}], got {guidance}")
+        return sampler, n_samples, steps, guidance
+
+    async def Sample(self, request: sampler_pb2.SampleRequest, context) -> sampler_pb2.SampleResponse:
+        if not self._samplers:
+            raise NotReady("the sampler models are still loading")
+        sampler, n_samples, steps, guidance = self._resolve(request)
+        feature = validated_embedding(request.embedding, sampler.in_dim, sampler.backbone, f"{sampler.method} sampler")
+        seed = request.seed if request.HasField("seed") else secrets.randbits(63)
+        async with self._one_at_a_time:
+            xyz, summary = await asyncio.to_thread(self._draw, sampler, feature, n_samples, steps, guidance, seed)
+        lat, lon = unit_to_latlon(xyz)
+        return sampler_pb2.SampleResponse(
+            samples=[common_pb2.WeightedPoint(lat_deg=float(a), lon_deg=float(o), weight=1.0 / n_samples)
+                     for a, o in zip(lat, lon, strict=True)],
+            modes=[common_pb2.WeightedPoint(lat_deg=m.lat_deg, lon_deg=m.lon_deg, weight=m.mass, radius_km=summary.radius_km)
+                   for m in summary.modes],
+            mean_log_density=summary.mean_log_density,
+            method=METHOD_ENUMS[sampler.method],
+            model=common_pb2.ModelInfo(name=f"sampler-{sampler.method}/{sampler.backbone}", version=sampler.version),
+            seed=seed,
+        )
+
+    @staticmethod
+    def _draw(sampler: LocationSampler, feature: np.ndarray, n_samples: int, steps: int, guidance: float, seed: int):
+        generator = torch.Generator().manual_seed(seed)
+        xyz = sampler.sample_places(feature[np.newaxis], n_samples, steps, guidance, generator)[0]
+        return xyz, summarize_samples(xyz)
+
+
+def sampler_spec(servicer: SamplerServicer) -> ServiceSpec:
+    return servicer_spec(sampler_pb2, "SamplerService", sampler_pb2_grpc.add_SamplerServiceServicer_to_server, servicer)
+
+
+if __name__ == "__main__":
+    sys.exit(run_service(SamplerSettings, lambda settings: [sampler_spec(SamplerServicer(settings))]))

@@ -1,0 +1,130 @@
+"""Training a sampler on backbone features, and choosing its checkpoint and guidance on val.
+
+One loop serves both methods: minibatches of (feature, place) pairs, the method's own loss
+(flow matching or coefficient denoising, both with 10 % condition dropout), AdamW with a
+cosine decay. Every `eval_every` steps the model draws samples for every val photo, takes the
+top mode of each photo's samples as its one guess (DESIGN.md's protocol), and the step with the
+best val GeoScore is kept. The guidance is then chosen on val among a few values. Nothing here
+assumes a CPU or a small set: pass device="cuda" and any number of features.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from geoloc.common.geodesy import haversine_km, latlon_to_unit
+from geoloc.evaluation.metrics import Metrics, summarize
+from geoloc.sampler import flow, sh_diffusion
+from geoloc.sampler.density import summarize_samples
+from geoloc.sampler.model import LocationSampler, build_network, half_precision_weights
+
+
+@dataclass(frozen=True)
+class SamplerTrainConfig:
+    method: str
+    network: dict = field(default_factory=dict)  # the method's network config, beyond embedding_dim
+    steps: int = 6000
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-2
+    feature_dropout: float = 0.0  # on the standardised features, against memorising 1.5K photos
+    drop_condition: float = 0.1
+    eval_every: int = 500
+    eval_samples: int = 32
+    eval_steps: int = 16
+    eval_guidance: float = 0.0
+
+
+@dataclass
+class TrainedSampler:
+    sampler: LocationSampler
+    config: SamplerTrainConfig
+    best_step: int
+    val: Metrics
+    history: list[tuple[int, float]]  # (step, val GeoScore)
+    seconds: float
+
+
+def point_estimates(sampler: LocationSampler, features: np.ndarray, n_samples: int, steps: int, guidance: float,
+                    seed: int = 0, batch: int = 64) -> np.ndarray:
+    """One guess per photo, (lat, lon) [q, 2]: the top mode of its n_samples samples."""
+    generator = torch.Generator().manual_seed(seed)
+    guesses = []
+    for start in range(0, len(features), batch):
+        places = sampler.sample_places(features[start:start + batch], n_samples, steps, guidance, generator)
+        for xyz in places:
+            top = summarize_samples(xyz).modes[0]
+            guesses.append((top.lat_deg, top.lon_deg))
+    return np.asarray(guesses)
+
+
+def val_metrics(sampler: LocationSampler, features: np.ndarray, coordinates: np.ndarray, n_samples: int, steps: int,
+                guidance: float, seed: int = 0) -> Metrics:
+    guesses = point_estimates(sampler, features, n_samples, steps, guidance, seed)
+    return summarize(haversine_km(coordinates[:, 0], coordinates[:, 1], guesses[:, 0], guesses[:, 1]))
+
+
+def training_targets(method: str, coordinates: np.ndarray, network: torch.nn.Module) -> torch.Tensor:
+    """What the method learns to generate, per photo: unit vectors [n, 3] or scaled coefficients [n, C]."""
+    if method == "flow":
+        return torch.from_numpy(latlon_to_unit(coordinates[:, 0], coordinates[:, 1])).float()
+    return sh_diffusion.place_coefficients(coordinates[:, 0], coordinates[:, 1], network.config.degree)
+
+
+def train_sampler(train_features: np.ndarray, train_coordinates: np.ndarray, val_features: np.ndarray,
+                  val_coordinates: np.ndarray, config: SamplerTrainConfig, backbone: str, seed: int = 0,
+                  device: str = "cpu", log: Callable[[str], None] = print) -> TrainedSampler:
+    started = time.monotonic()
+    torch.manual_seed(seed)
+    network = build_network(config.method, {"embedding_dim": train_features.shape[1], **config.network}).to(device)
+    features = torch.as_tensor(train_features, dtype=torch.float32)
+    mean, std = features.mean(0), features.std(0).clamp_min(1e-6)
+    sampler = LocationSampler(config.method, network, mean, std, backbone, config.eval_guidance).to(device)
+    conditions = sampler.conditions(train_features)
+    targets = training_targets(config.method, train_coordinates, network).to(device)
+    loss_of = flow.flow_matching_loss if config.method == "flow" else sh_diffusion.denoising_loss
+
+    optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(step / config.steps, 1.0))))
+    best = (-1.0, 0, None, None)
+    history = []
+    for step in range(1, config.steps + 1):
+        network.train()
+        batch = torch.randint(len(conditions), (config.batch_size,), device=device)
+        condition = torch.nn.functional.dropout(conditions[batch], config.feature_dropout)
+        loss = loss_of(network, targets[batch], condition, config.drop_condition)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if step % config.eval_every == 0 or step == config.steps:
+            network.eval()
+            metrics = val_metrics(sampler, val_features, val_coordinates, config.eval_samples, config.eval_steps,
+                                  config.eval_guidance, seed)
+            history.append((step, metrics.geoscore))
+            log(f"  step {step}: loss {loss.item():.4f}, val GeoScore {metrics.geoscore:.1f}, "
+                f"median {metrics.median_km:.0f} km")
+            if metrics.geoscore > best[0]:
+                best = (metrics.geoscore, step, copy.deepcopy(network.state_dict()), metrics)
+    # The checkpoint stores half precision; keep the model as it will be loaded, so that every
+    # figure reported from here on is the shipped file's.
+    network.load_state_dict(best[2])
+    network.load_state_dict({name: value.float() for name, value in half_precision_weights(network).items()})
+    network.eval()
+    return TrainedSampler(sampler, config, best[1], best[3], history, time.monotonic() - started)
+
+
+def choose_guidance(sampler: LocationSampler, features: np.ndarray, coordinates: np.ndarray, n_samples: int,
+                    steps: int, candidates=(0.0, 1.0, 2.0, 4.0), seed: int = 0) -> dict[float, Metrics]:
+    """Val metrics at each candidate guidance; sets the sampler's default to the best by GeoScore."""
+    results = {g: val_metrics(sampler, features, coordinates, n_samples, steps, g, seed) for g in candidates}
+    sampler.default_guidance = max(results, key=lambda g: results[g].geoscore)
+    return results

@@ -66,6 +66,23 @@ class AdaLNBlock(nn.Module):
         return h + gate * self.mlp(self.norm(h) * (1 + scale) + shift)
 
 
+def time_frequencies(count: int) -> torch.Tensor:
+    """Angular frequencies 2^k·π, k < count, of the sinusoidal time features."""
+    return 2 ** torch.arange(count, dtype=torch.float32) * math.pi
+
+
+def condition_network(embedding_dim: int, time_frequency_count: int, width: int) -> nn.Sequential:
+    """The MLP from [embedding, sin and cos of time phases] to the AdaLN blocks' condition."""
+    return nn.Sequential(
+        nn.Linear(embedding_dim + 2 * time_frequency_count, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
+    )
+
+
+def condition_input(t: torch.Tensor, embedding: torch.Tensor, frequencies: torch.Tensor) -> torch.Tensor:
+    phases = t[:, None] * frequencies
+    return torch.cat([embedding, torch.sin(phases), torch.cos(phases)], dim=-1)
+
+
 @dataclass(frozen=True)
 class FlowConfig:
     embedding_dim: int
@@ -81,18 +98,14 @@ class VelocityNetwork(nn.Module):
         super().__init__()
         self.config = config
         condition_dim = config.width
-        self.register_buffer("frequencies", 2 ** torch.arange(config.time_frequencies, dtype=torch.float32) * math.pi)
-        self.embed_condition = nn.Sequential(
-            nn.Linear(config.embedding_dim + 2 * config.time_frequencies, condition_dim), nn.SiLU(),
-            nn.Linear(condition_dim, condition_dim), nn.SiLU(),
-        )
+        self.register_buffer("frequencies", time_frequencies(config.time_frequencies))
+        self.embed_condition = condition_network(config.embedding_dim, config.time_frequencies, condition_dim)
         self.embed_point = nn.Linear(3, config.width)
         self.blocks = nn.ModuleList(AdaLNBlock(config.width, condition_dim) for _ in range(config.depth))
         self.out = nn.Linear(config.width, 3)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        phases = t[:, None] * self.frequencies
-        condition = self.embed_condition(torch.cat([embedding, torch.sin(phases), torch.cos(phases)], dim=-1))
+        condition = self.embed_condition(condition_input(t, embedding, self.frequencies))
         h = self.embed_point(x)
         for block in self.blocks:
             h = block(h, condition)

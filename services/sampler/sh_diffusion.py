@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from geoloc.sampler.flow import AdaLNBlock
+from geoloc.sampler.flow import AdaLNBlock, condition_input, condition_network, time_frequencies
 from geoloc.sampler.spherical_harmonics import SphericalGrid, coefficient_count, encode
 
 COSINE_OFFSET = 0.008  # Nichol & Dhariwal's s: keeps ᾱ from being exactly 1 at t = 0
@@ -52,19 +52,15 @@ class CoefficientDenoiser(nn.Module):
     def __init__(self, config: SHDiffusionConfig):
         super().__init__()
         self.config = config
-        self.register_buffer("frequencies", 2 ** torch.arange(config.time_frequencies, dtype=torch.float32) * math.pi)
-        self.embed_condition = nn.Sequential(
-            nn.Linear(config.embedding_dim + 2 * config.time_frequencies, config.width), nn.SiLU(),
-            nn.Linear(config.width, config.width), nn.SiLU(),
-        )
+        self.register_buffer("frequencies", time_frequencies(config.time_frequencies))
+        self.embed_condition = condition_network(config.embedding_dim, config.time_frequencies, config.width)
         count = coefficient_count(config.degree)
         self.embed_coefficients = nn.Linear(count, config.width)
         self.blocks = nn.ModuleList(AdaLNBlock(config.width, config.width) for _ in range(config.depth))
         self.out = nn.Linear(config.width, count)
 
     def forward(self, z: torch.Tensor, t: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        phases = t[:, None] * self.frequencies
-        condition = self.embed_condition(torch.cat([embedding, torch.sin(phases), torch.cos(phases)], dim=-1))
+        condition = self.embed_condition(condition_input(t, embedding, self.frequencies))
         h = self.embed_coefficients(z)
         for block in self.blocks:
             h = block(h, condition)

@@ -1,0 +1,110 @@
+"""Training the token decoder on backbone features, choosing the step on val.
+
+Each photo's target is its level-20 S2 cell as 11 tokens. Minibatches of standardised features
+(with feature dropout against memorising a small set) and tokens, the position-weighted loss,
+AdamW with a cosine decay; every `eval_every` steps the greedy decode of every val photo is
+scored (the cell centre as the one guess) and the best step is kept. Pass device="cuda" and any
+number of features: nothing here assumes a CPU or a small set.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from geoloc.common.geodesy import cell_id_to_latlon, cell_id_to_tokens, haversine_km, latlon_to_cell_id, tokens_to_cell_id
+from geoloc.evaluation.metrics import Metrics, summarize
+from geoloc.tokens.decoder import TokenDecoder, TokenDecoderConfig, token_loss
+from geoloc.tokens.search import greedy
+
+
+@dataclass(frozen=True)
+class TokenTrainConfig:
+    network: dict = field(default_factory=dict)  # TokenDecoderConfig fields beyond embedding_dim
+    steps: int = 3000
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-2
+    feature_dropout: float = 0.5
+    eval_every: int = 500
+
+
+def place_tokens(coordinates: np.ndarray) -> torch.Tensor:
+    """The level-20 cell tokens [n, 11] of (lat, lon) rows."""
+    cells = latlon_to_cell_id(coordinates[:, 0], coordinates[:, 1], 20)
+    return torch.tensor([cell_id_to_tokens(int(c)) for c in np.atleast_1d(cells)])
+
+
+def cell_centres(tokens: torch.Tensor) -> np.ndarray:
+    """(lat, lon) [n, 2] of the cells that token rows [n, k] name (k tokens: level 2(k-1))."""
+    cells = np.array([tokens_to_cell_id(tuple(row)) for row in tokens.tolist()], dtype=np.uint64)
+    lat, lon = cell_id_to_latlon(cells)
+    return np.stack([lat, lon], axis=1)
+
+
+@dataclass
+class Standardiser:
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __call__(self, features: np.ndarray) -> torch.Tensor:
+        x = torch.as_tensor(np.asarray(features, dtype=np.float32), device=self.mean.device)
+        return (x - self.mean) / self.std
+
+
+def greedy_metrics(decoder: TokenDecoder, conditions: torch.Tensor, coordinates: np.ndarray) -> Metrics:
+    guesses = cell_centres(greedy(decoder, conditions).tokens.cpu())
+    return summarize(haversine_km(coordinates[:, 0], coordinates[:, 1], guesses[:, 0], guesses[:, 1]))
+
+
+@dataclass
+class TrainedDecoder:
+    decoder: TokenDecoder
+    standardiser: Standardiser
+    config: TokenTrainConfig
+    best_step: int
+    val: Metrics
+    history: list[tuple[int, float]]
+    seconds: float
+
+
+def train_decoder(train_features: np.ndarray, train_coordinates: np.ndarray, val_features: np.ndarray,
+                  val_coordinates: np.ndarray, config: TokenTrainConfig, seed: int = 0, device: str = "cpu",
+                  log: Callable[[str], None] = print) -> TrainedDecoder:
+    started = time.monotonic()
+    torch.manual_seed(seed)
+    features = torch.as_tensor(train_features, dtype=torch.float32)
+    standardiser = Standardiser(features.mean(0).to(device), features.std(0).clamp_min(1e-6).to(device))
+    decoder = TokenDecoder(TokenDecoderConfig(embedding_dim=train_features.shape[1], **config.network)).to(device)
+    conditions, targets = standardiser(train_features), place_tokens(train_coordinates).to(device)
+    val_conditions = standardiser(val_features)
+    optimizer = torch.optim.AdamW(decoder.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(step / config.steps, 1.0))))
+    best, history = (-1.0, 0, None, None), []
+    for step in range(1, config.steps + 1):
+        decoder.train()
+        batch = torch.randint(len(conditions), (config.batch_size,), device=device)
+        condition = torch.nn.functional.dropout(conditions[batch], config.feature_dropout)
+        loss = token_loss(decoder, condition, targets[batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if step % config.eval_every == 0 or step == config.steps:
+            decoder.eval()
+            metrics = greedy_metrics(decoder, val_conditions, val_coordinates)
+            history.append((step, metrics.geoscore))
+            log(f"  step {step}: loss {loss.item():.4f}, val greedy GeoScore {metrics.geoscore:.1f}, "
+                f"median {metrics.median_km:.0f} km")
+            if metrics.geoscore > best[0]:
+                best = (metrics.geoscore, step, copy.deepcopy(decoder.state_dict()), metrics)
+    decoder.load_state_dict(best[2])
+    return TrainedDecoder(decoder.eval(), standardiser, config, best[1], best[3], history, time.monotonic() - started)
+

@@ -10,8 +10,6 @@ assumes a CPU or a small set: pass device="cuda" and any number of features.
 
 from __future__ import annotations
 
-import copy
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from geoloc.common.training import train_keeping_best
 from geoloc.common.geodesy import haversine_km, latlon_to_unit
 from geoloc.evaluation.metrics import Metrics, summarize
 from geoloc.sampler import flow, sh_diffusion
@@ -91,35 +90,21 @@ def train_sampler(train_features: np.ndarray, train_coordinates: np.ndarray, val
     targets = training_targets(config.method, train_coordinates, network).to(device)
     loss_of = flow.flow_matching_loss if config.method == "flow" else sh_diffusion.denoising_loss
 
-    optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(step / config.steps, 1.0))))
-    best = (-1.0, 0, None, None)
-    history = []
-    for step in range(1, config.steps + 1):
-        network.train()
+    def batch_loss() -> torch.Tensor:
         batch = torch.randint(len(conditions), (config.batch_size,), device=device)
         condition = torch.nn.functional.dropout(conditions[batch], config.feature_dropout)
-        loss = loss_of(network, targets[batch], condition, config.drop_condition)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        if step % config.eval_every == 0 or step == config.steps:
-            network.eval()
-            metrics = val_metrics(sampler, val_features, val_coordinates, config.eval_samples, config.eval_steps,
-                                  config.eval_guidance, seed)
-            history.append((step, metrics.geoscore))
-            log(f"  step {step}: loss {loss.item():.4f}, val GeoScore {metrics.geoscore:.1f}, "
-                f"median {metrics.median_km:.0f} km")
-            if metrics.geoscore > best[0]:
-                best = (metrics.geoscore, step, copy.deepcopy(network.state_dict()), metrics)
+        return loss_of(network, targets[batch], condition, config.drop_condition)
+
+    def evaluate() -> Metrics:
+        return val_metrics(sampler, val_features, val_coordinates, config.eval_samples, config.eval_steps,
+                           config.eval_guidance, seed)
+
+    best = train_keeping_best(network, batch_loss, evaluate, config.steps, config.eval_every, config.learning_rate,
+                              config.weight_decay, log)
     # The checkpoint stores half precision; keep the model as it will be loaded, so that every
     # figure reported from here on is the shipped file's.
-    network.load_state_dict(best[2])
     network.load_state_dict({name: value.float() for name, value in half_precision_weights(network).items()})
-    network.eval()
-    return TrainedSampler(sampler, config, best[1], best[3], history, time.monotonic() - started)
+    return TrainedSampler(sampler, config, best.step, best.val, best.history, time.monotonic() - started)
 
 
 def choose_guidance(sampler: LocationSampler, features: np.ndarray, coordinates: np.ndarray, n_samples: int,

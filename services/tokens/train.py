@@ -9,8 +9,6 @@ number of features: nothing here assumes a CPU or a small set.
 
 from __future__ import annotations
 
-import copy
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from geoloc.common.training import train_keeping_best
 from geoloc.common.geodesy import cell_id_to_latlon, cell_id_to_tokens, haversine_km, latlon_to_cell_id, tokens_to_cell_id
 from geoloc.evaluation.metrics import Metrics, summarize
 from geoloc.tokens.decoder import TokenDecoder, TokenDecoderConfig, token_loss
@@ -84,27 +83,12 @@ def train_decoder(train_features: np.ndarray, train_coordinates: np.ndarray, val
     decoder = TokenDecoder(TokenDecoderConfig(embedding_dim=train_features.shape[1], **config.network)).to(device)
     conditions, targets = standardiser(train_features), place_tokens(train_coordinates).to(device)
     val_conditions = standardiser(val_features)
-    optimizer = torch.optim.AdamW(decoder.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(step / config.steps, 1.0))))
-    best, history = (-1.0, 0, None, None), []
-    for step in range(1, config.steps + 1):
-        decoder.train()
+
+    def batch_loss() -> torch.Tensor:
         batch = torch.randint(len(conditions), (config.batch_size,), device=device)
         condition = torch.nn.functional.dropout(conditions[batch], config.feature_dropout)
-        loss = token_loss(decoder, condition, targets[batch])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        if step % config.eval_every == 0 or step == config.steps:
-            decoder.eval()
-            metrics = greedy_metrics(decoder, val_conditions, val_coordinates)
-            history.append((step, metrics.geoscore))
-            log(f"  step {step}: loss {loss.item():.4f}, val greedy GeoScore {metrics.geoscore:.1f}, "
-                f"median {metrics.median_km:.0f} km")
-            if metrics.geoscore > best[0]:
-                best = (metrics.geoscore, step, copy.deepcopy(decoder.state_dict()), metrics)
-    decoder.load_state_dict(best[2])
-    return TrainedDecoder(decoder.eval(), standardiser, config, best[1], best[3], history, time.monotonic() - started)
+        return token_loss(decoder, condition, targets[batch])
 
+    best = train_keeping_best(decoder, batch_loss, lambda: greedy_metrics(decoder, val_conditions, val_coordinates),
+                              config.steps, config.eval_every, config.learning_rate, config.weight_decay, log)
+    return TrainedDecoder(decoder, standardiser, config, best.step, best.val, best.history, time.monotonic() - started)

@@ -9,6 +9,7 @@ the guidance chosen on val. `load_sampler` refuses a file it cannot serve, namin
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -109,7 +110,7 @@ def save_sampler(path: Path, sampler: LocationSampler) -> str:
 def load_sampler(path: Path, device: str = "cpu") -> LocationSampler:
     path = Path(path)
     raw = path.read_bytes()
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)  # the bytes hashed are the bytes loaded
     network = build_network(saved["method"], saved["config"])
     network.load_state_dict({name: value.float() for name, value in saved["state_dict"].items()})
     sampler = LocationSampler(saved["method"], network, saved["feature_mean"], saved["feature_std"],

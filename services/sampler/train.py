@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from geoloc.common.training import train_keeping_best
 from geoloc.common.geodesy import haversine_km, latlon_to_unit
+from geoloc.common.training import train_keeping_best
 from geoloc.evaluation.metrics import Metrics, summarize
 from geoloc.sampler import flow, sh_diffusion
 from geoloc.sampler.density import summarize_samples

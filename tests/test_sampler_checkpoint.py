@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from geoloc.sampler.model import LocationSampler, build_network, half_precision_weights, load_sampler, save_sampler
+from geoloc.common.training import half_precision_weights
+from geoloc.sampler.model import LocationSampler, build_network, load_sampler, save_sampler
 
 SMALL = {"flow": {"width": 32, "depth": 2}, "sh": {"degree": 8, "width": 32, "depth": 2}}
 

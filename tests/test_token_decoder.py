@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from geoloc.common.geodesy import cell_id_to_tokens, latlon_to_cell_id, tokens_to_cell_id
-from geoloc.tokens.decoder import TOKEN_COUNT, TokenDecoder, TokenDecoderConfig, position_weights, token_loss
+from geoloc.common.geodesy import cell_id_to_latlon, cell_id_to_tokens, latlon_to_cell_id, tokens_to_cell_id
+from geoloc.tokens.decoder import TOKEN_COUNT, Neighbours, TokenDecoder, TokenDecoderConfig, position_weights, token_loss
 from geoloc.tokens.search import beam_search, greedy, sample_sequences
 
 PLACES = [(48.8584, 2.2945), (35.6586, 139.7454)]  # one level-20 cell per condition
@@ -54,7 +54,7 @@ def test_beam_probabilities_are_sorted_and_sum_to_at_most_one():
 
 def test_a_beam_as_wide_as_every_two_token_sequence_holds_all_the_mass():
     decoder = untrained(3)
-    beams = beam_search(decoder, torch.randn(8), width=6 * 16, length=2)
+    beams = beam_search(decoder, torch.randn(8), width=6 * 16, level=2)
     assert len(beams.tokens) == 96 and abs(float(beams.log_probs.exp().sum()) - 1) < 1e-5
 
 
@@ -95,7 +95,71 @@ def test_a_briefly_trained_decoder_decodes_each_conditions_cell(trained):
 
 def test_a_short_decode_is_the_coarser_cell(trained):
     decoder, embeddings, targets = trained
-    short = greedy(decoder, embeddings[:1], length=4)
+    short = greedy(decoder, embeddings[:1], level=6)
     assert tuple(short.tokens[0].tolist()) == targets[0][:4]
     coarse = tokens_to_cell_id(targets[0][:4])
     assert coarse == int(latlon_to_cell_id(*PLACES[0], 6))
+
+
+def test_an_odd_level_sums_out_the_last_digit_so_the_cells_probabilities_still_sum_to_one():
+    decoder = untrained(4)
+    beams = beam_search(decoder, torch.randn(8), width=6 * 4, level=1)  # every level-1 cell: 6 faces x 4 children
+    assert len(beams.tokens) == 24 and abs(float(beams.log_probs.exp().sum()) - 1) < 1e-5
+    assert torch.all(beams.tokens[:, 1] % 4 == 0)
+
+
+def test_the_level_1_cell_probability_is_the_sum_over_its_level_2_children():
+    decoder, embedding = untrained(5), torch.randn(8)
+    level_1 = beam_search(decoder, embedding, width=24, level=1)
+    level_2 = beam_search(decoder, embedding, width=96, level=2)
+    children = {}
+    for tokens, log_p in zip(level_2.tokens.tolist(), level_2.log_probs.exp().tolist(), strict=True):
+        parent = (tokens[0], tokens[1] - tokens[1] % 4)
+        children[parent] = children.get(parent, 0.0) + log_p
+    for tokens, log_p in zip(level_1.tokens.tolist(), level_1.log_probs.exp().tolist(), strict=True):
+        assert children[tuple(tokens)] == pytest.approx(log_p, rel=1e-5)
+    odd = tokens_to_cell_id(tuple(level_1.tokens[0].tolist()), 1)
+    assert odd == int(latlon_to_cell_id(*cell_id_to_latlon(np.uint64(odd)), 1))
+
+
+def test_a_decoder_with_neighbour_slots_caches_like_the_full_pass_with_and_without_neighbours():
+    torch.manual_seed(6)
+    decoder = TokenDecoder(TokenDecoderConfig(embedding_dim=8, width=32, depth=2, heads=2, neighbours=3)).eval()
+    rng = np.random.default_rng(1)
+    embedding, tokens = torch.randn(2, 8), random_tokens(2, rng)
+    given = Neighbours(random_tokens(6, rng).view(2, 3, TOKEN_COUNT), torch.tensor([[0.7, 0.3, 0.0], [1.0, 0.0, 0.0]]))
+    for neighbours in (given, None):
+        full = decoder(embedding, tokens, neighbours)
+        log_probs, cache = decoder.start(embedding, neighbours)
+        stepwise = [log_probs]
+        for position in range(TOKEN_COUNT - 1):
+            log_probs, cache = decoder.advance(tokens[:, position], position, cache)
+            stepwise.append(log_probs)
+        torch.testing.assert_close(torch.stack(stepwise, dim=1), full, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(decoder(embedding, tokens, given), decoder(embedding, tokens, None))
+
+
+def test_a_decoder_learns_to_read_the_answer_from_its_neighbours():
+    """The image says nothing here; the heaviest neighbour's cell is the place. After brief training
+    the decoder copies it, and a decoder without neighbours would be at chance between the two."""
+    torch.manual_seed(0)
+    targets = torch.tensor([cell_id_to_tokens(int(latlon_to_cell_id(lat, lon, 20))) for lat, lon in PLACES])
+    decoder = TokenDecoder(TokenDecoderConfig(embedding_dim=8, width=64, depth=2, heads=2, dropout=0.0, neighbours=2))
+    optimizer = torch.optim.AdamW(decoder.parameters(), lr=3e-3)
+
+    def batch(n: int):
+        which = torch.randint(0, 2, (n,))
+        # the true place first with weight 0.8, the other one second with 0.2
+        tokens = torch.stack([targets[which], targets[1 - which]], dim=1)
+        return which, Neighbours(tokens, torch.tensor([[0.8, 0.2]]).expand(n, -1))
+
+    for _ in range(300):
+        which, neighbours = batch(64)
+        loss = token_loss(decoder, torch.randn(64, 8), targets[which], neighbours)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    decoder.eval()
+    which, neighbours = batch(32)
+    decoded = greedy(decoder, torch.randn(32, 8), neighbours=neighbours)
+    assert torch.equal(decoded.tokens, targets[which])

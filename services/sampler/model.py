@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from geoloc.common.geodesy import latlon_to_unit
+from geoloc.common.training import half_precision_weights
 from geoloc.sampler import flow, sh_diffusion
 from geoloc.sampler.spherical_harmonics import SphericalGrid
 
@@ -78,17 +79,6 @@ class LocationSampler:
             latlon = sh_diffusion.sample(self.network, self.grid, conditions, total, steps, guidance, generator)
             xyz = latlon_to_unit(latlon[:, 0], latlon[:, 1])
         return xyz.reshape(len(features), n_samples, 3)
-
-
-def half_precision_weights(network: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict with the learnt weights in half precision (half the file) and buffers as they are.
-
-    Buffers such as the time frequencies (up to 2^15·π) do not fit in half precision, and cost
-    nothing to keep exact.
-    """
-    learnt = {name for name, _ in network.named_parameters()}
-    return {name: value.detach().cpu().half() if name in learnt else value.detach().cpu()
-            for name, value in network.state_dict().items()}
 
 
 def save_sampler(path: Path, sampler: LocationSampler) -> str:

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 
 from geoloc.common.geodesy import haversine_km, latlon_to_unit
-from geoloc.common.training import train_keeping_best
+from geoloc.common.training import half_precision_weights, train_keeping_best
 from geoloc.evaluation.metrics import Metrics, summarize
 from geoloc.sampler import flow, sh_diffusion
 from geoloc.sampler.density import summarize_samples
-from geoloc.sampler.model import LocationSampler, build_network, half_precision_weights
+from geoloc.sampler.model import LocationSampler, build_network
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ import shlex
 import sys
 import time
 from dataclasses import asdict
-from pathlib import Path
+
+from geoloc.train_cli import add_training_arguments, training_data
 
 # Each method's grid, small enough that the whole command stays under 20 minutes on 2 CPU cores.
 GRIDS = {
@@ -38,22 +39,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("sampler", help="train the sampler expert (flow matching or SH diffusion)",
                                    description=__doc__)
     parser.add_argument("--method", choices=sorted(GRIDS), required=True)
-    parser.add_argument("--data", type=Path, metavar="DIR", help="data root holding im2gps3k/ (default: ../shared/data)")
-    parser.add_argument("--features", type=Path, metavar="FILE.npz",
-                        help="train on these features and places instead of the train split's")
-    parser.add_argument("--out", type=Path, metavar="PATH.pt", help="(default: models/sampler/METHOD.pt in the checkout)")
-    parser.add_argument("--steps", type=int, help="optimiser steps per configuration (default: the grid's)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0)
+    add_training_arguments(parser, "models/sampler/METHOD.pt")
     parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from geoloc.embedding.features import split_features
-    from geoloc.evaluation.dataset import default_data_root, load_split
     from geoloc.evaluation.harness import evaluate
     from geoloc.evaluation.prior import PriorPredictions
     from geoloc.sampler.model import SHIPPED_SAMPLERS, save_sampler
@@ -61,43 +52,33 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
     out = args.out or SHIPPED_SAMPLERS / f"{args.method}.pt"
-    data = (args.data or default_data_root()) / "im2gps3k"
-    train, val = load_split(data / "train"), load_split(data / "val")
-    val_places = np.array([(i.lat, i.lon) for i in val.images])
-    val_features = split_features(val)
-    if args.features:
-        loaded = np.load(args.features)
-        train_features, train_places = loaded["features"].astype(np.float32), loaded["latlon"].astype(np.float64)
-        train_source = f"{args.features} ({len(train_features)} features)"
-    else:
-        train_features, train_places = split_features(train), np.array([(i.lat, i.lon) for i in train.images])
-        train_source = f"{train.root} ({len(train)} photos)"
-    print(f"training the {args.method} sampler on {train_source}; choosing on {len(val)} val photos")
+    data = training_data(args)
+    print(f"training the {args.method} sampler on {data.train_source}; choosing on {len(data.val)} val photos")
 
     runs = []
     for choice in GRIDS[args.method]:
         choice = {**choice, **({"steps": args.steps} if args.steps else {})}
         config = SamplerTrainConfig(method=args.method, eval_every=max(choice["steps"] // 6, 1), **SELECTION, **choice)
         print(f"config {choice}")
-        runs.append(train_sampler(train_features, train_places, val_features, val_places, config,
+        runs.append(train_sampler(data.train_features, data.train_places, data.val_features, data.val_places, config,
                                   backbone="efficientnet-lite2", seed=args.seed, device=args.device))
         print(f"  kept step {runs[-1].best_step} ({runs[-1].seconds:.0f} s)")
     best = max(runs, key=lambda r: r.val.geoscore)
     final = FINAL[args.method]
     print(f"choosing the guidance on val with {final['n_samples']} samples and {final['steps']} steps")
-    by_guidance = choose_guidance(best.sampler, val_features, val_places, seed=args.seed, **final)
+    by_guidance = choose_guidance(best.sampler, data.val_features, data.val_places, seed=args.seed, **final)
     for guidance, metrics in by_guidance.items():
         print(f"  guidance {guidance}: GeoScore {metrics.geoscore:.1f}, median {metrics.median_km:.0f} km")
     sha = save_sampler(out, best.sampler)
     chosen = by_guidance[best.sampler.default_guidance]
-    prior = evaluate(val, PriorPredictions(train), progress=False)
+    prior = evaluate(data.val, PriorPredictions(data.train), progress=False)
     manifest = {
         "file": out.name,
         "sha256": sha,
         "method": args.method,
         "backbone": "efficientnet-lite2 (model_repository/efficientnet_lite2, 1280-d pooled feature)",
-        "data": {"train": train_source, "val": f"{val.root} ({len(val)} photos)"},
-        "command": "geoloc train sampler " + shlex.join(sys.argv[3:] if sys.argv[1:3] == ["train", "sampler"] else []),
+        "data": {"train": data.train_source, "val": f"{data.val.root} ({len(data.val)} photos)"},
+        "command": shlex.join(["geoloc", "train", "sampler", *(sys.argv[3:] if sys.argv[1:3] == ["train", "sampler"] else [])]),
         "chosen": {**asdict(best.config), "best_step": best.best_step, "guidance": best.sampler.default_guidance},
         "val_protocol": f"top mode of {final['n_samples']} samples, {final['steps']} steps, seed {args.seed}",
         "val_top1": chosen.to_dict(),

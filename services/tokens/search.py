@@ -1,7 +1,9 @@
 """Decoding strategies over the token decoder: greedy, beam search, and sampling with selection.
 
-Each returns whole token sequences with their log-probabilities under the model. A sequence of
-fewer than 11 tokens (max_level below 20) is a coarser cell: decoding simply stops early.
+Each returns whole token sequences with their log-probabilities under the model. Decoding to a
+level below 20 stops early: level L takes 1 + ceil(L/2) tokens. For an odd level the last token's
+second digit is summed out (its 16 values fold into 4, at 4·d), so the sequence's probability is
+exactly that of the level-L cell.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from geoloc.tokens.decoder import TOKEN_COUNT, Cache, TokenDecoder
+from geoloc.tokens.decoder import TOKEN_COUNT, Cache, Neighbours, TokenDecoder
+
+MAX_LEVEL = 2 * (TOKEN_COUNT - 1)
 
 
 @dataclass(frozen=True)
@@ -21,17 +25,36 @@ class Decoded:
     log_probs: torch.Tensor
 
 
+def token_count(level: int) -> int:
+    """Tokens that name a cell of `level` (0..20)."""
+    if not 0 <= level <= MAX_LEVEL:
+        raise ValueError(f"level must be in [0, {MAX_LEVEL}], got {level}")
+    return 1 + (level + 1) // 2
+
+
+def _step_log_probs(log_probs: torch.Tensor, position: int, level: int) -> torch.Tensor:
+    """The distribution to choose token `position` from: the model's, or its first-digit marginal
+    when this is the last token of an odd level."""
+    if level % 2 == 0 or position != token_count(level) - 1:
+        return log_probs
+    first_digit = log_probs.view(len(log_probs), 4, 4).logsumexp(dim=2)  # token = 4·first + second
+    folded = torch.full_like(log_probs, -torch.inf)
+    folded[:, ::4] = first_digit
+    return folded
+
+
 def _reorder(cache: Cache, rows: torch.Tensor) -> Cache:
     return [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in cache]
 
 
 @torch.no_grad()
-def greedy(decoder: TokenDecoder, embedding: torch.Tensor, length: int = TOKEN_COUNT) -> Decoded:
+def greedy(decoder: TokenDecoder, embedding: torch.Tensor, level: int = MAX_LEVEL,
+           neighbours: Neighbours | None = None) -> Decoded:
     """The most probable token at every step, for a batch of embeddings [b, d]."""
-    log_probs, cache = decoder.start(embedding)
-    tokens, total = [], torch.zeros(len(embedding), device=embedding.device)
+    log_probs, cache = decoder.start(embedding, neighbours)
+    tokens, total, length = [], torch.zeros(len(embedding), device=embedding.device), token_count(level)
     for position in range(length):
-        best, token = log_probs.max(dim=1)
+        best, token = _step_log_probs(log_probs, position, level).max(dim=1)
         tokens.append(token)
         total = total + best
         if position + 1 < length:
@@ -40,42 +63,42 @@ def greedy(decoder: TokenDecoder, embedding: torch.Tensor, length: int = TOKEN_C
 
 
 @torch.no_grad()
-def beam_search(decoder: TokenDecoder, embedding: torch.Tensor, width: int = 5, length: int = TOKEN_COUNT) -> Decoded:
-    """The `width` most probable sequences that beam search keeps, for one embedding [d]."""
-    log_probs, cache = decoder.start(embedding[None])
-    scores, tokens = log_probs[0], None
-    for position in range(length):
+def beam_search(decoder: TokenDecoder, embedding: torch.Tensor, width: int = 5, level: int = MAX_LEVEL,
+                neighbours: Neighbours | None = None) -> Decoded:
+    """The `width` most probable sequences that beam search keeps, for one embedding [d]
+    (and its neighbours, a batch of one)."""
+    log_probs, cache = decoder.start(embedding[None], neighbours)
+    scores, tokens = torch.zeros(1, device=embedding.device), torch.zeros(1, 0, dtype=torch.long, device=embedding.device)
+    for position in range(token_count(level)):
         if position > 0:
             log_probs, cache = decoder.advance(tokens[:, -1], position - 1, cache)
-            candidates = scores[:, None] + log_probs
-        else:
-            candidates = scores[None]
+        candidates = scores[:, None] + _step_log_probs(log_probs, position, level)
         flat = candidates.flatten()
         keep = min(width, int(torch.isfinite(flat).sum()))
         scores, index = flat.topk(keep)
         parent, token = index // candidates.shape[1], index % candidates.shape[1]
-        if position == 0:
-            cache = _reorder(cache, torch.zeros_like(parent))
-            tokens = token[:, None]
-        else:
-            cache = _reorder(cache, parent)
-            tokens = torch.cat([tokens[parent], token[:, None]], dim=1)
+        cache = _reorder(cache, parent)
+        tokens = torch.cat([tokens[parent], token[:, None]], dim=1)
     return Decoded(tokens, scores)
 
 
 @torch.no_grad()
 def sample_sequences(decoder: TokenDecoder, embedding: torch.Tensor, n: int, temperature: float = 0.7,
-                     length: int = TOKEN_COUNT, generator: torch.Generator | None = None) -> Decoded:
+                     level: int = MAX_LEVEL, generator: torch.Generator | None = None,
+                     neighbours: Neighbours | None = None) -> Decoded:
     """n sequences drawn at `temperature` for one embedding [d], each with its log-probability at
-    temperature 1 (the model's own), sorted most probable first; duplicates are kept."""
-    log_probs, cache = decoder.start(embedding[None].expand(n, -1))
-    tokens, total = [], torch.zeros(n, device=embedding.device)
+    temperature 1 (the model's own), sorted most probable first; duplicates are kept.
+
+    The draws use `generator` on the CPU, so a seed gives the same sequences on any device."""
+    log_probs, cache = decoder.start(embedding[None].expand(n, -1), None if neighbours is None else neighbours.repeat(n))
+    tokens, total, length = [], torch.zeros(n, device=embedding.device), token_count(level)
     for position in range(length):
-        weights = (log_probs / temperature).softmax(dim=1)
-        token = torch.multinomial(weights.cpu(), 1, generator=generator)[:, 0].to(embedding.device)
+        step = _step_log_probs(log_probs, position, level)
+        token = torch.multinomial((step / temperature).softmax(dim=1).cpu(), 1, generator=generator)[:, 0]
+        token = token.to(embedding.device)
         tokens.append(token)
-        total = total + log_probs.gather(1, token[:, None])[:, 0]
+        total = total + step.gather(1, token[:, None])[:, 0]
         if position + 1 < length:
             log_probs, cache = decoder.advance(token, position, cache)
-    order = total.argsort(descending=True)
+    order = total.argsort(descending=True, stable=True)
     return Decoded(torch.stack(tokens, dim=1)[order], total[order])

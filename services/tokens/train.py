@@ -2,6 +2,8 @@
 
 Each photo's target is its level-20 S2 cell as 11 tokens. Minibatches of standardised features
 (with feature dropout against memorising a small set) and tokens, the position-weighted loss,
+optionally the gallery's neighbours of each photo (whole sets dropped at `neighbour_dropout`, so
+that the decoder also answers when the orchestrator has no gallery answer to pass),
 AdamW with a cosine decay; every `eval_every` steps the greedy decode of every val photo is
 scored (the cell centre as the one guess) and the best step is kept. Pass device="cuda" and any
 number of features: nothing here assumes a CPU or a small set.
@@ -19,7 +21,9 @@ import torch
 from geoloc.common.geodesy import cell_id_to_latlon, cell_id_to_tokens, haversine_km, latlon_to_cell_id, tokens_to_cell_id
 from geoloc.common.training import train_keeping_best
 from geoloc.evaluation.metrics import Metrics, summarize
-from geoloc.tokens.decoder import TokenDecoder, TokenDecoderConfig, token_loss
+from geoloc.tokens.decoder import Neighbours, TokenDecoder, TokenDecoderConfig, token_loss
+from geoloc.tokens.cells import Strategy, decode_photo
+from geoloc.tokens.model import Standardiser, TokenModel
 from geoloc.tokens.search import greedy
 
 
@@ -31,6 +35,7 @@ class TokenTrainConfig:
     learning_rate: float = 1e-3
     weight_decay: float = 1e-2
     feature_dropout: float = 0.5
+    neighbour_dropout: float = 0.3
     eval_every: int = 500
 
 
@@ -47,18 +52,10 @@ def cell_centres(tokens: torch.Tensor) -> np.ndarray:
     return np.stack([lat, lon], axis=1)
 
 
-@dataclass
-class Standardiser:
-    mean: torch.Tensor
-    std: torch.Tensor
-
-    def __call__(self, features: np.ndarray) -> torch.Tensor:
-        x = torch.as_tensor(np.asarray(features, dtype=np.float32), device=self.mean.device)
-        return (x - self.mean) / self.std
-
-
-def greedy_metrics(decoder: TokenDecoder, conditions: torch.Tensor, coordinates: np.ndarray) -> Metrics:
-    guesses = cell_centres(greedy(decoder, conditions).tokens.cpu())
+def greedy_metrics(decoder: TokenDecoder, conditions: torch.Tensor, coordinates: np.ndarray,
+                   neighbours: Neighbours | None = None) -> Metrics:
+    """Scores the greedy level-20 cell's centre as the one guess per photo."""
+    guesses = cell_centres(greedy(decoder, conditions, neighbours=neighbours).tokens.cpu())
     return summarize(haversine_km(coordinates[:, 0], coordinates[:, 1], guesses[:, 0], guesses[:, 1]))
 
 
@@ -74,21 +71,47 @@ class TrainedDecoder:
 
 
 def train_decoder(train_features: np.ndarray, train_coordinates: np.ndarray, val_features: np.ndarray,
-                  val_coordinates: np.ndarray, config: TokenTrainConfig, seed: int = 0, device: str = "cpu",
+                  val_coordinates: np.ndarray, config: TokenTrainConfig, train_neighbours: Neighbours | None = None,
+                  val_neighbours: Neighbours | None = None, seed: int = 0, device: str = "cpu",
                   log: Callable[[str], None] = print) -> TrainedDecoder:
+    """Trains a decoder, conditioned on neighbours when given (config.network["neighbours"] slots)."""
     started = time.monotonic()
     torch.manual_seed(seed)
-    features = torch.as_tensor(train_features, dtype=torch.float32)
-    standardiser = Standardiser(features.mean(0).to(device), features.std(0).clamp_min(1e-6).to(device))
+    standardiser = Standardiser.fitted(train_features).to(device)
     decoder = TokenDecoder(TokenDecoderConfig(embedding_dim=train_features.shape[1], **config.network)).to(device)
     conditions, targets = standardiser(train_features), place_tokens(train_coordinates).to(device)
     val_conditions = standardiser(val_features)
+    if (train_neighbours is None) != (val_neighbours is None):
+        raise ValueError("give neighbours for both train and val, or for neither")
+    if train_neighbours is not None:
+        train_neighbours, val_neighbours = train_neighbours.to(device), val_neighbours.to(device)
 
     def batch_loss() -> torch.Tensor:
         batch = torch.randint(len(conditions), (config.batch_size,), device=device)
         condition = torch.nn.functional.dropout(conditions[batch], config.feature_dropout)
-        return token_loss(decoder, condition, targets[batch])
+        neighbours = None
+        if train_neighbours is not None:
+            neighbours = train_neighbours.rows(batch)
+            kept = torch.rand(len(batch), 1, device=device) >= config.neighbour_dropout
+            neighbours = Neighbours(neighbours.tokens, neighbours.weights * kept)
+        return token_loss(decoder, condition, targets[batch], neighbours)
 
-    best = train_keeping_best(decoder, batch_loss, lambda: greedy_metrics(decoder, val_conditions, val_coordinates),
+    def evaluate() -> Metrics:
+        return greedy_metrics(decoder, val_conditions, val_coordinates, val_neighbours)
+
+    best = train_keeping_best(decoder, batch_loss, evaluate,
                               config.steps, config.eval_every, config.learning_rate, config.weight_decay, log)
     return TrainedDecoder(decoder, standardiser, config, best.step, best.val, best.history, time.monotonic() - started)
+
+
+def strategy_metrics(model: TokenModel, features: np.ndarray, coordinates: np.ndarray, strategy: Strategy,
+                     neighbours: Neighbours | None = None, seed: int = 0, **options) -> Metrics:
+    """Scores the most probable cell of `strategy` (with decode_photo's options) per photo [n, d]."""
+    generator = torch.Generator().manual_seed(seed)
+    guesses = []
+    for row, feature in enumerate(features):
+        given = None if neighbours is None else neighbours.rows(torch.tensor([row]))
+        top = decode_photo(model, feature, strategy, neighbours=given, generator=generator, **options)[0]
+        guesses.append((top.lat_deg, top.lon_deg))
+    guesses = np.array(guesses)
+    return summarize(haversine_km(coordinates[:, 0], coordinates[:, 1], guesses[:, 0], guesses[:, 1]))

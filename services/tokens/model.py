@@ -1,0 +1,94 @@
+"""A trained token decoder with the feature standardisation it was trained with, saved and loaded.
+
+Checkpoints are plain `torch.save` dicts: the decoder's config and weights (learnt weights in half
+precision, for size; the network runs in float32), the train split's per-dimension feature mean
+and spread, and the backbone the features come from. The version is a prefix of the file's sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from geoloc.common.training import half_precision_weights
+from geoloc.tokens.decoder import TokenDecoder, TokenDecoderConfig
+
+SHIPPED_TOKENS = Path(__file__).resolve().parents[2] / "models" / "tokens"
+
+
+@dataclass
+class Standardiser:
+    """Backbone features to the decoder's conditions: per-dimension (x − mean) / std of the train split."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    @classmethod
+    def fitted(cls, features: np.ndarray) -> Standardiser:
+        x = torch.as_tensor(np.asarray(features, dtype=np.float32))
+        return cls(x.mean(0), x.std(0).clamp_min(1e-6))
+
+    def to(self, device: str | torch.device) -> Standardiser:
+        return Standardiser(self.mean.to(device), self.std.to(device))
+
+    def __call__(self, features: np.ndarray) -> torch.Tensor:
+        x = torch.as_tensor(np.asarray(features, dtype=np.float32), device=self.mean.device)
+        return (x - self.mean) / self.std
+
+
+@dataclass
+class TokenModel:
+    decoder: TokenDecoder
+    standardiser: Standardiser
+    backbone: str
+    version: str = ""
+
+    def __post_init__(self):
+        self.decoder.eval()
+
+    @property
+    def in_dim(self) -> int:
+        return self.decoder.config.embedding_dim
+
+    @property
+    def neighbour_slots(self) -> int:
+        """How many retrieved places the decoder attends to; 0 when it takes the image alone."""
+        return self.decoder.config.neighbours
+
+    @property
+    def device(self) -> torch.device:
+        return self.standardiser.mean.device
+
+    def to(self, device: str | torch.device) -> TokenModel:
+        self.decoder.to(device)
+        self.standardiser = self.standardiser.to(device)
+        return self
+
+
+def save_token_model(path: Path, model: TokenModel) -> str:
+    """Writes the checkpoint; returns its sha256."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({
+        "config": asdict(model.decoder.config),
+        "state_dict": half_precision_weights(model.decoder),
+        "feature_mean": model.standardiser.mean.cpu(),
+        "feature_std": model.standardiser.std.cpu(),
+        "backbone": model.backbone,
+    }, path)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_token_model(path: Path, device: str = "cpu") -> TokenModel:
+    raw = Path(path).read_bytes()
+    saved = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)  # the bytes hashed are the bytes loaded
+    decoder = TokenDecoder(TokenDecoderConfig(**saved["config"]))
+    decoder.load_state_dict({name: value.float() for name, value in saved["state_dict"].items()})
+    model = TokenModel(decoder, Standardiser(saved["feature_mean"], saved["feature_std"]), saved["backbone"],
+                       version=hashlib.sha256(raw).hexdigest()[:12])
+    return model.to(device)

@@ -1,0 +1,127 @@
+"""The tokens service's gRPC edge: an embedding (and optionally the gallery's neighbours) in,
+decoded S2 cells out.
+
+Decoding is a short burst of small matrix products that already uses every core through torch's
+own threads, so requests run one at a time, off the event loop. Neighbours are used when the
+shipped decoder attends to them (its checkpoint says how many slots it has: the heaviest that
+many are kept) and are accepted and left unused by a decoder trained without them, so that the
+orchestrator can always pass what it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import secrets
+import sys
+
+import numpy as np
+import torch
+
+from geoloc.common.embeddings import validated_embedding
+from geoloc.common.errors import InvalidArgument, NotReady
+from geoloc.common.geodesy import cell_id_to_s2_token
+from geoloc.common.server import ServiceSpec, run_service, servicer_spec
+from geoloc.tokens.cells import DecodedCell, Strategy, decode_photo
+from geoloc.tokens.config import TokensSettings
+from geoloc.tokens.decoder import Neighbours
+from geoloc.tokens.model import TokenModel, load_token_model
+from geoloc.tokens.neighbours import neighbour_sets
+from geoloc.tokens.search import MAX_LEVEL
+from geoloc.v1 import common_pb2, tokens_pb2, tokens_pb2_grpc
+
+STRATEGY_NAMES: dict[int, Strategy] = {
+    tokens_pb2.DECODE_STRATEGY_GREEDY: "greedy",
+    tokens_pb2.DECODE_STRATEGY_BEAM: "beam",
+    tokens_pb2.DECODE_STRATEGY_SAMPLE: "sample",
+}
+STRATEGY_ENUMS = {name: value for value, name in STRATEGY_NAMES.items()}
+
+
+def validated_neighbours(points, slots: int, max_count: int) -> Neighbours | None:
+    """The request's neighbours as the decoder's input (a batch of one), or None when there are none
+    to use; raises InvalidArgument naming the first bad point."""
+    if len(points) > max_count:
+        raise InvalidArgument("neighbors", f"has {len(points)} points; at most {max_count}")
+    for i, p in enumerate(points):
+        if not (math.isfinite(p.lat_deg) and -90 <= p.lat_deg <= 90):
+            raise InvalidArgument(f"neighbors[{i}].lat_deg", f"must be in [-90, 90], got {p.lat_deg}")
+        if not (math.isfinite(p.lon_deg) and -180 <= p.lon_deg <= 180):
+            raise InvalidArgument(f"neighbors[{i}].lon_deg", f"must be in [-180, 180], got {p.lon_deg}")
+        if not (math.isfinite(p.weight) and p.weight >= 0):
+            raise InvalidArgument(f"neighbors[{i}].weight", f"must be finite and >= 0, got {p.weight}")
+    if not slots or not points:
+        return None
+    lat, lon, weight = (np.array([[getattr(p, f) for p in points]]) for f in ("lat_deg", "lon_deg", "weight"))
+    return neighbour_sets(lat, lon, weight, slots)
+
+
+class TokensServicer(tokens_pb2_grpc.TokensServiceServicer):
+    def __init__(self, settings: TokensSettings):
+        self.settings = settings
+        self._model: TokenModel | None = None
+        self._one_at_a_time = asyncio.Lock()
+
+    async def warm_up(self) -> None:
+        device = "cuda" if self.settings.use_gpu and torch.cuda.is_available() else "cpu"
+        self._model = await asyncio.to_thread(load_token_model, self.settings.checkpoint, device)
+        probe = tokens_pb2.DecodeRequest(embedding=common_pb2.Embedding(values=[0.5] * self._model.in_dim))
+        answer = await self.Decode(probe, None)  # one real decode before SERVING
+        if not answer.cells or not math.isclose(sum(c.probability for c in answer.cells), 1.0, rel_tol=1e-6):
+            raise RuntimeError("the token decoder's warm-up call gave a malformed answer")
+
+    def _resolve(self, request: tokens_pb2.DecodeRequest) -> dict:
+        s = self.settings
+        if request.strategy == tokens_pb2.DECODE_STRATEGY_UNSPECIFIED:
+            strategy = s.default_strategy
+        elif request.strategy in STRATEGY_NAMES:
+            strategy = STRATEGY_NAMES[request.strategy]
+        else:
+            raise InvalidArgument("strategy", f"{request.strategy} is not a DecodeStrategy")
+        beam_width = request.beam_width or s.default_beam_width
+        if not 1 <= beam_width <= s.max_beam_width:
+            raise InvalidArgument("beam_width",
+                                  f"must be in [1, {s.max_beam_width}] (0 for {s.default_beam_width}), got {beam_width}")
+        n_samples = request.n_samples or s.default_samples
+        if not 1 <= n_samples <= s.max_samples:
+            raise InvalidArgument("n_samples", f"must be in [1, {s.max_samples}] (0 for {s.default_samples}), got {n_samples}")
+        temperature = request.temperature if request.HasField("temperature") else s.default_temperature
+        if not (math.isfinite(temperature) and 0 < temperature <= s.max_temperature):
+            raise InvalidArgument("temperature", f"must be in (0, {s.max_temperature}], got {temperature}")
+        level = request.max_level or MAX_LEVEL
+        if not 1 <= level <= MAX_LEVEL:
+            raise InvalidArgument("max_level", f"must be in [1, {MAX_LEVEL}] (0 for {MAX_LEVEL}), got {request.max_level}")
+        return {"strategy": strategy, "beam_width": beam_width, "n_samples": n_samples, "temperature": temperature,
+                "level": level}
+
+    async def Decode(self, request: tokens_pb2.DecodeRequest, context) -> tokens_pb2.DecodeResponse:
+        model = self._model
+        if model is None:
+            raise NotReady("the token decoder is still loading")
+        options = self._resolve(request)
+        feature = validated_embedding(request.embedding, model.in_dim, model.backbone, "token decoder")
+        neighbours = validated_neighbours(request.neighbors, model.neighbour_slots, self.settings.max_neighbors)
+        generator = torch.Generator().manual_seed(request.seed if request.HasField("seed") else secrets.randbits(63))
+        async with self._one_at_a_time:
+            cells = await asyncio.to_thread(decode_photo, model, feature, neighbours=neighbours, generator=generator, **options)
+        return tokens_pb2.DecodeResponse(
+            cells=[cell_message(c) for c in cells],
+            points=[common_pb2.WeightedPoint(lat_deg=c.lat_deg, lon_deg=c.lon_deg, weight=c.probability,
+                                             radius_km=c.radius_km) for c in cells],
+            strategy=STRATEGY_ENUMS[options["strategy"]],
+            model=common_pb2.ModelInfo(name=f"geotoken/{model.backbone}", version=model.version),
+        )
+
+
+def cell_message(cell: DecodedCell) -> tokens_pb2.Cell:
+    return tokens_pb2.Cell(tokens=cell.tokens, cell_id=cell.cell_id, s2_token=cell_id_to_s2_token(cell.cell_id),
+                           level=cell.level, lat_deg=cell.lat_deg, lon_deg=cell.lon_deg, probability=cell.probability,
+                           log_probability=cell.log_probability)
+
+
+def tokens_spec(servicer: TokensServicer) -> ServiceSpec:
+    return servicer_spec(tokens_pb2, "TokensService", tokens_pb2_grpc.add_TokensServiceServicer_to_server, servicer)
+
+
+if __name__ == "__main__":
+    sys.exit(run_service(TokensSettings, lambda settings: [tokens_spec(TokensServicer(settings))]))

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Sets up a fresh machine, then runs the main job with the built-in defaults.
+# README command 1: sets up a fresh machine, starts the whole suite on loopback (Triton and the
+# five services, `geoloc up`), geolocates the sample photos the project ships (samples/), prints
+# the answers and a map, and stops the suite. Extra arguments go to `geoloc locate`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/geoloc smoke "$@"
+.venv/bin/geoloc up
+trap '.venv/bin/geoloc down' EXIT
+mkdir -p reports
+.venv/bin/geoloc locate samples/kauai.jpg samples/kauai_gps.jpg --map reports/samples-map.png "$@"

@@ -18,6 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     from geoloc.evaluation import cli as evaluation_cli
     from geoloc.gallery import cli as gallery_cli
     from geoloc.ops import cli as ops_cli
+    from geoloc.orchestrator import client_cli as locate_cli
+    from geoloc.suite import cli as suite_cli
     from geoloc.tritonserver import cli as triton_cli
 
     smoke.add_parser(subparsers)
@@ -26,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     triton_cli.add_parser(subparsers)
     train_cli.add_parser(subparsers)
     ops_cli.add_parser(subparsers)
+    suite_cli.add_parser(subparsers)
+    locate_cli.add_parser(subparsers)
     return parser
 
 

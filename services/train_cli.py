@@ -15,12 +15,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("train", help="train an expert's model", description=__doc__)
     experts = parser.add_subparsers(dest="expert", required=True)
     from geoloc.gallery import train_cli as gallery
+    from geoloc.orchestrator import train_cli as fusion
     from geoloc.sampler import train_cli as sampler
     from geoloc.tokens import train_cli as tokens
 
     gallery.add_parser(experts)
     sampler.add_parser(experts)
     tokens.add_parser(experts)
+    fusion.add_parser(experts)
     return parser
 
 

@@ -30,19 +30,22 @@ def wait_for_health(address: str, timeout_s: float, process: subprocess.Popen | 
     raise TimeoutError(f"the server at {address} was not SERVING after {timeout_s} s")
 
 
-def start_embedding_service(triton_url: str, **env: str) -> tuple[subprocess.Popen, str]:
-    """`python -m geoloc.embedding.server` against `triton_url`; returns the process and its address."""
-    port = free_port()
+def start_service(name: str, **env: str) -> tuple[subprocess.Popen, str]:
+    """`python -m geoloc.<name>.server` on a free port, configured by GEOLOC_<NAME>_* `env`;
+    returns the process and its address."""
+    port, prefix = free_port(), f"GEOLOC_{name.upper()}_"
     environment = dict(
         os.environ,
-        GEOLOC_EMBEDDING_PORT=str(port),
-        GEOLOC_EMBEDDING_METRICS_PORT="none",
-        GEOLOC_EMBEDDING_TRITON_URL=triton_url,
-        GEOLOC_EMBEDDING_LOG_LEVEL="warning",
-        **{f"GEOLOC_EMBEDDING_{key.upper()}": value for key, value in env.items()},
+        **{f"{prefix}PORT": str(port), f"{prefix}METRICS_PORT": "none", f"{prefix}LOG_LEVEL": "warning"},
+        **{f"{prefix}{key.upper()}": value for key, value in env.items()},
     )
-    process = subprocess.Popen([sys.executable, "-m", "geoloc.embedding.server"], env=environment)
+    process = subprocess.Popen([sys.executable, "-m", f"geoloc.{name}.server"], env=environment)
     return process, f"127.0.0.1:{port}"
+
+
+def start_embedding_service(triton_url: str, **env: str) -> tuple[subprocess.Popen, str]:
+    """`python -m geoloc.embedding.server` against `triton_url`; returns the process and its address."""
+    return start_service("embedding", triton_url=triton_url, **env)
 
 
 def stop(process: subprocess.Popen) -> int:

@@ -48,10 +48,12 @@ def test_the_readme_documents_every_setting_of_every_service():
     from geoloc.embedding.config import EmbeddingSettings
     from geoloc.gallery.config import GallerySettings
     from geoloc.sampler.config import SamplerSettings
+    from geoloc.orchestrator.config import OrchestratorSettings
     from geoloc.tokens.config import TokensSettings
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    for settings_class in (ServerSettings, EmbeddingSettings, GallerySettings, SamplerSettings, TokensSettings):
+    for settings_class in (ServerSettings, EmbeddingSettings, GallerySettings, SamplerSettings, TokensSettings,
+                           OrchestratorSettings):
         missing = [name for name in settings_class.model_fields if f"| `{name.upper()}` |" not in readme]
         assert not missing, f"README's configuration reference lacks {settings_class.__name__}'s {missing}"
 

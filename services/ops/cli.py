@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 
+from geoloc.common.arguments import positive_seconds
 from geoloc.ops import DEFAULT_NAMESPACE, SERVICES
 
 EXIT_FAILED = 1
@@ -33,16 +34,6 @@ def _service(text: str) -> str:
     return text
 
 
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
-    return value
-
-
 def add_parser(subparsers) -> argparse.ArgumentParser:
     connection = argparse.ArgumentParser(add_help=False)
     connection.add_argument("--kubeconfig", metavar="PATH",
@@ -63,8 +54,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     wait = actions.add_parser("wait", parents=[connection], help="wait until every Deployment has rolled out")
     wait.add_argument("services", metavar="SERVICE", nargs="*", type=_service,
                       help="only these (default: all of " + ", ".join(SERVICES) + ")")
-    wait.add_argument("--timeout", type=_positive_seconds, default=300.0, metavar="SECONDS", help="(default: %(default)g)")
-    wait.add_argument("--interval", type=_positive_seconds, default=2.0, metavar="SECONDS", help="(default: %(default)g)")
+    wait.add_argument("--timeout", type=positive_seconds, default=300.0, metavar="SECONDS", help="(default: %(default)g)")
+    wait.add_argument("--interval", type=positive_seconds, default=2.0, metavar="SECONDS", help="(default: %(default)g)")
     wait.set_defaults(func=run_wait)
     return parser
 

@@ -1,0 +1,41 @@
+"""Settings of the orchestrator, from GEOLOC_ORCHESTRATOR_* environment variables.
+
+The experts' addresses default to the ports `geoloc up` gives them on loopback; in Kubernetes
+they are the Services' names (k8s/base/config/orchestrator.env). An address of 'none' marks an
+expert as not deployed: it is reported as SKIPPED and the answer comes from the others.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from geoloc.common.settings import MIB, ServerSettings
+
+SHIPPED_FUSION = Path(__file__).resolve().parents[2] / "models" / "fusion" / "fusion.json"
+
+
+class OrchestratorSettings(ServerSettings):
+    model_config = SettingsConfigDict(env_prefix="GEOLOC_ORCHESTRATOR_")
+
+    embedding_address: str = Field("127.0.0.1:50052", description="The embedding service (host:port).")
+    gallery_address: str | None = Field("127.0.0.1:50053", description="The gallery expert; 'none': not deployed.")
+    sampler_address: str | None = Field("127.0.0.1:50054", description="The sampler expert (flow and SH); 'none': not deployed.")
+    tokens_address: str | None = Field("127.0.0.1:50055", description="The tokens expert; 'none': not deployed.")
+    default_deadline_s: float = Field(10.0, gt=0, description="The whole call's budget when the caller sets no deadline.")
+    deadline_margin_s: float = Field(
+        0.5, ge=0, description="Kept back from the caller's remaining time for fusion (~0.3 s on 2 cores) and the reply."
+    )
+    embed_timeout_s: float = Field(5.0, gt=0, description="The most the embedding call may take.")
+    gallery_timeout_s: float = Field(2.0, gt=0, description="The most the gallery expert's call may take.")
+    sampler_timeout_s: float = Field(5.0, gt=0, description="The most each sampler method's call may take.")
+    tokens_timeout_s: float = Field(2.0, gt=0, description="The most the tokens expert's call may take.")
+    gallery_k: int = Field(32, ge=1, le=1000, description="Gallery points asked for.")
+    sampler_samples: int = Field(128, ge=2, description="Samples asked of each sampler method.")
+    sampler_steps: int = Field(16, ge=1, description="Integration or denoising steps asked of each sampler method.")
+    tokens_beam_width: int = Field(5, ge=1, description="Beam width asked of the tokens expert.")
+    fusion_parameters: Path = Field(SHIPPED_FUSION, description="The fitted fusion parameters (geoloc train fusion).")
+    max_image_bytes: int = Field(16 * MIB, gt=0, description="Largest encoded photo accepted.")
+    max_batch_images: int = Field(16, ge=1, description="Most photos in one LocateBatch call.")

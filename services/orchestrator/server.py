@@ -1,0 +1,203 @@
+"""The orchestrator's gRPC edge: a photo in, one fused, calibrated answer out.
+
+Locate validates the request, reads the photo's EXIF GPS as separate evidence, embeds the photo
+once, asks every requested and deployed expert concurrently under the caller's deadline, fuses
+the answers that came back with the fitted parameters (the prior always among them), names the
+hypotheses' places offline, and reports every expert's status. An expert that fails only
+leaves the answer with fewer components: with none, the answer is the prior.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+import grpc
+
+from geoloc.common.errors import DeadlineExceeded, InvalidArgument, NotReady
+from geoloc.common.logs import current_request_id
+from geoloc.common.server import ServiceSpec, run_service, servicer_spec
+from geoloc.orchestrator.config import OrchestratorSettings
+from geoloc.orchestrator.experts import EXPERT_ENUMS, EXPERT_NAMES, ExpertClients, ExpertResult
+from geoloc.orchestrator.fusion import FusedAnswer, Hypothesis, fuse, mixture_points
+from geoloc.orchestrator.parameters import FittedFusion, load_fusion
+from geoloc.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
+
+MAX_TOP_K = 20
+DEFAULT_TOP_K = 5
+EXIF_RADIUS_KM = (0.01, 0.03)  # r50, r90 of a consumer GPS fix, about 10 m and 30 m
+
+
+def validated_options(options: orchestrator_pb2.LocateOptions) -> tuple[int, list[str] | None]:
+    """(top_k, the experts asked for or None for all); raises InvalidArgument naming the bad field."""
+    top_k = options.top_k or DEFAULT_TOP_K
+    if not 1 <= top_k <= MAX_TOP_K:
+        raise InvalidArgument("options.top_k", f"must be in [1, {MAX_TOP_K}] (0 for {DEFAULT_TOP_K}), got {options.top_k}")
+    chosen = []
+    for i, expert in enumerate(options.experts):
+        if expert not in EXPERT_NAMES:
+            raise InvalidArgument(f"options.experts[{i}]", f"{expert} is not an Expert")
+        chosen.append(EXPERT_NAMES[expert])
+    return top_k, (list(dict.fromkeys(chosen)) or None)
+
+
+def hypothesis_message(h: Hypothesis, place) -> orchestrator_pb2.Hypothesis:
+    return orchestrator_pb2.Hypothesis(lat_deg=h.lat_deg, lon_deg=h.lon_deg, probability=h.probability,
+                                       radius_50_km=h.radius_50_km, radius_90_km=h.radius_90_km, place=place)
+
+
+class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
+    def __init__(self, settings: OrchestratorSettings):
+        self.settings = settings
+        self._clients: ExpertClients | None = None
+        self._fusion: FittedFusion | None = None
+        self._places = None
+
+    async def warm_up(self) -> None:
+        from geoloc.orchestrator.places import PlaceNamer
+
+        self._fusion = await asyncio.to_thread(load_fusion, self.settings.fusion_parameters)
+        self._places = await asyncio.to_thread(PlaceNamer)
+        self._clients = ExpertClients(self.settings)
+        # One real fusion (of the prior alone) and naming before SERVING.
+        answer = await asyncio.to_thread(fuse, [], self._fusion.parameters, self._fusion.prior, 1)
+        self._places.name(answer.best_guess.lat_deg, answer.best_guess.lon_deg)
+
+    async def close(self) -> None:
+        if self._clients is not None:
+            await self._clients.close()
+
+    def _budget_s(self, context) -> float:
+        remaining = context.time_remaining() if context is not None else None
+        budget = self.settings.default_deadline_s if remaining is None else min(remaining, self.settings.default_deadline_s)
+        return budget - self.settings.deadline_margin_s
+
+    def _validated_image(self, image: bytes, field: str) -> bytes:
+        if not image:
+            raise InvalidArgument(field, "is empty; send the encoded photo's bytes")
+        if len(image) > self.settings.max_image_bytes:
+            raise InvalidArgument(field, f"has {len(image)} bytes; at most {self.settings.max_image_bytes}")
+        return image
+
+    async def Locate(self, request: orchestrator_pb2.LocateRequest, context) -> orchestrator_pb2.LocateResponse:
+        if self._clients is None:
+            raise NotReady("the orchestrator is still loading")
+        image = self._validated_image(request.image, "image")
+        options = validated_options(request.options)
+        return await self._locate(image, request.options, options, time.perf_counter() + self._budget_s(context), "image")
+
+    async def LocateBatch(self, request: orchestrator_pb2.LocateBatchRequest, context) -> orchestrator_pb2.LocateBatchResponse:
+        if self._clients is None:
+            raise NotReady("the orchestrator is still loading")
+        count = len(request.images)
+        if not 1 <= count <= self.settings.max_batch_images:
+            raise InvalidArgument("images", f"must hold 1 to {self.settings.max_batch_images} photos, got {count}")
+        images = [self._validated_image(image, f"images[{i}]") for i, image in enumerate(request.images)]
+        options = validated_options(request.options)
+        deadline = time.perf_counter() + self._budget_s(context)
+        answers = await asyncio.gather(*(self._locate(image, request.options, options, deadline, f"images[{i}]")
+                                         for i, image in enumerate(images)))
+        return orchestrator_pb2.LocateBatchResponse(responses=answers)
+
+    async def _locate(self, image: bytes, wire_options, options, deadline: float, field: str) -> orchestrator_pb2.LocateResponse:
+        from geoloc.orchestrator.exif import exif_gps, exif_message
+
+        top_k, asked = options
+        started = time.perf_counter()
+        exif = await asyncio.to_thread(exif_gps, image)
+        embedded = await self._embed(image, deadline, field)
+        embed_ms = 1000 * (time.perf_counter() - started)
+
+        deployed = self._clients.deployed()
+        calls = [e for e in (asked or deployed) if e in deployed]
+        budget = deadline - time.perf_counter()
+        results = await asyncio.gather(*(self._clients.ask(e, embedded.embedding, budget) for e in calls))
+        by_expert = {r.expert: r for r in results}
+        for expert in EXPERT_ENUMS:
+            if expert not in by_expert:
+                reason = "not deployed" if expert not in deployed else "not requested in the options"
+                by_expert[expert] = ExpertResult(expert, orchestrator_pb2.EXPERT_STATUS_SKIPPED, reason)
+        experts_ms = 1000 * (time.perf_counter() - started) - embed_ms
+
+        answered = [r.points for r in by_expert.values()
+                    if r.status == orchestrator_pb2.EXPERT_STATUS_OK and r.points is not None]
+        fused: FusedAnswer = await asyncio.to_thread(fuse, answered, self._fusion.parameters, self._fusion.prior, top_k)
+        places = await asyncio.to_thread(lambda: [self._places.name(h.lat_deg, h.lon_deg) for h in fused.hypotheses])
+        response = self._response(fused, places, by_expert, wire_options, embedded)
+        if exif is not None:
+            response.exif_gps.CopyFrom(exif_message(*exif))
+            if wire_options.use_exif_gps:
+                self._answer_with_exif(response, exif)
+        fusion_ms = 1000 * (time.perf_counter() - started) - embed_ms - experts_ms
+        response.timings.CopyFrom(orchestrator_pb2.Timings(embed_ms=embed_ms, experts_ms=experts_ms, fusion_ms=fusion_ms,
+                                                           total_ms=1000 * (time.perf_counter() - started)))
+        response.request_id = current_request_id() or ""
+        return response
+
+    async def _embed(self, image: bytes, deadline: float, field: str):
+        timeout = min(self.settings.embed_timeout_s, deadline - time.perf_counter())
+        if timeout <= 0:
+            raise DeadlineExceeded("the caller's deadline left no time to embed the photo")
+        try:
+            return await self._clients.embed(image, timeout)
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise InvalidArgument(field, error.details().removeprefix("image: ")) from None
+            if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise DeadlineExceeded("the embedding service did not answer within the caller's deadline") from None
+            raise NotReady(f"the embedding service failed: {error.code().name}: {error.details()}") from None
+
+    def _response(self, fused: FusedAnswer, places, by_expert: dict[str, ExpertResult], wire_options,
+                  embedded) -> orchestrator_pb2.LocateResponse:
+        from geoloc.orchestrator.places import place_message
+
+        hypotheses = [hypothesis_message(h, place_message(p)) for h, p in zip(fused.hypotheses, places, strict=True)]
+        shares = fused.mixture.expert_weights
+        outputs = []
+        for expert, result in by_expert.items():
+            output = orchestrator_pb2.ExpertOutput(expert=EXPERT_ENUMS[expert], status=result.status,
+                                                   status_message=result.message, fusion_weight=shares.get(expert, 0.0),
+                                                   latency_ms=result.latency_ms)
+            if result.model is not None:
+                output.model.CopyFrom(result.model)
+            if wire_options.include_expert_outputs:
+                output.points.extend(result.wire_points)
+                output.cells.extend(result.cells)
+            outputs.append(output)
+        response = orchestrator_pb2.LocateResponse(
+            best_guess=hypotheses[0], hypotheses=hypotheses, radius_50_km=fused.radius_50_km,
+            radius_90_km=fused.radius_90_km, localizability=fused.localizability,
+            answer_source=orchestrator_pb2.ANSWER_SOURCE_FUSION, expert_outputs=outputs,
+            backbone=embedded.embedding.backbone, fusion=common_pb2.ModelInfo(name="geoloc-fusion",
+                                                                              version=self._fusion.version),
+        )
+        if wire_options.include_distribution:
+            lat, lon, weight, radius = mixture_points(fused.mixture)
+            response.distribution.extend(common_pb2.WeightedPoint(lat_deg=float(a), lon_deg=float(o), weight=float(w),
+                                                                  radius_km=float(r))
+                                         for a, o, w, r in zip(lat, lon, weight, radius, strict=True))
+        return response
+
+    def _answer_with_exif(self, response: orchestrator_pb2.LocateResponse, exif: tuple[float, float]) -> None:
+        from geoloc.orchestrator.places import place_message
+
+        place = self._places.name(*exif)
+        best = orchestrator_pb2.Hypothesis(lat_deg=exif[0], lon_deg=exif[1], probability=1.0,
+                                           radius_50_km=EXIF_RADIUS_KM[0], radius_90_km=EXIF_RADIUS_KM[1],
+                                           place=place_message(place))
+        response.best_guess.CopyFrom(best)
+        del response.hypotheses[:]
+        response.hypotheses.append(best)
+        response.radius_50_km, response.radius_90_km = EXIF_RADIUS_KM
+        response.localizability = 1.0
+        response.answer_source = orchestrator_pb2.ANSWER_SOURCE_EXIF_GPS
+
+
+def orchestrator_spec(servicer: OrchestratorServicer) -> ServiceSpec:
+    return servicer_spec(orchestrator_pb2, "OrchestratorService",
+                         orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server, servicer)
+
+
+if __name__ == "__main__":
+    sys.exit(run_service(OrchestratorSettings, lambda settings: [orchestrator_spec(OrchestratorServicer(settings))]))

@@ -1,0 +1,116 @@
+"""Fusion on synthetic mixtures: where the modes land, how much mass the radii hold, the prior's role."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from geoloc.common.geodesy import haversine_km, latlon_to_unit, vmf_cap_mass
+from geoloc.orchestrator.fit import mixing_weights
+from geoloc.orchestrator.fusion import (
+    EXPERTS,
+    ExpertPoints,
+    FusionParameters,
+    Prior,
+    fuse,
+    kappa_for_half_mass_km,
+    sample_mixture,
+)
+
+RNG = np.random.default_rng(0)
+PRIOR = Prior(np.stack([RNG.uniform(-60, 70, 3000), RNG.uniform(-180, 180, 3000)], axis=1), 800.0)
+
+
+def parameters(prior_weight: float = 0.0, bandwidth_km: float = 200.0, **weights) -> FusionParameters:
+    return FusionParameters(weights={**{e: weights.get(e, 1.0) for e in EXPERTS}, "prior": prior_weight},
+                            bandwidth_km={**{e: bandwidth_km for e in EXPERTS}, "prior": 800.0})
+
+
+def points(expert: str, lat, lon, weight=None, radius=None) -> ExpertPoints:
+    lat, lon = np.atleast_1d(lat).astype(float), np.atleast_1d(lon).astype(float)
+    weight = np.ones_like(lat) if weight is None else np.asarray(weight, float)
+    radius = np.zeros_like(lat) if radius is None else np.asarray(radius, float)
+    return ExpertPoints(expert, lat, lon, weight, radius)
+
+
+def test_a_single_kernel_is_its_own_best_guess_and_its_radii_are_the_vmf_radii():
+    answer = fuse([points("gallery", 35.0, 139.0)], parameters(), PRIOR)
+    best = answer.best_guess
+    assert haversine_km(best.lat_deg, best.lon_deg, 35.0, 139.0) < 0.5
+    kappa = kappa_for_half_mass_km(np.array(200.0))
+    assert abs(vmf_cap_mass(kappa, answer.radius_50_km) - 0.5) < 0.02
+    assert abs(vmf_cap_mass(kappa, answer.radius_90_km) - 0.9) < 0.02
+    assert answer.radius_50_km == pytest.approx(200.0, rel=0.05)
+
+
+def test_four_symmetric_points_have_their_mode_at_the_centre():
+    """Four kernels 150 km north, south, east and west of (0, 30): the mixture peaks at the centre."""
+    d = 150.0 / 111.195
+    answer = fuse([points("sh", [d, -d, 0, 0], [30, 30, 30 + d, 30 - d])], parameters(bandwidth_km=300.0), PRIOR)
+    assert haversine_km(answer.best_guess.lat_deg, answer.best_guess.lon_deg, 0.0, 30.0) < 1.0
+
+
+def test_the_radii_hold_the_stated_mass_of_a_two_place_mixture_within_two_percent():
+    experts = [points("gallery", [48.85, 40.7], [2.35, -74.0], [0.7, 0.3]), points("tokens", 48.9, 2.4, radius=[5.0])]
+    answer = fuse(experts, parameters(prior_weight=0.2), PRIOR)
+    m = answer.mixture
+    check = sample_mixture(m.centres, m.weights, m.kappa, 200_000, seed=99)  # independent of the answer's own draws
+    best = latlon_to_unit(answer.best_guess.lat_deg, answer.best_guess.lon_deg)
+    distance = np.arccos(np.clip(check @ best, -1, 1)) * 6371.0
+    assert abs((distance <= answer.radius_50_km).mean() - 0.5) < 0.02
+    assert abs((distance <= answer.radius_90_km).mean() - 0.9) < 0.02
+
+
+def test_the_mixture_sampler_draws_a_kernel_with_the_exact_vmf_distribution():
+    """Deciles of 1 − μ·x against the vMF's own: P(1 − μ·x ≤ a) = (1 − e^(−κa)) / (1 − e^(−2κ))."""
+    kappa = float(kappa_for_half_mass_km(np.array(300.0)))
+    mu = latlon_to_unit(10.0, 20.0)
+    drawn = 1 - sample_mixture(mu[None], np.ones(1), np.array([kappa]), 200_000, seed=1) @ mu
+    p = np.array([0.1, 0.5, 0.9])
+    exact = -np.log1p(-p * -np.expm1(-2 * kappa)) / kappa
+    assert np.quantile(drawn, p) == pytest.approx(exact, rel=0.01)  # Monte Carlo error at 200,000 draws: ~0.3 %
+
+
+def test_hypotheses_are_distinct_places_with_their_shares_and_the_densest_first():
+    experts = [points("gallery", [48.85, 35.68, -33.87], [2.35, 139.69, 151.21], [0.5, 0.3, 0.2])]
+    answer = fuse(experts, parameters(), PRIOR, top_k=5)
+    places = [(h.lat_deg, h.lon_deg) for h in answer.hypotheses]
+    assert len(places) == 3
+    assert haversine_km(*places[0], 48.85, 2.35) < 1
+    shares = [h.probability for h in answer.hypotheses]
+    assert shares == pytest.approx([0.5, 0.3, 0.2], abs=0.03) and sum(shares) <= 1 + 1e-9
+    for h in answer.hypotheses:
+        assert 0 < h.radius_50_km < h.radius_90_km < 1000
+
+
+def test_experts_left_out_are_renormalised_away_and_with_none_the_answer_is_the_prior():
+    params = parameters(prior_weight=0.5, gallery=1.0, flow=3.0)
+    only_gallery = fuse([points("gallery", 10.0, 10.0)], params, PRIOR).mixture.expert_weights
+    assert only_gallery == pytest.approx({"gallery": 2 / 3, "prior": 1 / 3})
+    nothing = fuse([], params, PRIOR)
+    assert nothing.mixture.expert_weights == {"prior": 1.0}
+    assert nothing.localizability == pytest.approx(0.0, abs=0.02) and nothing.radius_90_km > 3000
+
+
+def test_localizability_is_near_one_for_a_tight_answer_and_grows_with_concentration():
+    wide = fuse([points("gallery", 10.0, 10.0)], parameters(bandwidth_km=3000.0), PRIOR).localizability
+    mid = fuse([points("gallery", 10.0, 10.0)], parameters(bandwidth_km=300.0), PRIOR).localizability
+    tight = fuse([points("gallery", 10.0, 10.0)], parameters(bandwidth_km=5.0), PRIOR).localizability
+    assert 0 <= wide < mid < tight and tight > 0.95
+
+
+def test_em_recovers_the_mixing_weights_of_known_components():
+    rng = np.random.default_rng(3)
+    which = rng.choice(3, size=4000, p=[0.6, 0.3, 0.1])
+    x = rng.normal(loc=np.array([-4.0, 0.0, 4.0])[which])
+    log_p = -0.5 * (x[:, None] - np.array([-4.0, 0.0, 4.0])) ** 2 - 0.5 * np.log(2 * np.pi)
+    assert mixing_weights(log_p) == pytest.approx([0.6, 0.3, 0.1], abs=0.03)
+
+
+def test_a_uniform_floor_widens_the_radii_and_keeps_its_share_whatever_answers():
+    plain = fuse([points("gallery", 10.0, 10.0)], parameters(prior_weight=0.5), PRIOR)
+    params = FusionParameters(**{**parameters(prior_weight=0.5).__dict__, "uniform_weight": 0.2})
+    floored = fuse([points("gallery", 10.0, 10.0)], params, PRIOR)
+    assert floored.radius_90_km > plain.radius_90_km and floored.radius_50_km >= plain.radius_50_km
+    assert floored.mixture.expert_weights == pytest.approx({"gallery": 0.8 * 2 / 3, "prior": 0.8 / 3, "uniform": 0.2})
+    assert fuse([], params, PRIOR).mixture.expert_weights == pytest.approx({"prior": 0.8, "uniform": 0.2})

@@ -198,3 +198,24 @@ def test_no_log_record_carries_the_raw_exif(caplog):
 def test_exif_message():
     message = exif_message(-33.5, 151.25)
     assert (message.lat_deg, message.lon_deg) == (-33.5, 151.25)
+
+
+def test_every_service_that_configures_logging_drops_pillows_raw_exif_records():
+    """The embedding service decodes the same photos with Pillow: configure_logging (every server
+    calls it) installs the same filter, so debug logging there never carries raw EXIF either."""
+    import logging
+
+    from geoloc.common.logs import configure_logging
+
+    source, root = logging.getLogger("PIL.TiffImagePlugin"), logging.getLogger()
+    saved = (source.filters[:], root.handlers[:], root.level)
+    try:
+        source.filters[:] = []
+        configure_logging("debug", "console")
+        assert len(source.filters) == 1 and not source.filters[0].filter(
+            logging.LogRecord("PIL.TiffImagePlugin", logging.DEBUG, __file__, 1, "tag: %s", ("raw",), None))
+        configure_logging("debug", "console")  # idempotent
+        assert len(source.filters) == 1
+    finally:
+        source.filters[:], root.handlers[:] = saved[0], saved[1]
+        root.setLevel(saved[2])

@@ -52,8 +52,23 @@ def unbind_request_id(token) -> None:
     _request_id.reset(token)
 
 
+class _NoDebugRecords(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.DEBUG
+
+
+def silence_raw_exif_logging() -> None:
+    """Drops Pillow's TIFF/EXIF parser's DEBUG records, which carry every tag's raw value (GPS
+    coordinates included), at their source logger: no service may log a client photo's EXIF,
+    whatever its log level. Idempotent."""
+    source = logging.getLogger("PIL.TiffImagePlugin")
+    if not any(isinstance(f, _NoDebugRecords) for f in source.filters):
+        source.addFilter(_NoDebugRecords())
+
+
 def configure_logging(level: str = "info", log_format: str = "json", stream=None) -> None:
     """Sends structlog and the standard library's logging to one stream, one event per line."""
+    silence_raw_exif_logging()
     renderer = (
         structlog.processors.JSONRenderer()
         if log_format == "json"

@@ -19,7 +19,6 @@ A position is returned only when all of this holds (anything else is None):
 from __future__ import annotations
 
 import io
-import logging
 import math
 import warnings
 from numbers import Real
@@ -27,6 +26,7 @@ from numbers import Real
 from PIL import Image
 from PIL.TiffImagePlugin import IFDRational
 
+from geoloc.common.logs import silence_raw_exif_logging
 from geoloc.v1 import orchestrator_pb2
 
 GPS_IFD = 0x8825
@@ -38,15 +38,7 @@ _GPS_LATITUDE_REF, _GPS_LATITUDE, _GPS_LONGITUDE_REF, _GPS_LONGITUDE, _GPS_STATU
 _FORMATS = ("JPEG", "PNG", "WEBP", "TIFF")
 
 
-class _NoDebugRecords(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno > logging.DEBUG
-
-
-# Pillow's TIFF/EXIF parser logs every tag it reads, raw value included (so the coordinates
-# themselves), at DEBUG; with the service's log level at debug that would put the raw EXIF of
-# every client's photo in the logs. Drop those records at their source logger.
-logging.getLogger("PIL.TiffImagePlugin").addFilter(_NoDebugRecords())
+silence_raw_exif_logging()  # also done by configure_logging, for every service that decodes photos
 # Its warnings about corrupt EXIF name only tag numbers and sizes, but a client chooses them:
 # each new text would go to stderr and stay in the warnings registry for good. Silence them.
 warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")

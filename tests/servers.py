@@ -8,6 +8,7 @@ import sys
 import time
 
 import grpc
+import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from geoloc.tritonserver.launcher import free_port
@@ -79,3 +80,8 @@ def call_each(settings, spec, stub_class, rpc: str, requests, timeout_s: float =
                 return results
 
     return asyncio.run(scenario())
+
+
+def pooled_feature(seed: int, dim: int = 1280) -> list[float]:
+    """A made-up EfficientNet-Lite2 feature: non-negative, as pooled ReLU6 activations are."""
+    return np.random.default_rng(seed).gamma(1.0, 0.3, dim).astype(np.float32).tolist()

@@ -15,7 +15,7 @@ from geoloc.gallery.heads import load_head
 from geoloc.gallery.index import GalleryIndex
 from geoloc.gallery.server import GalleryServicer, gallery_spec
 from geoloc.v1 import common_pb2, gallery_pb2, gallery_pb2_grpc
-from tests.servers import call_each
+from tests.servers import call_each, pooled_feature as feature
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +35,6 @@ def search_all(gallery_dir, requests, head: str | None = None):
                                **({"head": head} if head else {}))
     spec = gallery_spec(GalleryServicer(settings))
     return call_each(settings, spec, gallery_pb2_grpc.GalleryServiceStub, "Search", requests, timeout_s=30)
-
-
-def feature(seed: int) -> list[float]:
-    return np.random.default_rng(seed).gamma(1.0, 0.3, 1280).astype(np.float32).tolist()  # non-negative, as pooled ReLU6
 
 
 def request(values, k=10, backbone="efficientnet-lite2") -> gallery_pb2.SearchRequest:

@@ -11,7 +11,7 @@ import pytest
 from geoloc.sampler.config import SamplerSettings
 from geoloc.sampler.server import SamplerServicer, sampler_spec
 from geoloc.v1 import common_pb2, embedding_pb2, sampler_pb2, sampler_pb2_grpc
-from tests.servers import call_each
+from tests.servers import call_each, pooled_feature as feature
 
 FLOW, SH = sampler_pb2.SAMPLING_METHOD_FLOW, sampler_pb2.SAMPLING_METHOD_SH_DIFFUSION
 
@@ -20,10 +20,6 @@ def call_all(requests, **settings):
     """Starts the service on port 0, sends each request in turn, stops it; answers or errors."""
     settings = SamplerSettings(port=0, metrics_port=None, log_requests=False, **settings)
     return call_each(settings, sampler_spec(SamplerServicer(settings)), sampler_pb2_grpc.SamplerServiceStub, "Sample", requests)
-
-
-def feature(seed: int) -> list[float]:
-    return np.random.default_rng(seed).gamma(1.0, 0.3, 1280).astype(np.float32).tolist()  # non-negative, as pooled ReLU6
 
 
 def request(values=None, backbone="efficientnet-lite2", **fields) -> sampler_pb2.SampleRequest:

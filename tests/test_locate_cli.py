@@ -16,8 +16,6 @@ from geoloc.cli import main
 from geoloc.evaluation.dataset import default_data_root
 from geoloc.orchestrator import world_map
 from geoloc.tritonserver.launcher import free_port
-from tests.servers import start_service, stop, wait_for_health
-from tests.test_orchestrator import experts  # noqa: F401  (the module-scoped fixture: gallery, sampler, tokens)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -26,16 +24,10 @@ KAUAI = Path(find_spec("geoclip").origin).parent / "images" / "Kauai.png"
 VAL = default_data_root() / "im2gps3k" / "val"
 
 
-@pytest.fixture(scope="module")
-def orchestrator(embedding_address, experts) -> str:  # noqa: F811
-    """`python -m geoloc.orchestrator.server` in front of the session's embedding service and the experts."""
-    addresses = {f"{name}_address": address for name, address in experts.items()}
-    process, address = start_service("orchestrator", embedding_address=embedding_address, **addresses)
-    try:
-        wait_for_health(address, 240, process)
-        yield address
-    finally:
-        stop(process)
+@pytest.fixture()
+def orchestrator(orchestrator_address) -> str:
+    """The session's orchestrator process (tests/conftest.py), in front of every expert."""
+    return orchestrator_address
 
 
 def locate(capsys, *args: str) -> tuple[int, str, str]:

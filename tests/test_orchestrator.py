@@ -23,22 +23,10 @@ from tests.servers import start_service, stop, wait_for_health
 pytestmark = pytest.mark.timeout(600)
 
 OK = orchestrator_pb2.EXPERT_STATUS_OK
-EXPERTS = ("gallery", "sampler", "tokens")
 
 
-@pytest.fixture(scope="module")
-def experts() -> dict[str, str]:
-    """The gallery, sampler and tokens services, each as its own process."""
-    started = {name: start_service(name) for name in EXPERTS}
-    try:
-        for process, address in started.values():
-            wait_for_health(address, 240, process)
-        yield {name: address for name, (_, address) in started.items()}
-    finally:
-        for process, _ in started.values():
-            stop(process)
-
-
+# The `experts` fixture (tests/conftest.py) is the session's gallery, sampler and tokens processes,
+# shared with other files: a test that kills or slows an expert starts its own.
 # Every process of the suite shares this machine's two cores here, so the experts' own timeouts
 # (seconds, set for a deployment) are lifted where a test is not about timeouts.
 PATIENT = {"gallery_timeout_s": 30, "sampler_timeout_s": 30, "tokens_timeout_s": 30, "embed_timeout_s": 30}

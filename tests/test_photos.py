@@ -62,7 +62,10 @@ NOISE_JPEG = encode(Image.fromarray(np.random.default_rng(3).integers(0, 256, (6
     [
         (b"", "is empty"),
         (NOISE_JPEG[: len(NOISE_JPEG) // 2], "could not be decoded, the JPEG data is truncated or corrupt"),
-        (b"GIF89a" + bytes(3), "not an image in a supported format"),
+        (b"\x89PNG\r\n" + bytes(3), "not an image in a supported format"),
+        (b"GIF89a" + bytes(3), "is a GIF image; supported formats are JPEG, PNG, WebP or BMP"),
+        (encode(Image.new("RGB", (64, 64)), "GIF"), "is a GIF image; supported formats are JPEG, PNG, WebP or BMP"),
+        (encode(Image.new("RGB", (64, 64)), "TIFF"), "is a TIFF image"),
         (bytes(2 << 20), "over the limit of 1048576 bytes"),
         (encode(Image.new("1", (2000, 600)), "PNG"), "is 2000x600 = 1200000 pixels, over the limit of 1000000 pixels"),
         (encode(Image.new("RGB", (31, 200)), "BMP"), "is 31x200 pixels; both sides must be at least 32"),

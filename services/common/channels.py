@@ -13,11 +13,22 @@ import grpc
 
 from geoloc.common.interceptors import RequestIdClientInterceptor
 from geoloc.common.settings import MIB
+from geoloc.common.tls import ClientTls
+
+# First and longest wait between attempts to reconnect to a dependency that went away.
+RECONNECT_BACKOFF_MS = (250, 2000)
 
 
 def unavailable_retry_policy(max_attempts: int = 3, initial_backoff_s: float = 0.05, max_backoff_s: float = 1.0) -> dict:
-    """A service config that retries every method on UNAVAILABLE, with exponential backoff."""
+    """A service config that retries every method on UNAVAILABLE, with exponential backoff, and
+    spreads calls round robin over the target's addresses that report SERVING.
+
+    Health-checked round robin is what makes a graceful shutdown lose nothing: a replica that
+    starts draining turns NOT_SERVING, and clients stop picking it before it refuses calls.
+    """
     return {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "healthCheckConfig": {"serviceName": ""},
         "methodConfig": [
             {
                 "name": [{}],
@@ -40,16 +51,31 @@ def create_channel(
     keepalive_time_s: float = 30.0,
     service_config: dict | None = None,
     interceptors: tuple = (),
+    tls: ClientTls | None = None,
 ) -> grpc.aio.Channel:
-    """An insecure aio channel to `target` ('host:port', or 'dns:///name:port' for several replicas)."""
+    """An aio channel to `target` ('host:port', or 'dns:///name:port' for several replicas).
+
+    Plaintext without `tls`; with it, TLS trusting only `tls.ca_file`, presenting the client
+    certificate when it has one (mutual TLS). The credentials' files are read here.
+    """
     config = service_config if service_config is not None else unavailable_retry_policy()
     options = [
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.keepalive_time_ms", int(keepalive_time_s * 1000)),
         ("grpc.enable_retries", 1),
+        # gRPC's default reconnect backoff grows to 120 s; a restarted dependency should be
+        # used again within seconds.
+        ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
+        ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
+        ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[1]),
         ("grpc.service_config", json.dumps(config)),
     ]
+    if tls is not None:
+        return grpc.aio.secure_channel(
+            target, tls.credentials(), options=options + tls.channel_options(),
+            interceptors=[RequestIdClientInterceptor(), *interceptors],
+        )
     return grpc.aio.insecure_channel(
         target, options=options, interceptors=[RequestIdClientInterceptor(), *interceptors]
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -45,9 +45,21 @@ class InvalidArgument(ServiceError):
 
 
 class NotReady(ServiceError):
-    """The service cannot answer yet (model loading, dependency down): UNAVAILABLE, so clients retry."""
+    """The service cannot answer yet (model loading, dependency down): UNAVAILABLE, so clients retry.
+
+    The status carries a google.rpc.RetryInfo detail saying how long to wait before trying again.
+    """
 
     code = grpc.StatusCode.UNAVAILABLE
+
+    def __init__(self, message: str, retry_after_s: float = 1.0):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def to_status(self) -> grpc.Status:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(self.retry_after_s * 1e9))
+        return _status(self.code, str(self), error_details_pb2.RetryInfo(retry_delay=delay))
 
 
 class FailedPrecondition(ServiceError):
@@ -95,6 +107,16 @@ def map_exception(exc: BaseException) -> MappedError:
         message = f"a dependency answered {exc.code().name}: {exc.details()}"
         return MappedError(_status(exc.code(), message), log_traceback=False)
     return MappedError(_status(grpc.StatusCode.INTERNAL, GENERIC_INTERNAL_MESSAGE), log_traceback=True)
+
+
+def retry_delay_s(error: grpc.aio.AioRpcError) -> float | None:
+    """The retry delay an UNAVAILABLE answer suggested in its google.rpc.RetryInfo detail, if any."""
+    status = rpc_status.from_call(error)
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.RetryInfo()
+        if detail.Unpack(info):
+            return info.retry_delay.ToNanoseconds() / 1e9
+    return None
 
 
 def _status(code: grpc.StatusCode, message: str, *details) -> grpc.Status:

@@ -2,9 +2,9 @@
 
 The server interceptor wraps each unary call with, in order: the request id (bound for
 logs and downstream calls), a readiness gate (UNAVAILABLE until the service's model is
-warm), metrics, an access-log line, and the mapping of exceptions to status codes
-(`errors.map_exception`). Streaming calls (health Watch, reflection) pass through
-untouched: every geoloc RPC is unary.
+warm), metrics, an access-log line, a server-side time limit (`max_call_s`), and the mapping
+of exceptions to status codes (`errors.map_exception`). Streaming calls (health Watch,
+reflection) pass through untouched: every geoloc RPC is unary.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import grpc
 
-from geoloc.common.errors import NotReady, map_exception
+from geoloc.common.errors import DeadlineExceeded, NotReady, map_exception
 from geoloc.common.logs import (
     REQUEST_ID_KEY,
     bind_request_id,
@@ -36,7 +36,15 @@ def split_method(full_method: str) -> tuple[str, str]:
 
 
 class ServerRuntimeInterceptor(grpc.aio.ServerInterceptor):
-    """Request ids, readiness, metrics, access logs and error mapping for unary calls."""
+    """Request ids, readiness, metrics, access logs, a time limit and error mapping for unary calls.
+
+    Each handler runs under asyncio.timeout(min(the client's remaining time, `max_call_s`)), so
+    that a client that sets no deadline cannot hold a call, and what it holds, forever. When the
+    server's limit fires first the call answers DEADLINE_EXCEEDED saying so; the server goes on
+    serving. The timeout cancels the handler's coroutine only: work it handed to a thread
+    (asyncio.to_thread) runs on until it finishes, which is why each service also bounds its
+    work through its request limits (samples, steps, beam width, photo size).
+    """
 
     def __init__(
         self,
@@ -44,11 +52,13 @@ class ServerRuntimeInterceptor(grpc.aio.ServerInterceptor):
         is_ready: Callable[[str], bool],
         gated_services: frozenset[str],
         log_requests: bool = True,
+        max_call_s: float | None = None,
     ):
         self._metrics = metrics
         self._is_ready = is_ready
         self._gated = gated_services
         self._log_requests = log_requests
+        self._max_call_s = max_call_s
         self._log = get_logger("geoloc.rpc")
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
@@ -64,6 +74,15 @@ class ServerRuntimeInterceptor(grpc.aio.ServerInterceptor):
             self._wrapped[handler_call_details.method] = wrapped
         return wrapped
 
+    def _limit_s(self, context: grpc.aio.ServicerContext) -> tuple[float | None, bool]:
+        """How long this call may run, and whether that is the server's limit rather than the client's."""
+        remaining = context.time_remaining()
+        if self._max_call_s is None:
+            return remaining, False
+        if remaining is None or self._max_call_s < remaining:
+            return self._max_call_s, True
+        return remaining, False
+
     def _wrap(self, full_method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         service, method = split_method(full_method)
         inner = handler.unary_unary
@@ -77,12 +96,15 @@ class ServerRuntimeInterceptor(grpc.aio.ServerInterceptor):
             metrics.call_started()
             code = grpc.StatusCode.OK
             context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
+            limit_s, server_limits = self._limit_s(context)
+            timeout = asyncio.timeout(limit_s)
             try:
                 if gated and not self._is_ready(service):
                     raise NotReady(f"{service} is not ready: its model or index is still loading")
-                result = inner(request, context)
-                if inspect.isawaitable(result):
-                    result = await result
+                async with timeout:
+                    result = inner(request, context)
+                    if inspect.isawaitable(result):
+                        result = await result
                 code = context.code() or grpc.StatusCode.OK
                 return result
             except grpc.aio.AbortError:
@@ -98,6 +120,14 @@ class ServerRuntimeInterceptor(grpc.aio.ServerInterceptor):
                 )
                 raise
             except Exception as exc:
+                if isinstance(exc, TimeoutError) and timeout.expired():
+                    # Our own limit fired, not a timeout inside the handler.
+                    if server_limits:
+                        self._log.warning("rpc_max_call_s_reached", grpc_service=service, grpc_method=method,
+                                          max_call_s=self._max_call_s)
+                        exc = DeadlineExceeded(f"the server's limit of {self._max_call_s:g} s per call was reached")
+                    else:
+                        exc = DeadlineExceeded("the caller's deadline passed")
                 mapped = map_exception(exc)
                 code = mapped.status.code
                 if mapped.log_traceback:

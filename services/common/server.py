@@ -8,6 +8,11 @@
 `run_service(SettingsClass, build_specs)` is a service process's `main`: settings from the
 environment (exit 2 naming the bad variable), then `run_server`, which serves until SIGTERM
 or SIGINT triggers the graceful shutdown.
+
+With `tls_cert_file` and `tls_key_file` the gRPC port serves TLS only, and with
+`tls_client_ca_file` it requires client certificates (mutual TLS). `health_port` opens a second,
+plaintext port that serves only grpc.health.v1, from the same health servicer, for probes that
+cannot speak TLS (Kubernetes' gRPC probes).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from geoloc.common.interceptors import ServerRuntimeInterceptor
 from geoloc.common.logs import configure_logging, get_logger
 from geoloc.common.metrics import ServerMetrics, start_metrics_http_server
 from geoloc.common.settings import ServerSettings, SettingsError, load_settings
+from geoloc.common.tls import server_credentials
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -89,6 +95,8 @@ class GeolocServer:
         self._shutdown_task: asyncio.Task | None = None
         self._metrics_httpd = None
         self.metrics_port: int | None = None
+        self.health_port: int | None = None
+        self.health_server: grpc.aio.Server | None = None
         options = [
             ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
             ("grpc.max_send_message_length", settings.max_send_message_bytes),
@@ -109,6 +117,7 @@ class GeolocServer:
             is_ready=self._ready.__contains__,
             gated_services=frozenset(names),
             log_requests=settings.log_requests,
+            max_call_s=settings.max_call_s,
         )
         self.server = grpc.aio.server(
             interceptors=[interceptor],
@@ -119,9 +128,23 @@ class GeolocServer:
             spec.register(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
-        self.port = self.server.add_insecure_port(settings.address)
+        if settings.tls:
+            # Read once, here: a renewed certificate takes effect when the process restarts.
+            credentials = server_credentials(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
+            self.port = self.server.add_secure_port(settings.address, credentials)
+        else:
+            self.port = self.server.add_insecure_port(settings.address)
         if self.port == 0:
             raise OSError(f"could not bind gRPC port {settings.address}")
+        if settings.health_port is not None:
+            # The same servicer instance, so this port reports exactly the main server's health.
+            # Behind the same interceptor, so that probes are counted and logged as before.
+            self.health_server = grpc.aio.server(interceptors=[interceptor], options=options)
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+            health_address = f"{settings.host}:{settings.health_port}"
+            self.health_port = self.health_server.add_insecure_port(health_address)
+            if self.health_port == 0:
+                raise OSError(f"could not bind the health port {health_address}")
 
     async def start(self) -> None:
         """Starts listening and serving /metrics, then warms the services up in the background."""
@@ -129,6 +152,8 @@ class GeolocServer:
             await self.health.set(name, NOT_SERVING)
             self.metrics.set_ready(name, False)
         await self.server.start()
+        if self.health_server is not None:
+            await self.health_server.start()
         if self.settings.metrics_port is not None:
             self._metrics_httpd, self.metrics_port = start_metrics_http_server(
                 self.metrics, self.settings.host, self.settings.metrics_port
@@ -137,6 +162,8 @@ class GeolocServer:
             "server_started",
             address=self.settings.address,
             port=self.port,
+            tls="mutual" if self.settings.tls_client_ca_file else "on" if self.settings.tls else "off",
+            health_port=self.health_port,
             metrics_port=self.metrics_port,
             services=[s.name for s in self.services],
         )
@@ -183,6 +210,10 @@ class GeolocServer:
         if self.settings.drain_s:
             await asyncio.sleep(self.settings.drain_s)
         await self.server.stop(grace_s)
+        if self.health_server is not None:
+            # Stopped after the main server, so that probes read NOT_SERVING, not a refused
+            # connection, while calls in flight finish.
+            await self.health_server.stop(0)
         if self._warm_up_task is not None and not self._warm_up_task.done():
             self._warm_up_task.cancel()
         for spec in self.services:

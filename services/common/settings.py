@@ -6,12 +6,20 @@ Each service subclasses `ServerSettings` in its own `config.py` with one env pre
 
 from __future__ import annotations
 
-from typing import Literal, TypeVar
+import re
+from pathlib import Path
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from geoloc.common.tls import ClientTls, readable_file
+
 MIB = 1024 * 1024
+
+# A setting naming a PEM file that must exist and be readable when the settings are read, so
+# that a Secret mounted at the wrong path stops the process at start-up, not at the first call.
+PemFile = Annotated[Path | None, AfterValidator(readable_file)]
 
 
 class SettingsError(ValueError):
@@ -53,10 +61,75 @@ class ServerSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Lowest level logged.")
     log_format: Literal["json", "console"] = Field("json", description="json for machines, console for people.")
     log_requests: bool = Field(True, description="Log one line per call with its method, code and latency.")
+    max_call_s: float = Field(
+        60.0, gt=0, description="The longest any call may run, whatever the client's deadline; then DEADLINE_EXCEEDED."
+    )
+    tls_cert_file: PemFile = Field(
+        None, description="The server's certificate (PEM); with TLS_KEY_FILE, the gRPC port serves TLS only."
+    )
+    tls_key_file: PemFile = Field(None, description="The key of TLS_CERT_FILE (PEM).")
+    tls_client_ca_file: PemFile = Field(
+        None, description="With TLS: require a client certificate signed by this CA (mutual TLS)."
+    )
+    health_port: int | None = Field(
+        None, ge=0, le=65535,
+        description="A second, plaintext port serving only grpc.health.v1 (for Kubernetes probes); 0 picks a free one.",
+    )
+
+    @model_validator(mode="after")
+    def _tls_and_ports_agree(self) -> ServerSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file must be set together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file (mutual TLS is TLS first)")
+        if self.health_port and self.health_port in (self.port, self.metrics_port):
+            raise ValueError("health_port must differ from port and metrics_port")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """Whether the gRPC port serves TLS."""
+        return self.tls_cert_file is not None
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+
+class ClientTlsSettings(BaseModel):
+    """The TLS of a service's outgoing calls, as settings (`CLIENT_TLS_*` under the service's prefix).
+
+    A mixin for the settings of services that call others: `class S(ServerSettings, ClientTlsSettings)`.
+    A plain BaseModel, so that it brings fields and their check but no settings configuration
+    of its own. No CA: plaintext calls.
+    """
+
+    client_tls_ca_file: PemFile = Field(
+        None, description="CA that signed the servers this service calls; set: calls use TLS. Unset: plaintext."
+    )
+    client_tls_cert_file: PemFile = Field(
+        None, description="This service's client certificate, for servers that require one (mutual TLS)."
+    )
+    client_tls_key_file: PemFile = Field(None, description="The key of CLIENT_TLS_CERT_FILE.")
+    client_tls_server_name: str | None = Field(
+        None, description="Name the servers' certificates must carry instead of the host of their address."
+    )
+
+    @model_validator(mode="after")
+    def _client_tls_is_complete(self) -> ClientTlsSettings:
+        if (self.client_tls_cert_file is None) != (self.client_tls_key_file is None):
+            raise ValueError("client_tls_cert_file and client_tls_key_file must be set together")
+        if self.client_tls_ca_file is None and (self.client_tls_cert_file or self.client_tls_server_name):
+            raise ValueError("client_tls_cert_file, client_tls_key_file and client_tls_server_name need client_tls_ca_file")
+        return self
+
+    def client_tls(self) -> ClientTls | None:
+        """The TLS of outgoing channels, or None for plaintext."""
+        if self.client_tls_ca_file is None:
+            return None
+        return ClientTls(self.client_tls_ca_file, self.client_tls_cert_file, self.client_tls_key_file,
+                         self.client_tls_server_name)
+
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
@@ -74,7 +147,17 @@ def load_settings(settings_class: type[SettingsT], **overrides: object) -> Setti
         prefix = settings_class.model_config.get("env_prefix", "")
         problems = []
         for error in exc.errors():
-            field = str(error["loc"][0]) if error["loc"] else "?"
-            name = field if field in overrides else f"{prefix}{field}".upper()
-            problems.append(f"{name}={error.get('input')!r}: {error['msg']}")
+            if error["loc"]:
+                field = str(error["loc"][0])
+                problems.append(f"{_variable(prefix, field, overrides)}={error.get('input')!r}: {error['msg']}")
+            else:
+                # A check across fields (a model validator): name the variables its message mentions.
+                fields = [f for f in settings_class.model_fields if re.search(rf"\b{f}\b", error["msg"])]
+                names = ", ".join(_variable(prefix, f, overrides) for f in fields) or "?"
+                problems.append(f"{names}: {error['msg']}")
         raise SettingsError(f"invalid settings for {settings_class.__name__}: " + "; ".join(problems)) from None
+
+
+def _variable(prefix: str, field: str, overrides: dict) -> str:
+    """The name an operator set a field by: its environment variable, or the override's own name."""
+    return field if field in overrides else f"{prefix}{field}".upper()

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from geoloc.common.settings import MIB, ServerSettings
+from geoloc.common.settings import MIB, ClientTlsSettings, ServerSettings
 
 
-class EmbeddingSettings(ServerSettings):
+# ClientTlsSettings: the CLIENT_TLS_* settings of the calls to Triton (its --grpc-use-ssl flags).
+class EmbeddingSettings(ServerSettings, ClientTlsSettings):
     model_config = SettingsConfigDict(env_prefix="GEOLOC_EMBEDDING_")
 
     triton_url: str = Field("127.0.0.1:8001", description="Triton's gRPC address (host:port).")

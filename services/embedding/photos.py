@@ -1,26 +1,50 @@
 """Decoding a client's photo bytes into an upright RGB image, or a clear INVALID_ARGUMENT.
 
-Accepted: JPEG (and its multi-picture variant MPO), PNG, WebP, BMP and GIF, whose first frame
-is used. The size limits are checked on the header, before any pixel is decoded, so that a
-small file declaring a huge image (a decompression bomb) costs nothing. EXIF orientation is
-applied, so a phone photo stored sideways is embedded upright.
+Accepted: JPEG (and its multi-picture variant MPO), PNG, WebP and BMP, the formats cameras,
+phones and photo tools write. GIF is refused: a 256-colour palette format, often animated, that
+no camera writes, so a GIF is a graphic or a copy whose colours were quantised, not a photo.
+Only the four accepted formats' parsers ever read a client's bytes; a few other formats are
+recognised by their signature, so that the refusal names what was sent without running a
+parser the service does not need.
+
+The size limits are checked on the header, before any pixel is decoded, so that a small file
+declaring a huge image (a decompression bomb) costs nothing. EXIF orientation is applied, so a
+phone photo stored sideways is embedded upright.
 """
 
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from geoloc.common.errors import InvalidArgument
 
-SUPPORTED_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WebP", "BMP": "BMP", "GIF": "GIF"}
-SUPPORTED_NAMES = "JPEG, PNG, WebP, BMP or GIF"
+SUPPORTED_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WebP", "BMP": "BMP"}
+SUPPORTED_NAMES = "JPEG, PNG, WebP or BMP"
+# Pillow's openers tried on a client's bytes; MPO has none of its own, the JPEG one returns it.
+_OPENERS = ("JPEG", "PNG", "WEBP", "BMP")
+# Signatures of formats that are refused by name: (offset, bytes, name).
+_REFUSED_SIGNATURES = (
+    (0, b"GIF87a", "GIF"),
+    (0, b"GIF89a", "GIF"),
+    (0, b"II*\x00", "TIFF"),
+    (0, b"MM\x00*", "TIFF"),
+    (4, b"ftypheic", "HEIF"),
+    (4, b"ftypheix", "HEIF"),
+    (4, b"ftypmif1", "HEIF"),
+    (4, b"ftypavif", "AVIF"),
+    (0, b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000"),
+)
 
 # The configured limit, checked on the same header right after opening, replaces Pillow's
 # process-wide guard, which would otherwise refuse first with its own fixed limit and wording.
 Image.MAX_IMAGE_PIXELS = None
+# Reading a JPEG's EXIF for its orientation warns about corrupt tags with numbers the client
+# chose: each new text would go to stderr and stay in the warnings registry for good.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
 
 
 @dataclass(frozen=True)
@@ -59,13 +83,24 @@ def decode_photo(data: bytes, limits: PhotoLimits, field: str = "image", draft_s
 
 
 def _open(data: bytes, field: str) -> Image.Image:
+    refused = refused_format(data)
+    if refused is not None:
+        raise InvalidArgument(field, f"is a {refused} image; supported formats are {SUPPORTED_NAMES}")
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=_OPENERS)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise InvalidArgument(field, f"is not an image in a supported format ({SUPPORTED_NAMES})") from None
     if image.format not in SUPPORTED_FORMATS:
         raise InvalidArgument(field, f"is a {image.format} image; supported formats are {SUPPORTED_NAMES}")
     return image
+
+
+def refused_format(data: bytes) -> str | None:
+    """The name of a known but unsupported image format that `data` starts like, or None."""
+    for offset, signature, name in _REFUSED_SIGNATURES:
+        if data[offset:offset + len(signature)] == signature:
+            return name
+    return None
 
 
 def _upright(image: Image.Image) -> Image.Image:

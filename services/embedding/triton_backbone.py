@@ -17,8 +17,10 @@ import tritonclient.grpc as triton_grpc
 import tritonclient.grpc.aio as triton_aio
 from tritonclient.utils import InferenceServerException
 
+from geoloc.common.channels import RECONNECT_BACKOFF_MS
 from geoloc.common.errors import DeadlineExceeded, NotReady, ResourceExhausted
 from geoloc.common.logs import get_logger
+from geoloc.common.tls import ClientTls
 from geoloc.embedding.preprocessing import CropSpec
 from geoloc.tritonserver.repository import model_parameters
 
@@ -47,8 +49,20 @@ class TritonBackbone:
         self.model_version = model_version
 
     @classmethod
-    async def connect(cls, url: str, model_name: str, model_version: str = "", ready_timeout_s: float = 300.0) -> TritonBackbone:
-        client = triton_aio.InferenceServerClient(url)
+    async def connect(
+        cls, url: str, model_name: str, model_version: str = "", ready_timeout_s: float = 300.0, tls: ClientTls | None = None
+    ) -> TritonBackbone:
+        """The backbone on the Triton at `url`, once its model is READY and one inference checked out.
+
+        With `tls`, the channel speaks TLS to Triton (started with --grpc-use-ssl), presenting
+        the client certificate when `tls` has one (--grpc-use-ssl-mutual).
+        """
+        if tls is None:
+            client = triton_aio.InferenceServerClient(url, channel_args=triton_channel_args())
+        else:
+            client = triton_aio.InferenceServerClient(
+                url, creds=tls.credentials(), channel_args=[*triton_channel_args(), *tls.channel_options()]
+            )
         try:
             await _wait_until_model_ready(client, model_name, model_version, ready_timeout_s)
             info = _describe((await client.get_model_config(model_name, model_version, as_json=True))["config"])
@@ -97,6 +111,19 @@ class TritonBackbone:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+def triton_channel_args() -> list[tuple[str, int]]:
+    """tritonclient's own message limits (no keepalive pings: Triton's defaults would answer pings
+    from an idle client with GOAWAY), plus a short reconnect backoff: after a Triton restart
+    the service should embed again within seconds, not after gRPC's backoff of up to 120 s."""
+    return [
+        ("grpc.max_send_message_length", triton_grpc.MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.max_receive_message_length", triton_grpc.MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
+        ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
+        ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[1]),
+    ]
 
 
 def _describe(config: dict) -> BackboneInfo:

@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from geoloc.common.tls import add_tls_arguments, client_tls_from_args
+
 EXIT_INPUT_ERROR = 2  # argparse's own code for bad usage; bad input files are the same kind of mistake
 EXIT_OUTPUT_ERROR = 1
 EXIT_SERVICE_ERROR = 1  # the orchestrator could not be reached
@@ -52,6 +54,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                       help="send only N photos, evenly spaced through labels.csv (the same N every run)")
     live.add_argument("--concurrency", type=int, default=4, metavar="N", help="calls in flight at once (default 4)")
     live.add_argument("--timeout", type=float, default=60.0, metavar="S", help="deadline of each call in seconds (default 60)")
+    add_tls_arguments(live)
     parser.set_defaults(func=run)
     return parser
 
@@ -99,13 +102,17 @@ def _run_live(args: argparse.Namespace) -> int:
     if args.concurrency < 1 or args.timeout <= 0:
         return _fail("--concurrency must be at least 1 and --timeout positive", EXIT_INPUT_ERROR)
     try:
+        tls = client_tls_from_args(args)
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_INPUT_ERROR)
+    try:
         split = load_split(args.data)
         if args.limit is not None and args.limit < len(split):
             # Evenly spaced, not the first N: labels.csv runs in file-name order, which groups
             # each Flickr author's photos, so its first rows are a few people's few places.
             count = len(split)
             split = replace(split, images=tuple(split.images[i * count // args.limit] for i in range(args.limit)))
-        source = OrchestratorPredictions(args.orchestrator, concurrency=args.concurrency, timeout_s=args.timeout)
+        source = OrchestratorPredictions(args.orchestrator, concurrency=args.concurrency, timeout_s=args.timeout, tls=tls)
         # A failed call leaves its photo out rather than failing a long run; the table counts them.
         report = evaluate(split, source, allow_missing=True, by_expert=True)
     except InputError as exc:

@@ -26,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from geoloc.common.tls import ClientTls
 from geoloc.evaluation.dataset import LabelledImage
 from geoloc.evaluation.predictions import Prediction
 from geoloc.evaluation.report import Report
@@ -81,12 +82,14 @@ class OrchestratorPredictions:
 
     experts: tuple[str, ...] = EXPERTS  # listed up front, so an expert that never answers still gets a row
 
-    def __init__(self, address: str, concurrency: int = 4, timeout_s: float = 60.0):
+    def __init__(self, address: str, concurrency: int = 4, timeout_s: float = 60.0, tls: ClientTls | None = None):
+        """`tls`: speak TLS (or mutual TLS) to an orchestrator that serves it; None: plaintext."""
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         self.address = address
         self.concurrency = concurrency
         self.timeout_s = timeout_s
+        self.tls = tls
         self.stats = LiveStats()
 
     @property
@@ -125,7 +128,7 @@ class OrchestratorPredictions:
         from geoloc.common.channels import create_channel
         from geoloc.v1 import orchestrator_pb2_grpc
 
-        channel = create_channel(self.address)
+        channel = create_channel(self.address, tls=self.tls)
         return channel, orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
 
     async def _one(self, stub, gate: asyncio.Semaphore, record: LabelledImage) -> Prediction | None:

@@ -53,7 +53,8 @@ class GalleryServicer(gallery_pb2_grpc.GalleryServiceServicer):
         folder = self.settings.gallery_dir
         if not (folder / "manifest.json").exists() and self.settings.build_if_missing:
             build_gallery(default_gallery_csv(), folder, progress=False)
-        return load_head(self.settings.head), GalleryIndex.load(folder, use_gpu=self.settings.use_gpu, nprobe=self.settings.nprobe)
+        index = GalleryIndex.load(folder, use_gpu=self.settings.use_gpu, nprobe=self.settings.nprobe)
+        return load_head(self.settings.head), index
 
     async def Search(self, request: gallery_pb2.SearchRequest, context) -> gallery_pb2.SearchResponse:
         if self._loaded is None:

@@ -23,6 +23,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from geoloc.common.tls import add_tls_arguments, client_tls_from_args
+
 DEFAULT_ADDRESS = "127.0.0.1:50051"  # the orchestrator of `geoloc up`
 EXIT_FAILED = 1
 EXIT_INPUT = 2
@@ -35,7 +37,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Geolocate photos with the orchestrator (start the suite first: geoloc up). Prints the "
         "best guess, its radii, the hypotheses and what each expert said.",
     )
-    parser.add_argument("photos", nargs="+", type=Path, metavar="PHOTO", help="JPEG, PNG, WebP, BMP or GIF files")
+    parser.add_argument("photos", nargs="+", type=Path, metavar="PHOTO", help="JPEG, PNG, WebP or BMP files")
     parser.add_argument("--address", default=DEFAULT_ADDRESS, metavar="HOST:PORT",
                         help=f"the orchestrator (default {DEFAULT_ADDRESS}, as started by geoloc up)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per photo (one per line)")
@@ -47,6 +49,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="answer with the photo's EXIF GPS position when it has one (otherwise it is only reported)")
     parser.add_argument("--experts", type=_experts, metavar="gallery,flow,sh,tokens",
                         help="ask only these experts (default: every deployed one)")
+    add_tls_arguments(parser.add_argument_group("TLS (an orchestrator serving TLS or mutual TLS)"))
     parser.set_defaults(func=run)
     return parser
 
@@ -80,13 +83,17 @@ def run(args: argparse.Namespace) -> int:
             return _fail(f"{path}: cannot read: {exc.strerror or exc}", EXIT_INPUT)
     if args.timeout <= 0:
         return _fail(f"--timeout must be positive, got {args.timeout}", EXIT_INPUT)
+    try:
+        tls = client_tls_from_args(args)
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_INPUT)
 
     import asyncio
 
-    return asyncio.run(_locate_all(args, photos))
+    return asyncio.run(_locate_all(args, photos, tls))
 
 
-async def _locate_all(args: argparse.Namespace, photos: list[tuple[Path, bytes]]) -> int:
+async def _locate_all(args: argparse.Namespace, photos: list[tuple[Path, bytes]], tls=None) -> int:
     import time
 
     import grpc
@@ -99,7 +106,7 @@ async def _locate_all(args: argparse.Namespace, photos: list[tuple[Path, bytes]]
                                              use_exif_gps=args.use_exif_gps)
     maps = map_paths(args.map, len(photos)) if args.map is not None else [None] * len(photos)
     code = 0
-    async with create_channel(args.address) as channel:
+    async with create_channel(args.address, tls=tls) as channel:
         stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
         for (path, image), map_path in zip(photos, maps, strict=True):
             started = time.perf_counter()
@@ -124,8 +131,9 @@ async def _locate_all(args: argparse.Namespace, photos: list[tuple[Path, bytes]]
                 from geoloc.orchestrator.world_map import draw_map
 
                 draw_map(response, map_path, title=path.name)
-            print(_as_json(path, response, map_path) if args.json else format_answer(path.name, response, round_trip_ms, map_path),
-                  flush=True)
+            answer = _as_json(path, response, map_path) if args.json else format_answer(path.name, response, round_trip_ms,
+                                                                                           map_path)
+            print(answer, flush=True)
     return code
 
 

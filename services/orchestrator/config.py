@@ -12,12 +12,13 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from geoloc.common.settings import MIB, ServerSettings
+from geoloc.common.settings import MIB, ClientTlsSettings, ServerSettings
 
 SHIPPED_FUSION = Path(__file__).resolve().parents[2] / "models" / "fusion" / "fusion.json"
 
 
-class OrchestratorSettings(ServerSettings):
+# ClientTlsSettings: the CLIENT_TLS_* settings of the calls to the embedding service and the experts.
+class OrchestratorSettings(ServerSettings, ClientTlsSettings):
     model_config = SettingsConfigDict(env_prefix="GEOLOC_ORCHESTRATOR_")
 
     embedding_address: str = Field("127.0.0.1:50052", description="The embedding service (host:port).")

@@ -64,12 +64,13 @@ class ExpertClients:
     def __init__(self, settings: OrchestratorSettings):
         self.settings = settings
         size = settings.max_receive_message_bytes
+        tls = settings.client_tls()  # None: plaintext
         self._channels = []
 
         def channel(address: str | None):
             if address is None or address.lower() == "none" or not address:
                 return None
-            made = create_channel(address, max_message_bytes=size)
+            made = create_channel(address, max_message_bytes=size, tls=tls)
             self._channels.append(made)
             return made
 

@@ -248,17 +248,35 @@ def fuse(answers: list[ExpertPoints], params: FusionParameters, prior: Prior, to
         located = localizability(cell_entropy(said), prior.answer_entropy(params))
     else:
         located = 0.0
-    mode_xyz = np.stack([m.xyz for m in modes])
-    to_modes_km = great_circle_angle(draws[:, None, :], mode_xyz[None]) * EARTH_RADIUS_KM  # [n, modes]
-    nearest = to_modes_km.argmin(axis=1)
-    hypotheses = []
-    for j, mode in enumerate(modes[:top_k]):
-        own = to_modes_km[nearest == j, j]  # the draws nearest this mode: its spread
-        r50, r90 = (radius_holding(own, m) for m in (0.5, 0.9)) if len(own) else (0.0, 0.0)
-        hypotheses.append(Hypothesis(mode.lat_deg, mode.lon_deg, mode.mass * structured_share, r50, r90))
-    to_best = to_modes_km[:, 0]
+    hypotheses = [Hypothesis(mode.lat_deg, mode.lon_deg, mode.mass * structured_share, *radii)
+                  for mode, radii in zip(modes[:top_k], basin_radii_km(mixture, structured, modes, top_k, params.samples,
+                                                                       seed), strict=True)]
+    to_best = great_circle_angle(draws, modes[0].xyz) * EARTH_RADIUS_KM
     return FusedAnswer(hypotheses, radius_holding(to_best, 0.5), radius_holding(to_best, 0.9),
                        located, mixture)
+
+
+def basin_radii_km(mixture: Mixture, structured: np.ndarray, modes: list, top_k: int, samples: int,
+                   seed: int) -> list[tuple[float, float]]:
+    """(r50, r90) of the first `top_k` modes' own basins: draws from the components each owns, around it.
+
+    A component belongs to the mode with the highest responsibility for it, the rule find_modes
+    gives its masses by. Nearest-mode draws would not do: a broad kernel's best guess can sit
+    among the prior's 10 km kernels, each with a mode of its own nearer to most of its draws,
+    and would be left with no draws and no radius."""
+    centres, weights, kappa = (a[structured] for a in (mixture.centres, mixture.weights, mixture.kappa))
+    mode_xyz = np.stack([m.xyz for m in modes])
+    mode_logp = np.array([m.log_density for m in modes])
+    owner = np.argmax(mode_logp + kappa[:, None] * (centres @ mode_xyz.T - 1.0), axis=1)
+    radii = []
+    for j, mode in enumerate(modes[:top_k]):
+        own = owner == j
+        if not own.any():  # no component is its most responsible mode's: its nearest kernel stands in
+            own = np.arange(len(centres)) == np.argmax(centres @ mode.xyz)
+        draws = sample_mixture(centres[own], weights[own], kappa[own], max(samples // 4, 200), seed + 1 + j)
+        distance = great_circle_angle(draws, mode.xyz) * EARTH_RADIUS_KM
+        radii.append((radius_holding(distance, 0.5), radius_holding(distance, 0.9)))
+    return radii
 
 
 def mixture_points(mixture: Mixture) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ import time
 
 import grpc
 
-from geoloc.common.errors import DeadlineExceeded, InvalidArgument, NotReady
+from geoloc.common.errors import DeadlineExceeded, InvalidArgument, NotReady, retry_delay_s
 from geoloc.common.logs import current_request_id
 from geoloc.common.server import ServiceSpec, run_service, servicer_spec
 from geoloc.orchestrator.config import OrchestratorSettings
@@ -85,7 +85,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             raise NotReady("the orchestrator is still loading")
         image = self._validated_image(request.image, "image")
         options = validated_options(request.options)
-        return await self._locate(image, request.options, options, time.perf_counter() + self._budget_s(context), "image")
+        deadline = time.perf_counter() + self._budget_s(context)
+        started = time.perf_counter()
+        photo = await self._embedded_photo(image, deadline, "image")
+        return await self._locate(photo, started, request.options, options, deadline)
 
     async def LocateBatch(self, request: orchestrator_pb2.LocateBatchRequest, context) -> orchestrator_pb2.LocateBatchResponse:
         if self._clients is None:
@@ -96,15 +99,29 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         images = [self._validated_image(image, f"images[{i}]") for i, image in enumerate(request.images)]
         options = validated_options(request.options)
         deadline = time.perf_counter() + self._budget_s(context)
-        answers = await asyncio.gather(*(self._locate(image, request.options, options, deadline, f"images[{i}]")
-                                         for i, image in enumerate(images)))
+        started = time.perf_counter()
+        # Every photo is embedded, and so checked, before any expert is asked: a bad photo fails
+        # the whole call naming the first bad index, whichever embedding finished first, and no
+        # expert works on an answer that would be thrown away.
+        photos = await asyncio.gather(*(self._embedded_photo(image, deadline, f"images[{i}]")
+                                        for i, image in enumerate(images)), return_exceptions=True)
+        for outcome in photos:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        answers = await asyncio.gather(*(self._locate(photo, started, request.options, options, deadline)
+                                         for photo in photos))
         return orchestrator_pb2.LocateBatchResponse(responses=answers)
 
-    async def _locate(self, image: bytes, wire_options, options, deadline: float, field: str) -> orchestrator_pb2.LocateResponse:
-        top_k, asked = options
-        started = time.perf_counter()
+    async def _embedded_photo(self, image: bytes, deadline: float, field: str) -> tuple:
+        """(the photo's EmbedResponse, its EXIF GPS position or None); a bad photo raises InvalidArgument."""
         exif = await asyncio.to_thread(exif_gps, image)
-        embedded = await self._embed(image, deadline, field)
+        return await self._embed(image, deadline, field), exif
+
+    async def _locate(self, photo: tuple, started: float, wire_options, options,
+                      deadline: float) -> orchestrator_pb2.LocateResponse:
+        """The answer for one photo already embedded (`started` is when its call began)."""
+        embedded, exif = photo
+        top_k, asked = options
         embed_ms = 1000 * (time.perf_counter() - started)
 
         deployed = self._clients.deployed()
@@ -144,7 +161,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 raise InvalidArgument(field, error.details().removeprefix("image: ")) from None
             if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise DeadlineExceeded("the embedding service did not answer within the caller's deadline") from None
-            raise NotReady(f"the embedding service failed: {error.code().name}: {error.details()}") from None
+            raise NotReady(f"the embedding service failed: {error.code().name}: {error.details()}",
+                           retry_after_s=retry_delay_s(error) or 1.0) from None
 
     def _response(self, fused: FusedAnswer, places, by_expert: dict[str, ExpertResult], wire_options,
                   embedded) -> orchestrator_pb2.LocateResponse:

@@ -37,6 +37,10 @@ STRATEGY_NAMES: dict[int, Strategy] = {
 }
 STRATEGY_ENUMS = {name: value for value, name in STRATEGY_NAMES.items()}
 
+# Below this, sampling is greedy decoding in all but name; near float32's smallest values the
+# scaled logits overflow into NaN probabilities and the draw fails.
+MIN_TEMPERATURE = 1e-3
+
 
 def validated_neighbours(points, slots: int, max_count: int) -> Neighbours | None:
     """The request's neighbours as the decoder's input (a batch of one), or None when there are none
@@ -86,8 +90,8 @@ class TokensServicer(tokens_pb2_grpc.TokensServiceServicer):
         if not 1 <= n_samples <= s.max_samples:
             raise InvalidArgument("n_samples", f"must be in [1, {s.max_samples}] (0 for {s.default_samples}), got {n_samples}")
         temperature = request.temperature if request.HasField("temperature") else s.default_temperature
-        if not (math.isfinite(temperature) and 0 < temperature <= s.max_temperature):
-            raise InvalidArgument("temperature", f"must be in (0, {s.max_temperature}], got {temperature}")
+        if not (math.isfinite(temperature) and MIN_TEMPERATURE <= temperature <= s.max_temperature):
+            raise InvalidArgument("temperature", f"must be in [{MIN_TEMPERATURE:g}, {s.max_temperature:g}], got {temperature}")
         level = request.max_level or MAX_LEVEL
         if not 1 <= level <= MAX_LEVEL:
             raise InvalidArgument("max_level", f"must be in [1, {MAX_LEVEL}] (0 for {MAX_LEVEL}), got {request.max_level}")

@@ -10,6 +10,10 @@ libraries and this interpreter's own libpython on LD_LIBRARY_PATH, and this envi
 `bin` first on PATH, because the stub runs whichever `python3` it finds there and a foreign
 numpy makes every output come back empty. Production runs NVIDIA's Triton container instead,
 against the same model_repository/ (docs/triton.md).
+
+`TritonLaunch(tls=TritonTls(...))` makes the gRPC endpoint TLS only (--grpc-use-ssl), or mutual
+TLS with a client CA (--grpc-use-ssl-mutual); the launcher's own readiness checks then connect
+with the `ClientTls` the TritonTls names.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
 
+from geoloc.common.tls import ClientTls
 from geoloc.tritonserver.repository import DEFAULT_MODEL_REPOSITORY
 
 DEFAULT_MODELS = ("efficientnet_lite2",)
@@ -35,6 +40,29 @@ DEFAULT_MODELS = ("efficientnet_lite2",)
 
 class TritonStartError(RuntimeError):
     """tritonserver exited or did not become ready; the message ends with its log's tail."""
+
+
+@dataclass(frozen=True)
+class TritonTls:
+    """TLS on Triton's gRPC endpoint: its certificate and key, and with `client_ca_file` mutual TLS
+    (clients must present a certificate that CA signed).
+
+    `readiness_client` is what the launcher's own readiness checks connect with: the CA that
+    signed `cert_file` and, with mutual TLS, a client certificate that `client_ca_file` signed.
+    """
+
+    cert_file: Path
+    key_file: Path
+    readiness_client: ClientTls
+    client_ca_file: Path | None = None
+
+    def flags(self) -> list[str]:
+        """tritonserver's flags for this TLS (checked against tritonserver 2.51's --help)."""
+        flags = ["--grpc-use-ssl=true", f"--grpc-server-cert={Path(self.cert_file).resolve()}",
+                 f"--grpc-server-key={Path(self.key_file).resolve()}"]
+        if self.client_ca_file is not None:
+            flags += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={Path(self.client_ca_file).resolve()}"]
+        return flags
 
 
 @dataclass(frozen=True)
@@ -52,6 +80,8 @@ class TritonLaunch:
     # How long in-flight requests may run after SIGTERM before Triton exits anyway.
     exit_timeout_s: int = 10
     extra_args: Sequence[str] = field(default_factory=tuple)
+    # None: plaintext gRPC.
+    tls: TritonTls | None = None
 
     @property
     def grpc_url(self) -> str:
@@ -123,6 +153,8 @@ def triton_command(launch: TritonLaunch, backend_directory: Path) -> list[str]:
         command += [f"--metrics-address={launch.host}", f"--metrics-port={launch.metrics_port}"]
     if launch.model_config_name:
         command.append(f"--model-config-name={launch.model_config_name}")
+    if launch.tls is not None:
+        command += launch.tls.flags()
     return command + list(launch.extra_args)
 
 
@@ -158,7 +190,12 @@ class TritonServer:
         import tritonclient.grpc as triton_grpc
 
         deadline = time.monotonic() + timeout_s
-        client = triton_grpc.InferenceServerClient(self.grpc_url)
+        tls = self.launch.tls.readiness_client if self.launch.tls is not None else None
+        if tls is None:
+            client = triton_grpc.InferenceServerClient(self.grpc_url)
+        else:
+            client = triton_grpc.InferenceServerClient(self.grpc_url, creds=tls.credentials(),
+                                                       channel_args=tls.channel_options() or None)
         try:
             while True:
                 if self.process is None or self.process.poll() is not None:

@@ -10,9 +10,10 @@ level's, measured in the same run (these machines are shared and noisy).
     .venv/bin/python bench/load.py --drain [--clients 4] [--seconds 30]   # SIGTERM one of two replicas
     .venv/bin/python bench/load.py --soak [--clients 4] [--seconds 600]   # RSS of every process over time
 
-Levels: throughput (OK answers per second), latency p50 / p95 / p99 of OK answers, failed calls by
-status code, the share of partial answers (an expert left out, mostly past its timeout), and the
-orchestrator's own overhead (end to end minus the embedding call and the slowest expert call).
+Levels: throughput (OK answers per second), latency p50 / p95 / p99 of OK answers, failed calls
+by status code, the share of partial answers (an expert left out, mostly past its timeout) and
+which experts were left out with which status, and the orchestrator's own overhead (end to end
+minus the embedding call and the slowest expert call).
 
 Drain: two more orchestrator processes are started on free ports, in front of the suite's
 embedding service and experts, with GEOLOC_ORCHESTRATOR_DRAIN_S; the clients reach them through
@@ -20,7 +21,7 @@ one channel that round-robins over both (health-checked, geoloc.common.channels)
 replica gets SIGTERM halfway through. Expected: not one call fails.
 
 Soak: one level for --seconds (default 600) while the resident memory (VmRSS) of every process
-`geoloc up` started is sampled every --sample-every seconds; it prints RSS at the start (after
+`geoloc up` started, with its child processes, is sampled every --sample-every seconds; it prints RSS at the start (after
 --warm-up seconds of load, once allocators and caches have grown to their working size), at
 the end, and the change.
 """
@@ -56,20 +57,26 @@ def failures(report: LoadReport) -> str:
     return ", ".join(f"{code} {n}" for code, n in sorted(failed.items())) or "none"
 
 
+def left_out(report: LoadReport) -> str:
+    """Expert answers missing from OK answers, by expert and status, e.g. 'sh DEADLINE_EXCEEDED 12'."""
+    missing = {key: n for key, n in report.expert_statuses().items() if not key.endswith((" OK", " SKIPPED"))}
+    return ", ".join(f"{key} {n}" for key, n in sorted(missing.items())) or "none"
+
+
 async def levels(args, photos: list[bytes]) -> None:
     async with create_channel(args.address) as channel:
         await drive(channel, args.address, photos[:2], clients=1, seconds=3, timeout_s=args.timeout)  # warm every service
         print(f"orchestrator {args.address}; {len(photos)} val photos; {args.seconds:g} s per level\n")
         print("| clients | calls | OK/s | vs first level | p50 ms | p95 ms | p99 ms | failed | partial answers "
-              "| overhead p50 ms |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+              "| experts left out | overhead p50 ms |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         base = None
         for clients in args.clients:
             report = await drive(channel, args.address, photos, clients, args.seconds, timeout_s=args.timeout)
             base = base or report.throughput()
             print(f"| {clients} | {len(report.records)} | {report.throughput():.2f} | {report.throughput() / base:.2f} "
                   f"| {report.latency_ms(50):.0f} | {report.latency_ms(95):.0f} | {report.latency_ms(99):.0f} "
-                  f"| {failures(report)} | {report.partial_share():.0%} | {report.overhead_ms(50):.0f} |")
+                  f"| {failures(report)} | {report.partial_share():.0%} | {left_out(report)} | {report.overhead_ms(50):.0f} |")
 
 
 def start_replica(port: int, metrics_port: int, drain_s: float) -> subprocess.Popen:
@@ -120,13 +127,26 @@ async def drain(args, photos: list[bytes]) -> None:
 
 
 def rss_mib(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
+    """Resident memory of `pid` and all its descendants (Triton's model runs in a child stub process)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+        except OSError:
+            if current == pid:
+                return None
+            continue
+        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0) / 1024
+        pending.extend(children.get(current, []))
+    return total
 
 
 async def soak(args, photos: list[bytes]) -> None:

@@ -19,6 +19,17 @@ from geoloc.common.tls import ClientTls
 RECONNECT_BACKOFF_MS = (250, 2000)
 
 
+def reconnect_backoff_options() -> list[tuple[str, int]]:
+    """Channel options for RECONNECT_BACKOFF_MS: gRPC's default backoff grows to 120 s, and a
+    restarted dependency should be used again within seconds."""
+    first, longest = RECONNECT_BACKOFF_MS
+    return [
+        ("grpc.initial_reconnect_backoff_ms", first),
+        ("grpc.min_reconnect_backoff_ms", first),
+        ("grpc.max_reconnect_backoff_ms", longest),
+    ]
+
+
 def unavailable_retry_policy(max_attempts: int = 3, initial_backoff_s: float = 0.05, max_backoff_s: float = 1.0) -> dict:
     """A service config that retries every method on UNAVAILABLE, with exponential backoff, and
     spreads calls round robin over the target's addresses that report SERVING.
@@ -64,18 +75,11 @@ def create_channel(
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.keepalive_time_ms", int(keepalive_time_s * 1000)),
         ("grpc.enable_retries", 1),
-        # gRPC's default reconnect backoff grows to 120 s; a restarted dependency should be
-        # used again within seconds.
-        ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
-        ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
-        ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[1]),
+        *reconnect_backoff_options(),
         ("grpc.service_config", json.dumps(config)),
     ]
-    if tls is not None:
-        return grpc.aio.secure_channel(
-            target, tls.credentials(), options=options + tls.channel_options(),
-            interceptors=[RequestIdClientInterceptor(), *interceptors],
-        )
-    return grpc.aio.insecure_channel(
-        target, options=options, interceptors=[RequestIdClientInterceptor(), *interceptors]
-    )
+    interceptors = [RequestIdClientInterceptor(), *interceptors]
+    if tls is None:
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(target, tls.credentials(), options=options + tls.channel_options(),
+                                   interceptors=interceptors)

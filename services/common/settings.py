@@ -131,7 +131,6 @@ class ClientTlsSettings(BaseModel):
                          self.client_tls_server_name)
 
 
-
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 

@@ -17,7 +17,7 @@ import tritonclient.grpc as triton_grpc
 import tritonclient.grpc.aio as triton_aio
 from tritonclient.utils import InferenceServerException
 
-from geoloc.common.channels import RECONNECT_BACKOFF_MS
+from geoloc.common.channels import reconnect_backoff_options
 from geoloc.common.errors import DeadlineExceeded, NotReady, ResourceExhausted
 from geoloc.common.logs import get_logger
 from geoloc.common.tls import ClientTls
@@ -57,12 +57,10 @@ class TritonBackbone:
         With `tls`, the channel speaks TLS to Triton (started with --grpc-use-ssl), presenting
         the client certificate when `tls` has one (--grpc-use-ssl-mutual).
         """
-        if tls is None:
-            client = triton_aio.InferenceServerClient(url, channel_args=triton_channel_args())
-        else:
-            client = triton_aio.InferenceServerClient(
-                url, creds=tls.credentials(), channel_args=[*triton_channel_args(), *tls.channel_options()]
-            )
+        client = triton_aio.InferenceServerClient(
+            url, creds=tls.credentials() if tls else None,
+            channel_args=[*triton_channel_args(), *(tls.channel_options() if tls else [])],
+        )
         try:
             await _wait_until_model_ready(client, model_name, model_version, ready_timeout_s)
             info = _describe((await client.get_model_config(model_name, model_version, as_json=True))["config"])
@@ -120,9 +118,7 @@ def triton_channel_args() -> list[tuple[str, int]]:
     return [
         ("grpc.max_send_message_length", triton_grpc.MAX_GRPC_MESSAGE_SIZE),
         ("grpc.max_receive_message_length", triton_grpc.MAX_GRPC_MESSAGE_SIZE),
-        ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
-        ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
-        ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[1]),
+        *reconnect_backoff_options(),
     ]
 
 

@@ -36,7 +36,7 @@ from geoloc.embedding.config import EmbeddingSettings
 from geoloc.embedding.photos import PhotoLimits
 from geoloc.embedding.preprocessing import CropSpec, model_input_from_photo
 from geoloc.embedding.server import EmbeddingServicer, embedding_spec
-from geoloc.evaluation.dataset import default_data_root
+from geoloc.common.paths import data_root
 from geoloc.tritonserver.launcher import TritonLaunch, TritonServer, free_port
 from geoloc.tritonserver.repository import float_parameter, load_backbone_module, read_model_config
 from geoloc.v1 import embedding_pb2, embedding_pb2_grpc
@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None, help="data root holding im2gps3k/")
     args = parser.parse_args()
     configure_logging("warning", "console")
-    files = sorted(((args.data or default_data_root()) / "im2gps3k" / "val" / "images").glob("*.jpg"))[: args.photos]
+    files = sorted(((args.data or data_root()) / "im2gps3k" / "val" / "images").glob("*.jpg"))[: args.photos]
     photos = [f.read_bytes() for f in files]
     sizes = [Image.open(f).size for f in files]
 

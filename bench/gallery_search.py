@@ -31,8 +31,9 @@ import torch
 
 from geoloc.common.logs import configure_logging
 from geoloc.common.server import serving
-from geoloc.embedding.features import split_features
-from geoloc.evaluation.dataset import default_data_root, load_split
+from geoloc.training.features import split_features
+from geoloc.common.paths import data_root
+from geoloc.evaluation.dataset import load_split
 from geoloc.gallery.build import DEFAULT_GALLERY_DIR, build_gallery, default_gallery_csv
 from geoloc.gallery.config import GallerySettings
 from geoloc.gallery.heads import load_head
@@ -82,7 +83,7 @@ def part_one(gallery_dir: Path, skip_geoclip: bool) -> list[tuple[str, float, fl
     if not (gallery_dir / "manifest.json").exists():
         build_gallery(default_gallery_csv(), gallery_dir)
     gallery, head = GalleryIndex.load(gallery_dir), load_head(GallerySettings().head)
-    val = load_split(default_data_root() / "im2gps3k" / "val")
+    val = load_split(data_root() / "im2gps3k" / "val")
     features = split_features(val, progress=False)[:128]
     queries = head.queries(features)
     rows = [
@@ -148,7 +149,7 @@ def exact_log_partition(parents, size, queries, scale) -> np.ndarray:
 def part_two(gallery_dir: Path, sizes: list[int]) -> list[tuple]:
     real = GalleryIndex.load(gallery_dir)
     parents, head = real.vectors().copy(), load_head(GallerySettings().head)
-    val = load_split(default_data_root() / "im2gps3k" / "val")
+    val = load_split(data_root() / "im2gps3k" / "val")
     queries = head.queries(split_features(val, progress=False)[:128])
     rows = []
     for size in sizes:

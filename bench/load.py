@@ -1,7 +1,7 @@
 """Load on the orchestrator: N concurrent clients for T seconds, a graceful drain, and a soak.
 
 Against a running suite (`geoloc up`), on loopback only; the client count and the duration are
-bounded (geoloc.orchestrator.load). Photos: the first --photos of the Im2GPS3k val split, sent in
+bounded (geoloc.client.load). Photos: the first --photos of the Im2GPS3k val split, sent in
 turn. Every figure comes from this run, and throughput is also given as a ratio to the first
 level's, measured in the same run (these machines are shared and noisy).
 
@@ -40,15 +40,16 @@ from pathlib import Path
 import numpy as np
 
 from geoloc.common.channels import create_channel
-from geoloc.evaluation.dataset import default_data_root, load_split
-from geoloc.orchestrator.load import LoadReport, drive
+from geoloc.common.paths import data_root
+from geoloc.evaluation.dataset import load_split
+from geoloc.client.load import LoadReport, drive
 from geoloc.suite.health import SERVING, Probe
 from geoloc.suite.state import load_state
 from geoloc.tritonserver.launcher import free_port
 
 
 def photos_from_val(count: int) -> list[bytes]:
-    val = load_split(default_data_root() / "im2gps3k" / "val")
+    val = load_split(data_root() / "im2gps3k" / "val")
     return [image.path.read_bytes() for image in val.images[:count]]
 
 

@@ -18,15 +18,16 @@ import time
 import numpy as np
 import torch
 
-from geoloc.common.geodesy import haversine_km
-from geoloc.embedding.features import split_features
-from geoloc.evaluation.dataset import default_data_root, load_split
+from geoloc.common.sphere import haversine_km
+from geoloc.training.features import split_features
+from geoloc.common.paths import data_root
+from geoloc.evaluation.dataset import load_split
 from geoloc.evaluation.metrics import summarize
 from geoloc.evaluation.prior import PriorPredictions
 from geoloc.sampler.config import SamplerSettings
 from geoloc.sampler.density import summarize_samples
 from geoloc.sampler.model import load_sampler
-from geoloc.sampler.train import val_metrics
+from geoloc.training.sampler import val_metrics
 
 STEPS = (8, 16, 32, 64, 250)
 
@@ -47,7 +48,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=32, help="samples per photo when scoring (default: %(default)s)")
     parser.add_argument("--rate-samples", type=int, default=256, help="samples per request when timing")
     args = parser.parse_args()
-    data = default_data_root() / "im2gps3k"
+    data = data_root() / "im2gps3k"
     train, val = load_split(data / "train"), load_split(data / "val")
     chosen = np.sort(np.random.default_rng(0).permutation(len(val))[: args.photos])  # a fixed, unbiased subset
     features = split_features(val, progress=False)[chosen]

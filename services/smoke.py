@@ -41,18 +41,17 @@ def run(args: argparse.Namespace) -> int:
         print("  " + line)
 
     from geoloc.evaluation.csvio import InputError
-    from geoloc.evaluation.dataset import default_data_root, load_split
+    from geoloc.evaluation.dataset import im2gps3k_split
     from geoloc.evaluation.harness import evaluate
     from geoloc.evaluation.prior import PriorPredictions
 
-    data = (args.data or default_data_root()) / "im2gps3k"
     try:
-        train, val = load_split(data / "train"), load_split(data / "val")
+        train, val = im2gps3k_split("train", args.data), im2gps3k_split("val", args.data)
     except InputError as exc:
         print(f"geoloc smoke: error: {exc}", file=sys.stderr)
         return 2
 
-    photos = sorted((data / "val" / "images").glob("*.jpg"))[: args.photos]
+    photos = sorted((val.root / "images").glob("*.jpg"))[: args.photos]
     print(f"\n== embedding: tritonserver + the embedding service on loopback, {len(photos)} val photos")
     for line in embed_sample_photos(photos):
         print("  " + line)

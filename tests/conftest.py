@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from geoloc.evaluation.dataset import default_data_root
+from geoloc.common.paths import data_root
 from geoloc.tritonserver.launcher import free_port
 from tests.servers import start_embedding_service, start_service, stop, wait_for_health
 
@@ -22,8 +22,8 @@ from tests.servers import start_embedding_service, start_service, stop, wait_for
 @pytest.fixture(scope="session")
 def val_photos() -> list[Path]:
     """The validation split's photos, sorted by name (real Flickr JPEGs, 384 px longest side)."""
-    photos = sorted((default_data_root() / "im2gps3k" / "val" / "images").glob("*.jpg"))
-    assert len(photos) >= 16, f"expected the Im2GPS3k val photos under {default_data_root()}"
+    photos = sorted((data_root() / "im2gps3k" / "val" / "images").glob("*.jpg"))
+    assert len(photos) >= 16, f"expected the Im2GPS3k val photos under {data_root()}"
     return photos
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from geoloc.common.geodesy import find_modes, haversine_km, latlon_to_unit, unit_to_latlon, vmf_kappa_for_radius_km, vmf_sample
+from geoloc.common.sphere import find_modes, haversine_km, latlon_to_unit, unit_to_latlon, vmf_kappa_for_radius_km, vmf_sample
 from geoloc.sampler.flow import (
     FlowConfig,
     VelocityNetwork,

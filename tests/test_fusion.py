@@ -5,12 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geoloc.common.geodesy import haversine_km, latlon_to_unit, vmf_cap_mass
+from geoloc.api import EXPERTS
+from geoloc.common.sphere import haversine_km, latlon_to_unit, vmf_cap_mass, vmf_mixture_sample
 from geoloc.orchestrator.config import SHIPPED_FUSION
-from geoloc.orchestrator.fit import mixing_weights
-from geoloc.orchestrator.parameters import load_fusion
 from geoloc.orchestrator.fusion import (
-    EXPERTS,
     ExpertPoints,
     FusionParameters,
     Prior,
@@ -18,6 +16,8 @@ from geoloc.orchestrator.fusion import (
     kappa_for_half_mass_km,
     sample_mixture,
 )
+from geoloc.orchestrator.parameters import load_fusion
+from geoloc.training.fusion import mixing_weights
 
 RNG = np.random.default_rng(0)
 PRIOR = Prior(np.stack([RNG.uniform(-60, 70, 3000), RNG.uniform(-180, 180, 3000)], axis=1), 800.0)
@@ -56,7 +56,7 @@ def test_the_radii_hold_the_stated_mass_of_a_two_place_mixture_within_two_percen
     experts = [points("gallery", [48.85, 40.7], [2.35, -74.0], [0.7, 0.3]), points("tokens", 48.9, 2.4, radius=[5.0])]
     answer = fuse(experts, parameters(prior_weight=0.2), PRIOR)
     m = answer.mixture
-    check = sample_mixture(m.centres, m.weights, m.kappa, 200_000, seed=99)  # independent of the answer's own draws
+    check = sample_mixture(m, 200_000, seed=99)  # independent of the answer's own draws
     best = latlon_to_unit(answer.best_guess.lat_deg, answer.best_guess.lon_deg)
     distance = np.arccos(np.clip(check @ best, -1, 1)) * 6371.0
     assert abs((distance <= answer.radius_50_km).mean() - 0.5) < 0.02
@@ -67,7 +67,7 @@ def test_the_mixture_sampler_draws_a_kernel_with_the_exact_vmf_distribution():
     """Deciles of 1 − μ·x against the vMF's own: P(1 − μ·x ≤ a) = (1 − e^(−κa)) / (1 − e^(−2κ))."""
     kappa = float(kappa_for_half_mass_km(np.array(300.0)))
     mu = latlon_to_unit(10.0, 20.0)
-    drawn = 1 - sample_mixture(mu[None], np.ones(1), np.array([kappa]), 200_000, seed=1) @ mu
+    drawn = 1 - vmf_mixture_sample(mu[None], np.ones(1), np.array([kappa]), 200_000, np.random.default_rng(1)) @ mu
     p = np.array([0.1, 0.5, 0.9])
     exact = -np.log1p(-p * -np.expm1(-2 * kappa)) / kappa
     assert np.quantile(drawn, p) == pytest.approx(exact, rel=0.01)  # Monte Carlo error at 200,000 draws: ~0.3 %

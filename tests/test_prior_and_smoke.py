@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from geoloc.cli import main
-from geoloc.common.geodesy import haversine_km
-from geoloc.evaluation.dataset import default_data_root, load_split
+from geoloc.common.sphere import haversine_km
+from geoloc.common.paths import data_root
+from geoloc.evaluation.dataset import load_split
 from geoloc.evaluation.prior import PriorPredictions, densest_place, photographer_weights
 
 
@@ -57,7 +58,7 @@ def test_eval_prior_from_cli_writes_a_report(tmp_path, capsys):
     assert data["source"].startswith("prior:")
 
 
-IM2GPS3K = default_data_root() / "im2gps3k"
+IM2GPS3K = data_root() / "im2gps3k"
 
 
 @pytest.mark.skipif(not (IM2GPS3K / "val" / "labels.csv").is_file(), reason="Im2GPS3k splits not present")

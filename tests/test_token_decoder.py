@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from geoloc.common.geodesy import cell_id_to_latlon, cell_id_to_tokens, latlon_to_cell_id, tokens_to_cell_id
+from geoloc.common.s2cells import cell_id_to_latlon, latlon_to_cell_id
+from geoloc.tokens.geotokens import cell_id_to_tokens, tokens_to_cell_id
 from geoloc.tokens.decoder import TOKEN_COUNT, Neighbours, TokenDecoder, TokenDecoderConfig, position_weights, token_loss
 from geoloc.tokens.search import beam_search, greedy, sample_sequences
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from geoloc.common.geodesy import cell_id_to_tokens, latlon_to_cell_id
-from geoloc.tokens.train import TokenTrainConfig, cell_centres, place_tokens, train_decoder
+from geoloc.common.s2cells import latlon_to_cell_id
+from geoloc.tokens.geotokens import cell_id_to_tokens
+from geoloc.training.token_decoder import TokenTrainConfig, cell_centres, place_tokens, train_decoder
 
 PLACES = np.array([(48.8584, 2.2945), (-33.8568, 151.2153)])
 

@@ -6,7 +6,9 @@ import grpc
 import numpy as np
 import pytest
 
-from geoloc.common.geodesy import cell_id_to_latlon, cell_id_to_s2_token, haversine_km, tokens_to_cell_id
+from geoloc.common.sphere import haversine_km
+from geoloc.common.s2cells import cell_id_to_latlon, cell_id_to_s2_token
+from geoloc.tokens.geotokens import tokens_to_cell_id
 from geoloc.tokens.cells import cell_radius_km
 from geoloc.tokens.config import TokensSettings
 from geoloc.tokens.model import load_token_model

@@ -1,4 +1,4 @@
-"""The answer's world map (geoloc.orchestrator.world_map) on synthetic LocateResponses: no servers."""
+"""The answer's world map (geoloc.client.world_map) on synthetic LocateResponses: no servers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from geoloc.orchestrator import world_map
+from geoloc.client import world_map as world_map
 from geoloc.v1 import common_pb2, orchestrator_pb2
 
 PARIS = (48.8566, 2.3522)
@@ -90,7 +90,7 @@ def test_the_overlay_is_brightest_at_the_heavy_component_and_fades_with_distance
 
 
 def test_the_density_grid_matches_the_exact_mixture_where_it_is_shown():
-    from geoloc.common.geodesy import latlon_to_unit, mixture_log_density, vmf_kappa_for_radius_km
+    from geoloc.common.sphere import latlon_to_unit, mixture_log_density, vmf_kappa_for_radius_km
 
     rng = np.random.default_rng(1)
     n = 2000

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from geoloc.common.errors import InvalidArgument
-from geoloc.v1 import common_pb2
 
 # A backbone feature is a pooled activation, a few units at most (EfficientNet-Lite2's lie in
 # [0, 6]). Finite values near float32's limit overflow the heads into NaN answers or a failed
@@ -13,8 +12,8 @@ from geoloc.v1 import common_pb2
 MAX_FEATURE_MAGNITUDE = 1e4
 
 
-def validated_embedding(embedding: common_pb2.Embedding, dim: int, backbone: str, expert: str) -> np.ndarray:
-    """The embedding's values as float32 [dim]; raises InvalidArgument naming the field that is wrong.
+def validated_embedding(embedding, dim: int, backbone: str, expert: str) -> np.ndarray:
+    """An `Embedding` message's values as float32 [dim]; raises InvalidArgument naming the field that is wrong.
 
     An embedding from another backbone, of another length, holding NaN or infinity, or values no
     backbone feature reaches would give a confident answer about nothing (or none), so it is refused.

@@ -44,6 +44,15 @@ class InvalidArgument(ServiceError):
         return _status(self.code, str(self), error_details_pb2.BadRequest(field_violations=[violation]))
 
 
+def defaulted_in_range(field: str, value: int, default: int, low: int, high: int) -> int:
+    """A request's count where 0 (proto3's unset) means `default`: the value to use, or InvalidArgument
+    naming `field` unless it lies in [low, high]."""
+    chosen = value or default
+    if not low <= chosen <= high:
+        raise InvalidArgument(field, f"must be in [{low}, {high}] (0 for {default}), got {value}")
+    return chosen
+
+
 class NotReady(ServiceError):
     """The service cannot answer yet (model loading, dependency down): UNAVAILABLE, so clients retry.
 

@@ -3,7 +3,7 @@
 `TritonBackbone.connect` waits for the model to be READY, reads what it takes and returns
 (input geometry, feature width, backbone name, version) from Triton itself, and runs one real
 inference whose output it checks: a model can report READY and still answer empty or NaN
-outputs when its Python stub runs against the wrong numpy (DESIGN.md §4).
+outputs when its Python stub runs against the wrong numpy (docs/design.md §4).
 """
 
 from __future__ import annotations

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from geoloc.common.paths import DATA_DIR_ENV, data_root
 from geoloc.evaluation.csvio import LAT_LIMIT, LON_LIMIT, InputError, check_unique, read_table
 
 LABELS_FILE = "labels.csv"
 IMAGES_DIR = "images"
 REQUIRED_COLUMNS = ("image", "lat", "lon")
-DATA_DIR_ENV = "GEOLOC_DATA_DIR"
-
-
-def default_data_root() -> Path:
-    """Where the geotagged photo sets live: $GEOLOC_DATA_DIR, else the `shared/data` beside this checkout."""
-    configured = os.environ.get(DATA_DIR_ENV)
-    if configured:
-        return Path(configured)
-    return Path(__file__).resolve().parents[3] / "shared" / "data"
+IM2GPS3K = "im2gps3k"
+DATA_FORMAT = (f"a data root holding {IM2GPS3K}/train and {IM2GPS3K}/val, each a split folder with "
+               f"{IMAGES_DIR}/ and {LABELS_FILE} (image,lat,lon,author)")
 
 
 @dataclass(frozen=True)
@@ -70,3 +64,16 @@ def load_split(root: str | Path) -> Split:
         )
     check_unique(rows, "image")
     return Split(root=root, images=tuple(images))
+
+
+def im2gps3k_split(name: str, root: Path | None = None) -> Split:
+    """The Im2GPS3k split `name` ("train" or "val") under the data root `root` (default: data_root()).
+
+    A missing split is an InputError that says what to pass, not a traceback: a clone of the
+    repository has no data folder beside it."""
+    root = data_root() if root is None else Path(root)
+    folder = root / IM2GPS3K / name
+    if not (folder / LABELS_FILE).is_file():
+        raise InputError(f"no Im2GPS3k {name} split at {folder}: pass --data DIR (or set {DATA_DIR_ENV}), "
+                         f"{DATA_FORMAT}")
+    return load_split(folder)

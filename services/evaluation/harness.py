@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from geoloc.common.geodesy import haversine_km
+from geoloc.common.sphere import haversine_km
 from geoloc.evaluation.csvio import InputError
 from geoloc.evaluation.dataset import LabelledImage, Split
 from geoloc.evaluation.metrics import THRESHOLDS_KM, summarize

@@ -26,12 +26,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from geoloc.api import EXPERT_NAMES, EXPERTS
 from geoloc.common.tls import ClientTls
 from geoloc.evaluation.dataset import LabelledImage
 from geoloc.evaluation.predictions import Prediction
 from geoloc.evaluation.report import Report
 
-EXPERTS = ("gallery", "flow", "sh", "tokens")  # geoloc.orchestrator.experts.EXPERT_ENUMS' names, in the API's order
 FUSED_LABEL = "fused"
 
 
@@ -158,8 +158,7 @@ class OrchestratorPredictions:
         return self._record(record, response)
 
     def _record(self, record: LabelledImage, response) -> Prediction:
-        from geoloc.common.geodesy import haversine_km
-        from geoloc.orchestrator.experts import EXPERT_NAMES
+        from geoloc.common.sphere import haversine_km
         from geoloc.v1 import orchestrator_pb2
 
         best = response.best_guess

@@ -1,6 +1,6 @@
 """The prior baseline: answer every photo with the place where training photos are densest.
 
-This is the floor every model must beat (DESIGN.md §5: with the backbones available here,
+This is the floor every model must beat (docs/design.md §5: with the backbones available here,
 models land near it). The density is a von Mises-Fisher kernel density over the training
 split's GPS labels; the answer is its highest mode, found by spherical mean-shift.
 
@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from geoloc.common.geodesy import find_modes, latlon_to_unit, vmf_kappa_for_radius_km
+from geoloc.common.sphere import find_modes, latlon_to_unit, vmf_kappa_for_radius_km
 from geoloc.evaluation.dataset import LabelledImage, Split
 from geoloc.evaluation.predictions import Prediction
 

@@ -17,10 +17,10 @@ from tqdm import tqdm
 
 from geoloc.gallery.index import GalleryIndex
 from geoloc.gallery.location_encoder import LocationEncoder, geoclip_package_dir, geoclip_weights_path
-from geoloc.tritonserver.repository import REPOSITORY_ROOT
+from geoloc.common.paths import ARTIFACTS_DIR
 
 EMBED_BATCH = 4096
-DEFAULT_GALLERY_DIR = REPOSITORY_ROOT / "artifacts" / "gallery" / "geoclip_100k"
+DEFAULT_GALLERY_DIR = ARTIFACTS_DIR / "gallery" / "geoclip_100k"
 
 
 def default_gallery_csv() -> Path:

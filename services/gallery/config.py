@@ -9,7 +9,7 @@ from pydantic_settings import SettingsConfigDict
 
 from geoloc.common.settings import ServerSettings
 from geoloc.gallery.build import DEFAULT_GALLERY_DIR
-from geoloc.gallery.heads import SHIPPED_HEADS
+from geoloc.gallery.heads import SHIPPED_HEAD
 
 
 class GallerySettings(ServerSettings):
@@ -20,7 +20,7 @@ class GallerySettings(ServerSettings):
         True, description="At start-up, build the default 100K gallery into GALLERY_DIR if it is not there."
     )
     head: str = Field(
-        str(SHIPPED_HEADS / "efficientnet_lite2_head.pt"),
+        str(SHIPPED_HEAD),
         description="The image head checkpoint, or 'clip' for GeoCLIP's released head (CLIP ViT-L/14 features).",
     )
     use_gpu: bool = Field(False, description="Search on the GPU with faiss-gpu when one is present.")

@@ -20,10 +20,11 @@ import torch
 from torch import nn
 
 from geoloc.gallery.location_encoder import FEATURE_DIM, geoclip_weights_path
-from geoloc.tritonserver.repository import REPOSITORY_ROOT
+from geoloc.common.paths import MODELS_DIR
 
 CLIP_BACKBONE = "clip-vit-l14"
-SHIPPED_HEADS = REPOSITORY_ROOT / "models" / "gallery"
+SHIPPED_HEADS = MODELS_DIR / "gallery"
+SHIPPED_HEAD = SHIPPED_HEADS / "efficientnet_lite2_head.pt"  # the default backbone's
 
 
 class ImageMLP(nn.Module):

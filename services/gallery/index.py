@@ -27,7 +27,7 @@ import faiss
 import numpy as np
 
 # FAISS 1.15 hands flat search to BLAS only from 128,000 queries; from 20 on, batches of
-# queries run 5-9x faster (DESIGN.md §4).
+# queries run 5-9x faster (docs/design.md §4).
 faiss.cvar.distance_compute_blas_threshold = 20
 
 FLAT_MAX = 1_000_000

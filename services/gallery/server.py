@@ -1,9 +1,8 @@
 """The gallery service's gRPC edge: a backbone feature in, the top-k gallery points out.
 
-GeoCLIP's probability of a gallery point is the softmax of logit_scale * cosine over the whole
-gallery, so each answer's weights are those probabilities, not renormalised over the top k:
-their sum says how much of the mass the k points hold. The partition function is exact for a
-flat index and estimated otherwise; `exact_normalizer` says which.
+The points' weights are GeoCLIP's whole-gallery softmax probabilities (gallery/retrieval.py); the
+partition function is exact for a flat index and estimated otherwise, and `exact_normalizer`
+says which.
 """
 
 from __future__ import annotations
@@ -18,8 +17,8 @@ from geoloc.common.errors import InvalidArgument, NotReady
 from geoloc.common.server import ServiceSpec, run_service, servicer_spec
 from geoloc.gallery.batching import SearchBatcher
 from geoloc.gallery.config import GallerySettings
-from geoloc.gallery.heads import GalleryHead, load_head
-from geoloc.gallery.index import GalleryIndex
+from geoloc.gallery.heads import GalleryHead
+from geoloc.gallery.retrieval import GalleryRetrieval
 from geoloc.v1 import common_pb2, gallery_pb2, gallery_pb2_grpc
 
 MAX_K = 1000
@@ -33,33 +32,26 @@ def validated_feature(embedding: common_pb2.Embedding, head: GalleryHead) -> np.
 class GalleryServicer(gallery_pb2_grpc.GalleryServiceServicer):
     def __init__(self, settings: GallerySettings):
         self.settings = settings
-        self._loaded: tuple[GalleryHead, GalleryIndex] | None = None
+        self._retrieval: GalleryRetrieval | None = None
         self._batcher: SearchBatcher | None = None
 
     async def warm_up(self) -> None:
-        self._loaded = await asyncio.to_thread(self._load)
-        head, gallery = self._loaded
-        self._batcher = SearchBatcher(lambda queries, k: gallery.softmax_top_k(head.queries(queries), k, head.logit_scale))
-        probe = common_pb2.Embedding(values=[0.5] * head.in_dim)  # one real search before SERVING
+        s = self.settings
+        retrieval = await asyncio.to_thread(GalleryRetrieval.load, s.head, s.gallery_dir, s.build_if_missing, s.use_gpu,
+                                            s.nprobe)
+        self._batcher = SearchBatcher(retrieval.top_k)
+        self._retrieval = retrieval
+        probe = common_pb2.Embedding(values=[0.5] * retrieval.head.in_dim)  # one real search before SERVING
         await self.Search(gallery_pb2.SearchRequest(embedding=probe, k=1), None)
 
     async def close(self) -> None:
         if self._batcher is not None:
             await self._batcher.close()
 
-    def _load(self) -> tuple[GalleryHead, GalleryIndex]:
-        from geoloc.gallery.build import build_gallery, default_gallery_csv
-
-        folder = self.settings.gallery_dir
-        if not (folder / "manifest.json").exists() and self.settings.build_if_missing:
-            build_gallery(default_gallery_csv(), folder, progress=False)
-        index = GalleryIndex.load(folder, use_gpu=self.settings.use_gpu, nprobe=self.settings.nprobe)
-        return load_head(self.settings.head), index
-
     async def Search(self, request: gallery_pb2.SearchRequest, context) -> gallery_pb2.SearchResponse:
-        if self._loaded is None:
+        if self._retrieval is None:
             raise NotReady("the gallery is still loading")
-        head, gallery = self._loaded
+        head, gallery = self._retrieval.head, self._retrieval.gallery
         if not 1 <= request.k <= MAX_K:
             raise InvalidArgument("k", f"must be in [1, {MAX_K}], got {request.k}")
         feature = validated_feature(request.embedding, head)

@@ -12,9 +12,10 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from geoloc.common.paths import MODELS_DIR
 from geoloc.common.settings import MIB, ClientTlsSettings, ServerSettings
 
-SHIPPED_FUSION = Path(__file__).resolve().parents[2] / "models" / "fusion" / "fusion.json"
+SHIPPED_FUSION = MODELS_DIR / "fusion" / "fusion.json"
 
 
 # ClientTlsSettings: the CLIENT_TLS_* settings of the calls to the embedding service and the experts.

@@ -33,13 +33,6 @@ from geoloc.v1 import (
     tokens_pb2_grpc,
 )
 
-EXPERT_ENUMS = {
-    "gallery": orchestrator_pb2.EXPERT_GALLERY,
-    "flow": orchestrator_pb2.EXPERT_SAMPLER_FLOW,
-    "sh": orchestrator_pb2.EXPERT_SAMPLER_SH_DIFFUSION,
-    "tokens": orchestrator_pb2.EXPERT_TOKENS,
-}
-EXPERT_NAMES = {value: name for name, value in EXPERT_ENUMS.items()}
 STATUS_OF_CODE = {
     grpc.StatusCode.DEADLINE_EXCEEDED: orchestrator_pb2.EXPERT_STATUS_DEADLINE_EXCEEDED,
     grpc.StatusCode.UNAVAILABLE: orchestrator_pb2.EXPERT_STATUS_UNAVAILABLE,

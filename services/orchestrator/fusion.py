@@ -24,23 +24,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geoloc.common.geodesy import (
+from geoloc.common.s2cells import latlon_to_cell_id
+from geoloc.common.sphere import (
     EARTH_RADIUS_KM,
+    HEMISPHERE_RADIUS_KM,
     find_modes,
     great_circle_angle,
-    latlon_to_cell_id,
     latlon_to_unit,
     mixture_log_density,
     unit_to_latlon,
     vmf_kappa_for_radius_km,
+    vmf_mixture_sample,
 )
 
-EXPERTS = ("gallery", "flow", "sh", "tokens")
 PRIOR = "prior"
 UNIFORM = "uniform"
-UNIFORM_HALF_MASS_KM = 0.5 * np.pi * EARTH_RADIUS_KM  # a hemisphere holds half of the uniform density
+UNIFORM_HALF_MASS_KM = HEMISPHERE_RADIUS_KM  # a hemisphere holds half of the uniform density
 LOCALIZABILITY_LEVEL = 4  # S2 cells of about 580 km: localizability counts regions, not kilometres
-MAX_RADIUS_KM = 0.5 * np.pi * EARTH_RADIUS_KM  # wider kernels are near uniform anyway
+MAX_RADIUS_KM = HEMISPHERE_RADIUS_KM  # wider kernels are near uniform anyway
 DENSITY_BANDWIDTH_KM = 400.0  # the scale at which the gallery's crowding correction measures photo density
 
 
@@ -115,7 +116,7 @@ class Prior:
         if key not in self._answer_entropy:
             alone = FusionParameters(**{**params.__dict__, "weights": {PRIOR: 1.0}, "uniform_weight": 0.0})
             mixture = build_mixture([], alone, self)
-            draws = sample_mixture(mixture.centres, mixture.weights, mixture.kappa, params.samples, seed=0)
+            draws = sample_mixture(mixture, params.samples, seed=0)
             self._answer_entropy[key] = cell_entropy(draws)
         return self._answer_entropy[key]
 
@@ -128,18 +129,40 @@ class Prior:
         return mixture_log_density(xyz, self.centres, self.weights, self._density_kappa)
 
 
+def expert_kernels(points: np.ndarray, bandwidth_km: float, density_power: float,
+                   prior: Prior) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One expert's points [..., P, 4] (lat, lon, weight, radius_km) as its kernels: centres [..., P, 3],
+    weights [..., P] summing to 1 along P (0 for points without a finite positive weight, and a row
+    without any is all 0), half-mass radii km [..., P].
+
+    The one definition of an expert's component, for serving (one answer) and for fitting (every
+    photo of a split at once, padded with zero weights): weights ÷ (photo density)^density_power,
+    radii widened to √(r² + bandwidth²)."""
+    points = np.asarray(points, dtype=np.float64)
+    lat, lon, weight, radius = np.moveaxis(points, -1, 0)
+    keep = np.isfinite(weight) & (weight > 0)
+    centres = latlon_to_unit(np.where(keep, lat, 0.0), np.where(keep, lon, 0.0))
+    weights = np.where(keep, weight, 0.0)
+    if density_power and keep.any():
+        tilt = np.where(keep, -density_power * prior.photo_density(centres), -np.inf)
+        top = tilt.max(axis=-1, keepdims=True)
+        # Shifted: only the ratios matter, and exp must not overflow.
+        weights = np.where(keep, weights * np.exp(tilt - np.where(np.isfinite(top), top, 0.0)), 0.0)
+    total = weights.sum(axis=-1, keepdims=True)
+    weights = weights / np.where(total > 0, total, 1.0)
+    return centres, weights, np.sqrt(np.nan_to_num(radius) ** 2 + bandwidth_km ** 2)
+
+
 def expert_components(answer: ExpertPoints, params: FusionParameters, prior: Prior) -> tuple[np.ndarray, ...] | None:
-    """(centres, weights summing to 1, half-mass radii km) of one expert, or None if it holds no mass."""
-    keep = np.isfinite(answer.weight) & (answer.weight > 0)
-    if not keep.any():
+    """(centres, weights summing to 1, half-mass radii km) of one expert's points that carry weight, or
+    None if none does."""
+    points = np.stack([answer.lat_deg, answer.lon_deg, answer.weight, answer.radius_km], axis=-1)
+    power = params.gallery_density_power if answer.expert == "gallery" else 0.0
+    centres, weights, radius = expert_kernels(points, params.bandwidth_km[answer.expert], power, prior)
+    held = weights > 0
+    if not held.any():
         return None
-    centres = latlon_to_unit(answer.lat_deg[keep], answer.lon_deg[keep])
-    weights = answer.weight[keep].astype(np.float64)
-    if answer.expert == "gallery" and params.gallery_density_power:
-        tilt = -params.gallery_density_power * prior.photo_density(centres)
-        weights = weights * np.exp(tilt - tilt.max())  # shifted: only the ratios matter, and exp must not overflow
-    radius = np.sqrt(np.nan_to_num(answer.radius_km[keep]) ** 2 + params.bandwidth_km[answer.expert] ** 2)
-    return centres, weights / weights.sum(), radius
+    return centres[held], weights[held], radius[held]
 
 
 def build_mixture(answers: list[ExpertPoints], params: FusionParameters, prior: Prior) -> Mixture:
@@ -166,22 +189,11 @@ def build_mixture(answers: list[ExpertPoints], params: FusionParameters, prior: 
     return Mixture(np.concatenate(centres), np.concatenate(weights), kappa, radius, shares, from_experts)
 
 
-def sample_mixture(centres: np.ndarray, weights: np.ndarray, kappa: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """n draws [n, 3] from Σ w_i vMF(c_i, κ_i): components by weight, then each vMF exactly (vectorised)."""
-    rng = np.random.default_rng(seed)
-    component = rng.choice(len(weights), size=n, p=weights / weights.sum())
-    mu, k = centres[component], kappa[component]
-    r = rng.random(n)
-    one_minus_w = np.where(k > 0, -np.log1p(r * np.expm1(-2.0 * k)) / np.where(k > 0, k, 1.0), 2.0 * r)
-    one_minus_w = np.clip(one_minus_w, 0.0, 2.0)
-    sin_theta = np.sqrt(one_minus_w * (2.0 - one_minus_w))
-    phi = 2.0 * np.pi * rng.random(n)
-    axis = np.eye(3)[np.argmin(np.abs(mu), axis=1)]
-    e1 = np.cross(mu, axis)
-    e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
-    e2 = np.cross(mu, e1)
-    x = (1.0 - one_minus_w)[:, None] * mu + (sin_theta * np.cos(phi))[:, None] * e1 + (sin_theta * np.sin(phi))[:, None] * e2
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+def sample_mixture(mixture: Mixture, n: int, seed: int, components: np.ndarray | None = None) -> np.ndarray:
+    """n draws [n, 3] from the mixture (or from its `components` alone, a mask or indices), fixed by `seed`."""
+    keep = slice(None) if components is None else components
+    return vmf_mixture_sample(mixture.centres[keep], mixture.weights[keep], mixture.kappa[keep], n,
+                              np.random.default_rng(seed))
 
 
 def radius_holding(distances_km: np.ndarray, mass: float) -> float:
@@ -241,42 +253,31 @@ def fuse(answers: list[ExpertPoints], params: FusionParameters, prior: Prior, to
                        merge_km=params.min_separation_km, max_starts=256)
     modes = sorted(modes, key=lambda m: -m.mass)
     structured_share = 1.0 - mixture.expert_weights.get(UNIFORM, 0.0)
-    draws = sample_mixture(mixture.centres, mixture.weights, mixture.kappa, params.samples, seed)
+    draws = sample_mixture(mixture, params.samples, seed)
     experts = mixture.from_experts
     if experts.any():  # how concentrated what the experts said is; with no expert there is nothing to localize by
-        said = sample_mixture(mixture.centres[experts], mixture.weights[experts], mixture.kappa[experts], params.samples, seed)
+        said = sample_mixture(mixture, params.samples, seed, components=experts)
         located = localizability(cell_entropy(said), prior.answer_entropy(params))
     else:
         located = 0.0
-    hypotheses = [Hypothesis(mode.lat_deg, mode.lon_deg, mode.mass * structured_share, *radii)
-                  for mode, radii in zip(modes[:top_k], basin_radii_km(mixture, structured, modes, top_k, params.samples,
-                                                                       seed), strict=True)]
+    hypotheses = [Hypothesis(mode.lat_deg, mode.lon_deg, mode.mass * structured_share,
+                             *basin_radii_km(mixture, np.flatnonzero(structured), mode, params.samples, seed + 1 + j))
+                  for j, mode in enumerate(modes[:top_k])]
     to_best = great_circle_angle(draws, modes[0].xyz) * EARTH_RADIUS_KM
     return FusedAnswer(hypotheses, radius_holding(to_best, 0.5), radius_holding(to_best, 0.9),
                        located, mixture)
 
 
-def basin_radii_km(mixture: Mixture, structured: np.ndarray, modes: list, top_k: int, samples: int,
-                   seed: int) -> list[tuple[float, float]]:
-    """(r50, r90) of the first `top_k` modes' own basins: draws from the components each owns, around it.
+def basin_radii_km(mixture: Mixture, searched: np.ndarray, mode, samples: int, seed: int) -> tuple[float, float]:
+    """(r50, r90) of one mode's own basin: draws from the components it owns, around it.
 
-    A component belongs to the mode with the highest responsibility for it, the rule find_modes
-    gives its masses by. Nearest-mode draws would not do: a broad kernel's best guess can sit
-    among the prior's 10 km kernels, each with a mode of its own nearer to most of its draws,
-    and would be left with no draws and no radius."""
-    centres, weights, kappa = (a[structured] for a in (mixture.centres, mixture.weights, mixture.kappa))
-    mode_xyz = np.stack([m.xyz for m in modes])
-    mode_logp = np.array([m.log_density for m in modes])
-    owner = np.argmax(mode_logp + kappa[:, None] * (centres @ mode_xyz.T - 1.0), axis=1)
-    radii = []
-    for j, mode in enumerate(modes[:top_k]):
-        own = owner == j
-        if not own.any():  # no component is its most responsible mode's: its nearest kernel stands in
-            own = np.arange(len(centres)) == np.argmax(centres @ mode.xyz)
-        draws = sample_mixture(centres[own], weights[own], kappa[own], max(samples // 4, 200), seed + 1 + j)
-        distance = great_circle_angle(draws, mode.xyz) * EARTH_RADIUS_KM
-        radii.append((radius_holding(distance, 0.5), radius_holding(distance, 0.9)))
-    return radii
+    `searched` maps the indices find_modes saw (mode.members) back to the mixture's components.
+    Nearest-mode draws would not do: a broad kernel's best guess can sit among the prior's 10 km
+    kernels, each with a mode of its own nearer to most of its draws, and would be left with no
+    draws and no radius."""
+    draws = sample_mixture(mixture, max(samples // 4, 200), seed, components=searched[mode.members])
+    distance = great_circle_angle(draws, mode.xyz) * EARTH_RADIUS_KM
+    return radius_holding(distance, 0.5), radius_holding(distance, 0.9)
 
 
 def mixture_points(mixture: Mixture) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

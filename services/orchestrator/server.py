@@ -15,15 +15,16 @@ import time
 
 import grpc
 
-from geoloc.common.errors import DeadlineExceeded, InvalidArgument, NotReady, retry_delay_s
+from geoloc.common.errors import DeadlineExceeded, InvalidArgument, NotReady, defaulted_in_range, retry_delay_s
 from geoloc.common.logs import current_request_id
 from geoloc.common.server import ServiceSpec, run_service, servicer_spec
 from geoloc.orchestrator.config import OrchestratorSettings
 from geoloc.orchestrator.exif import exif_gps, exif_message
-from geoloc.orchestrator.experts import EXPERT_ENUMS, EXPERT_NAMES, ExpertClients, ExpertResult
+from geoloc.api import EXPERT_ENUMS, EXPERT_NAMES
+from geoloc.orchestrator.experts import ExpertClients, ExpertResult
 from geoloc.orchestrator.fusion import FusedAnswer, Hypothesis, fuse, mixture_points
 from geoloc.orchestrator.parameters import FittedFusion, load_fusion
-from geoloc.orchestrator.places import PlaceNamer, place_message
+from geoloc.places import PlaceNamer, place_message
 from geoloc.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
 
 MAX_TOP_K = 20
@@ -33,9 +34,7 @@ EXIF_RADIUS_KM = (0.01, 0.03)  # r50, r90 of a consumer GPS fix, about 10 m and 
 
 def validated_options(options: orchestrator_pb2.LocateOptions) -> tuple[int, list[str] | None]:
     """(top_k, the experts asked for or None for all); raises InvalidArgument naming the bad field."""
-    top_k = options.top_k or DEFAULT_TOP_K
-    if not 1 <= top_k <= MAX_TOP_K:
-        raise InvalidArgument("options.top_k", f"must be in [1, {MAX_TOP_K}] (0 for {DEFAULT_TOP_K}), got {options.top_k}")
+    top_k = defaulted_in_range("options.top_k", options.top_k, DEFAULT_TOP_K, 1, MAX_TOP_K)
     chosen = []
     for i, expert in enumerate(options.experts):
         if expert not in EXPERT_NAMES:

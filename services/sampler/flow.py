@@ -23,7 +23,7 @@ SCHEDULE_LOW, SCHEDULE_HIGH = -7.0, 3.0  # κ(t) = (σ(3) − σ(−7 + 10 t)) /
 def schedule(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The fraction of the way from noise to data at time t, and its derivative.
 
-    DESIGN.md's κ(t) = (σ(3) − σ(−7 + 10t)) / (σ(3) − σ(−7)) runs from 1 at t=0 to 0 at t=1,
+    docs/design.md §3.2's κ(t) = (σ(3) − σ(−7 + 10t)) / (σ(3) − σ(−7)) runs from 1 at t=0 to 0 at t=1,
     with t as noise level; here time runs from noise (0) to data (1), so the fraction is 1 − κ.
     """
     low, high = torch.sigmoid(torch.tensor(SCHEDULE_LOW)), torch.sigmoid(torch.tensor(SCHEDULE_HIGH))

@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geoloc.common.geodesy import latlon_to_unit
-from geoloc.common.training import half_precision_weights
+from geoloc.common.sphere import latlon_to_unit
+from geoloc.common.checkpoints import half_precision_weights
+from geoloc.common.paths import MODELS_DIR
 from geoloc.sampler import flow, sh_diffusion
 from geoloc.sampler.spherical_harmonics import SphericalGrid
 
 METHODS = ("flow", "sh")
-SHIPPED_SAMPLERS = Path(__file__).resolve().parents[2] / "models" / "sampler"
+SHIPPED_SAMPLERS = MODELS_DIR / "sampler"
 
 
 def build_network(method: str, config: dict) -> torch.nn.Module:

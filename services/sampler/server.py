@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from geoloc.common.embeddings import validated_embedding
-from geoloc.common.geodesy import unit_to_latlon
-from geoloc.common.errors import FailedPrecondition, InvalidArgument, NotReady
+from geoloc.common.sphere import unit_to_latlon
+from geoloc.common.errors import FailedPrecondition, InvalidArgument, NotReady, defaulted_in_range
 from geoloc.common.server import ServiceSpec, run_service, servicer_spec
 from geoloc.sampler.config import SamplerSettings
 from geoloc.sampler.density import summarize_samples
@@ -67,12 +67,8 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
         if name not in self._samplers:
             raise FailedPrecondition(f"method: {name!r} is not served by this sampler (no checkpoint configured)")
         sampler = self._samplers[name]
-        n_samples = request.n_samples or s.default_samples
-        if not 2 <= n_samples <= s.max_samples:
-            raise InvalidArgument("n_samples", f"must be in [2, {s.max_samples}] (0 for {s.default_samples}), got {n_samples}")
-        steps = request.steps or s.default_steps
-        if not 1 <= steps <= s.max_steps:
-            raise InvalidArgument("steps", f"must be in [1, {s.max_steps}] (0 for {s.default_steps}), got {steps}")
+        n_samples = defaulted_in_range("n_samples", request.n_samples, s.default_samples, 2, s.max_samples)
+        steps = defaulted_in_range("steps", request.steps, s.default_steps, 1, s.max_steps)
         if n_samples * steps > s.max_sample_steps:
             raise InvalidArgument("n_samples", f"x steps is {n_samples * steps}; at most {s.max_sample_steps} per request")
         guidance = request.guidance if request.HasField("guidance") else sampler.default_guidance

@@ -15,12 +15,12 @@ import sys
 from pathlib import Path
 
 from geoloc.common.arguments import port_number, positive_seconds
+from geoloc.common.paths import RUN_DIR
 from geoloc.suite import COMPONENTS
 
 EXIT_FAILED = 1
 EXIT_NOT_ALL_SERVING = 3
-# The checkout's .run/ (services/suite/cli.py -> the repository root).
-DEFAULT_RUN_DIR = Path(__file__).resolve().parents[2] / ".run"
+DEFAULT_RUN_DIR = RUN_DIR
 
 _UP_EPILOG = """\
 Default ports on 127.0.0.1: orchestrator 50051, embedding 50052, gallery 50053, sampler 50054,

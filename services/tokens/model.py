@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geoloc.common.training import half_precision_weights
+from geoloc.common.checkpoints import half_precision_weights
+from geoloc.common.paths import MODELS_DIR
 from geoloc.tokens.decoder import TokenDecoder, TokenDecoderConfig
 
-SHIPPED_TOKENS = Path(__file__).resolve().parents[2] / "models" / "tokens"
+SHIPPED_TOKENS = MODELS_DIR / "tokens"
 
 
 @dataclass

@@ -1,18 +1,17 @@
-"""Retrieved places as the decoder's neighbour input, and where they come from in training.
+"""Retrieved places as the decoder's neighbour input.
 
 At serving time the orchestrator passes the gallery expert's top points with a Decode request; in
-training the same points come from the shipped gallery head and index, queried with each photo's
-feature, so the decoder learns from neighbours as good (and as wrong) as it will be given.
+training the same points come from the same gallery retrieval (geoloc.training.expert_outputs), so
+the decoder learns from neighbours as good (and as wrong) as it will be given.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
-from geoloc.common.geodesy import cell_id_to_tokens, latlon_to_cell_id
+from geoloc.common.s2cells import latlon_to_cell_id
+from geoloc.tokens.geotokens import cell_id_to_tokens
 from geoloc.tokens.decoder import TOKEN_COUNT, Neighbours
 
 
@@ -35,25 +34,3 @@ def neighbour_sets(lat_deg: np.ndarray, lon_deg: np.ndarray, weights: np.ndarray
         tokens[row, :len(kept)] = [cell_id_to_tokens(int(c)) for c in cells]
         shares[row, :len(kept)] = weights[row, kept] / weights[row, kept].sum()
     return Neighbours(torch.from_numpy(tokens), torch.from_numpy(shares))
-
-
-SHIPPED_GALLERY_HEAD = "efficientnet_lite2_head.pt"
-
-
-def gallery_neighbours(features: np.ndarray, count: int, head_path: Path | None = None,
-                       gallery_dir: Path | None = None) -> Neighbours:
-    """The gallery expert's `count` most probable points for each feature row [n, d], as neighbours.
-
-    Defaults: the shipped gallery head and the default 100K gallery, built first if missing."""
-    from geoloc.gallery.build import DEFAULT_GALLERY_DIR, build_gallery, default_gallery_csv
-    from geoloc.gallery.heads import SHIPPED_HEADS, load_head
-    from geoloc.gallery.index import GalleryIndex
-
-    gallery_dir = gallery_dir or DEFAULT_GALLERY_DIR
-    if not (gallery_dir / "manifest.json").exists():
-        build_gallery(default_gallery_csv(), gallery_dir, progress=False)
-    head = load_head(head_path or SHIPPED_HEADS / SHIPPED_GALLERY_HEAD)
-    gallery = GalleryIndex.load(gallery_dir)
-    probabilities, ids = gallery.softmax_top_k(head.queries(features), count, head.logit_scale)
-    places = gallery.coordinates[ids]  # [n, count, 2]
-    return neighbour_sets(places[..., 0], places[..., 1], probabilities, count)

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from geoloc.common.embeddings import validated_embedding
-from geoloc.common.errors import InvalidArgument, NotReady
-from geoloc.common.geodesy import cell_id_to_s2_token
+from geoloc.common.errors import InvalidArgument, NotReady, defaulted_in_range
+from geoloc.common.s2cells import cell_id_to_s2_token
 from geoloc.common.server import ServiceSpec, run_service, servicer_spec
 from geoloc.tokens.cells import DecodedCell, Strategy, decode_photo
 from geoloc.tokens.config import TokensSettings
@@ -82,19 +82,12 @@ class TokensServicer(tokens_pb2_grpc.TokensServiceServicer):
             strategy = STRATEGY_NAMES[request.strategy]
         else:
             raise InvalidArgument("strategy", f"{request.strategy} is not a DecodeStrategy")
-        beam_width = request.beam_width or s.default_beam_width
-        if not 1 <= beam_width <= s.max_beam_width:
-            raise InvalidArgument("beam_width",
-                                  f"must be in [1, {s.max_beam_width}] (0 for {s.default_beam_width}), got {beam_width}")
-        n_samples = request.n_samples or s.default_samples
-        if not 1 <= n_samples <= s.max_samples:
-            raise InvalidArgument("n_samples", f"must be in [1, {s.max_samples}] (0 for {s.default_samples}), got {n_samples}")
+        beam_width = defaulted_in_range("beam_width", request.beam_width, s.default_beam_width, 1, s.max_beam_width)
+        n_samples = defaulted_in_range("n_samples", request.n_samples, s.default_samples, 1, s.max_samples)
         temperature = request.temperature if request.HasField("temperature") else s.default_temperature
         if not (math.isfinite(temperature) and MIN_TEMPERATURE <= temperature <= s.max_temperature):
             raise InvalidArgument("temperature", f"must be in [{MIN_TEMPERATURE:g}, {s.max_temperature:g}], got {temperature}")
-        level = request.max_level or MAX_LEVEL
-        if not 1 <= level <= MAX_LEVEL:
-            raise InvalidArgument("max_level", f"must be in [1, {MAX_LEVEL}] (0 for {MAX_LEVEL}), got {request.max_level}")
+        level = defaulted_in_range("max_level", request.max_level, MAX_LEVEL, 1, MAX_LEVEL)
         return {"strategy": strategy, "beam_width": beam_width, "n_samples": n_samples, "temperature": temperature,
                 "level": level}
 

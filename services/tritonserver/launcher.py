@@ -5,7 +5,7 @@
     # stopped: SIGTERM, in-flight requests finish, models unload
 
 The wheel's binary needs a backend directory holding the Python backend next to the stub
-built for this interpreter, and three environment fixes (DESIGN.md §4): the wheel's bundled
+built for this interpreter, and three environment fixes (docs/design.md §4): the wheel's bundled
 libraries and this interpreter's own libpython on LD_LIBRARY_PATH, and this environment's
 `bin` first on PATH, because the stub runs whichever `python3` it finds there and a foreign
 numpy makes every output come back empty. Production runs NVIDIA's Triton container instead,

@@ -13,8 +13,7 @@ from types import ModuleType
 
 from google.protobuf import json_format, text_format
 
-REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL_REPOSITORY = REPOSITORY_ROOT / "model_repository"
+from geoloc.common.paths import MODEL_REPOSITORY as DEFAULT_MODEL_REPOSITORY
 
 
 def read_model_config(model: str, repository: Path = DEFAULT_MODEL_REPOSITORY, config_name: str | None = None) -> dict:

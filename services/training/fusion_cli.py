@@ -10,16 +10,14 @@ and with none (the prior). Because the fit and the check use the same photos, it
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 import time
-from pathlib import Path
+
+from geoloc.training.arguments import add_data_arguments
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("fusion", help="fit the orchestrator's fusion on val", description=__doc__)
-    parser.add_argument("--data", type=Path, metavar="DIR", help="data root holding im2gps3k/ (default: ../shared/data)")
-    parser.add_argument("--out", type=Path, metavar="PATH.json", help="(default: models/fusion/fusion.json in the checkout)")
+    add_data_arguments(parser, "models/fusion/fusion.json")
     parser.set_defaults(func=run)
     return parser
 
@@ -27,18 +25,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from geoloc.embedding.features import default_cache_dir, split_features
-    from geoloc.evaluation.dataset import default_data_root, load_split
+    from geoloc.training.features import default_cache_dir, split_features
+    from geoloc.evaluation.dataset import im2gps3k_split
     from geoloc.gallery.build import default_gallery_csv, read_gps_csv
     from geoloc.orchestrator.config import SHIPPED_FUSION
-    from geoloc.orchestrator.fit import calibrate, calibration, fit_fusion
-    from geoloc.orchestrator.fusion import EXPERTS
+    from geoloc.training.fusion import calibrate, calibration, fit_fusion
+    from geoloc.training.manifest import command_line
+    from geoloc.api import EXPERTS
     from geoloc.orchestrator.parameters import save_fusion
-    from geoloc.orchestrator.val_outputs import ExpertRequests, cached_expert_outputs, models_fingerprint
+    from geoloc.training.expert_outputs import ExpertRequests, cached_expert_outputs, models_fingerprint
 
     started = time.monotonic()
     out = args.out or SHIPPED_FUSION
-    val = load_split((args.data or default_data_root()) / "im2gps3k" / "val")
+    val = im2gps3k_split("val", args.data)
     truth = np.array([(i.lat, i.lon) for i in val.images])
     requests = ExpertRequests()
     print(f"every expert's answer for the {len(val)} val photos ({requests})")
@@ -80,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         "data": {"val": f"{val.root} ({len(val)} photos)",
                  "prior": f"{len(prior.lat_deg)} points sampled (seed 0) from the GPS gallery {default_gallery_csv().name}"},
         "experts": {"requests": requests.__dict__, "models_fingerprint": models_fingerprint()},
-        "command": shlex.join(["geoloc", "train", "fusion", *(sys.argv[3:] if sys.argv[1:3] == ["train", "fusion"] else [])]),
+        "command": command_line("fusion"),
         "val_mean_log_likelihood": fit.mean_log_likelihood,
         "likelihood_fit": fit.parameters.to_dict(),
         "calibration_search": [{"uniform_weight": w, **c.to_dict()} for w, c in floors],

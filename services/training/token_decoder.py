@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from geoloc.common.geodesy import cell_id_to_latlon, cell_id_to_tokens, haversine_km, latlon_to_cell_id, tokens_to_cell_id
-from geoloc.common.training import train_keeping_best
+from geoloc.common.sphere import haversine_km
+from geoloc.common.s2cells import cell_id_to_latlon, latlon_to_cell_id
+from geoloc.tokens.geotokens import cell_id_to_tokens, tokens_to_cell_id
+from geoloc.training.loop import train_keeping_best
 from geoloc.evaluation.metrics import Metrics, summarize
 from geoloc.tokens.decoder import Neighbours, TokenDecoder, TokenDecoderConfig, token_loss
 from geoloc.tokens.cells import Strategy, decode_photo

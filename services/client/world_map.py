@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from geoloc.common.geodesy import EARTH_RADIUS_KM, vmf_kappa_for_radius_km
+from geoloc.common.sphere import EARTH_RADIUS_KM, HEMISPHERE_RADIUS_KM, vmf_kappa_for_radius_km, vmf_log_normaliser
 from geoloc.v1 import orchestrator_pb2
 
 # A dark map, so that brighter always means denser: every heat colour is lighter than land and
@@ -56,7 +56,6 @@ GRID_WIDTH = 720  # density cells across (0.5°); the grid is half as high
 DECADES = 4.0  # the overlay shows densities down to 10^-DECADES of the map's highest
 _CUTOFF_BELOW_FLOOR = 1e-3  # a kernel is dropped where it is below this share of the lowest shown level
 _CHUNK_ELEMENTS = 2_000_000  # bound on kernel x window cells evaluated at once
-_MAX_RADIUS_KM = 0.5 * math.pi * EARTH_RADIUS_KM  # as fusion: wider kernels are near uniform anyway
 # The heat colour map: (position in [0, 1], r, g, b, alpha), luminance rising with density.
 # The lowest levels fade in from transparent, so the map's floor has no hard edge.
 _HEAT_STOPS = np.array([
@@ -119,9 +118,9 @@ def density_grid(lat_deg: np.ndarray, lon_deg: np.ndarray, weight: np.ndarray, r
     keep = np.isfinite(weight) & (weight > 0)
     lat, lon, w = np.radians(lat_deg[keep]), np.radians(lon_deg[keep]), weight[keep] / weight[keep].sum()
     cell_km = math.radians(step) * EARTH_RADIUS_KM
-    radius = np.clip(np.nan_to_num(radius_km[keep], nan=cell_km), cell_km, _MAX_RADIUS_KM)
+    radius = np.clip(np.nan_to_num(radius_km[keep], nan=cell_km), cell_km, HEMISPHERE_RADIUS_KM)  # wider: near uniform
     kappa = vmf_kappa_for_radius_km(radius, 0.5)
-    log_peak = np.log(w) + np.log(kappa) - math.log(2 * math.pi) - np.log(-np.expm1(-2 * kappa))
+    log_peak = np.log(w) + vmf_log_normaliser(kappa)
     # Each kernel's angular reach: where its term falls to the cutoff, κ(1 - cos θ) = log(peak / cutoff).
     log_cutoff = log_peak.max() - DECADES * math.log(10) + math.log(_CUTOFF_BELOW_FLOOR)
     reach = (log_peak - log_cutoff) / kappa
@@ -190,7 +189,7 @@ def _heat_lut() -> np.ndarray:
 @functools.lru_cache(maxsize=1)
 def _country_rings() -> list[np.ndarray]:
     """Every ring of every country polygon as an (n, 2) lon/lat array; read once per process."""
-    from geoloc.orchestrator.places import country_shapes
+    from geoloc.places import country_shapes
 
     rings = []
     for shape in country_shapes():

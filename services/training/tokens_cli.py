@@ -12,13 +12,10 @@ val figures next to the prior baseline's. `--features` trains on a larger featur
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
-import sys
 import time
 from dataclasses import asdict
 
-from geoloc.train_cli import add_training_arguments, training_data
+from geoloc.training.arguments import add_training_arguments, training_data
 
 NEIGHBOURS = 15  # GeoToken's count of retrieved neighbours
 # Small enough that the whole command stays under 20 minutes on 2 CPU cores.
@@ -41,8 +38,9 @@ def run(args: argparse.Namespace) -> int:
     from geoloc.evaluation.harness import evaluate
     from geoloc.evaluation.prior import PriorPredictions
     from geoloc.tokens.model import SHIPPED_TOKENS, TokenModel, load_token_model, save_token_model
-    from geoloc.tokens.neighbours import gallery_neighbours
-    from geoloc.tokens.train import TokenTrainConfig, strategy_metrics, train_decoder
+    from geoloc.training.expert_outputs import gallery_neighbours
+    from geoloc.training.manifest import model_manifest, write_manifest
+    from geoloc.training.token_decoder import TokenTrainConfig, strategy_metrics, train_decoder
 
     started = time.monotonic()
     out = args.out or SHIPPED_TOKENS / "decoder.pt"
@@ -78,26 +76,19 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {label}: GeoScore {by_strategy[label].geoscore:.1f}, median {by_strategy[label].median_km:.0f} km")
     prior = evaluate(data.val, PriorPredictions(data.train), progress=False)
     headline = next(iter(by_strategy))  # greedy (with neighbours, when the decoder has them): the selection rule
-    manifest = {
-        "file": out.name,
-        "sha256": sha,
-        "backbone": "efficientnet-lite2 (model_repository/efficientnet_lite2, 1280-d pooled feature)",
-        "neighbours": {"count": shipped.neighbour_slots,
-                       "source": "the shipped gallery head (models/gallery) on the default GeoCLIP 100K gallery, top points"},
-        "data": {"train": data.train_source, "val": f"{data.val.root} ({len(data.val)} photos)"},
-        "command": shlex.join(["geoloc", "train", "tokens", *(sys.argv[3:] if sys.argv[1:3] == ["train", "tokens"] else [])]),
-        "chosen": {**asdict(best.config), "best_step": best.best_step},
-        "val_protocol": f"the most probable cell's centre as the one guess per photo, seed {args.seed}",
-        "val_top1": by_strategy[headline].to_dict(),
-        "val_by_strategy": {label: m.to_dict() for label, m in by_strategy.items()},
-        "val_prior_baseline": prior.metrics.to_dict(),
-        "compared_on_val": [{**asdict(r.config), "best_step": r.best_step, "val_greedy_geoscore": r.val.geoscore,
-                             "history": r.history, "seconds": round(r.seconds, 1)} for r in runs],
-        "note": "demo-grade: 1542 training photos; EfficientNet ImageNet features cap accuracy near the prior (DESIGN.md §5)",
-        "train_seconds": round(time.monotonic() - started, 1),
-    }
-    manifest_path = out.with_suffix(".json")
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    manifest = model_manifest(
+        "tokens", out, sha, {"train": data.train_source, "val": f"{data.val.root} ({len(data.val)} photos)"}, started,
+        neighbours={"count": shipped.neighbour_slots,
+                    "source": "the shipped gallery head (models/gallery) on the default GeoCLIP 100K gallery, top points"},
+        chosen={**asdict(best.config), "best_step": best.best_step},
+        val_protocol=f"the most probable cell's centre as the one guess per photo, seed {args.seed}",
+        val_top1=by_strategy[headline].to_dict(),
+        val_by_strategy={label: m.to_dict() for label, m in by_strategy.items()},
+        val_prior_baseline=prior.metrics.to_dict(),
+        compared_on_val=[{**asdict(r.config), "best_step": r.best_step, "val_greedy_geoscore": r.val.geoscore,
+                          "history": r.history, "seconds": round(r.seconds, 1)} for r in runs],
+    )
+    manifest_path = write_manifest(out, manifest)
     print(f"token decoder written to {out} (sha256 {sha[:12]}), manifest {manifest_path}; "
           f"{manifest['train_seconds']:.0f} s in all")
     return 0

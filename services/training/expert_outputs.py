@@ -1,30 +1,42 @@
 """Every expert's answer for every photo of a split, computed in-process as the services compute them.
 
-Fitting the fusion needs each expert's weighted points on the 360 val photos; asking the live
-services would give the same points (the services call these same functions) but needs the
-suite running. The answers are cached per split and per model version under the cache dir.
+Fitting the fusion needs each expert's weighted points on the 360 val photos, and training the
+token decoder needs the gallery's points as neighbours; asking the live services would give the
+same points (the services call these same functions) but needs the suite running. The answers
+are cached per split and per model version under the cache dir.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from geoloc.orchestrator.config import OrchestratorSettings
 from geoloc.orchestrator.fusion import ExpertPoints
+from geoloc.tokens.decoder import Neighbours
+
+
+def _orchestrator_default(name: str):
+    return OrchestratorSettings.model_fields[name].default
 
 
 @dataclass(frozen=True)
 class ExpertRequests:
-    """What the orchestrator asks of each expert (its settings' defaults)."""
+    """What the orchestrator asks of each expert: by default, its settings' defaults."""
 
-    gallery_k: int = 32
-    sampler_samples: int = 128
-    sampler_steps: int = 16
-    tokens_beam_width: int = 5
+    gallery_k: int = _orchestrator_default("gallery_k")
+    sampler_samples: int = _orchestrator_default("sampler_samples")
+    sampler_steps: int = _orchestrator_default("sampler_steps")
+    tokens_beam_width: int = _orchestrator_default("tokens_beam_width")
+
+    @classmethod
+    def of(cls, settings: OrchestratorSettings) -> ExpertRequests:
+        """What an orchestrator with these settings asks."""
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
 
 
 def _padded(rows: list[tuple[np.ndarray, ...]], width: int) -> np.ndarray:
@@ -38,18 +50,15 @@ def _padded(rows: list[tuple[np.ndarray, ...]], width: int) -> np.ndarray:
 
 def compute_expert_outputs(features: np.ndarray, requests: ExpertRequests, seed: int = 0) -> dict[str, np.ndarray]:
     """{expert: [n, points, 4] (lat, lon, weight, radius_km)} for backbone features [n, d]."""
-    from geoloc.common.geodesy import unit_to_latlon
-    from geoloc.gallery.build import DEFAULT_GALLERY_DIR
-    from geoloc.gallery.heads import SHIPPED_HEADS, load_head
-    from geoloc.gallery.index import GalleryIndex
+    from geoloc.common.sphere import unit_to_latlon
+    from geoloc.gallery.retrieval import GalleryRetrieval
     from geoloc.sampler.model import SHIPPED_SAMPLERS, load_sampler
     from geoloc.tokens.cells import decode_photo
     from geoloc.tokens.model import SHIPPED_TOKENS, load_token_model
 
-    head, gallery = load_head(SHIPPED_HEADS / "efficientnet_lite2_head.pt"), GalleryIndex.load(DEFAULT_GALLERY_DIR)
-    probabilities, ids = gallery.softmax_top_k(head.queries(features), requests.gallery_k, head.logit_scale)
-    places = gallery.coordinates[ids]
-    outputs = {"gallery": np.stack([places[..., 0], places[..., 1], probabilities, np.zeros_like(probabilities)], axis=-1)}
+    places = GalleryRetrieval.load().top_places(features, requests.gallery_k)
+    outputs = {"gallery": np.stack([places.lat_deg, places.lon_deg, places.probability,
+                                    np.zeros_like(places.probability)], axis=-1)}
     n = requests.sampler_samples
     for method in ("flow", "sh"):
         sampler = load_sampler(SHIPPED_SAMPLERS / f"{method}.pt")
@@ -72,12 +81,12 @@ def compute_expert_outputs(features: np.ndarray, requests: ExpertRequests, seed:
 
 def models_fingerprint() -> str:
     """A short hash of the shipped expert checkpoints: cached outputs are only reused for the same models."""
-    from geoloc.gallery.heads import SHIPPED_HEADS
+    from geoloc.gallery.heads import SHIPPED_HEAD
     from geoloc.sampler.model import SHIPPED_SAMPLERS
     from geoloc.tokens.model import SHIPPED_TOKENS
 
     digest = hashlib.sha256()
-    for path in (SHIPPED_HEADS / "efficientnet_lite2_head.pt", SHIPPED_SAMPLERS / "flow.pt", SHIPPED_SAMPLERS / "sh.pt",
+    for path in (SHIPPED_HEAD, SHIPPED_SAMPLERS / "flow.pt", SHIPPED_SAMPLERS / "sh.pt",
                  SHIPPED_TOKENS / "decoder.pt"):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
@@ -99,3 +108,18 @@ def photo_answers(outputs: dict[str, np.ndarray], row: int, experts=None) -> lis
     """The experts' answers for one photo, as the orchestrator would hold them."""
     chosen = outputs if experts is None else {e: outputs[e] for e in experts}
     return [ExpertPoints(e, a[row, :, 0], a[row, :, 1], a[row, :, 2], a[row, :, 3]) for e, a in chosen.items()]
+
+
+def gallery_neighbours(features: np.ndarray, count: int, head_path: Path | None = None,
+                       gallery_dir: Path | None = None) -> Neighbours:
+    """The gallery expert's `count` most probable points for each feature row [n, d], as the token
+    decoder's neighbours. Defaults: the shipped gallery head and the default 100K gallery, built first
+    if missing."""
+    from geoloc.gallery.build import DEFAULT_GALLERY_DIR
+    from geoloc.gallery.heads import SHIPPED_HEAD
+    from geoloc.gallery.retrieval import GalleryRetrieval
+    from geoloc.tokens.neighbours import neighbour_sets
+
+    retrieval = GalleryRetrieval.load(head_path or SHIPPED_HEAD, gallery_dir or DEFAULT_GALLERY_DIR)
+    places = retrieval.top_places(features, count)
+    return neighbour_sets(places.lat_deg, places.lon_deg, places.probability, count)

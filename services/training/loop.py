@@ -50,14 +50,3 @@ def train_keeping_best(network: torch.nn.Module, batch_loss: Callable[[], torch.
     network.load_state_dict(best[2])
     network.eval()
     return BestStep(best[1], best[3], history)
-
-
-def half_precision_weights(network: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict with the learnt weights in half precision (half the file) and buffers as they are.
-
-    Buffers such as the time frequencies (up to 2^15·π) do not fit in half precision, and cost
-    nothing to keep exact.
-    """
-    learnt = {name for name, _ in network.named_parameters()}
-    return {name: value.detach().cpu().half() if name in learnt else value.detach().cpu()
-            for name, value in network.state_dict().items()}

@@ -13,29 +13,27 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geoloc.common.geodesy import haversine_km, latlon_to_unit, vmf_log_density
+from geoloc.common.sphere import haversine_km, latlon_to_unit, vmf_log_density
 from geoloc.evaluation.metrics import Metrics, summarize
-from geoloc.orchestrator.fusion import PRIOR, FusionParameters, Prior, fuse, kappa_for_half_mass_km
-from geoloc.orchestrator.val_outputs import photo_answers
+from geoloc.orchestrator.fusion import PRIOR, FusionParameters, Prior, expert_kernels, fuse, kappa_for_half_mass_km
+from geoloc.training.expert_outputs import photo_answers
 
 BANDWIDTHS_KM = (10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0)
 DENSITY_POWERS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def expert_log_likelihood(points: np.ndarray, truth_xyz: np.ndarray, bandwidth_km: float, prior: Prior | None = None,
+def expert_log_likelihood(points: np.ndarray, truth_xyz: np.ndarray, bandwidth_km: float, prior: Prior,
                           density_power: float = 0.0) -> np.ndarray:
-    """log p_e(true place) [n] under one expert's kernels; points [n, P, 4] (lat, lon, weight, radius_km)."""
-    centres = latlon_to_unit(points[..., 0], points[..., 1])
-    weights = points[..., 2].astype(np.float64)
-    if density_power and prior is not None:
-        density = prior.photo_density(centres.reshape(-1, 3)).reshape(weights.shape)
-        weights = weights * np.exp(-density_power * density)
-    weights = weights / weights.sum(axis=1, keepdims=True)
-    kappa = kappa_for_half_mass_km(np.sqrt(points[..., 3] ** 2 + bandwidth_km ** 2))
-    with np.errstate(divide="ignore"):
-        terms = np.log(weights) + vmf_log_density(truth_xyz[:, None, :], centres, kappa)
+    """log p_e(true place) [n] under one expert's kernels, exactly as the orchestrator builds them
+    (fusion.expert_kernels); points [n, P, 4] (lat, lon, weight, radius_km). A photo the expert gave
+    no weighted point for scores −inf."""
+    centres, weights, radius = expert_kernels(points, bandwidth_km, density_power, prior)
+    with np.errstate(divide="ignore"):  # zero weights (padding, dropped points) contribute log 0 = −inf
+        terms = np.log(weights) + vmf_log_density(truth_xyz[:, None, :], centres, kappa_for_half_mass_km(radius))
     top = terms.max(axis=1, keepdims=True)
-    return top[:, 0] + np.log(np.exp(terms - top).sum(axis=1))
+    top = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        return top[:, 0] + np.log(np.exp(terms - top).sum(axis=1))
 
 
 def mixing_weights(log_likelihoods: np.ndarray, iterations: int = 500) -> np.ndarray:

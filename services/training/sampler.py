@@ -3,7 +3,7 @@
 One loop serves both methods: minibatches of (feature, place) pairs, the method's own loss
 (flow matching or coefficient denoising, both with 10 % condition dropout), AdamW with a
 cosine decay. Every `eval_every` steps the model draws samples for every val photo, takes the
-top mode of each photo's samples as its one guess (DESIGN.md's protocol), and the step with the
+top mode of each photo's samples as its one guess (docs/design.md §3.6's protocol), and the step with the
 best val GeoScore is kept. The guidance is then chosen on val among a few values. Nothing here
 assumes a CPU or a small set: pass device="cuda" and any number of features.
 """
@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from geoloc.common.geodesy import haversine_km, latlon_to_unit
-from geoloc.common.training import half_precision_weights, train_keeping_best
+from geoloc.common.sphere import haversine_km, latlon_to_unit
+from geoloc.common.checkpoints import half_precision_weights
+from geoloc.training.loop import train_keeping_best
 from geoloc.evaluation.metrics import Metrics, summarize
 from geoloc.sampler import flow, sh_diffusion
 from geoloc.sampler.density import summarize_samples

@@ -7,7 +7,7 @@ their probabilities, the photo's EXIF GPS when it has one, each expert's status 
 one line of timings. `--json` prints instead one JSON object per line and photo: the response in
 the proto3 JSON mapping (google.protobuf.json_format.MessageToDict: the API's field names in
 lowerCamelCase, e.g. bestGuess, enums by name) preceded by "photo" (and "map" when drawn).
-`--map out.png` draws each answer's world map (geoloc.orchestrator.world_map): with one photo at
+`--map out.png` draws each answer's world map (geoloc.client.world_map): with one photo at
 out.png, with several at out-1.png, out-2.png, ... numbered in the order the photos were given.
 
 Exit status: 0 when every photo was located; 2 for a usage mistake (a photo that is not there is
@@ -55,7 +55,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _experts(text: str) -> list[int]:
-    from geoloc.orchestrator.experts import EXPERT_ENUMS
+    from geoloc.api import EXPERT_ENUMS
 
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in EXPERT_ENUMS]
@@ -128,7 +128,7 @@ async def _locate_all(args: argparse.Namespace, photos: list[tuple[Path, bytes]]
                 continue
             round_trip_ms = 1000 * (time.perf_counter() - started)
             if map_path is not None:
-                from geoloc.orchestrator.world_map import draw_map
+                from geoloc.client.world_map import draw_map
 
                 draw_map(response, map_path, title=path.name)
             answer = _as_json(path, response, map_path) if args.json else format_answer(path.name, response, round_trip_ms,
@@ -148,7 +148,7 @@ def _as_json(path: Path, response, map_path: Path | None) -> str:
 
 def format_answer(name: str, response, round_trip_ms: float | None = None, map_path: Path | None = None) -> str:
     """The human report of one LocateResponse (several lines, no trailing newline)."""
-    from geoloc.orchestrator.experts import EXPERT_NAMES
+    from geoloc.api import EXPERT_NAMES
     from geoloc.v1 import orchestrator_pb2
 
     best = response.best_guess

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -24,19 +23,15 @@ from geoloc.embedding.config import EmbeddingSettings
 from geoloc.embedding.photos import PhotoLimits
 from geoloc.embedding.preprocessing import CropSpec, model_input_from_photo
 from geoloc.evaluation.dataset import Split
+from geoloc.common.paths import cache_dir as default_cache_dir
 from geoloc.tritonserver.repository import (
     DEFAULT_MODEL_REPOSITORY,
-    REPOSITORY_ROOT,
     load_backbone_module,
     model_parameters,
     read_model_config,
 )
 
 BATCH = 16
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("GEOLOC_CACHE_DIR", REPOSITORY_ROOT / ".cache"))
 
 
 def split_features(split: Split, model: str = "efficientnet_lite2", cache_dir: Path | None = None,

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from geoloc.common.geodesy import haversine_km
+from geoloc.common.sphere import haversine_km
 from geoloc.evaluation.metrics import Metrics, summarize
 from geoloc.gallery.build import embed_locations
 from geoloc.gallery.heads import ImageMLP

@@ -1,4 +1,4 @@
-"""Geodesy on the sphere: distances, unit vectors, vMF kernels, modes and S2 cells.
+"""Maths on the sphere: distances, unit vectors, vMF kernels, their mixtures and modes.
 
 Conventions used across the project:
 
@@ -11,20 +11,20 @@ Conventions used across the project:
   f(x) = κ / (2π(1 − e^{−2κ})) · e^{κ(μ·x − 1)}; κ = 0 is the uniform density 1/(4π).
 * A weighted point's ``radius_km`` is the great-circle radius of the cap holding HALF
   of its kernel's mass; vmf_kappa_for_radius_km and vmf_radius_km convert between the two.
-* S2 cell ids are the real S2 ids (uint64), bit-compatible with the reference library.
+
+S2 cells are in geoloc.common.s2cells.
 """
 
 from __future__ import annotations
 
-import operator
-import re
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 EARTH_RADIUS_KM = 6371.0
+HEMISPHERE_RADIUS_KM = 0.5 * np.pi * EARTH_RADIUS_KM  # the great-circle radius of half the sphere
 
 
 # --- Distances and unit vectors ----------------------------------------------
@@ -127,8 +127,8 @@ def _check_kappa(kappa: ArrayLike) -> np.ndarray:
     return k
 
 
-def _vmf_log_norm(k: np.ndarray) -> np.ndarray:
-    """log C(κ), C(κ) = κ / (2π(1 − e^{−2κ})) per steradian; κ already checked."""
+def vmf_log_normaliser(k: np.ndarray) -> np.ndarray:
+    """log C(κ), C(κ) = κ / (2π(1 − e^{−2κ})) per steradian: the log density at the mean; κ >= 0."""
     small = k < _SMALL_KAPPA
     safe = np.where(small, 1.0, k)
     direct = np.log(safe) - np.log(-np.expm1(-2.0 * safe)) - np.log(2.0 * np.pi)
@@ -142,7 +142,7 @@ def vmf_log_density(x: ArrayLike, mu: ArrayLike, kappa: ArrayLike) -> np.ndarray
     x, mu, k = _normalise(_f64(x)), _normalise(_f64(mu)), _check_kappa(kappa)
     # 1 − μ·x from the chord: no cancellation when x ≈ μ, which matters once κ ~ 1e10.
     one_minus_cos = 0.5 * np.sum((x - mu) ** 2, axis=-1)
-    return _vmf_log_norm(k) - k * one_minus_cos
+    return vmf_log_normaliser(k) - k * one_minus_cos
 
 
 def vmf_sample(mu: ArrayLike, kappa: float, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -151,16 +151,28 @@ def vmf_sample(mu: ArrayLike, kappa: float, n: int, rng: np.random.Generator) ->
     if mu.shape != (3,):
         raise ValueError(f"mu must have shape (3,), got {mu.shape}")
     k = float(_check_kappa(kappa))
+    return _vmf_draws(np.broadcast_to(mu, (n, 3)), np.full(n, k), rng)
+
+
+def vmf_mixture_sample(centres: ArrayLike, weights: ArrayLike, kappa: ArrayLike, n: int,
+                       rng: np.random.Generator) -> np.ndarray:
+    """n exact draws (n, 3) from Σ w_i vMF(c_i, κ_i): a component by weight, then its vMF."""
+    c, w, k = _prepare_mixture(centres, weights, kappa)
+    component = rng.choice(len(w), size=n, p=w)
+    return _vmf_draws(c[component], k[component], rng)
+
+
+def _vmf_draws(mu: np.ndarray, k: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One draw from vMF(mu_j, k_j) per row of unit mu (n, 3) and k (n,), vectorised."""
+    n = len(mu)
     r = rng.random(n)  # r = 1 − u in [0, 1): log1p below never sees −1
-    if k == 0.0:
-        one_minus_w = 2.0 * r
-    else:
-        # 1 − w = −log(u + (1 − u) e^{−2κ}) / κ = −log1p(r · expm1(−2κ)) / κ, stable at any κ.
-        one_minus_w = -np.log1p(r * np.expm1(-2.0 * k)) / k
+    # 1 − w = −log(u + (1 − u) e^{−2κ}) / κ = −log1p(r · expm1(−2κ)) / κ, stable at any κ; 2r at κ = 0.
+    safe = np.where(k > 0, k, 1.0)
+    one_minus_w = np.where(k > 0, -np.log1p(r * np.expm1(-2.0 * safe)) / safe, 2.0 * r)
     one_minus_w = np.clip(one_minus_w, 0.0, 2.0)
     sin_theta = np.sqrt(one_minus_w * (2.0 - one_minus_w))
     phi = 2.0 * np.pi * rng.random(n)
-    e1 = _normalise(np.cross(mu, np.eye(3)[np.argmin(np.abs(mu))]))  # any axis far from mu
+    e1 = _normalise(np.cross(mu, np.eye(3)[np.argmin(np.abs(mu), axis=-1)]))  # any axis far from mu
     e2 = np.cross(mu, e1)
     x = ((1.0 - one_minus_w)[:, None] * mu
          + (sin_theta * np.cos(phi))[:, None] * e1 + (sin_theta * np.sin(phi))[:, None] * e2)
@@ -267,7 +279,7 @@ def mixture_log_density(x: ArrayLike, centers: ArrayLike, weights: ArrayLike, ka
     x = _normalise(_f64(x))
     flat = x.reshape(-1, 3)
     with np.errstate(divide="ignore"):  # zero weights contribute log 0 = −inf
-        log_coef = np.log(w) + _vmf_log_norm(k)
+        log_coef = np.log(w) + vmf_log_normaliser(k)
     out = np.empty(len(flat))
     for sl in _row_chunks(len(flat), len(c)):
         terms = _kernel_terms(flat[sl], c, log_coef, k)
@@ -307,7 +319,7 @@ def spherical_mean_shift(starts: ArrayLike, centers: ArrayLike, weights: ArrayLi
     flat = x.reshape(-1, 3).copy()
     # κ_i C(κ_i) is each kernel's gradient scale: without it wide kernels would be over-weighted.
     with np.errstate(divide="ignore"):
-        log_coef = np.log(w) + np.log(k) + _vmf_log_norm(k)
+        log_coef = np.log(w) + np.log(k) + vmf_log_normaliser(k)
     for sl in _row_chunks(len(flat), len(c)):
         flat[sl] = _ascend(flat[sl], c, log_coef, k, max_iter, tol_rad)
     return flat.reshape(x.shape)
@@ -317,8 +329,9 @@ def spherical_mean_shift(starts: ArrayLike, centers: ArrayLike, weights: ArrayLi
 class Mode:
     """A local maximum of a vMF mixture.
 
-    xyz is a read-only unit vector; log_density is per steradian; mass is the total
-    normalised weight of the centres assigned to this mode (all modes sum to 1).
+    xyz is a read-only unit vector; log_density is per steradian; members are the indices
+    (read-only) of the centres assigned to this mode, its basin; mass is their total normalised
+    weight (all modes sum to 1).
     """
 
     lat_deg: float
@@ -326,6 +339,7 @@ class Mode:
     xyz: np.ndarray
     log_density: float
     mass: float
+    members: np.ndarray
 
 
 def find_modes(centers: ArrayLike, weights: ArrayLike, kappa: ArrayLike,
@@ -364,247 +378,23 @@ def find_modes(centers: ArrayLike, weights: ArrayLike, kappa: ArrayLike,
         reps.append(int(e))
     mode_xyz, mode_logp = ends[reps], end_logp[reps]
 
-    mass = np.zeros(len(reps))
-    np.add.at(mass, label, w[started])
+    owner = np.empty(len(c), dtype=np.int64)
+    owner[started] = label
     for sl in _row_chunks(len(leftover), len(reps)):
         idx = leftover[sl]
-        score = mode_logp + k[idx, None] * (c[idx] @ mode_xyz.T - 1.0)
-        np.add.at(mass, np.argmax(score, axis=1), w[idx])
+        owner[idx] = np.argmax(mode_logp + k[idx, None] * (c[idx] @ mode_xyz.T - 1.0), axis=1)
+    mass = np.zeros(len(reps))
+    # Started centres first, then the rest in weight order: the same summation order as ever,
+    # so masses are bit-for-bit those of earlier releases.
+    np.add.at(mass, label, w[started])
+    np.add.at(mass, owner[leftover], w[leftover])
 
     lat, lon = unit_to_latlon(mode_xyz)
     modes = []
     for j in np.argsort(-mode_logp, kind="stable"):
         xyz = mode_xyz[j].copy()
         xyz.flags.writeable = False
-        modes.append(Mode(float(lat[j]), float(lon[j]), xyz, float(mode_logp[j]), float(mass[j])))
+        members = np.flatnonzero(owner == j)
+        members.flags.writeable = False
+        modes.append(Mode(float(lat[j]), float(lon[j]), xyz, float(mode_logp[j]), float(mass[j]), members))
     return modes
-
-
-# --- S2 cells ----------------------------------------------------------------
-# A leaf id is face (3 bits) | Hilbert position (60 bits, 2 per level) | 1; a level-L
-# cell keeps L position digits followed by a single 1 bit at 2(30 − L).
-
-_MAX_LEVEL = 30
-_MAX_SIZE = 1 << _MAX_LEVEL
-_U = np.uint64
-_SWAP, _INVERT = 1, 2
-# Per orientation: the quadrant (i_bit << 1 | j_bit) visited at each curve position.
-_POS_TO_IJ = np.array([[0, 1, 3, 2], [0, 2, 3, 1], [3, 2, 0, 1], [3, 1, 0, 2]], dtype=np.int64)
-_IJ_TO_POS = np.argsort(_POS_TO_IJ, axis=1)  # inverse permutation of each row
-# How a child's frame turns relative to its parent, by curve position.
-_POS_TO_ORIENT = np.array([_SWAP, 0, 0, _SWAP | _INVERT], dtype=np.int64)
-# S2's face frames: xyz = _FACE_FRAME[face] @ (1, u, v). Each is a signed permutation, so
-# its transpose inverts it exactly (products with 0 and ±1 round nothing).
-_FACE_FRAME = np.array([
-    [[1, 0, 0], [0, 1, 0], [0, 0, 1]], [[0, -1, 0], [1, 0, 0], [0, 0, 1]],
-    [[0, -1, 0], [0, 0, -1], [1, 0, 0]], [[-1, 0, 0], [0, 0, -1], [0, -1, 0]],
-    [[0, 0, 1], [-1, 0, 0], [0, -1, 0]], [[0, 0, 1], [0, 1, 0], [-1, 0, 0]],
-], dtype=np.float64)
-
-
-def _xyz_to_face_uv(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    a = np.abs(p)
-    # S2's tie-break: a later axis wins ties, so the face is reproducible on edges.
-    axis = np.where(a[:, 0] > a[:, 1], np.where(a[:, 0] > a[:, 2], 0, 2), np.where(a[:, 1] > a[:, 2], 1, 2))
-    face = axis + 3 * (p[np.arange(len(p)), axis] < 0)
-    q = np.einsum("nij,ni->nj", _FACE_FRAME[face], p)  # (1, u, v) scaled by the face coordinate
-    return face, q[:, 1] / q[:, 0], q[:, 2] / q[:, 0]
-
-
-def _face_uv_to_xyz(face: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    one_u_v = np.stack(np.broadcast_arrays(1.0, u, v), axis=-1)
-    return np.einsum("...ij,...j->...i", _FACE_FRAME[face], one_u_v)
-
-
-def _uv_to_st(u: np.ndarray) -> np.ndarray:
-    s = 0.5 * np.sqrt(1.0 + 3.0 * np.abs(u))  # S2's quadratic projection, equal-area-ish cells
-    return np.where(u >= 0, s, 1.0 - s)
-
-
-def _st_to_uv(s: np.ndarray) -> np.ndarray:
-    return np.where(s >= 0.5, (1.0 / 3.0) * (4 * s * s - 1), (1.0 / 3.0) * (1 - 4 * (1 - s) * (1 - s)))
-
-
-def _check_level(level: int) -> int:
-    try:
-        level = operator.index(level)
-    except TypeError as exc:
-        raise ValueError(f"level must be an integer, got {level!r}") from exc
-    if not 0 <= level <= _MAX_LEVEL:
-        raise ValueError(f"level must be in 0..{_MAX_LEVEL}, got {level}")
-    return level
-
-
-def _check_cell_ids(cell_id: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """(ids as uint64, their levels); ValueError unless every id is a valid S2 cell id."""
-    if isinstance(cell_id, np.ndarray) and cell_id.dtype.kind in "iu":
-        if cell_id.dtype.kind == "i" and np.any(cell_id < 0):
-            raise ValueError("invalid S2 cell id: negative")
-        ids = cell_id.astype(np.uint64)
-    else:
-        # Plain asarray would turn Python ints >= 2^63 mixed with smaller ones into float64.
-        obj = np.asarray(cell_id, dtype=object)
-        try:
-            ints = [operator.index(v) for v in obj.flat]
-        except TypeError as exc:
-            raise ValueError(f"invalid S2 cell id: not an integer in {cell_id!r}") from exc
-        if not all(0 <= v < 1 << 64 for v in ints):
-            raise ValueError(f"invalid S2 cell id: outside [0, 2^64) in {cell_id!r}")
-        ids = np.array(ints, dtype=np.uint64).reshape(obj.shape)
-    with np.errstate(over="ignore"):  # two's-complement negation wraps by design
-        low_bit = ids & (~ids + _U(1))
-    # Powers of two convert to float64 exactly, so log2 gives the trailing-zero count.
-    tz = np.log2(np.where(low_bit == 0, 1, low_bit).astype(np.float64)).astype(np.int64)
-    valid = (ids != 0) & ((ids >> _U(61)) <= 5) & (tz % 2 == 0) & (tz <= 2 * _MAX_LEVEL)
-    if not np.all(valid):
-        raise ValueError(f"invalid S2 cell id {int(ids[~valid].flat[0])}")
-    return ids, _MAX_LEVEL - tz // 2
-
-
-def _face_ij_to_leaf(face: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    orient = face & _SWAP
-    pos = np.zeros_like(i)
-    for bit in range(_MAX_LEVEL - 1, -1, -1):  # coarsest level first
-        digit = _IJ_TO_POS[orient, (((i >> bit) & 1) << 1) | ((j >> bit) & 1)]
-        pos = (pos << 2) | digit
-        orient = orient ^ _POS_TO_ORIENT[digit]
-    return (face.astype(np.uint64) << _U(61)) | (pos.astype(np.uint64) << _U(1)) | _U(1)
-
-
-def _leaf_ij(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Face and (i, j) of the leaf the id's bits spell; the low bits past the level are noise."""
-    face = (ids >> _U(61)).astype(np.int64)
-    pos = ((ids >> _U(1)) & _U((1 << 60) - 1)).astype(np.int64)
-    orient, i, j = face & _SWAP, np.zeros_like(face), np.zeros_like(face)
-    for shift in range(2 * _MAX_LEVEL - 2, -1, -2):
-        digit = (pos >> shift) & 3
-        quad = _POS_TO_IJ[orient, digit]
-        i, j = (i << 1) | (quad >> 1), (j << 1) | (quad & 1)
-        orient = orient ^ _POS_TO_ORIENT[digit]
-    return face, i, j
-
-
-def latlon_to_cell_id(lat_deg: ArrayLike, lon_deg: ArrayLike, level: int = 30) -> np.ndarray:
-    """S2 cell ids (uint64) at `level` containing the points; same ids as the S2 library."""
-    level = _check_level(level)
-    p = latlon_to_unit(lat_deg, lon_deg)
-    if not np.all(np.isfinite(p)):
-        raise ValueError("latitude/longitude must be finite")
-    flat = p.reshape(-1, 3)
-    face, u, v = _xyz_to_face_uv(flat)
-    i, j = (np.clip(np.floor(_MAX_SIZE * _uv_to_st(w)), 0, _MAX_SIZE - 1).astype(np.int64) for w in (u, v))
-    return _parent(_face_ij_to_leaf(face, i, j), level).reshape(p.shape[:-1])
-
-
-def _parent(ids: np.ndarray, level: int) -> np.ndarray:
-    lsb = _U(1) << _U(2 * (_MAX_LEVEL - level))
-    return (ids & ~(lsb - _U(1))) | lsb
-
-
-def cell_id_level(cell_id: ArrayLike) -> np.ndarray:
-    """Level 0..30 of each S2 cell id."""
-    return _check_cell_ids(cell_id)[1]
-
-
-def cell_id_parent(cell_id: ArrayLike, level: int) -> np.ndarray:
-    """Ancestor at `level` (<= each id's own level) of each S2 cell id."""
-    ids, levels = _check_cell_ids(cell_id)
-    level = _check_level(level)
-    if np.any(levels < level):
-        raise ValueError(f"parent level {level} is finer than a cell's own level {int(levels.min())}")
-    return _parent(ids, level)
-
-
-def _cell_bounds_st(cell_id: ArrayLike):
-    ids, levels = _check_cell_ids(cell_id)
-    face, i, j = _leaf_ij(ids)
-    size = np.left_shift(1, _MAX_LEVEL - levels)
-    return face, i & -size, j & -size, size
-
-
-def cell_id_to_latlon(cell_id: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """(lat_deg, lon_deg) of each cell's centre: the (s, t) midpoint mapped to the sphere, as S2."""
-    face, i0, j0, size = _cell_bounds_st(cell_id)
-    # S2 takes the centre in (si, ti) = 2·(i, j) + size units of 2^-31.
-    u = _st_to_uv((0.5 / _MAX_SIZE) * (2 * i0 + size))
-    v = _st_to_uv((0.5 / _MAX_SIZE) * (2 * j0 + size))
-    return unit_to_latlon(_face_uv_to_xyz(face, u, v))
-
-
-def cell_id_to_vertices(cell_id: ArrayLike) -> np.ndarray:
-    """Unit vectors (..., 4, 3) of each cell's corners, counter-clockwise from (u_lo, v_lo)."""
-    face, i0, j0, size = _cell_bounds_st(cell_id)
-    u_lo, u_hi, v_lo, v_hi = (_st_to_uv((1.0 / _MAX_SIZE) * b) for b in (i0, i0 + size, j0, j0 + size))
-    u = np.stack([u_lo, u_hi, u_hi, u_lo], axis=-1)
-    v = np.stack([v_lo, v_lo, v_hi, v_hi], axis=-1)
-    return _normalise(_face_uv_to_xyz(face[..., None], u, v))
-
-
-def cell_id_to_s2_token(cell_id: int) -> str:
-    """Standard S2 token: 16-digit lowercase hex with trailing zeros stripped; "X" for 0."""
-    cid = operator.index(cell_id)
-    if not 0 <= cid < 1 << 64:
-        raise ValueError(f"cell id must be in [0, 2^64), got {cid}")
-    return f"{cid:016x}".rstrip("0") or "X"
-
-
-_TOKEN_RE = re.compile(r"[0-9a-fA-F]{1,16}")
-
-
-def s2_token_to_cell_id(token: str) -> int:
-    """Inverse of cell_id_to_s2_token (hex is case-insensitive); ValueError if malformed."""
-    if not isinstance(token, str):
-        raise ValueError(f"S2 token must be a str, got {type(token).__name__}")
-    if token in ("X", "x"):
-        return 0
-    if not _TOKEN_RE.fullmatch(token):
-        raise ValueError(f"malformed S2 token {token!r}: want 1-16 hex digits or 'X'")
-    return int(token.ljust(16, "0"), 16)
-
-
-# --- GeoTokens: a cell as a short sequence of small-vocabulary tokens --------
-# Token 0 is the face (0..5); each further token packs two consecutive Hilbert child
-# digits as 4·d_first + d_second (0..15), so a prefix names an ancestor cell.
-
-GEOTOKEN_LEVEL = 20
-TOKEN_VOCAB_SIZES = (6,) + (16,) * (GEOTOKEN_LEVEL // 2)
-
-
-def cell_id_to_tokens(cell_id: int) -> tuple[int, ...]:
-    """GeoTokens of a cell at any level L: 1 + ceil(L/2) tokens; an odd L's last token is 4·d."""
-    ids, levels = _check_cell_ids(cell_id)
-    if ids.ndim:
-        raise ValueError("cell_id_to_tokens takes one cell id")
-    cid, level = int(ids), int(levels)
-    digits = [(cid >> (61 - 2 * k)) & 3 for k in range(1, level + 1)]
-    if level % 2:
-        digits.append(0)
-    return (cid >> 61, *(4 * digits[m] + digits[m + 1] for m in range(0, len(digits), 2)))
-
-
-def tokens_to_cell_id(tokens: Sequence[int], level: int | None = None) -> int:
-    """S2 cell id from GeoTokens; level defaults to 2·(len − 1), an odd level must be given."""
-    try:
-        toks = [operator.index(t) for t in tokens]
-    except TypeError as exc:
-        raise ValueError(f"tokens must be integers, got {tokens!r}") from exc
-    if not toks:
-        raise ValueError("tokens must hold at least the face token")
-    level = 2 * (len(toks) - 1) if level is None else _check_level(level)
-    if level > _MAX_LEVEL:
-        raise ValueError(f"{len(toks)} tokens exceed level {_MAX_LEVEL}")
-    if (level + 1) // 2 != len(toks) - 1:
-        raise ValueError(f"level {level} needs {1 + (level + 1) // 2} tokens, got {len(toks)}")
-    if not 0 <= toks[0] <= 5:
-        raise ValueError(f"face token {toks[0]} out of range 0..5")
-    pos = 0
-    for index, tok in enumerate(toks[1:], start=1):
-        if not 0 <= tok <= 15:
-            raise ValueError(f"token {index} = {tok} out of range 0..15")
-        pos = (pos << 4) | tok
-    if level % 2:
-        if toks[-1] & 3:
-            raise ValueError(f"odd level {level}: last token {toks[-1]} must have a zero low digit")
-        pos >>= 2
-    shift = 2 * (_MAX_LEVEL - level)
-    return (toks[0] << 61) | (pos << (shift + 1)) | (1 << shift)

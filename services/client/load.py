@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
-from geoloc.orchestrator.experts import EXPERT_NAMES
+from geoloc.api import EXPERT_NAMES
 from geoloc.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
 MAX_CLIENTS = 64

@@ -11,13 +11,10 @@ set instead (an .npz with `features` [n, d] and `latlon` [n, 2], made on a GPU f
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
-import sys
 import time
 from dataclasses import asdict
 
-from geoloc.train_cli import add_training_arguments, training_data
+from geoloc.training.arguments import add_training_arguments, training_data
 
 # Each method's grid, small enough that the whole command stays under 20 minutes on 2 CPU cores.
 GRIDS = {
@@ -48,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     from geoloc.evaluation.harness import evaluate
     from geoloc.evaluation.prior import PriorPredictions
     from geoloc.sampler.model import SHIPPED_SAMPLERS, save_sampler
-    from geoloc.sampler.train import SamplerTrainConfig, choose_guidance, train_sampler
+    from geoloc.training.manifest import model_manifest, write_manifest
+    from geoloc.training.sampler import SamplerTrainConfig, choose_guidance, train_sampler
 
     started = time.monotonic()
     out = args.out or SHIPPED_SAMPLERS / f"{args.method}.pt"
@@ -72,24 +70,17 @@ def run(args: argparse.Namespace) -> int:
     sha = save_sampler(out, best.sampler)
     chosen = by_guidance[best.sampler.default_guidance]
     prior = evaluate(data.val, PriorPredictions(data.train), progress=False)
-    manifest = {
-        "file": out.name,
-        "sha256": sha,
-        "method": args.method,
-        "backbone": "efficientnet-lite2 (model_repository/efficientnet_lite2, 1280-d pooled feature)",
-        "data": {"train": data.train_source, "val": f"{data.val.root} ({len(data.val)} photos)"},
-        "command": shlex.join(["geoloc", "train", "sampler", *(sys.argv[3:] if sys.argv[1:3] == ["train", "sampler"] else [])]),
-        "chosen": {**asdict(best.config), "best_step": best.best_step, "guidance": best.sampler.default_guidance},
-        "val_protocol": f"top mode of {final['n_samples']} samples, {final['steps']} steps, seed {args.seed}",
-        "val_top1": chosen.to_dict(),
-        "val_by_guidance": {str(g): m.to_dict() for g, m in by_guidance.items()},
-        "val_prior_baseline": prior.metrics.to_dict(),
-        "compared_on_val": [{**asdict(r.config), "best_step": r.best_step, "val_geoscore": r.val.geoscore,
-                             "history": r.history} for r in runs],
-        "note": "demo-grade: 1542 training photos; EfficientNet ImageNet features cap accuracy near the prior (DESIGN.md §5)",
-        "train_seconds": round(time.monotonic() - started, 1),
-    }
-    manifest_path = out.with_suffix(".json")
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    manifest = model_manifest(
+        "sampler", out, sha, {"train": data.train_source, "val": f"{data.val.root} ({len(data.val)} photos)"}, started,
+        method=args.method,
+        chosen={**asdict(best.config), "best_step": best.best_step, "guidance": best.sampler.default_guidance},
+        val_protocol=f"top mode of {final['n_samples']} samples, {final['steps']} steps, seed {args.seed}",
+        val_top1=chosen.to_dict(),
+        val_by_guidance={str(g): m.to_dict() for g, m in by_guidance.items()},
+        val_prior_baseline=prior.metrics.to_dict(),
+        compared_on_val=[{**asdict(r.config), "best_step": r.best_step, "val_geoscore": r.val.geoscore,
+                          "history": r.history} for r in runs],
+    )
+    manifest_path = write_manifest(out, manifest)
     print(f"sampler written to {out} (sha256 {sha[:12]}), manifest {manifest_path}; {manifest['train_seconds']:.0f} s in all")
     return 0

@@ -7,25 +7,21 @@ made it, the configuration chosen, and the val figures next to the prior baselin
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+from geoloc.training.arguments import add_training_arguments
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("gallery", help="train the gallery expert's image head", description=__doc__)
-    parser.add_argument("--data", type=Path, metavar="DIR", help="data root holding im2gps3k/ (default: ../shared/data)")
+    add_training_arguments(parser, "models/gallery/efficientnet_lite2_head.pt", on_features=False)
     parser.add_argument("--gallery", type=Path, metavar="DIR",
                         help="built GPS gallery used for negatives and val (built if absent; "
                              "default: artifacts/gallery/geoclip_100k in the checkout)")
-    parser.add_argument("--out", type=Path, metavar="PATH.pt",
-                        help="(default: models/gallery/efficientnet_lite2_head.pt in the checkout)")
     parser.add_argument("--epochs", type=int, default=40, help="per configuration (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=run)
     return parser
 
@@ -33,21 +29,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from geoloc.embedding.features import split_features
-    from geoloc.evaluation.dataset import default_data_root, load_split
+    from geoloc.training.features import split_features
+    from geoloc.evaluation.dataset import im2gps3k_split
     from geoloc.evaluation.harness import evaluate
     from geoloc.evaluation.prior import PriorPredictions
     from geoloc.gallery.build import DEFAULT_GALLERY_DIR, build_gallery, default_gallery_csv
     from geoloc.gallery.heads import SHIPPED_HEADS, save_head
     from geoloc.gallery.index import GalleryIndex
     from geoloc.gallery.location_encoder import LocationEncoder
-    from geoloc.gallery.train import config_grid, train_head
+    from geoloc.training.gallery_head import config_grid, train_head
+    from geoloc.training.manifest import model_manifest, write_manifest
 
     started = time.monotonic()
     args.gallery = args.gallery or DEFAULT_GALLERY_DIR
     args.out = args.out or SHIPPED_HEADS / "efficientnet_lite2_head.pt"
-    data = (args.data or default_data_root()) / "im2gps3k"
-    train, val = load_split(data / "train"), load_split(data / "val")
+    train, val = im2gps3k_split("train", args.data), im2gps3k_split("val", args.data)
     coords = {s.name: np.array([(i.lat, i.lon) for i in s.images]) for s in (train, val)}
     print(f"features: EfficientNet-Lite2 on {len(train)} train and {len(val)} val photos (cached after the first run)")
     features = {s.name: split_features(s) for s in (train, val)}
@@ -72,22 +68,16 @@ def run(args: argparse.Namespace) -> int:
     best = max(results, key=lambda r: r.val.geoscore)
     sha = save_head(args.out, best.mlp, best.logit_scale, "efficientnet-lite2")
     prior = evaluate(val, PriorPredictions(train), progress=False)
-    manifest = {
-        "file": args.out.name,
-        "sha256": sha,
-        "backbone": "efficientnet-lite2 (model_repository/efficientnet_lite2, 1280-d pooled feature)",
-        "gallery": {"path": str(args.gallery), "count": gallery.manifest.count, "sources": gallery.manifest.sources},
-        "location_encoder_sha256": gallery.manifest.encoder_sha256,
-        "data": {"train": f"{train.root} ({len(train)} photos)", "val": f"{val.root} ({len(val)} photos)"},
-        "command": "geoloc train gallery " + shlex.join(sys.argv[3:] if sys.argv[1:3] == ["train", "gallery"] else []),
-        "chosen": {**asdict(best.config), "best_epoch": best.best_epoch, "logit_scale": best.logit_scale},
-        "val_top1": best.val.to_dict(),
-        "val_prior_baseline": prior.metrics.to_dict(),
-        "compared_on_val": [{**asdict(r.config), "best_epoch": r.best_epoch, "val_geoscore": r.val.geoscore} for r in results],
-        "note": "demo-grade: 1542 training photos; EfficientNet ImageNet features cap accuracy near the prior (DESIGN.md §5)",
-        "train_seconds": round(time.monotonic() - started, 1),
-    }
-    manifest_path = args.out.with_suffix(".json")
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    manifest = model_manifest(
+        "gallery", args.out, sha, {"train": f"{train.root} ({len(train)} photos)", "val": f"{val.root} ({len(val)} photos)"},
+        started,
+        gallery={"path": str(args.gallery), "count": gallery.manifest.count, "sources": gallery.manifest.sources},
+        location_encoder_sha256=gallery.manifest.encoder_sha256,
+        chosen={**asdict(best.config), "best_epoch": best.best_epoch, "logit_scale": best.logit_scale},
+        val_top1=best.val.to_dict(),
+        val_prior_baseline=prior.metrics.to_dict(),
+        compared_on_val=[{**asdict(r.config), "best_epoch": r.best_epoch, "val_geoscore": r.val.geoscore} for r in results],
+    )
+    manifest_path = write_manifest(args.out, manifest)
     print(f"head written to {args.out} (sha256 {sha[:12]}), manifest {manifest_path}")
     return 0

@@ -1,0 +1,30 @@
+"""Where a checkout keeps things: the one place that knows the repository's layout.
+
+Every default path of the suite is derived from CHECKOUT (this file is
+services/common/paths.py). A deployment overrides them through each service's settings;
+the data root and the cache through GEOLOC_DATA_DIR and GEOLOC_CACHE_DIR.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+MODELS_DIR = CHECKOUT / "models"  # shipped checkpoints and their manifests
+MODEL_REPOSITORY = CHECKOUT / "model_repository"  # Triton's models
+ARTIFACTS_DIR = CHECKOUT / "artifacts"  # built, not shipped: the GPS galleries
+RUN_DIR = CHECKOUT / ".run"  # `geoloc up`'s state and logs
+DATA_DIR_ENV = "GEOLOC_DATA_DIR"
+CACHE_DIR_ENV = "GEOLOC_CACHE_DIR"
+
+
+def data_root() -> Path:
+    """Where the geotagged photo sets live: $GEOLOC_DATA_DIR, else the `shared/data` beside this checkout."""
+    configured = os.environ.get(DATA_DIR_ENV)
+    return Path(configured) if configured else CHECKOUT.parent / "shared" / "data"
+
+
+def cache_dir() -> Path:
+    """Where computed features and expert answers are cached: $GEOLOC_CACHE_DIR, else `.cache/` in the checkout."""
+    return Path(os.environ.get(CACHE_DIR_ENV, CHECKOUT / ".cache"))

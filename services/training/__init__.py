@@ -1,0 +1,15 @@
+"""Offline fitting: the experts' heads and the fusion, trained on labelled photos and written to models/.
+
+    arguments.py      the options and data every `geoloc train` job shares
+    features.py       backbone features of a split, computed in-process and cached
+    loop.py           the optimisation loop the heads share (best step kept by val)
+    manifest.py       the manifest beside every shipped checkpoint
+    gallery_head.py   the gallery expert's image head (contrastive, against the GPS gallery)
+    sampler.py        the sampler's flow-matching and SH-diffusion networks
+    token_decoder.py  the token expert's decoder
+    expert_outputs.py every expert's answer for every photo of a split, as the services give it
+    fusion.py         the orchestrator's fusion, fitted on those answers
+    *_cli.py, cli.py  `geoloc train gallery|sampler|tokens|fusion`
+
+Serving never imports this package: it reads what this package writes.
+"""

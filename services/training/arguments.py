@@ -1,0 +1,64 @@
+"""The options and the data every `geoloc train` job shares: the Im2GPS3k splits and their features."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # numpy loads in the handlers only, so that `geoloc --help` stays quick
+    import numpy as np
+
+
+DATA_HELP = ("data root holding im2gps3k/train and im2gps3k/val, each with images/ and labels.csv "
+             "(default: $GEOLOC_DATA_DIR, else ../shared/data beside the checkout)")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
+    """The options every `geoloc train` job shares: where the photos are and where the result goes."""
+    parser.add_argument("--data", type=Path, metavar="DIR", help=DATA_HELP)
+    metavar = "PATH" + Path(default_out).suffix
+    parser.add_argument("--out", type=Path, metavar=metavar, help=f"(default: {default_out} in the checkout)")
+
+
+def add_training_arguments(parser: argparse.ArgumentParser, default_out: str, on_features: bool = True) -> None:
+    """The data options and the seed; for experts trained on backbone features (on_features), also the
+    feature set, steps and device."""
+    add_data_arguments(parser, default_out)
+    if on_features:
+        parser.add_argument("--features", type=Path, metavar="FILE.npz",
+                            help="train on these features and places instead of the train split's")
+        parser.add_argument("--steps", type=int, help="optimiser steps per configuration (default: the grid's)")
+        parser.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+@dataclass
+class TrainingData:
+    train: object  # geoloc.evaluation.dataset.Split: the Im2GPS3k train split (the prior baseline's source)
+    val: object
+    train_features: np.ndarray  # [n, d] float32
+    train_places: np.ndarray  # [n, 2] lat, lon
+    val_features: np.ndarray
+    val_places: np.ndarray
+    train_source: str  # what the features are, for logs and manifests
+
+
+def training_data(args: argparse.Namespace) -> TrainingData:
+    """The train split's cached features (or --features) and the val split's, with their places."""
+    import numpy as np
+
+    from geoloc.training.features import split_features
+    from geoloc.evaluation.dataset import im2gps3k_split
+
+    train, val = im2gps3k_split("train", args.data), im2gps3k_split("val", args.data)
+    if args.features:
+        loaded = np.load(args.features)
+        train_features, train_places = loaded["features"].astype(np.float32), loaded["latlon"].astype(np.float64)
+        train_source = f"{args.features} ({len(train_features)} features)"
+    else:
+        train_features, train_places = split_features(train), np.array([(i.lat, i.lon) for i in train.images])
+        train_source = f"{train.root} ({len(train)} photos)"
+    return TrainingData(train, val, train_features, train_places, split_features(val),
+                        np.array([(i.lat, i.lon) for i in val.images]), train_source)

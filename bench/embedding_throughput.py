@@ -31,12 +31,12 @@ import torch
 from PIL import Image
 
 from geoloc.common.logs import configure_logging
+from geoloc.common.paths import data_root
 from geoloc.common.server import serving
 from geoloc.embedding.config import EmbeddingSettings
 from geoloc.embedding.photos import PhotoLimits
 from geoloc.embedding.preprocessing import CropSpec, model_input_from_photo
 from geoloc.embedding.server import EmbeddingServicer, embedding_spec
-from geoloc.common.paths import data_root
 from geoloc.tritonserver.launcher import TritonLaunch, TritonServer, free_port
 from geoloc.tritonserver.repository import float_parameter, load_backbone_module, read_model_config
 from geoloc.v1 import embedding_pb2, embedding_pb2_grpc

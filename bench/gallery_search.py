@@ -30,15 +30,15 @@ import numpy as np
 import torch
 
 from geoloc.common.logs import configure_logging
-from geoloc.common.server import serving
-from geoloc.training.features import split_features
 from geoloc.common.paths import data_root
+from geoloc.common.server import serving
 from geoloc.evaluation.dataset import load_split
 from geoloc.gallery.build import DEFAULT_GALLERY_DIR, build_gallery, default_gallery_csv
 from geoloc.gallery.config import GallerySettings
 from geoloc.gallery.heads import load_head
 from geoloc.gallery.index import GalleryIndex, index_type_for
 from geoloc.gallery.server import GalleryServicer, gallery_spec
+from geoloc.training.features import split_features
 from geoloc.v1 import common_pb2, gallery_pb2, gallery_pb2_grpc
 
 K = 10
@@ -165,7 +165,7 @@ def part_two(gallery_dir: Path, sizes: list[int]) -> list[tuple]:
         _, truth = exact_top_k(parents, size, queries)
         _, found = gallery.search(queries, K)
         recall = np.mean([len(set(a) & set(b)) / K for a, b in zip(found, truth, strict=True)])
-        b1, b64 = (per_query_ms(lambda q: gallery.search(q, K), queries, b) for b in (1, 64))
+        b1, b64 = (per_query_ms(lambda q, g=gallery: g.search(q, K), queries, b) for b in (1, 64))
         estimate = gallery.log_partition(queries, head.logit_scale)
         error = np.abs(estimate - exact_log_partition(parents, size, queries, head.logit_scale))
         rows.append((size, kind, recall, b1, b64, memory, build_s, float(np.median(error)), float(error.max())))

@@ -18,15 +18,15 @@ import time
 import numpy as np
 import torch
 
-from geoloc.common.sphere import haversine_km
-from geoloc.training.features import split_features
 from geoloc.common.paths import data_root
+from geoloc.common.sphere import haversine_km
 from geoloc.evaluation.dataset import load_split
 from geoloc.evaluation.metrics import summarize
 from geoloc.evaluation.prior import PriorPredictions
 from geoloc.sampler.config import SamplerSettings
 from geoloc.sampler.density import summarize_samples
 from geoloc.sampler.model import load_sampler
+from geoloc.training.features import split_features
 from geoloc.training.sampler import val_metrics
 
 STEPS = (8, 16, 32, 64, 250)

@@ -20,9 +20,8 @@ import time
 import numpy as np
 import torch
 
-from geoloc.common.sphere import haversine_km
-from geoloc.training.features import split_features
 from geoloc.common.paths import data_root
+from geoloc.common.sphere import haversine_km
 from geoloc.evaluation.dataset import load_split
 from geoloc.evaluation.metrics import summarize
 from geoloc.evaluation.prior import PriorPredictions
@@ -30,8 +29,9 @@ from geoloc.tokens.cells import decode_photo, distinct_cells
 from geoloc.tokens.config import TokensSettings
 from geoloc.tokens.decoder import TOKEN_COUNT
 from geoloc.tokens.model import load_token_model
-from geoloc.training.expert_outputs import gallery_neighbours
 from geoloc.tokens.search import Decoded
+from geoloc.training.expert_outputs import gallery_neighbours
+from geoloc.training.features import split_features
 
 STRATEGIES = {"greedy": ("greedy", {}), "beam 5": ("beam", {"beam_width": 5}),
               "sample 30 at 0.7": ("sample", {"n_samples": 30, "temperature": 0.7}),

@@ -15,10 +15,10 @@ def build_parser() -> argparse.ArgumentParser:
     # Each module adds its subcommand and sets `func`; imports stay inside the modules'
     # handlers so that `geoloc --help` does not load torch or grpc.
     from geoloc import smoke
+    from geoloc.client import locate as locate_cli
     from geoloc.evaluation import cli as evaluation_cli
     from geoloc.gallery import cli as gallery_cli
     from geoloc.ops import cli as ops_cli
-    from geoloc.client import locate as locate_cli
     from geoloc.suite import cli as suite_cli
     from geoloc.training import cli as train_cli
     from geoloc.tritonserver import cli as triton_cli

@@ -44,6 +44,16 @@ class InvalidArgument(ServiceError):
         return _status(self.code, str(self), error_details_pb2.BadRequest(field_violations=[violation]))
 
 
+def named_enum_value(field: str, value: int, names: dict[int, str], default: str, enum: str) -> str:
+    """The name of a request's enum value, `default` when unset (0, proto3's UNSPECIFIED); InvalidArgument
+    naming `field` for a number the enum `enum` does not define."""
+    if value == 0:
+        return default
+    if value not in names:
+        raise InvalidArgument(field, f"{value} is not a {enum}")
+    return names[value]
+
+
 def defaulted_in_range(field: str, value: int, default: int, low: int, high: int) -> int:
     """A request's count where 0 (proto3's unset) means `default`: the value to use, or InvalidArgument
     naming `field` unless it lies in [low, high]."""

@@ -17,8 +17,8 @@ S2 cells are in geoloc.common.s2cells.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -329,9 +329,8 @@ def spherical_mean_shift(starts: ArrayLike, centers: ArrayLike, weights: ArrayLi
 class Mode:
     """A local maximum of a vMF mixture.
 
-    xyz is a read-only unit vector; log_density is per steradian; members are the indices
-    (read-only) of the centres assigned to this mode, its basin; mass is their total normalised
-    weight (all modes sum to 1).
+    xyz is a read-only unit vector; log_density is per steradian; mass is the total
+    normalised weight of the centres assigned to this mode (all modes sum to 1).
     """
 
     lat_deg: float
@@ -339,7 +338,18 @@ class Mode:
     xyz: np.ndarray
     log_density: float
     mass: float
-    members: np.ndarray
+
+
+def responsible_modes(centres: np.ndarray, kappa: np.ndarray, mode_xyz: np.ndarray,
+                      mode_log_density: np.ndarray) -> np.ndarray:
+    """For each unit centre i (m, 3) with κ_i (m,), the index of the mode (k, 3) most responsible for
+    it: argmax_j log p(m_j) + κ_i (c_i·m_j − 1), its own kernel weighted by the mode's density. The
+    nearest mode, tilted toward taller ones, whose basins are larger."""
+    owner = np.empty(len(centres), dtype=np.int64)
+    for sl in _row_chunks(len(centres), len(mode_xyz)):
+        score = mode_log_density + kappa[sl, None] * (centres[sl] @ mode_xyz.T - 1.0)
+        owner[sl] = np.argmax(score, axis=1)
+    return owner
 
 
 def find_modes(centers: ArrayLike, weights: ArrayLike, kappa: ArrayLike,
@@ -348,10 +358,8 @@ def find_modes(centers: ArrayLike, weights: ArrayLike, kappa: ArrayLike,
 
     Mean-shift runs from the heaviest `max_starts` centres (all of them if there are
     that few); end points within merge_km merge into the densest of them. A started
-    centre's weight goes to the mode its ascent reached; each other centre i goes to the
-    mode with the highest responsibility for it, argmax_j p(m_j) e^{κ_i(c_i·m_j − 1)}
-    (its own kernel, weighted by the mode's density): the nearest mode, tilted toward
-    taller ones, whose basins are larger.
+    centre's weight goes to the mode its ascent reached; each other centre goes to the
+    mode most responsible for it (responsible_modes).
     """
     c, w, k = _prepare_mixture(centers, weights, kappa)
     if max_starts < 1:
@@ -378,23 +386,14 @@ def find_modes(centers: ArrayLike, weights: ArrayLike, kappa: ArrayLike,
         reps.append(int(e))
     mode_xyz, mode_logp = ends[reps], end_logp[reps]
 
-    owner = np.empty(len(c), dtype=np.int64)
-    owner[started] = label
-    for sl in _row_chunks(len(leftover), len(reps)):
-        idx = leftover[sl]
-        owner[idx] = np.argmax(mode_logp + k[idx, None] * (c[idx] @ mode_xyz.T - 1.0), axis=1)
     mass = np.zeros(len(reps))
-    # Started centres first, then the rest in weight order: the same summation order as ever,
-    # so masses are bit-for-bit those of earlier releases.
     np.add.at(mass, label, w[started])
-    np.add.at(mass, owner[leftover], w[leftover])
+    np.add.at(mass, responsible_modes(c[leftover], k[leftover], mode_xyz, mode_logp), w[leftover])
 
     lat, lon = unit_to_latlon(mode_xyz)
     modes = []
     for j in np.argsort(-mode_logp, kind="stable"):
         xyz = mode_xyz[j].copy()
         xyz.flags.writeable = False
-        members = np.flatnonzero(owner == j)
-        members.flags.writeable = False
-        modes.append(Mode(float(lat[j]), float(lon[j]), xyz, float(mode_logp[j]), float(mass[j]), members))
+        modes.append(Mode(float(lat[j]), float(lon[j]), xyz, float(mode_logp[j]), float(mass[j])))
     return modes

@@ -106,7 +106,7 @@ def refused_format(data: bytes) -> str | None:
 def _upright(image: Image.Image) -> Image.Image:
     try:
         return ImageOps.exif_transpose(image)
-    except Exception:  # noqa: BLE001 - a corrupt EXIF block must not cost the photo its embedding
+    except Exception:
         return image
 
 

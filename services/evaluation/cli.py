@@ -95,7 +95,12 @@ def _run_live(args: argparse.Namespace) -> int:
     from geoloc.evaluation.csvio import InputError
     from geoloc.evaluation.dataset import load_split
     from geoloc.evaluation.harness import evaluate
-    from geoloc.evaluation.live import OrchestratorPredictions, OrchestratorUnreachable, format_markdown, live_report_dict
+    from geoloc.evaluation.live import (
+        OrchestratorPredictions,
+        OrchestratorUnreachable,
+        format_markdown,
+        live_report_dict,
+    )
 
     if args.limit is not None and args.limit < 1:
         return _fail(f"--limit must be at least 1, got {args.limit}", EXIT_INPUT_ERROR)

@@ -101,7 +101,7 @@ def _parse(path: Path, reader, required: Sequence[str]) -> tuple[tuple[str, ...]
             raise InputError(
                 f"{path}: row {number} (line {line}): has {len(fields)} fields, header has {len(header)}"
             )
-        rows.append(Row(path, number, line, dict(zip(header, fields))))
+        rows.append(Row(path, number, line, dict(zip(header, fields, strict=True))))
     return header, rows
 
 

@@ -34,7 +34,7 @@ class Metrics:
         return {
             "n": self.n,
             # JSON keys are strings; "%g" keeps 1 as "1" rather than "1.0".
-            "accuracy_within_km": {f"{t:g}": a for t, a in zip(self.thresholds_km, self.accuracy)},
+            "accuracy_within_km": {f"{t:g}": a for t, a in zip(self.thresholds_km, self.accuracy, strict=True)},
             "geoscore": self.geoscore,
             "median_km": self.median_km,
             "mean_km": self.mean_km,

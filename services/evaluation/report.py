@@ -57,7 +57,7 @@ class Report:
 
         def line(cells: list[str]) -> str:
             first = cells[0].ljust(widths[0])
-            rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:]))
+            rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
             return "  ".join([first, *rest]).rstrip()
 
         lines = [

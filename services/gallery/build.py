@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from geoloc.common.paths import ARTIFACTS_DIR
 from geoloc.gallery.index import GalleryIndex
 from geoloc.gallery.location_encoder import LocationEncoder, geoclip_package_dir, geoclip_weights_path
-from geoloc.common.paths import ARTIFACTS_DIR
 
 EMBED_BATCH = 4096
 DEFAULT_GALLERY_DIR = ARTIFACTS_DIR / "gallery" / "geoclip_100k"

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 
-
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("gallery", help="build or extend a GPS gallery index", description=__doc__)
     actions = parser.add_subparsers(dest="action", required=True)

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from geoloc.gallery.location_encoder import FEATURE_DIM, geoclip_weights_path
 from geoloc.common.paths import MODELS_DIR
+from geoloc.gallery.location_encoder import FEATURE_DIM, geoclip_weights_path
 
 CLIP_BACKBONE = "clip-vit-l14"
 SHIPPED_HEADS = MODELS_DIR / "gallery"

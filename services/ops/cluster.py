@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
@@ -245,7 +245,7 @@ def age(created: datetime | None, now: datetime | None = None) -> str:
     """An age as kubectl prints it: 45s, 12m, 5h, 3d."""
     if created is None:
         return "-"
-    seconds = max(0, int(((now or datetime.now(timezone.utc)) - created).total_seconds()))
+    seconds = max(0, int(((now or datetime.now(UTC)) - created).total_seconds()))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{seconds // size}{unit}"

@@ -48,7 +48,7 @@ def exif_gps(image: bytes) -> tuple[float, float] | None:
     """(latitude, longitude) in signed decimal degrees from the photo's EXIF GPS, or None."""
     try:
         return _exif_gps(bytes(image))
-    except Exception:  # noqa: BLE001 - untrusted bytes: any failure means "no usable position"
+    except Exception:
         return None
 
 

@@ -32,6 +32,7 @@ from geoloc.common.sphere import (
     great_circle_angle,
     latlon_to_unit,
     mixture_log_density,
+    responsible_modes,
     unit_to_latlon,
     vmf_kappa_for_radius_km,
     vmf_mixture_sample,
@@ -260,24 +261,34 @@ def fuse(answers: list[ExpertPoints], params: FusionParameters, prior: Prior, to
         located = localizability(cell_entropy(said), prior.answer_entropy(params))
     else:
         located = 0.0
-    hypotheses = [Hypothesis(mode.lat_deg, mode.lon_deg, mode.mass * structured_share,
-                             *basin_radii_km(mixture, np.flatnonzero(structured), mode, params.samples, seed + 1 + j))
-                  for j, mode in enumerate(modes[:top_k])]
+    hypotheses = [Hypothesis(mode.lat_deg, mode.lon_deg, mode.mass * structured_share, *radii)
+                  for mode, radii in zip(modes[:top_k], basin_radii_km(mixture, structured, modes, top_k, params.samples,
+                                                                       seed), strict=True)]
     to_best = great_circle_angle(draws, modes[0].xyz) * EARTH_RADIUS_KM
     return FusedAnswer(hypotheses, radius_holding(to_best, 0.5), radius_holding(to_best, 0.9),
                        located, mixture)
 
 
-def basin_radii_km(mixture: Mixture, searched: np.ndarray, mode, samples: int, seed: int) -> tuple[float, float]:
-    """(r50, r90) of one mode's own basin: draws from the components it owns, around it.
+def basin_radii_km(mixture: Mixture, structured: np.ndarray, modes: list, top_k: int, samples: int,
+                   seed: int) -> list[tuple[float, float]]:
+    """(r50, r90) of the first `top_k` modes' own basins: draws from the components each owns, around it.
 
-    `searched` maps the indices find_modes saw (mode.members) back to the mixture's components.
-    Nearest-mode draws would not do: a broad kernel's best guess can sit among the prior's 10 km
-    kernels, each with a mode of its own nearer to most of its draws, and would be left with no
-    draws and no radius."""
-    draws = sample_mixture(mixture, max(samples // 4, 200), seed, components=searched[mode.members])
-    distance = great_circle_angle(draws, mode.xyz) * EARTH_RADIUS_KM
-    return radius_holding(distance, 0.5), radius_holding(distance, 0.9)
+    A component belongs to the mode most responsible for it (sphere.responsible_modes, the rule
+    find_modes gives the masses of the components it did not start from by). Nearest-mode draws
+    would not do: a broad kernel's best guess can sit among the prior's 10 km kernels, each with a
+    mode of its own nearer to most of its draws, and would be left with no draws and no radius."""
+    searched = np.flatnonzero(structured)
+    centres, kappa = mixture.centres[searched], mixture.kappa[searched]
+    owner = responsible_modes(centres, kappa, np.stack([m.xyz for m in modes]), np.array([m.log_density for m in modes]))
+    radii = []
+    for j, mode in enumerate(modes[:top_k]):
+        own = owner == j
+        if not own.any():  # no component is its most responsible mode's: its nearest kernel stands in
+            own = np.arange(len(centres)) == np.argmax(centres @ mode.xyz)
+        draws = sample_mixture(mixture, max(samples // 4, 200), seed + 1 + j, components=searched[own])
+        distance = great_circle_angle(draws, mode.xyz) * EARTH_RADIUS_KM
+        radii.append((radius_holding(distance, 0.5), radius_holding(distance, 0.9)))
+    return radii
 
 
 def mixture_points(mixture: Mixture) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -15,12 +15,12 @@ import time
 
 import grpc
 
+from geoloc.api import EXPERT_ENUMS, EXPERT_NAMES
 from geoloc.common.errors import DeadlineExceeded, InvalidArgument, NotReady, defaulted_in_range, retry_delay_s
 from geoloc.common.logs import current_request_id
 from geoloc.common.server import ServiceSpec, run_service, servicer_spec
 from geoloc.orchestrator.config import OrchestratorSettings
 from geoloc.orchestrator.exif import exif_gps, exif_message
-from geoloc.api import EXPERT_ENUMS, EXPERT_NAMES
 from geoloc.orchestrator.experts import ExpertClients, ExpertResult
 from geoloc.orchestrator.fusion import FusedAnswer, Hypothesis, fuse, mixture_points
 from geoloc.orchestrator.parameters import FittedFusion, load_fusion

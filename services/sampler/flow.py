@@ -11,6 +11,7 @@ onto the sphere after each step.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -152,6 +153,4 @@ def trajectory(network: VelocityNetwork, embedding: torch.Tensor, n_samples: int
 def sample(network: VelocityNetwork, embedding: torch.Tensor, n_samples: int, steps: int, guidance: float = 0.0,
            generator: torch.Generator | None = None) -> torch.Tensor:
     """n_samples points [n, 3] on the sphere for one embedding [d]: the trajectory's end."""
-    for x in trajectory(network, embedding, n_samples, steps, guidance, generator):
-        pass
-    return x
+    return deque(trajectory(network, embedding, n_samples, steps, guidance, generator), maxlen=1)[0]

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from geoloc.common.embeddings import validated_embedding
-from geoloc.common.sphere import unit_to_latlon
-from geoloc.common.errors import FailedPrecondition, InvalidArgument, NotReady, defaulted_in_range
+from geoloc.common.errors import FailedPrecondition, InvalidArgument, NotReady, defaulted_in_range, named_enum_value
 from geoloc.common.server import ServiceSpec, run_service, servicer_spec
+from geoloc.common.sphere import unit_to_latlon
 from geoloc.sampler.config import SamplerSettings
 from geoloc.sampler.density import summarize_samples
 from geoloc.sampler.model import LocationSampler, load_sampler
@@ -58,12 +58,7 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
 
     def _resolve(self, request: sampler_pb2.SampleRequest) -> tuple[LocationSampler, int, int, float]:
         s = self.settings
-        if request.method == sampler_pb2.SAMPLING_METHOD_UNSPECIFIED:
-            name = s.default_method
-        elif request.method in METHOD_NAMES:
-            name = METHOD_NAMES[request.method]
-        else:
-            raise InvalidArgument("method", f"{request.method} is not a SamplingMethod")
+        name = named_enum_value("method", request.method, METHOD_NAMES, s.default_method, "SamplingMethod")
         if name not in self._samplers:
             raise FailedPrecondition(f"method: {name!r} is not served by this sampler (no checkpoint configured)")
         sampler = self._samplers[name]

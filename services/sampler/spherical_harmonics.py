@@ -19,7 +19,6 @@ import math
 import numpy as np
 
 
-
 def coefficient_count(degree: int) -> int:
     return (degree + 1) ** 2
 

@@ -15,7 +15,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from geoloc.suite.health import SERVING, Health, Probe
@@ -195,7 +195,7 @@ def status(run_dir: Path, timeout_s: float = 2.0) -> tuple[SuiteState, list[Comp
         raise SuiteError(str(exc)) from None
     if state is None:
         return None
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     rows = []
     for record in state.components:
         alive = is_ours(record.pid, record.start_ticks)

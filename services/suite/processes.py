@@ -8,6 +8,7 @@ time, and nothing is signalled otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -103,10 +104,8 @@ def _wait_gone(pid: int, ticks: int | None, timeout_s: float, child: subprocess.
 
 
 def _kill_group(pgid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def log_tail(path: Path, lines: int = 30) -> str:

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from geoloc.common.s2cells import latlon_to_cell_id
-from geoloc.tokens.geotokens import cell_id_to_tokens
 from geoloc.tokens.decoder import TOKEN_COUNT, Neighbours
+from geoloc.tokens.geotokens import cell_id_to_tokens
 
 
 def neighbour_sets(lat_deg: np.ndarray, lon_deg: np.ndarray, weights: np.ndarray, count: int) -> Neighbours:

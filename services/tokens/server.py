@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from geoloc.common.embeddings import validated_embedding
-from geoloc.common.errors import InvalidArgument, NotReady, defaulted_in_range
+from geoloc.common.errors import InvalidArgument, NotReady, defaulted_in_range, named_enum_value
 from geoloc.common.s2cells import cell_id_to_s2_token
 from geoloc.common.server import ServiceSpec, run_service, servicer_spec
 from geoloc.tokens.cells import DecodedCell, Strategy, decode_photo
@@ -76,12 +76,7 @@ class TokensServicer(tokens_pb2_grpc.TokensServiceServicer):
 
     def _resolve(self, request: tokens_pb2.DecodeRequest) -> dict:
         s = self.settings
-        if request.strategy == tokens_pb2.DECODE_STRATEGY_UNSPECIFIED:
-            strategy = s.default_strategy
-        elif request.strategy in STRATEGY_NAMES:
-            strategy = STRATEGY_NAMES[request.strategy]
-        else:
-            raise InvalidArgument("strategy", f"{request.strategy} is not a DecodeStrategy")
+        strategy = named_enum_value("strategy", request.strategy, STRATEGY_NAMES, s.default_strategy, "DecodeStrategy")
         beam_width = defaulted_in_range("beam_width", request.beam_width, s.default_beam_width, 1, s.max_beam_width)
         n_samples = defaulted_in_range("n_samples", request.n_samples, s.default_samples, 1, s.max_samples)
         temperature = request.temperature if request.HasField("temperature") else s.default_temperature

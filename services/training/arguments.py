@@ -49,8 +49,8 @@ def training_data(args: argparse.Namespace) -> TrainingData:
     """The train split's cached features (or --features) and the val split's, with their places."""
     import numpy as np
 
-    from geoloc.training.features import split_features
     from geoloc.evaluation.dataset import im2gps3k_split
+    from geoloc.training.features import split_features
 
     train, val = im2gps3k_split("train", args.data), im2gps3k_split("val", args.data)
     if args.features:

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from geoloc.common.paths import cache_dir as default_cache_dir
 from geoloc.embedding.config import EmbeddingSettings
 from geoloc.embedding.photos import PhotoLimits
 from geoloc.embedding.preprocessing import CropSpec, model_input_from_photo
 from geoloc.evaluation.dataset import Split
-from geoloc.common.paths import cache_dir as default_cache_dir
 from geoloc.tritonserver.repository import (
     DEFAULT_MODEL_REPOSITORY,
     load_backbone_module,

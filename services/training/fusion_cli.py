@@ -1,7 +1,7 @@
 """`geoloc train fusion`: fit the fusion's expert weights, bandwidths and gallery-density power on val.
 
 Computes (once, cached) every expert's answer for every Im2GPS3k val photo as the orchestrator
-asks for it, fits the fusion (fit.py), and checks its calibration: the share of val photos whose
+asks for it, fits the fusion (training/fusion.py), and checks its calibration: the share of val photos whose
 true place lies within the answer's 50 % and 90 % radii, with all experts, with each expert alone,
 and with none (the prior). Because the fit and the check use the same photos, it also reports a
 2-fold cross-validated check (fit on one half, score the other). Writes models/fusion/fusion.json.
@@ -25,15 +25,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from geoloc.training.features import default_cache_dir, split_features
+    from geoloc.api import EXPERTS
     from geoloc.evaluation.dataset import im2gps3k_split
     from geoloc.gallery.build import default_gallery_csv, read_gps_csv
     from geoloc.orchestrator.config import SHIPPED_FUSION
-    from geoloc.training.fusion import calibrate, calibration, fit_fusion
-    from geoloc.training.manifest import command_line
-    from geoloc.api import EXPERTS
     from geoloc.orchestrator.parameters import save_fusion
     from geoloc.training.expert_outputs import ExpertRequests, cached_expert_outputs, models_fingerprint
+    from geoloc.training.features import default_cache_dir, split_features
+    from geoloc.training.fusion import calibrate, calibration, fit_fusion
+    from geoloc.training.manifest import command_line
 
     started = time.monotonic()
     out = args.out or SHIPPED_FUSION

@@ -29,7 +29,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from geoloc.training.features import split_features
     from geoloc.evaluation.dataset import im2gps3k_split
     from geoloc.evaluation.harness import evaluate
     from geoloc.evaluation.prior import PriorPredictions
@@ -37,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from geoloc.gallery.heads import SHIPPED_HEADS, save_head
     from geoloc.gallery.index import GalleryIndex
     from geoloc.gallery.location_encoder import LocationEncoder
+    from geoloc.training.features import split_features
     from geoloc.training.gallery_head import config_grid, train_head
     from geoloc.training.manifest import model_manifest, write_manifest
 

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from geoloc.common.sphere import haversine_km, latlon_to_unit
 from geoloc.common.checkpoints import half_precision_weights
-from geoloc.training.loop import train_keeping_best
+from geoloc.common.sphere import haversine_km, latlon_to_unit
 from geoloc.evaluation.metrics import Metrics, summarize
 from geoloc.sampler import flow, sh_diffusion
 from geoloc.sampler.density import summarize_samples
 from geoloc.sampler.model import LocationSampler, build_network
+from geoloc.training.loop import train_keeping_best
 
 
 @dataclass(frozen=True)

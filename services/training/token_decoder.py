@@ -18,15 +18,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from geoloc.common.sphere import haversine_km
 from geoloc.common.s2cells import cell_id_to_latlon, latlon_to_cell_id
-from geoloc.tokens.geotokens import cell_id_to_tokens, tokens_to_cell_id
-from geoloc.training.loop import train_keeping_best
+from geoloc.common.sphere import haversine_km
 from geoloc.evaluation.metrics import Metrics, summarize
-from geoloc.tokens.decoder import Neighbours, TokenDecoder, TokenDecoderConfig, token_loss
 from geoloc.tokens.cells import Strategy, decode_photo
+from geoloc.tokens.decoder import Neighbours, TokenDecoder, TokenDecoderConfig, token_loss
+from geoloc.tokens.geotokens import cell_id_to_tokens, tokens_to_cell_id
 from geoloc.tokens.model import Standardiser, TokenModel
 from geoloc.tokens.search import greedy
+from geoloc.training.loop import train_keeping_best
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,6 @@
-"""Starting and stopping real servers for tests: free ports, health waits, service processes."""
+"""Starting and stopping real servers for tests: free ports, health waits, service processes, a
+small real gallery; and the made-up embeddings the experts are sent. (Serving a service in this
+process and calling it: tests/calls.py.)"""
 
 from __future__ import annotations
 
@@ -6,12 +8,14 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from geoloc.tritonserver.launcher import free_port
+from geoloc.v1 import common_pb2
 
 
 def wait_for_health(address: str, timeout_s: float, process: subprocess.Popen | None = None) -> None:
@@ -58,30 +62,33 @@ def stop(process: subprocess.Popen) -> int:
         return process.wait()
 
 
-def call_each(settings, spec, stub_class, rpc: str, requests, timeout_s: float = 60, ready_timeout_s: float = 120) -> list:
-    """Serves `spec` in-process on loopback, sends each request in turn to `rpc`, stops the server.
+def small_gallery(folder: Path, points: int = 2000) -> Path:
+    """A FAISS gallery of the first `points` real MP-16 coordinates (the geoclip package's), built
+    under `folder`; returns the gallery's directory."""
+    from geoloc.gallery.build import build_gallery, default_gallery_csv
 
-    Returns each answer, or the grpc.aio.AioRpcError it got, in order.
-    """
-    import asyncio
-
-    from geoloc.common.server import serving
-
-    async def scenario():
-        async with serving(settings, [spec], ready_timeout_s=ready_timeout_s) as (_, port):
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                call = getattr(stub_class(channel), rpc)
-                results = []
-                for request in requests:
-                    try:
-                        results.append(await call(request, timeout=timeout_s))
-                    except grpc.aio.AioRpcError as error:
-                        results.append(error)
-                return results
-
-    return asyncio.run(scenario())
+    lines = default_gallery_csv().read_text().splitlines()[: points + 1]
+    (folder / "gps.csv").write_text("\n".join(lines) + "\n")
+    build_gallery(folder / "gps.csv", folder / "index", progress=False)
+    return folder / "index"
 
 
 def pooled_feature(seed: int, dim: int = 1280) -> list[float]:
     """A made-up EfficientNet-Lite2 feature: non-negative, as pooled ReLU6 activations are."""
     return np.random.default_rng(seed).gamma(1.0, 0.3, dim).astype(np.float32).tolist()
+
+
+def made_up_embedding(values: list[float] | None = None, backbone: str = "efficientnet-lite2") -> common_pb2.Embedding:
+    """An Embedding message of `values` (default: pooled_feature(0)) from `backbone`, version 1."""
+    return common_pb2.Embedding(values=pooled_feature(0) if values is None else values,
+                                backbone=common_pb2.ModelInfo(name=backbone, version="1"))
+
+
+def bad_embeddings(request) -> list[tuple[object, str]]:
+    """The embedding defects every expert refuses, as (request, field) cases; `request(values=...,
+    backbone=...)` makes the service's request around an embedding."""
+    return [
+        (request(values=pooled_feature(0)[:512]), "embedding.values"),
+        (request(values=[float("nan")] + pooled_feature(0)[1:]), "embedding.values"),
+        (request(backbone="clip-vit-l14"), "embedding.backbone.name"),
+    ]

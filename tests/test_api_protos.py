@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from geoloc.common.paths import CHECKOUT
 from geoloc.v1 import common_pb2, gallery_pb2, orchestrator_pb2, sampler_pb2, tokens_pb2
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = CHECKOUT
 
 
 def test_buf_lint_standard_and_comments_rules_pass():

@@ -20,9 +20,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_status import rpc_status
 from PIL import Image
 
 from geoloc.embedding.config import EmbeddingSettings
@@ -41,7 +39,9 @@ from geoloc.v1 import (
     tokens_pb2,
     tokens_pb2_grpc,
 )
-from tests.servers import pooled_feature
+from tests.calls import assert_refused, refusal
+from tests.photos import encode
+from tests.servers import made_up_embedding, pooled_feature
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -77,35 +77,7 @@ def stubs(embedding_address, experts, orchestrator_address):
             channel.close()
 
 
-def refusal(call, request) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as error:
-        call(request, timeout=CALL_TIMEOUT_S)
-    return error.value
-
-
-def assert_refused(error: grpc.RpcError, code: grpc.StatusCode, field: str | None, problem: str) -> None:
-    """The code, and a message naming the field (when the request reached our code) and the problem."""
-    assert error.code() == code, (error.code(), error.details())
-    assert problem in error.details(), error.details()
-    if field is not None:
-        assert error.details().startswith(f"{field}: "), error.details()
-        status = rpc_status.from_call(error)
-        assert status is not None, "no google.rpc.Status in the trailers"
-        violations = []
-        for detail in status.details:
-            bad_request = error_details_pb2.BadRequest()
-            if detail.Unpack(bad_request):
-                violations.extend(v.field for v in bad_request.field_violations)
-        assert violations == [field], violations
-
-
 # ---------------------------------------------------------------- photos
-
-
-def encode(image: Image.Image, format: str) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=format)
-    return buffer.getvalue()
 
 
 def png_bomb(side: int = 100_000) -> bytes:
@@ -129,7 +101,7 @@ def gif(photo: Path) -> bytes:
 
 FORTY_MIB = 40 * 1024 * 1024
 
-# name -> (the bad photo made from a real val photo, code, a part of the message naming the problem)
+# name -> (the bad photo made from a real photo, code, a part of the message naming the problem)
 BAD_PHOTOS = {
     "empty bytes": (lambda _: b"", INVALID, "is empty"),
     "a truncated JPEG": (truncated, INVALID, "could not be decoded, the JPEG data is truncated or corrupt"),
@@ -158,24 +130,24 @@ def photo_rpcs(stubs: Stubs, good: bytes, bad: bytes) -> dict:
 
 @pytest.mark.parametrize("rpc", ["Embed", "EmbedBatch", "Locate", "LocateBatch"])
 @pytest.mark.parametrize("case", BAD_PHOTOS)
-def test_a_bad_photo_is_refused_naming_it(stubs, val_photos, case, rpc):
+def test_a_bad_photo_is_refused_naming_it(stubs, photos, case, rpc):
     make, code, problem = BAD_PHOTOS[case]
-    call, request, field = photo_rpcs(stubs, val_photos[0].read_bytes(), make(val_photos[1]))[rpc]
+    call, request, field = photo_rpcs(stubs, photos[0].read_bytes(), make(photos[1]))[rpc]
     # A message over the server's size limit is refused by gRPC itself, before any field is read.
-    assert_refused(refusal(call, request), code, field if code == INVALID else None, problem)
+    assert_refused(refusal(call, request), field if code == INVALID else None, problem, code)
 
 
-def test_a_batch_with_two_bad_photos_names_the_first_whichever_is_refused_first(stubs, val_photos):
+def test_a_batch_with_two_bad_photos_names_the_first_whichever_is_refused_first(stubs, photos):
     """images[1] is refused only after decoding most of a large PNG, images[2] at once from its first
     bytes: the answer still names images[1], as EmbedBatch does."""
-    good = val_photos[0].read_bytes()
+    good = photos[0].read_bytes()
     noise = Image.fromarray(np.random.default_rng(1).integers(0, 256, (2000, 2000, 3), dtype=np.uint8))
     slow = encode(noise, "PNG")
     slow = slow[: len(slow) * 3 // 4]  # truncated: found out only once most of it has been inflated
     fast = b"plain text, not a photo"
     for call, request in ((stubs.embedding.EmbedBatch, embedding_pb2.EmbedBatchRequest(images=[good, slow, fast])),
                           (stubs.orchestrator.LocateBatch, orchestrator_pb2.LocateBatchRequest(images=[good, slow, fast]))):
-        assert_refused(refusal(call, request), INVALID, "images[1]", "could not be decoded, the PNG data is truncated")
+        assert_refused(refusal(call, request), "images[1]", "could not be decoded, the PNG data is truncated")
 
 
 def test_the_crafted_bomb_is_small_and_declares_what_it_says(monkeypatch):
@@ -188,10 +160,6 @@ def test_the_crafted_bomb_is_small_and_declares_what_it_says(monkeypatch):
 
 
 # ---------------------------------------------------------------- embeddings sent to each expert
-
-
-def embedding(values) -> common_pb2.Embedding:
-    return common_pb2.Embedding(values=values, backbone=common_pb2.ModelInfo(name="efficientnet-lite2", version="1"))
 
 
 def with_one(value: float) -> list[float]:
@@ -214,7 +182,7 @@ BAD_EMBEDDINGS = {
 
 def expert_rpcs(stubs: Stubs, values) -> dict:
     """expert -> (call, request carrying `values`, the expert's name in its messages)."""
-    e = embedding(values)
+    e = made_up_embedding(values)
     return {
         "gallery": (stubs.gallery.Search, gallery_pb2.SearchRequest(embedding=e, k=5), "gallery head"),
         "sampler flow": (stubs.sampler.Sample, sampler_pb2.SampleRequest(embedding=e, method=FLOW, n_samples=16, steps=4),
@@ -230,22 +198,23 @@ def expert_rpcs(stubs: Stubs, values) -> dict:
 def test_a_bad_embedding_is_refused_by_each_expert(stubs, case, expert):
     values, problem = BAD_EMBEDDINGS[case]
     call, request, name = expert_rpcs(stubs, values)[expert]
-    assert_refused(refusal(call, request), INVALID, "embedding.values", problem.format(expert=name))
+    assert_refused(refusal(call, request), "embedding.values", problem.format(expert=name))
 
 
 # ---------------------------------------------------------------- parameters and enum values
 
 
 def search(**fields) -> gallery_pb2.SearchRequest:
-    return gallery_pb2.SearchRequest(embedding=embedding(pooled_feature(1)), **fields)
+    return gallery_pb2.SearchRequest(embedding=made_up_embedding(pooled_feature(1)), **fields)
 
 
 def sample(**fields) -> sampler_pb2.SampleRequest:
-    return sampler_pb2.SampleRequest(embedding=embedding(pooled_feature(1)), **{"n_samples": 16, "steps": 4, **fields})
+    fields = {"n_samples": 16, "steps": 4, **fields}
+    return sampler_pb2.SampleRequest(embedding=made_up_embedding(pooled_feature(1)), **fields)
 
 
 def decode(**fields) -> tokens_pb2.DecodeRequest:
-    return tokens_pb2.DecodeRequest(embedding=embedding(pooled_feature(1)), **fields)
+    return tokens_pb2.DecodeRequest(embedding=made_up_embedding(pooled_feature(1)), **fields)
 
 
 def near(lat: float, lon: float) -> common_pb2.WeightedPoint:
@@ -308,22 +277,22 @@ def parameter_call(stubs: Stubs, service: str, request, photo: bytes):
 
 @pytest.mark.parametrize("service, request_, field, problem", BAD_PARAMETERS,
                          ids=[f"{s}-{f}-{i}" for i, (s, _, f, _) in enumerate(BAD_PARAMETERS)])
-def test_a_bad_parameter_is_refused_naming_it(stubs, val_photos, service, request_, field, problem):
-    call, request_ = parameter_call(stubs, service, request_, val_photos[0].read_bytes())
-    assert_refused(refusal(call, request_), INVALID, field, problem)
+def test_a_bad_parameter_is_refused_naming_it(stubs, photos, service, request_, field, problem):
+    call, request_ = parameter_call(stubs, service, request_, photos[0].read_bytes())
+    assert_refused(refusal(call, request_), field, problem)
 
 
 # ---------------------------------------------------------------- after the matrix
 
 
-def test_after_the_matrix_every_service_still_answers_a_good_request(stubs, val_photos):
+def test_after_the_matrix_every_service_still_answers_a_good_request(stubs, photos):
     """Runs last in this file: every process is still up and gives a whole answer."""
     for address in stubs.addresses:
         with grpc.insecure_channel(address) as channel:
             health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
             assert health.status == health_pb2.HealthCheckResponse.SERVING, address
 
-    photo = val_photos[0].read_bytes()
+    photo = photos[0].read_bytes()
     embedded = stubs.embedding.Embed(embedding_pb2.EmbedRequest(image=photo), timeout=CALL_TIMEOUT_S)
     assert embedded.dimension == 1280 and np.isfinite(embedded.embedding.values).all()
     batch = stubs.embedding.EmbedBatch(embedding_pb2.EmbedBatchRequest(images=[photo, photo]), timeout=CALL_TIMEOUT_S)

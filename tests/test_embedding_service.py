@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import time
 
 import grpc
@@ -12,13 +11,9 @@ from PIL import Image
 
 from geoloc.tritonserver.launcher import TritonLaunch, TritonServer, free_port
 from geoloc.v1 import embedding_pb2, embedding_pb2_grpc
+from tests.calls import assert_refused, refusal
+from tests.photos import encode
 from tests.servers import start_embedding_service, stop, wait_for_health
-
-
-def encode(image: Image.Image, format: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=format, **options)
-    return buffer.getvalue()
 
 
 def vector(embedding) -> np.ndarray:
@@ -34,9 +29,9 @@ def embed(stub, data: bytes):
     return stub.Embed(embedding_pb2.EmbedRequest(image=data), timeout=30).embedding
 
 
-def test_a_photo_gives_the_same_embedding_across_calls_and_batch_sizes(embedding_stub, val_photos):
-    photo = val_photos[0].read_bytes()
-    others = [p.read_bytes() for p in val_photos[1:8]]
+def test_a_photo_gives_the_same_embedding_across_calls_and_batch_sizes(embedding_stub, photos):
+    photo = photos[0].read_bytes()
+    others = [p.read_bytes() for p in photos[1:8]]
     response = embedding_stub.Embed(embedding_pb2.EmbedRequest(image=photo), timeout=30)
     again = embed(embedding_stub, photo)
     alone = embedding_stub.EmbedBatch(embedding_pb2.EmbedBatchRequest(images=[photo]), timeout=30).embeddings[0]
@@ -53,16 +48,16 @@ def test_a_photo_gives_the_same_embedding_across_calls_and_batch_sizes(embedding
     assert cosine(batch.embeddings[0], batch.embeddings[8]) > 0.9999
 
 
-def test_different_photos_give_different_embeddings(embedding_stub, val_photos):
+def test_different_photos_give_different_embeddings(embedding_stub, photos):
     embeddings = embedding_stub.EmbedBatch(
-        embedding_pb2.EmbedBatchRequest(images=[p.read_bytes() for p in val_photos[:6]]), timeout=60
+        embedding_pb2.EmbedBatchRequest(images=[p.read_bytes() for p in photos[:6]]), timeout=60
     ).embeddings
     pairs = [cosine(embeddings[i], embeddings[j]) for i in range(6) for j in range(i + 1, 6)]
     assert max(pairs) < 0.9, pairs
 
 
-def test_a_photo_rotated_through_exif_embeds_like_its_upright_twin(embedding_stub, val_photos):
-    upright = Image.open(val_photos[1]).convert("RGB")
+def test_a_photo_rotated_through_exif_embeds_like_its_upright_twin(embedding_stub, photos):
+    upright = Image.open(photos[1]).convert("RGB")
     # Stored turned a quarter to the left, with EXIF orientation 6: "rotate 90° clockwise to view".
     stored = upright.transpose(Image.Transpose.ROTATE_90)
     exif = Image.Exif()
@@ -82,26 +77,23 @@ def test_a_photo_rotated_through_exif_embeds_like_its_upright_twin(embedding_stu
         ("BMP", {}, 0.9999),
     ],
 )
-def test_every_supported_format_is_accepted(embedding_stub, val_photos, format, options, at_least):
-    image = Image.open(val_photos[2]).convert("RGB")
+def test_every_supported_format_is_accepted(embedding_stub, photos, format, options, at_least):
+    image = Image.open(photos[2]).convert("RGB")
     reference = embed(embedding_stub, encode(image, "PNG"))
     assert cosine(reference, embed(embedding_stub, encode(image, format, **options))) > at_least
 
 
-def test_gifs_still_and_animated_are_refused_naming_the_format(embedding_stub, val_photos):
+def test_gifs_still_and_animated_are_refused_naming_the_format(embedding_stub, photos):
     """GIF is a palette format no camera writes; a still one and an animated one are both refused."""
-    first, second = (Image.open(p).convert("RGB").resize((320, 240)) for p in val_photos[3:5])
+    first, second = (Image.open(p).convert("RGB").resize((320, 240)) for p in photos[3:5])
     still = encode(first, "GIF")
     animated = encode(first, "GIF", save_all=True, append_images=[second], duration=100, loop=0)
     for data in (still, animated):
-        with pytest.raises(grpc.RpcError) as error:
-            embedding_stub.Embed(embedding_pb2.EmbedRequest(image=data), timeout=30)
-        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert error.value.details() == "image: is a GIF image; supported formats are JPEG, PNG, WebP or BMP"
-    with pytest.raises(grpc.RpcError) as batch:
-        embedding_stub.EmbedBatch(embedding_pb2.EmbedBatchRequest(images=[val_photos[0].read_bytes(), animated]), timeout=30)
-    assert batch.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert batch.value.details().startswith("images[1]: is a GIF image")
+        error = refusal(embedding_stub.Embed, embedding_pb2.EmbedRequest(image=data))
+        assert error.details() == "image: is a GIF image; supported formats are JPEG, PNG, WebP or BMP"
+        assert_refused(error, "image")
+    batch = embedding_pb2.EmbedBatchRequest(images=[photos[0].read_bytes(), animated])
+    assert_refused(refusal(embedding_stub.EmbedBatch, batch), "images[1]", "is a GIF image")
     assert len(embed(embedding_stub, encode(first, "PNG")).values) == 1280
 
 
@@ -129,50 +121,43 @@ BAD_PHOTOS = {
 
 
 @pytest.mark.parametrize("name", BAD_PHOTOS)
-def test_bad_photos_get_invalid_argument_and_the_service_keeps_serving(embedding_stub, val_photos, name):
+def test_bad_photos_get_invalid_argument_and_the_service_keeps_serving(embedding_stub, photos, name):
     make, expected = BAD_PHOTOS[name]
-    with pytest.raises(grpc.RpcError) as error:
-        embedding_stub.Embed(embedding_pb2.EmbedRequest(image=make(val_photos[0])), timeout=30)
-    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error.value.details().startswith("image: ") and expected in error.value.details()
-    assert len(embed(embedding_stub, val_photos[0].read_bytes()).values) == 1280
+    assert_refused(refusal(embedding_stub.Embed, embedding_pb2.EmbedRequest(image=make(photos[0]))), "image", expected)
+    assert len(embed(embedding_stub, photos[0].read_bytes()).values) == 1280
 
 
-def test_a_batch_with_one_bad_photo_is_refused_whole_naming_it(embedding_stub, val_photos):
-    good = val_photos[0].read_bytes()
-    with pytest.raises(grpc.RpcError) as error:
-        embedding_stub.EmbedBatch(embedding_pb2.EmbedBatchRequest(images=[good, good, b"", good]), timeout=30)
-    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error.value.details().startswith("images[2]: is empty")
-    with pytest.raises(grpc.RpcError) as empty:
-        embedding_stub.EmbedBatch(embedding_pb2.EmbedBatchRequest(images=[]), timeout=30)
-    assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "1 to 64 photos, got 0" in empty.value.details()
-    with pytest.raises(grpc.RpcError) as many:
-        embedding_stub.EmbedBatch(embedding_pb2.EmbedBatchRequest(images=[b"x"] * 65), timeout=30)
-    assert many.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "got 65" in many.value.details()
+def test_a_batch_with_one_bad_photo_is_refused_whole_naming_it(embedding_stub, photos):
+    good, batch = photos[0].read_bytes(), embedding_stub.EmbedBatch
+    one_empty = embedding_pb2.EmbedBatchRequest(images=[good, good, b"", good])
+    assert_refused(refusal(batch, one_empty), "images[2]", "is empty")
+    assert_refused(refusal(batch, embedding_pb2.EmbedBatchRequest(images=[])), "images", "1 to 64 photos, got 0")
+    assert_refused(refusal(batch, embedding_pb2.EmbedBatchRequest(images=[b"x"] * 65)), "images", "got 65")
 
 
-def test_a_payload_over_the_message_limit_gets_resource_exhausted(embedding_stub, val_photos):
-    with pytest.raises(grpc.RpcError) as error:
-        embedding_stub.Embed(embedding_pb2.EmbedRequest(image=bytes(21 * 1024 * 1024)), timeout=30)
-    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert len(embed(embedding_stub, val_photos[0].read_bytes()).values) == 1280
+def test_a_payload_over_the_message_limit_gets_resource_exhausted(embedding_stub, photos):
+    error = refusal(embedding_stub.Embed, embedding_pb2.EmbedRequest(image=bytes(21 * 1024 * 1024)))
+    assert_refused(error, None, code=grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert len(embed(embedding_stub, photos[0].read_bytes()).values) == 1280
 
 
-def test_the_service_waits_for_triton_then_is_unavailable_while_it_is_down_and_recovers(val_photos):
+@pytest.mark.integration  # starts its own Triton
+def test_the_service_waits_for_triton_then_is_unavailable_while_it_is_down_and_recovers(photos):
     """Started before Triton: NOT_SERVING until the model is READY. Triton stopped: UNAVAILABLE at
     once. Triton back on the same address: calls succeed again without restarting the service."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     launch = TritonLaunch(grpc_port=free_port(), metrics_port=None)
-    photo = val_photos[0].read_bytes()
+    photo = photos[0].read_bytes()
     process, address = start_embedding_service(launch.grpc_url)
     try:
         with grpc.insecure_channel(address) as channel:
             stub = embedding_pb2_grpc.EmbeddingServiceStub(channel)
             health = health_pb2_grpc.HealthStub(channel)
-            time.sleep(1.0)
-            assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            # The process may still be starting (a refused connection, under load): wait until it
+            # listens; from then until Triton's model is READY it must say NOT_SERVING.
+            starting = health.Check(health_pb2.HealthCheckRequest(), timeout=30, wait_for_ready=True)
+            assert starting.status == health_pb2.HealthCheckResponse.NOT_SERVING
             with pytest.raises(grpc.RpcError) as warming:
                 stub.Embed(embedding_pb2.EmbedRequest(image=photo), timeout=5)
             assert warming.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -13,11 +12,13 @@ from pathlib import Path
 import pytest
 
 from geoloc.cli import main
+from geoloc.common.paths import data_root
 from geoloc.evaluation.csvio import InputError
 from geoloc.evaluation.dataset import LabelledImage, load_split
 from geoloc.evaluation.harness import evaluate
 from geoloc.evaluation.metrics import GEOSCORE_SCALE_KM, THRESHOLDS_KM, summarize
 from geoloc.evaluation.predictions import CsvPredictions, Prediction, PredictionSource
+from tests.photos import write_split
 
 # On the equator a pure longitude offset is a great-circle arc: 1 degree = 6371·π/180 km.
 KM_PER_DEGREE = 6371 * math.pi / 180  # = 111.19492664 km
@@ -40,10 +41,7 @@ def east_of_origin(km: float) -> float:
 
 @pytest.fixture
 def split_dir(tmp_path: Path) -> Path:
-    root = tmp_path / "toy" / "val"
-    (root / "images").mkdir(parents=True)
-    write_csv(root / "labels.csv", ["image", "lat", "lon", "author"], [(name, 0, 0, "someone@N00") for name in NAMES])
-    return root
+    return write_split(tmp_path / "toy" / "val", [(name, 0, 0, "someone@N00") for name in NAMES])
 
 
 @pytest.fixture
@@ -52,7 +50,7 @@ def predictions_csv(tmp_path: Path) -> Path:
     # text is a declared expert that never answers.
     gallery = {"a.jpg": 0.0, "b.jpg": 30.0, "c.jpg": 300.0}
     rows = []
-    for name, km in zip(NAMES, DISTANCES_KM):
+    for name, km in zip(NAMES, DISTANCES_KM, strict=True):
         g = (0, east_of_origin(gallery[name])) if name in gallery else ("", "")
         rows.append((name, 0, east_of_origin(km), *g, "", ""))
     return write_csv(tmp_path / "preds.csv", ["image", "lat", "lon", "gallery_lat", "gallery_lon", "text_lat", "text_lon"], rows)
@@ -79,7 +77,7 @@ def check_fused_figures(m) -> None:
     assert m.n == 5
     assert m.thresholds_km == (1, 25, 200, 750, 2500)
     expected_accuracy = (0.2, 0.4, 0.6, 0.6, 0.8)
-    for threshold, expected in zip(THRESHOLDS_KM, expected_accuracy):
+    for threshold, expected in zip(THRESHOLDS_KM, expected_accuracy, strict=True):
         assert m.accuracy_at(threshold) == pytest.approx(expected, abs=1e-12)
     assert m.median_km == pytest.approx(100.0, abs=1e-9)
     assert m.mean_km == pytest.approx(822.0, abs=1e-9)
@@ -174,7 +172,7 @@ class ListSource:
 
 
 def test_any_prediction_source_plugs_in(split_dir: Path) -> None:
-    source = ListSource([Prediction(name, 0.0, east_of_origin(km), {"x": (0.0, 0.0)}) for name, km in zip(NAMES, DISTANCES_KM)])
+    source = ListSource([Prediction(name, 0.0, east_of_origin(km), {"x": (0.0, 0.0)}) for name, km in zip(NAMES, DISTANCES_KM, strict=True)])
     assert isinstance(source, PredictionSource)
     report = evaluate(load_split(split_dir), source, by_expert=True, progress=False)
     assert source.asked == list(NAMES)
@@ -359,17 +357,9 @@ def test_labels_with_bom_and_trailing_blank_lines_load(tmp_path: Path) -> None:
     assert split.images[0].path == root / "images" / "a.jpg"
 
 
-def im2gps3k_dir() -> Path:
-    base = os.environ.get("GEOLOC_DATA_DIR")
-    data = Path(base) if base else Path(__file__).resolve().parents[2] / "shared" / "data"
-    return data / "im2gps3k"
-
-
+@pytest.mark.im2gps3k
 def test_real_im2gps3k_val_labels_load() -> None:
-    val = im2gps3k_dir() / "val"
-    if not (val / "labels.csv").is_file():
-        pytest.skip(f"{val}/labels.csv not present")
-    split = load_split(val)
+    split = load_split(data_root() / "im2gps3k" / "val")
     assert len(split) == 360
     assert split.name == "val"
     assert len({r.image for r in split.images}) == 360

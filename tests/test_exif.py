@@ -1,11 +1,13 @@
 """exif_gps on photos built here: real Pillow-written EXIF, hand-built GPS directories with
-exactly the malformed values under test, every truncation of a photo, and flipped bytes."""
+exactly the malformed values under test, every truncation of a photo, and flipped bytes; and on
+the repository's sample photo with EXIF GPS."""
 
 from __future__ import annotations
 
 import io
 import logging
 import struct
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from PIL import Image
 from PIL.TiffImagePlugin import IFDRational
 
 from geoloc.orchestrator.exif import exif_gps, exif_message
+from tests.photos import KAUAI, KAUAI_GPS
 
 ASCII, SHORT, LONG, RATIONAL, SRATIONAL, DOUBLE = 2, 3, 4, 5, 10, 12
 
@@ -164,26 +167,31 @@ def test_garbage_and_wrong_types_give_none():
 def test_every_truncation_gives_none_or_the_true_position():
     photo = _photo("JPEG", _exif(_gps()))
     app1_end = photo.index(b"\xff\xdb")  # the quantisation tables follow the EXIF segment
+    found = 0
     for cut in range(len(photo)):
         got = exif_gps(photo[:cut])
         if cut < app1_end:
             assert got is None, cut
         else:
             assert got is None or got == pytest.approx(PARIS, abs=1e-12), cut
+            found += got is not None
+    assert found > 0  # some photos cut after their EXIF segment still give it: the second case was reached
 
 
 def test_flipped_bytes_in_the_exif_never_give_an_out_of_range_position():
     photo = bytearray(_photo("JPEG", _exif(_gps())))
     start = photo.index(b"Exif\x00\x00")
     rng = np.random.default_rng(1)
+    outcomes = Counter()
     for _ in range(400):
         mutated = bytearray(photo)
         for at in rng.integers(start, start + 200, size=3):
             mutated[at] = int(rng.integers(0, 256))
         got = exif_gps(bytes(mutated))
-        if got is not None:
-            lat, lon = got
-            assert -90 <= lat <= 90 and -180 <= lon <= 180 and (lat, lon) != (0.0, 0.0)
+        assert got is None or (-90 <= got[0] <= 90 and -180 <= got[1] <= 180 and got != (0.0, 0.0)), got
+        outcomes["none" if got is None else "intact" if got == pytest.approx(PARIS, abs=1e-12) else "moved"] += 1
+    # The flips reached the GPS values: positions they moved were still read and checked, others refused.
+    assert outcomes["moved"] >= 10 and outcomes["none"] >= 10, outcomes
 
 
 def test_no_log_record_carries_the_raw_exif(caplog):
@@ -195,9 +203,17 @@ def test_no_log_record_carries_the_raw_exif(caplog):
     assert not any("2376" in r.getMessage() or "value" in r.getMessage() for r in caplog.records)
 
 
-def test_exif_message():
-    message = exif_message(-33.5, 151.25)
-    assert (message.lat_deg, message.lon_deg) == (-33.5, 151.25)
+def test_the_sample_photo_with_gps_gives_the_written_position_as_the_apis_message():
+    """samples/kauai_gps.jpg carries the GPS written into it (samples/README: 22.07 N, 159.66 W), read
+    from a real camera-style JPEG and carried unrounded into the ExifGps the orchestrator returns;
+    its twin without EXIF GPS gives none. (The radii of an EXIF answer are the orchestrator's, checked
+    in tests/test_orchestrator.py.)"""
+    position = exif_gps(KAUAI_GPS.read_bytes())
+    assert position == pytest.approx((22.07, -159.66), abs=1e-9)
+    message = exif_message(*position)
+    assert message.DESCRIPTOR.full_name == "geoloc.v1.ExifGps"
+    assert (message.lat_deg, message.lon_deg) == position  # doubles on the wire: nothing rounded away
+    assert exif_gps(KAUAI.read_bytes()) is None
 
 
 def test_every_service_that_configures_logging_drops_pillows_raw_exif_records():

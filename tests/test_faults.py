@@ -23,14 +23,14 @@ import urllib.request
 import grpc
 import pytest
 
+from geoloc.client.load import drive
 from geoloc.common.channels import create_channel
 from geoloc.common.errors import retry_delay_s
-from geoloc.client.load import drive
 from geoloc.tritonserver.launcher import TritonLaunch, TritonServer, free_port
 from geoloc.v1 import embedding_pb2, embedding_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc
 from tests.servers import start_embedding_service, start_service, stop, wait_for_health
 
-pytestmark = pytest.mark.timeout(420)
+pytestmark = [pytest.mark.timeout(420), pytest.mark.integration]
 
 # Generous per-expert timeouts: on two shared cores a loaded expert is slow, and these tests are
 # about faults, not about an expert that is merely late.
@@ -38,8 +38,9 @@ PATIENT = {"gallery_timeout_s": "30", "tokens_timeout_s": "30", "embed_timeout_s
 
 
 @pytest.fixture(scope="module")
-def photos(val_photos) -> list[bytes]:
-    return [path.read_bytes() for path in val_photos[:6]]
+def images(photos) -> list[bytes]:
+    """Six real photos' bytes (tests/conftest.py's `photos`), sent round by the load."""
+    return [path.read_bytes() for path in photos[:6]]
 
 
 class Expert:
@@ -92,14 +93,14 @@ def statuses(answer: orchestrator_pb2.LocateResponse) -> dict[str, str]:
 
 
 def test_an_expert_killed_and_restarted_under_load_costs_only_partial_answers(
-        embedding_address, gallery_and_tokens, photos):
+        embedding_address, gallery_and_tokens, images):
     gallery = gallery_and_tokens["gallery"]
     process, address = start_orchestrator(embedding_address, gallery_and_tokens)
 
     async def scenario():
         stop_load = asyncio.Event()
         async with create_channel(address) as channel:
-            load = asyncio.create_task(drive(channel, address, photos, clients=3, seconds=300, stop=stop_load))
+            load = asyncio.create_task(drive(channel, address, images, clients=3, seconds=300, stop=stop_load))
             await asyncio.sleep(6)
             gallery.signal(signal.SIGKILL)
             killed = time.perf_counter()
@@ -131,11 +132,11 @@ def test_an_expert_killed_and_restarted_under_load_costs_only_partial_answers(
     assert all(r.experts["gallery"] == "EXPERT_STATUS_OK" for r in after)
 
 
-def test_a_hung_expert_does_not_hold_the_answer_past_the_deadline(embedding_address, gallery_and_tokens, photos):
+def test_a_hung_expert_does_not_hold_the_answer_past_the_deadline(embedding_address, gallery_and_tokens, images):
     gallery = gallery_and_tokens["gallery"]
     # With no deadline from the caller, the orchestrator's own default bounds the call.
     process, address = start_orchestrator(embedding_address, gallery_and_tokens, default_deadline_s="6")
-    request = orchestrator_pb2.LocateRequest(image=photos[0])
+    request = orchestrator_pb2.LocateRequest(image=images[0])
     try:
         with grpc.insecure_channel(address) as channel:
             stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
@@ -160,7 +161,7 @@ def test_a_hung_expert_does_not_hold_the_answer_past_the_deadline(embedding_addr
     assert recovered["EXPERT_GALLERY"] == "EXPERT_STATUS_OK"
 
 
-def test_triton_stopped_gives_quick_unavailable_with_retry_info_and_both_recover(photos):
+def test_triton_stopped_gives_quick_unavailable_with_retry_info_and_both_recover(images):
     port = free_port()
     triton = TritonServer(TritonLaunch(grpc_port=port, metrics_port=None))
     triton.start()
@@ -173,12 +174,12 @@ def test_triton_stopped_gives_quick_unavailable_with_retry_info_and_both_recover
         with grpc.insecure_channel(embedding_address) as e_channel, grpc.insecure_channel(orchestrator_address) as o_channel:
             embed = embedding_pb2_grpc.EmbeddingServiceStub(e_channel).Embed
             locate = orchestrator_pb2_grpc.OrchestratorServiceStub(o_channel).Locate
-            embed(embedding_pb2.EmbedRequest(image=photos[0]), timeout=60)
+            embed(embedding_pb2.EmbedRequest(image=images[0]), timeout=60)
             triton.stop()
 
             failures = []
-            for call, request in ((embed, embedding_pb2.EmbedRequest(image=photos[0])),
-                                  (locate, orchestrator_pb2.LocateRequest(image=photos[0]))):
+            for call, request in ((embed, embedding_pb2.EmbedRequest(image=images[0])),
+                                  (locate, orchestrator_pb2.LocateRequest(image=images[0]))):
                 started = time.perf_counter()
                 with pytest.raises(grpc.RpcError) as raised:
                     call(request, timeout=30)
@@ -197,12 +198,12 @@ def test_triton_stopped_gives_quick_unavailable_with_retry_info_and_both_recover
             deadline = time.monotonic() + 30
             while recovered_at is None and time.monotonic() < deadline:
                 try:
-                    embed(embedding_pb2.EmbedRequest(image=photos[0]), timeout=10)
+                    embed(embedding_pb2.EmbedRequest(image=images[0]), timeout=10)
                     recovered_at = time.monotonic()
                 except grpc.RpcError:
                     time.sleep(0.2)
             assert recovered_at is not None, "the embedding service did not recover within 30 s of Triton's return"
-            answer = locate(orchestrator_pb2.LocateRequest(image=photos[0]), timeout=60)
+            answer = locate(orchestrator_pb2.LocateRequest(image=images[0]), timeout=60)
             assert answer.best_guess.place.kind
     finally:
         for process in (orchestrator, embedding):
@@ -218,7 +219,7 @@ def served_locates(metrics_port: int) -> float:
                if line.startswith("grpc_server_handled_total{") and 'grpc_method="Locate"' in line)
 
 
-def test_sigterm_to_one_of_two_replicas_behind_round_robin_fails_no_call(embedding_address, photos):
+def test_sigterm_to_one_of_two_replicas_behind_round_robin_fails_no_call(embedding_address, images):
     replicas = []
     try:
         for _ in range(2):
@@ -230,7 +231,7 @@ def test_sigterm_to_one_of_two_replicas_behind_round_robin_fails_no_call(embeddi
 
         async def scenario():
             async with create_channel(target) as channel:
-                load = asyncio.create_task(drive(channel, target, photos, clients=4, seconds=14))
+                load = asyncio.create_task(drive(channel, target, images, clients=4, seconds=14))
                 await asyncio.sleep(6)
                 served = [await asyncio.to_thread(served_locates, port) for _, _, port in replicas]
                 replicas[0][0].send_signal(signal.SIGTERM)

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from geoloc.common.sphere import find_modes, haversine_km, latlon_to_unit, unit_to_latlon, vmf_kappa_for_radius_km, vmf_sample
+from geoloc.common.sphere import (
+    find_modes,
+    haversine_km,
+    latlon_to_unit,
+    unit_to_latlon,
+    vmf_kappa_for_radius_km,
+    vmf_sample,
+)
 from geoloc.sampler.flow import (
     FlowConfig,
     VelocityNetwork,
@@ -76,6 +83,7 @@ def near_fraction(points: np.ndarray, places: list[tuple[float, float]], km: flo
     return float(np.mean(nearest < km))
 
 
+@pytest.mark.slow  # the trained fixture: minutes of training
 @pytest.mark.parametrize("condition", [0, 1])
 def test_the_trained_flow_recovers_each_conditions_clusters_within_50_km(trained, condition):
     points = sample(trained, embedding_of(condition), 512, 250, generator=torch.Generator().manual_seed(1)).numpy()
@@ -86,16 +94,18 @@ def test_the_trained_flow_recovers_each_conditions_clusters_within_50_km(trained
         assert min(haversine_km(lat, lon, m.lat_deg, m.lon_deg) for m in heavy) < 50
 
 
+@pytest.mark.slow  # the trained fixture: minutes of training
 def test_every_point_of_a_trajectory_is_on_the_sphere(trained):
     for points in trajectory(trained, embedding_of(0), 64, 32, guidance=2.0):
         assert torch.allclose(points.norm(dim=-1), torch.ones(64), atol=1e-5)
 
 
+@pytest.mark.slow  # the trained fixture: minutes of training
 def test_guidance_zero_follows_the_condition_and_guidance_two_sharpens_it(trained):
     """ω = 0 samples the conditional distribution; the empty embedding the marginal (both
     conditions' clusters); ω = 2 pushes away from the marginal, so no fewer samples land near
     the condition's own clusters."""
-    generator = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+    generator = lambda: torch.Generator().manual_seed(2)
     own, other = CLUSTERS[0], CLUSTERS[1]
     plain = sample(trained, embedding_of(0), 400, 64, guidance=0.0, generator=generator()).numpy()
     guided = sample(trained, embedding_of(0), 400, 64, guidance=2.0, generator=generator()).numpy()

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from geoloc.gallery.build import add_to_gallery, build_gallery, embed_locations, read_gps_csv
-from geoloc.gallery.index import GalleryIndex, index_type_for
 from geoloc.gallery.geoclip_reference import geoclip_reference_encoder
+from geoloc.gallery.index import GalleryIndex, index_type_for
 from geoloc.gallery.location_encoder import LocationEncoder
 
 

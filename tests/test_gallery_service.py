@@ -9,25 +9,22 @@ import numpy as np
 import pytest
 
 from geoloc.common.server import serving
-from geoloc.gallery.build import build_gallery
 from geoloc.gallery.config import GallerySettings
 from geoloc.gallery.heads import load_head
 from geoloc.gallery.index import GalleryIndex
 from geoloc.gallery.server import GalleryServicer, gallery_spec
-from geoloc.v1 import common_pb2, gallery_pb2, gallery_pb2_grpc
-from tests.servers import call_each, pooled_feature as feature
+from geoloc.v1 import gallery_pb2, gallery_pb2_grpc
+from tests.calls import assert_refused, call_each
+from tests.servers import made_up_embedding, small_gallery
+from tests.servers import pooled_feature as feature
+
+pytestmark = pytest.mark.integration  # every test serves the gallery on loopback
 
 
 @pytest.fixture(scope="module")
 def gallery_dir(tmp_path_factory):
     """2000 real MP-16 gallery coordinates (the geoclip package's first rows), built once."""
-    from geoloc.gallery.build import default_gallery_csv
-
-    folder = tmp_path_factory.mktemp("gallery")
-    lines = default_gallery_csv().read_text().splitlines()[:2001]
-    (folder / "gps.csv").write_text("\n".join(lines) + "\n")
-    build_gallery(folder / "gps.csv", folder / "index", progress=False)
-    return folder / "index"
+    return small_gallery(tmp_path_factory.mktemp("gallery"), 2000)
 
 
 def search_all(gallery_dir, requests, head: str | None = None):
@@ -38,9 +35,7 @@ def search_all(gallery_dir, requests, head: str | None = None):
 
 
 def request(values, k=10, backbone="efficientnet-lite2") -> gallery_pb2.SearchRequest:
-    return gallery_pb2.SearchRequest(
-        embedding=common_pb2.Embedding(values=values, backbone=common_pb2.ModelInfo(name=backbone, version="1")), k=k
-    )
+    return gallery_pb2.SearchRequest(embedding=made_up_embedding(values, backbone), k=k)
 
 
 def test_search_returns_geoclips_softmax_over_the_whole_gallery(gallery_dir):
@@ -72,8 +67,7 @@ def test_search_returns_geoclips_softmax_over_the_whole_gallery(gallery_dir):
 )
 def test_bad_requests_get_invalid_argument_and_the_service_keeps_serving(gallery_dir, bad, field, problem):
     error, good = search_all(gallery_dir, [bad, request(feature(2), k=3)])
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error.details().startswith(f"{field}: ") and problem in error.details()
+    assert_refused(error, field, problem)
     assert len(good.points) == 3
 
 
@@ -115,4 +109,4 @@ def test_with_geoclips_released_head_the_service_takes_clip_features(gallery_dir
         gallery_dir, [request(clip_feature, k=5, backbone="clip-vit-l14"), request(feature(3), k=5)], head="clip"
     )
     assert response.model.name == "geoclip-gallery/clip-vit-l14" and len(response.points) == 5
-    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT and "takes 768" in refused.details()
+    assert_refused(refused, "embedding.values", "takes 768")

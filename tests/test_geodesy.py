@@ -329,7 +329,7 @@ def test_mixture_log_density_matches_direct_sum():
     centers, x = random_unit(rng, 5), random_unit(rng, 50)
     weights = rng.uniform(0.1, 2.0, 5)
     kappa = rng.uniform(0.5, 30.0, 5)
-    parts = [w / weights.sum() * np.exp(sphere.vmf_log_density(x, c, k)) for c, w, k in zip(centers, weights, kappa)]
+    parts = [w / weights.sum() * np.exp(sphere.vmf_log_density(x, c, k)) for c, w, k in zip(centers, weights, kappa, strict=True)]
     direct = np.log(sum(parts))
     np.testing.assert_allclose(sphere.mixture_log_density(x, centers, weights, kappa), direct, rtol=1e-12)
     np.testing.assert_allclose(sphere.mixture_log_density(x, centers, 3 * weights, kappa), direct, rtol=1e-12)
@@ -457,7 +457,7 @@ def s2_points():
     rng = np.random.default_rng(11)
     lat, lon = random_latlon(rng, 2000)
     lat, lon = np.concatenate([lat, EDGE_LAT]), np.concatenate([lon, EDGE_LON])
-    leaves = [s2sphere.CellId.from_lat_lng(s2sphere.LatLng.from_degrees(a, b)) for a, b in zip(lat, lon)]
+    leaves = [s2sphere.CellId.from_lat_lng(s2sphere.LatLng.from_degrees(a, b)) for a, b in zip(lat, lon, strict=True)]
     return lat, lon, leaves
 
 
@@ -538,10 +538,10 @@ def test_geotokens_round_trip_and_prefixes(s2_points):
                 assert geotokens.tokens_to_cell_id(tokens) == int(cid)
             else:
                 assert tokens[-1] % 4 == 0
-    for cid, leaf in zip(s2cells.latlon_to_cell_id(lat, lon, geotokens.GEOTOKEN_LEVEL), leaves):
+    for cid, leaf in zip(s2cells.latlon_to_cell_id(lat, lon, geotokens.GEOTOKEN_LEVEL), leaves, strict=True):
         tokens = geotokens.cell_id_to_tokens(int(cid))
         assert len(tokens) == len(geotokens.TOKEN_VOCAB_SIZES)
-        assert all(0 <= t < size for t, size in zip(tokens, geotokens.TOKEN_VOCAB_SIZES))
+        assert all(0 <= t < size for t, size in zip(tokens, geotokens.TOKEN_VOCAB_SIZES, strict=True))
         for m in range(len(tokens)):
             assert geotokens.tokens_to_cell_id(tokens[: m + 1]) == leaf.parent(2 * m).id()
 

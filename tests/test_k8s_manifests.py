@@ -24,9 +24,10 @@ import promql_parser
 import pytest
 import yaml
 
+from geoloc.common.paths import CHECKOUT
 from tests.network_policy import Pod, allows
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = CHECKOUT
 K8S = REPO / "k8s"
 OVERLAYS = ("cpu", "gpu")
 # The oldest Kubernetes release the manifests support, and the newest the validator bundles.

@@ -13,21 +13,31 @@ import pytest
 from PIL import Image
 
 from geoloc.cli import main
-from geoloc.common.paths import data_root
 from geoloc.client import world_map as world_map
 from geoloc.tritonserver.launcher import free_port
+from tests.photos import write_split
 
 pytestmark = pytest.mark.timeout(600)
 
 EXPERT_NAMES = ("gallery", "flow", "sh", "tokens")
 KAUAI = Path(find_spec("geoclip").origin).parent / "images" / "Kauai.png"
-VAL = data_root() / "im2gps3k" / "val"
+# Where the split's photos are said to be taken: made up, but for Kauaʻi, since scoring is not under test.
+PLACES = [(22.05, -159.5), (48.86, 2.35), (40.71, -74.0), (35.68, 139.65), (-33.87, 151.21), (-22.91, -43.17),
+          (30.04, 31.24), (64.15, -21.94)]
 
 
 @pytest.fixture()
 def orchestrator(orchestrator_address) -> str:
     """The session's orchestrator process (tests/conftest.py), in front of every expert."""
     return orchestrator_address
+
+
+@pytest.fixture()
+def split(photos, tmp_path) -> Path:
+    """A labelled split folder of eight real photos (tests/conftest.py's `photos`), as geoloc eval reads one."""
+    named = {f"photo-{i}.jpg": path for i, path in enumerate(photos[: len(PLACES)])}
+    rows = [(name, lat, lon, f"author-{i}") for i, (name, (lat, lon)) in enumerate(zip(named, PLACES, strict=True))]
+    return write_split(tmp_path / "split", rows, named)
 
 
 def locate(capsys, *args: str) -> tuple[int, str, str]:
@@ -51,8 +61,9 @@ def test_locate_prints_the_best_guess_its_radii_and_every_experts_status(orchest
     assert re.search(r"timings\s+embed \d+ ms · experts \d+ ms · fusion \d+ ms · total \d+ ms", out), out
 
 
-def test_locate_json_is_one_parsable_object_per_photo_and_the_map_marks_its_best_guess(orchestrator, capsys, tmp_path):
-    second = sorted((VAL / "images").glob("*.jpg"))[0]
+def test_locate_json_is_one_parsable_object_per_photo_and_the_map_marks_its_best_guess(
+        orchestrator, capsys, tmp_path, photos):
+    second = photos[1]
     code, out, err = locate(capsys, str(KAUAI), str(second), "--address", orchestrator, "--json", "--top-k", "2",
                             "--map", str(tmp_path / "where.png"))
     assert code == 0, err
@@ -95,10 +106,12 @@ def test_a_refused_photo_prints_the_servers_message_exits_2_and_the_rest_are_sti
     assert code == 2 and "options.top_k" in err
 
 
-def test_eval_against_the_orchestrator_scores_the_fused_answer_and_each_expert_side_by_side(orchestrator, capsys, tmp_path):
+def test_eval_against_the_orchestrator_scores_the_fused_answer_and_each_expert_side_by_side(
+        orchestrator, capsys, tmp_path, split):
     report_path = tmp_path / "live.json"
     capsys.readouterr()
-    code = main(["eval", "--orchestrator", orchestrator, "--data", str(VAL), "--limit", "8", "--report", str(report_path)])
+    code = main(["eval", "--orchestrator", orchestrator, "--data", str(split), "--limit", "8",
+                 "--report", str(report_path)])
     out, err = capsys.readouterr()
     assert code == 0, err
     rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
@@ -126,7 +139,7 @@ def test_eval_against_the_orchestrator_scores_the_fused_answer_and_each_expert_s
     assert live["photos_per_s"] > 0
 
 
-def test_eval_against_an_unreachable_orchestrator_exits_1_and_says_to_start_the_suite(capsys):
-    code = main(["eval", "--orchestrator", f"127.0.0.1:{free_port()}", "--data", str(VAL), "--limit", "2"])
+def test_eval_against_an_unreachable_orchestrator_exits_1_and_says_to_start_the_suite(capsys, split):
+    code = main(["eval", "--orchestrator", f"127.0.0.1:{free_port()}", "--data", str(split), "--limit", "2"])
     out, err = capsys.readouterr()
     assert code == 1 and "geoloc up" in err and "|" not in out

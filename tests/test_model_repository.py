@@ -52,7 +52,7 @@ def test_each_model_declares_batching_warm_up_and_a_complete_preprocessing(model
     assert model_parameters(config)["l2_normalized"] == "false"
 
 
-def test_triton_serves_the_same_features_as_the_torch_network_in_process(triton, val_photos):
+def test_triton_serves_the_same_features_as_the_torch_network_in_process(triton, photos):
     from PIL import Image
 
     config = read_model_config("efficientnet_lite2")
@@ -60,7 +60,7 @@ def test_triton_serves_the_same_features_as_the_torch_network_in_process(triton,
         float_parameter(config, "preprocess_mean"), float_parameter(config, "preprocess_std")
     )
     crop = CropSpec.from_model_config(config)
-    crops = np.stack([crop.model_input(Image.open(p).convert("RGB")) for p in val_photos[:3]])
+    crops = np.stack([crop.model_input(Image.open(p).convert("RGB")) for p in photos[:3]])
     expected = network(torch.from_numpy(crops)).numpy()
     served = triton_features(triton.grpc_url, "efficientnet_lite2", crops)
     assert served.shape == expected.shape == (3, 1280)
@@ -91,6 +91,7 @@ def clip_triton(tmp_path_factory):
     assert "successfully unloaded 'clip_vit_l14'" in server.log_path.read_text()
 
 
+@pytest.mark.integration  # starts its own Triton
 def test_clip_loads_from_a_local_hugging_face_directory_and_serves_its_projected_feature(clip_triton):
     from transformers import CLIPVisionModelWithProjection
 
@@ -108,7 +109,8 @@ def test_clip_loads_from_a_local_hugging_face_directory_and_serves_its_projected
     np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-5)
 
 
-def test_the_embedding_service_serves_clip_when_configured_to(clip_triton, val_photos):
+@pytest.mark.integration  # starts its own Triton
+def test_the_embedding_service_serves_clip_when_configured_to(clip_triton, photos):
     from geoloc.common.server import serving
     from geoloc.embedding.config import EmbeddingSettings
     from geoloc.embedding.server import EmbeddingServicer, embedding_spec
@@ -121,13 +123,14 @@ def test_the_embedding_service_serves_clip_when_configured_to(clip_triton, val_p
         async with serving(settings, [embedding_spec(EmbeddingServicer(settings))]) as (_, port):
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 stub = embedding_pb2_grpc.EmbeddingServiceStub(channel)
-                return await stub.Embed(embedding_pb2.EmbedRequest(image=val_photos[0].read_bytes()), timeout=30)
+                return await stub.Embed(embedding_pb2.EmbedRequest(image=photos[0].read_bytes()), timeout=30)
 
     response = asyncio.run(scenario())
     assert response.dimension == 768 == len(response.embedding.values)
     assert (response.embedding.backbone.name, response.embedding.backbone.version) == ("clip-vit-l14", "1")
 
 
+@pytest.mark.integration  # starts its own Triton
 def test_a_checkpoint_that_disagrees_with_the_declared_dims_fails_to_load_saying_why(tmp_path):
     from geoloc.tritonserver.launcher import TritonStartError
 

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from geoloc.cli import main
 TOKEN = "stand-in-token"
 NAMESPACE = "geoloc"
 IMAGE = "registry.example.com/geoloc/geoloc:0.1.0"
-TWO_DAYS_AGO = (datetime.now(timezone.utc) - timedelta(days=2, hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+TWO_DAYS_AGO = (datetime.now(UTC) - timedelta(days=2, hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def deployment(name: str, replicas: int, ready: int | None = None, updated: int | None = None,

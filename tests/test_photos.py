@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -11,14 +9,9 @@ from PIL import Image
 from geoloc.common.errors import InvalidArgument
 from geoloc.embedding.photos import PhotoLimits, decode_photo
 from geoloc.embedding.preprocessing import CropSpec
+from tests.photos import encode
 
 LIMITS = PhotoLimits(max_bytes=1 << 20, max_pixels=1_000_000, min_side=32)
-
-
-def encode(image: Image.Image, format: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=format, **options)
-    return buffer.getvalue()
 
 
 def test_exif_orientation_is_applied_for_every_value():

@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from geoloc.cli import main
 from geoloc.common.sphere import haversine_km
-from geoloc.common.paths import data_root
 from geoloc.evaluation.dataset import load_split
 from geoloc.evaluation.prior import PriorPredictions, densest_place, photographer_weights
-
-
-def write_split(root: Path, rows: list[tuple[str, float, float, str]]) -> Path:
-    root.mkdir(parents=True)
-    (root / "images").mkdir()
-    lines = ["image,lat,lon,author", *(f"{name},{lat},{lon},{author}" for name, lat, lon, author in rows)]
-    (root / "labels.csv").write_text("\n".join(lines) + "\n")
-    return root
+from tests.photos import write_split
 
 
 def test_one_photographer_burst_does_not_outvote_many_photographers(tmp_path):
@@ -58,10 +49,8 @@ def test_eval_prior_from_cli_writes_a_report(tmp_path, capsys):
     assert data["source"].startswith("prior:")
 
 
-IM2GPS3K = data_root() / "im2gps3k"
-
-
-@pytest.mark.skipif(not (IM2GPS3K / "val" / "labels.csv").is_file(), reason="Im2GPS3k splits not present")
+@pytest.mark.im2gps3k  # the prior scored on the val split, from the train split
+@pytest.mark.integration  # geoloc smoke starts Triton and servers
 def test_smoke_checks_the_runtime_and_scores_the_prior_on_val(tmp_path, capsys):
     report = tmp_path / "prior.json"
     assert main(["smoke", "--report", str(report), "--photos", "3"]) == 0

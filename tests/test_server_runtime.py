@@ -16,23 +16,26 @@ import sys
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
-from google.rpc import error_details_pb2
 
 from geoloc.common.channels import create_channel
 from geoloc.common.errors import GENERIC_INTERNAL_MESSAGE
-from geoloc.common.server import create_server, serving as runtime_serving
+from geoloc.common.paths import CHECKOUT
+from geoloc.common.server import create_server
+from geoloc.common.server import serving as runtime_serving
 from geoloc.common.settings import ServerSettings
 from geoloc.v1 import common_pb2, gallery_pb2, gallery_pb2_grpc
 from tests.probe_service import GALLERY_SERVICE, SECRET, ProbeGallery, probe_spec
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.integration  # every test serves the probe service, in-process or as its own process
+
+ROOT = CHECKOUT
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 

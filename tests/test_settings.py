@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic_settings import SettingsConfigDict
 
+from geoloc.common.paths import CHECKOUT
 from geoloc.common.settings import ServerSettings, SettingsError, load_settings
 
 
@@ -43,15 +44,14 @@ def test_overrides_win_and_are_validated_too():
 
 
 def test_the_readme_documents_every_setting_of_every_service():
-    from pathlib import Path
 
     from geoloc.embedding.config import EmbeddingSettings
     from geoloc.gallery.config import GallerySettings
-    from geoloc.sampler.config import SamplerSettings
     from geoloc.orchestrator.config import OrchestratorSettings
+    from geoloc.sampler.config import SamplerSettings
     from geoloc.tokens.config import TokensSettings
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (CHECKOUT / "README.md").read_text()
     for settings_class in (ServerSettings, EmbeddingSettings, GallerySettings, SamplerSettings, TokensSettings,
                            OrchestratorSettings):
         missing = [name for name in settings_class.model_fields if f"| `{name.upper()}` |" not in readme]

@@ -67,6 +67,7 @@ def share_near(latlon: np.ndarray, place: tuple[float, float], km: float) -> flo
     return float(np.mean(haversine_km(latlon[:, 0], latlon[:, 1], *place) < km))
 
 
+@pytest.mark.slow  # the trained fixture: about a minute of training
 def test_samples_decode_to_the_conditions_places(trained):
     grid = SphericalGrid(DEGREE)
     one = sample(trained, grid, embedding_of(0), 64, 32, generator=torch.Generator().manual_seed(1))
@@ -76,6 +77,7 @@ def test_samples_decode_to_the_conditions_places(trained):
     assert tokyo + sydney > 0.95 and min(tokyo, sydney) > 0.25, (tokyo, sydney)
 
 
+@pytest.mark.slow  # the trained fixture: about a minute of training
 def test_the_same_generator_seed_gives_the_same_coefficients(trained):
     a, b = (sample_coefficients(trained, embedding_of(1), 16, 8, 1.0, torch.Generator().manual_seed(5)) for _ in range(2))
     c = sample_coefficients(trained, embedding_of(1), 16, 8, 1.0, torch.Generator().manual_seed(6))

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
+from geoloc.common.paths import MODELS_DIR
+
+MODELS = MODELS_DIR
 MANIFESTS = sorted(p.with_suffix(".json") for p in MODELS.glob("*/*.pt"))
 
 

@@ -63,7 +63,7 @@ def test_the_orchestrator_waits_only_for_the_experts_in_the_plan_and_is_told_non
 
 def test_a_component_starts_once_its_needs_are_serving_not_merely_started():
     plan = build_plan(select(), SuiteOptions(), Path("/tmp/run"))
-    names = lambda components: [c.name for c in components]  # noqa: E731
+    names = lambda components: [c.name for c in components]
     assert names(startable(plan, started=[], healthy=[])) == ["triton", "gallery", "sampler", "tokens"]
     first = ["triton", "gallery", "sampler", "tokens"]
     assert startable(plan, started=first, healthy=[]) == []
@@ -204,6 +204,7 @@ def suite(tmp_path):
     geoloc("down", "--run-dir", str(run.dir), "--grace", "5")
 
 
+@pytest.mark.integration  # a real suite of service processes
 def test_up_status_refusal_a_killed_component_and_down(suite):
     run_dir = ["--run-dir", str(suite.dir)]
     started = geoloc("up", "--only", "tokens", "sampler", *suite.ports, *run_dir)
@@ -256,6 +257,7 @@ def test_up_status_refusal_a_killed_component_and_down(suite):
     assert nothing.returncode == 3 and "no suite is running" in nothing.stdout
 
 
+@pytest.mark.integration  # a real suite of service processes
 def test_a_stale_state_file_is_removed_and_the_suite_starts(suite):
     gone = subprocess.Popen(["true"])
     gone.wait()
@@ -274,6 +276,7 @@ def test_a_stale_state_file_is_removed_and_the_suite_starts(suite):
     assert geoloc("down", "--run-dir", str(suite.dir)).returncode == 0
 
 
+@pytest.mark.integration  # a real suite of service processes
 def test_up_refuses_a_port_that_is_taken_and_starts_nothing(suite):
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", suite.base + 4))
@@ -285,6 +288,7 @@ def test_up_refuses_a_port_that_is_taken_and_starts_nothing(suite):
     assert not (suite.dir / "suite.json").exists()
 
 
+@pytest.mark.integration  # a real suite of service processes
 def test_a_component_that_fails_is_shown_with_its_log_and_the_others_are_stopped(suite):
     failed = geoloc("up", "--only", "sampler", "tokens", *suite.ports, "--run-dir", str(suite.dir),
                     env={"GEOLOC_TOKENS_MAX_BEAM_WIDTH": "0"})
@@ -297,6 +301,7 @@ def test_a_component_that_fails_is_shown_with_its_log_and_the_others_are_stopped
     assert not port_taken("127.0.0.1", suite.base + 3)
 
 
+@pytest.mark.integration  # a real suite of service processes
 def test_embedding_starts_once_triton_is_serving_and_down_stops_tritons_helpers(suite):
     triton_port = free_port_block(1)
     started = geoloc("up", "--only", "embedding", "--no-metrics", *suite.ports[:2], "--triton-port", str(triton_port),

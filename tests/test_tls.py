@@ -9,12 +9,10 @@ service, Triton with the embedding backbone, and the two command-line clients ru
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -25,15 +23,20 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from geoloc.cli import main
 from geoloc.common.channels import create_channel
 from geoloc.common.errors import NotReady
+from geoloc.common.paths import CHECKOUT
 from geoloc.common.server import create_server, serving
 from geoloc.common.settings import ServerSettings, SettingsError, load_settings
 from geoloc.common.tls import ClientTls
 from geoloc.v1 import common_pb2, gallery_pb2, gallery_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc
+from tests.calls import served_in_background
 from tests.certificates import Pki, make_pki
+from tests.photos import write_split
 from tests.probe_service import GALLERY_SERVICE, ProbeGallery, probe_spec
 from tests.servers import pooled_feature
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.integration  # every test starts a server, Triton or a service process
+
+ROOT = CHECKOUT
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -286,47 +289,16 @@ class FixedOrchestrator(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                                                localizability=0.8, answer_source=orchestrator_pb2.ANSWER_SOURCE_FUSION)
 
 
-@contextlib.contextmanager
-def served_in_a_thread(settings: ServerSettings, specs):
-    """`serving` in an event loop of its own thread, so that this thread may run asyncio.run; yields the port."""
-    loop = asyncio.new_event_loop()
-    port: concurrent.futures.Future = concurrent.futures.Future()
-    stop = asyncio.Event()
-
-    async def serve():
-        async with serving(settings, specs, 10, grace_s=0) as (_, bound):
-            port.set_result(bound)
-            await stop.wait()
-
-    def run():
-        try:
-            loop.run_until_complete(serve())
-        except BaseException as exc:  # reported to the test through the future
-            if not port.done():
-                port.set_exception(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        yield port.result(30)
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(30)
-        loop.close()
-
-
 def test_locate_and_eval_speak_mutual_tls_with_the_tls_flags(pki, tmp_path, capsys):
     from geoloc.common.server import servicer_spec
 
-    photo = tmp_path / "images" / "a.jpg"
-    photo.parent.mkdir()
+    photo = write_split(tmp_path, [("a.jpg", 22.0, -159.5, "someone")]) / "images" / "a.jpg"
     photo.write_bytes(b"not decoded by the stand-in")
-    (tmp_path / "labels.csv").write_text("image,lat,lon,author\na.jpg,22.0,-159.5,someone\n")
     spec = servicer_spec(orchestrator_pb2, "OrchestratorService",
                          orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server, FixedOrchestrator())
     settings = ServerSettings(port=0, metrics_port=None, log_requests=False, **tls_settings(pki, mutual=True))
     tls = ["--tls-ca", str(pki.ca), "--tls-cert", str(pki.client_cert), "--tls-key", str(pki.client_key)]
-    with served_in_a_thread(settings, [spec]) as port:
+    with served_in_background(settings, [spec], ready_timeout_s=10) as port:
         address = f"127.0.0.1:{port}"
         assert main(["locate", str(photo), "--address", address, "--timeout", "10", *tls]) == 0
         assert "22.05" in capsys.readouterr().out

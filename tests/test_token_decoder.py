@@ -8,8 +8,15 @@ import pytest
 import torch
 
 from geoloc.common.s2cells import cell_id_to_latlon, latlon_to_cell_id
+from geoloc.tokens.decoder import (
+    TOKEN_COUNT,
+    Neighbours,
+    TokenDecoder,
+    TokenDecoderConfig,
+    position_weights,
+    token_loss,
+)
 from geoloc.tokens.geotokens import cell_id_to_tokens, tokens_to_cell_id
-from geoloc.tokens.decoder import TOKEN_COUNT, Neighbours, TokenDecoder, TokenDecoderConfig, position_weights, token_loss
 from geoloc.tokens.search import beam_search, greedy, sample_sequences
 
 PLACES = [(48.8584, 2.2945), (35.6586, 139.7454)]  # one level-20 cell per condition

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import grpc
 import numpy as np
 import pytest
 
-from geoloc.common.sphere import haversine_km
 from geoloc.common.s2cells import cell_id_to_latlon, cell_id_to_s2_token
-from geoloc.tokens.geotokens import tokens_to_cell_id
+from geoloc.common.sphere import haversine_km
 from geoloc.tokens.cells import cell_radius_km
 from geoloc.tokens.config import TokensSettings
+from geoloc.tokens.geotokens import tokens_to_cell_id
 from geoloc.tokens.model import load_token_model
 from geoloc.tokens.server import TokensServicer, tokens_spec
 from geoloc.v1 import common_pb2, embedding_pb2, tokens_pb2, tokens_pb2_grpc
-from tests.servers import call_each, pooled_feature as feature
+from tests.calls import assert_each_refused, call_each
+from tests.servers import bad_embeddings, made_up_embedding
+
+pytestmark = pytest.mark.integration  # every test serves the decoder on loopback
 
 GREEDY, BEAM, SAMPLE = tokens_pb2.DECODE_STRATEGY_GREEDY, tokens_pb2.DECODE_STRATEGY_BEAM, tokens_pb2.DECODE_STRATEGY_SAMPLE
 
@@ -26,9 +28,7 @@ def call_all(requests, **settings):
 
 
 def request(values=None, backbone="efficientnet-lite2", **fields) -> tokens_pb2.DecodeRequest:
-    embedding = common_pb2.Embedding(values=feature(0) if values is None else values,
-                                     backbone=common_pb2.ModelInfo(name=backbone, version="1"))
-    return tokens_pb2.DecodeRequest(embedding=embedding, **fields)
+    return tokens_pb2.DecodeRequest(embedding=made_up_embedding(values, backbone), **fields)
 
 
 def point(lat: float, lon: float, weight: float) -> common_pb2.WeightedPoint:
@@ -114,22 +114,18 @@ BAD = [
     (request(neighbors=[point(0.0, 0.0, float("inf"))]), "neighbors[0].weight"),
     (request(neighbors=[point(0.0, 0.0, -0.1)]), "neighbors[0].weight"),
     (request(neighbors=[point(0.0, 0.0, 0.001)] * 1001), "neighbors"),
-    (request(values=feature(0)[:512]), "embedding.values"),
-    (request(values=[float("nan")] + feature(0)[1:]), "embedding.values"),
-    (request(backbone="clip-vit-l14"), "embedding.backbone.name"),
+    *bad_embeddings(request),
 ]
 
 
 def test_bad_requests_get_invalid_argument_naming_the_field_and_the_server_keeps_serving():
     *refused, good = call_all([r for r, _ in BAD] + [request()])
-    for (_, field), error in zip(BAD, refused, strict=True):
-        assert isinstance(error, grpc.aio.AioRpcError), field
-        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error.details().startswith(field), error.details()
+    assert_each_refused(BAD, refused)
     assert len(good.cells) == 5
 
 
-def test_a_real_photos_embedding_decodes(embedding_stub, val_photos):
-    """The embedding service's answer for a val photo, on Triton, is a feature the decoder takes."""
-    embedded = embedding_stub.Embed(embedding_pb2.EmbedRequest(image=val_photos[0].read_bytes()), timeout=60).embedding
+def test_a_real_photos_embedding_decodes(embedding_stub, photos):
+    """The embedding service's answer for a real photo, on Triton, is a feature the decoder takes."""
+    embedded = embedding_stub.Embed(embedding_pb2.EmbedRequest(image=photos[0].read_bytes()), timeout=60).embedding
     answer, = call_all([tokens_pb2.DecodeRequest(embedding=embedded)])
     assert len(answer.cells) == 5 and answer.cells[0].probability > 0

@@ -32,6 +32,7 @@ def test_the_command_loads_only_the_named_models_on_loopback(tmp_path):
     assert "nvidia_pytriton.libs" in env["LD_LIBRARY_PATH"]
 
 
+@pytest.mark.integration  # starts tritonserver
 def test_a_model_missing_from_the_repository_fails_the_start_with_tritons_reason(tmp_path):
     triton = TritonServer(TritonLaunch(model_repository=tmp_path, models=("no_such_model",), grpc_port=free_port(), metrics_port=None))
     triton.start()
@@ -42,6 +43,7 @@ def test_a_model_missing_from_the_repository_fails_the_start_with_tritons_reason
         triton.stop()
 
 
+@pytest.mark.integration  # starts tritonserver
 def test_geoloc_triton_serves_until_sigterm_then_stops_cleanly():
     grpc_port, metrics_port = free_port(), free_port()
     process = subprocess.Popen(

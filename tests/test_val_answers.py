@@ -21,7 +21,7 @@ import pytest
 PINNED = Path(__file__).parent / "data" / "val_answers.json"
 PHOTOS = 24
 
-pytestmark = [pytest.mark.im2gps3k, pytest.mark.timeout(600)]  # 24 photos through every expert: ~1-2 min
+pytestmark = [pytest.mark.im2gps3k, pytest.mark.slow, pytest.mark.timeout(600)]  # 24 photos through every expert: ~1-2 min
 
 
 def val_answers(photos: int = PHOTOS) -> dict:

@@ -17,13 +17,9 @@ processes. The generation is derandomized, so every run sends the same requests.
 
 from __future__ import annotations
 
-import asyncio
 import math
-import threading
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import Future
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import grpc
@@ -32,11 +28,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from geoloc.common.server import ServiceSpec, serving
-from geoloc.common.settings import ServerSettings
-from geoloc.gallery.build import build_gallery, default_gallery_csv
-from geoloc.gallery.config import GallerySettings
 from geoloc.common.embeddings import MAX_FEATURE_MAGNITUDE
+from geoloc.common.settings import ServerSettings
+from geoloc.gallery.config import GallerySettings
 from geoloc.gallery.server import MAX_K, GalleryServicer, gallery_spec
 from geoloc.orchestrator.server import MAX_TOP_K
 from geoloc.sampler.config import SamplerSettings
@@ -57,9 +51,10 @@ from geoloc.v1 import (
     tokens_pb2,
     tokens_pb2_grpc,
 )
-from tests.servers import pooled_feature
+from tests.calls import assert_refused, served_in_background
+from tests.servers import pooled_feature, small_gallery
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.integration]
 
 OK, INVALID = grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
@@ -83,47 +78,15 @@ def fuzz(max_examples: int):
 # ---------------------------------------------------------------- servers
 
 
-@contextmanager
-def served_in_background(specs: list[ServiceSpec]) -> Iterator[int]:
-    """The services on one in-process server on port 0, run by an event loop in its own thread."""
-    ready: Future = Future()
-    loop = asyncio.new_event_loop()
-    stopping: list[asyncio.Event] = []
-
-    async def main() -> None:
-        try:
-            async with serving(ServerSettings(port=0, metrics_port=None, log_requests=False), specs,
-                               ready_timeout_s=240) as (_, port):
-                stopping.append(asyncio.Event())
-                ready.set_result(port)
-                await stopping[0].wait()
-        except BaseException as error:
-            if not ready.done():
-                ready.set_exception(error)
-            raise
-
-    thread = threading.Thread(target=lambda: loop.run_until_complete(main()), name="fuzzed-experts", daemon=True)
-    thread.start()
-    try:
-        yield ready.result(timeout=300)
-    finally:
-        if stopping:
-            loop.call_soon_threadsafe(stopping[0].set)
-        thread.join(60)
-        loop.close()
-
-
 @pytest.fixture(scope="module")
 def experts_channel(tmp_path_factory) -> Iterator[grpc.Channel]:
     """The gallery (over 2000 real MP-16 points), sampler and tokens services, in this process."""
-    folder = tmp_path_factory.mktemp("gallery")
-    lines = default_gallery_csv().read_text().splitlines()[: GALLERY_POINTS + 1]
-    (folder / "gps.csv").write_text("\n".join(lines) + "\n")
-    build_gallery(folder / "gps.csv", folder / "index", progress=False)
-    gallery = GallerySettings(port=0, metrics_port=None, gallery_dir=folder / "index", build_if_missing=False)
+    index = small_gallery(tmp_path_factory.mktemp("gallery"), GALLERY_POINTS)
+    gallery = GallerySettings(port=0, metrics_port=None, gallery_dir=index, build_if_missing=False)
     specs = [gallery_spec(GalleryServicer(gallery)), sampler_spec(SamplerServicer(SAMPLER)),
              tokens_spec(TokensServicer(TOKENS))]
-    with served_in_background(specs) as port, grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    with served_in_background(ServerSettings(port=0, metrics_port=None, log_requests=False), specs) as port, \
+            grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         yield channel
 
 
@@ -152,10 +115,12 @@ def field_exists(message, path: str) -> bool:
 
 def check_refusal(error: grpc.RpcError, request, problems: set[str]) -> None:
     """INVALID_ARGUMENT naming, first thing in its message, a field of the request that is wrong."""
+    assert isinstance(error, grpc.RpcError), f"answered, though {sorted(problems)} are wrong"
     assert error.code() == INVALID, (error.code(), error.details())
     field = error.details().split(": ", 1)[0]
     assert field_exists(request, field), error.details()
     assert field in problems, (error.details(), problems)
+    assert_refused(error, field)
 
 
 def fuzz_rpc(call, requests: st.SearchStrategy, problems_of, check_answer, max_examples: int) -> Counter:
@@ -222,11 +187,14 @@ def mixed_fields(draw, fields: Fields, only: str | None = None) -> dict:
             for name, (valid, anything) in fields.items()}
 
 
-def set_optional(request, **values) -> None:
-    """Sets the optional fields whose value is not None, leaving the others unset."""
-    for name, value in values.items():
-        if value is not None:
-            setattr(request, name, value)
+def message_of(message_class, fields: dict, optional: tuple[str, ...]):
+    """The request with `fields`; of the proto3 `optional` ones, only those not None are set, so that
+    the others stay unset (not zero)."""
+    message = message_class(**{k: v for k, v in fields.items() if k not in optional})
+    for name in optional:
+        if fields[name] is not None:
+            setattr(message, name, fields[name])
+    return message
 
 
 @st.composite
@@ -321,9 +289,7 @@ SAMPLE_FIELDS = {
 
 
 def sample_request(fields: dict) -> sampler_pb2.SampleRequest:
-    request = sampler_pb2.SampleRequest(**{k: v for k, v in fields.items() if k not in ("guidance", "seed")})
-    set_optional(request, guidance=fields["guidance"], seed=fields["seed"])
-    return request
+    return message_of(sampler_pb2.SampleRequest, fields, optional=("guidance", "seed"))
 
 
 def sample_requests(only: str | None = None) -> st.SearchStrategy[sampler_pb2.SampleRequest]:
@@ -392,9 +358,7 @@ DECODE_FIELDS = {
 
 
 def decode_request(fields: dict) -> tokens_pb2.DecodeRequest:
-    request = tokens_pb2.DecodeRequest(**{k: v for k, v in fields.items() if k not in ("temperature", "seed")})
-    set_optional(request, temperature=fields["temperature"], seed=fields["seed"])
-    return request
+    return message_of(tokens_pb2.DecodeRequest, fields, optional=("temperature", "seed"))
 
 
 def decode_requests(only: str | None = None, fields: Fields = DECODE_FIELDS) -> st.SearchStrategy[tokens_pb2.DecodeRequest]:
@@ -460,7 +424,7 @@ SIGNATURES = [b"\xff\xd8\xff\xe0", b"\x89PNG\r\n\x1a\n", b"BM", b"RIFF\x00\x00\x
 
 @dataclass(frozen=True)
 class PhotoRecipe:
-    """How to make the photo bytes from the session's val photos; `intact` means a real photo unchanged."""
+    """How to make the photo bytes from the session's photos; `intact` means a real photo unchanged."""
 
     photo: int
     edits: tuple
@@ -503,8 +467,8 @@ PHOTO_RECIPES = st.one_of(
 
 
 @pytest.fixture(scope="module")
-def real_photos(val_photos) -> list[bytes]:
-    return [p.read_bytes() for p in val_photos[:PHOTOS_USED]]
+def real_photos(photos) -> list[bytes]:
+    return [p.read_bytes() for p in photos[:PHOTOS_USED]]
 
 
 def check_embedding(embedded: common_pb2.Embedding) -> None:
@@ -613,6 +577,3 @@ def test_locate_validation(orchestrator_address, real_photos):
         assert_both_sides_reached(codes, least=5)
         good = stub.Locate(orchestrator_pb2.LocateRequest(image=real_photos[0]), timeout=CALL_TIMEOUT_S)
         assert {o.status for o in good.expert_outputs} == {orchestrator_pb2.EXPERT_STATUS_OK}
-
-
-# ---------------------------------------------------------------- a defect the Locate run found

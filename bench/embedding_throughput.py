@@ -50,7 +50,9 @@ LIMITS = PhotoLimits(_settings.max_image_bytes, _settings.max_image_pixels, _set
 
 def in_process_network():
     backbone = load_backbone_module(MODEL)
-    return backbone.EfficientNetLite2Features(float_parameter(CONFIG, "preprocess_mean"), float_parameter(CONFIG, "preprocess_std"))
+    return backbone.EfficientNetLite2Features(
+        float_parameter(CONFIG, "preprocess_mean"), float_parameter(CONFIG, "preprocess_std")
+    )
 
 
 def crop(data: bytes) -> np.ndarray:
@@ -100,7 +102,8 @@ def measure_in_process(photos: list[bytes]) -> dict[str, float]:
             lambda: [network(torch.from_numpy(crop(p)[None])) for p in photos], n
         ),
         "in-process decode+crop+forward, batch 8": timed(
-            lambda: [network(torch.from_numpy(np.stack([crop(p) for p in photos[i : i + 8]]))) for i in range(0, n, 8)], n
+            lambda: [network(torch.from_numpy(np.stack([crop(p) for p in photos[i : i + 8]]))) for i in range(0, n, 8)],
+            n,
         ),
     }
 
@@ -142,7 +145,9 @@ async def measure_service(url: str, photos: list[bytes]) -> dict[str, float]:
             n = len(photos)
             return {
                 "service Embed, 1 client": await timed_async(lambda: concurrently(1, photos, embed), n),
-                "service Embed, 8 clients (dynamic batching)": await timed_async(lambda: concurrently(8, photos, embed), n),
+                "service Embed, 8 clients (dynamic batching)": await timed_async(
+                    lambda: concurrently(8, photos, embed), n
+                ),
                 "service EmbedBatch of 8, 1 client": await timed_async(embed_batches, n),
             }
 
@@ -163,7 +168,9 @@ def main() -> None:
         rates |= asyncio.run(measure_service(triton.grpc_url, photos))
 
     baseline = rates["in-process decode+crop+forward, batch 1"]
-    print(f"\n{len(photos)} Im2GPS3k val photos, {sizes[0][0]}x{sizes[0][1]}-ish JPEGs; torch threads: {torch.get_num_threads()}")
+    print(
+        f"\n{len(photos)} Im2GPS3k val photos, {sizes[0][0]}x{sizes[0][1]}-ish JPEGs; torch threads: {torch.get_num_threads()}"
+    )
     print(f"{'mode':<48} {'photos/s':>9} {'x baseline':>11}")
     for mode, rate in rates.items():
         print(f"{mode:<48} {rate:>9.1f} {rate / baseline:>11.2f}")

@@ -87,15 +87,25 @@ def part_one(gallery_dir: Path, skip_geoclip: bool) -> list[tuple[str, float, fl
     features = split_features(val, progress=False)[:128]
     queries = head.queries(features)
     rows = [
-        ("bare FAISS search (floor)", *(per_query_ms(lambda q: gallery.index.search(q, K), queries, b) for b in (1, 64))),
-        ("GalleryIndex.softmax_top_k", *(per_query_ms(lambda q: gallery.softmax_top_k(q, K, head.logit_scale), queries, b)
-                                         for b in (1, 64))),
+        (
+            "bare FAISS search (floor)",
+            *(per_query_ms(lambda q: gallery.index.search(q, K), queries, b) for b in (1, 64)),
+        ),
+        (
+            "GalleryIndex.softmax_top_k",
+            *(per_query_ms(lambda q: gallery.softmax_top_k(q, K, head.logit_scale), queries, b) for b in (1, 64)),
+        ),
         ("service Search over gRPC", *asyncio.run(service_latency(gallery_dir, features))),
     ]
     if not skip_geoclip:
         predict = geoclip_predict_path()
-        rows.append(("geoclip predict path (re-embeds gallery)",
-                     per_query_ms(predict, queries[:2], 1, repeats=1), per_query_ms(predict, queries[:64], 64, repeats=1)))
+        rows.append(
+            (
+                "geoclip predict path (re-embeds gallery)",
+                per_query_ms(predict, queries[:2], 1, repeats=1),
+                per_query_ms(predict, queries[:64], 64, repeats=1),
+            )
+        )
     return rows
 
 
@@ -104,7 +114,9 @@ async def service_latency(gallery_dir: Path, features: np.ndarray) -> tuple[floa
     async with serving(settings, [gallery_spec(GalleryServicer(settings))], ready_timeout_s=300) as (_, port):
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = gallery_pb2_grpc.GalleryServiceStub(channel)
-            requests = [gallery_pb2.SearchRequest(embedding=common_pb2.Embedding(values=f.tolist()), k=K) for f in features]
+            requests = [
+                gallery_pb2.SearchRequest(embedding=common_pb2.Embedding(values=f.tolist()), k=K) for f in features
+            ]
             await stub.Search(requests[0])
             started = time.perf_counter()
             for r in requests:
@@ -121,7 +133,9 @@ def synthetic_chunks(parents: np.ndarray, size: int, chunk: int = 500_000, seed:
     for number, start in enumerate(range(0, size, chunk)):
         rng = np.random.default_rng([seed, number])
         n = min(chunk, size - start)
-        vectors = parents[rng.integers(0, len(parents), n)] + rng.normal(0, 0.01, (n, parents.shape[1])).astype(np.float32)
+        vectors = parents[rng.integers(0, len(parents), n)] + rng.normal(0, 0.01, (n, parents.shape[1])).astype(
+            np.float32
+        )
         yield vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
@@ -191,11 +205,15 @@ def main() -> None:
 
     if args.sizes:
         print(f"\nsynthetic galleries, approximate index, 128 real queries, recall@{K} against exact search")
-        print(f"{'points':>10} {'index':>7} {'recall':>7} {'b1 ms/q':>8} {'b64 ms/q':>9} {'RSS MB':>8} {'build s':>8} "
-              f"{'|dlogZ| med':>11} {'max':>6}")
+        print(
+            f"{'points':>10} {'index':>7} {'recall':>7} {'b1 ms/q':>8} {'b64 ms/q':>9} {'RSS MB':>8} {'build s':>8} "
+            f"{'|dlogZ| med':>11} {'max':>6}"
+        )
         for size, kind, recall, b1, b64, memory, build_s, err_med, err_max in part_two(args.gallery, args.sizes):
-            print(f"{size:>10} {kind:>7} {recall:>7.3f} {b1:>8.2f} {b64:>9.3f} {memory:>8.0f} {build_s:>8.0f} "
-                  f"{err_med:>11.3f} {err_max:>6.3f}")
+            print(
+                f"{size:>10} {kind:>7} {recall:>7.3f} {b1:>8.2f} {b64:>9.3f} {memory:>8.0f} {build_s:>8.0f} "
+                f"{err_med:>11.3f} {err_max:>6.3f}"
+            )
 
 
 if __name__ == "__main__":

@@ -66,24 +66,36 @@ def left_out(report: LoadReport) -> str:
 
 async def levels(args, photos: list[bytes]) -> None:
     async with create_channel(args.address) as channel:
-        await drive(channel, args.address, photos[:2], clients=1, seconds=3, timeout_s=args.timeout)  # warm every service
+        await drive(
+            channel, args.address, photos[:2], clients=1, seconds=3, timeout_s=args.timeout
+        )  # warm every service
         print(f"orchestrator {args.address}; {len(photos)} val photos; {args.seconds:g} s per level\n")
-        print("| clients | calls | OK/s | vs first level | p50 ms | p95 ms | p99 ms | failed | partial answers "
-              "| experts left out | overhead p50 ms |")
+        print(
+            "| clients | calls | OK/s | vs first level | p50 ms | p95 ms | p99 ms | failed | partial answers "
+            "| experts left out | overhead p50 ms |"
+        )
         print("|---|---|---|---|---|---|---|---|---|---|---|")
         base = None
         for clients in args.clients:
             report = await drive(channel, args.address, photos, clients, args.seconds, timeout_s=args.timeout)
             base = base or report.throughput()
-            print(f"| {clients} | {len(report.records)} | {report.throughput():.2f} | {report.throughput() / base:.2f} "
-                  f"| {report.latency_ms(50):.0f} | {report.latency_ms(95):.0f} | {report.latency_ms(99):.0f} "
-                  f"| {failures(report)} | {report.partial_share():.0%} | {left_out(report)} | {report.overhead_ms(50):.0f} |")
+            print(
+                f"| {clients} | {len(report.records)} | {report.throughput():.2f} | {report.throughput() / base:.2f} "
+                f"| {report.latency_ms(50):.0f} | {report.latency_ms(95):.0f} | {report.latency_ms(99):.0f} "
+                f"| {failures(report)} | {report.partial_share():.0%} | {left_out(report)} | {report.overhead_ms(50):.0f} |"
+            )
 
 
 def start_replica(port: int, metrics_port: int, drain_s: float) -> subprocess.Popen:
     prefix = "GEOLOC_ORCHESTRATOR_"
-    env = {**os.environ, f"{prefix}PORT": str(port), f"{prefix}METRICS_PORT": str(metrics_port),
-           f"{prefix}DRAIN_S": str(drain_s), f"{prefix}GRACE_PERIOD_S": "30", f"{prefix}LOG_LEVEL": "warning"}
+    env = {
+        **os.environ,
+        f"{prefix}PORT": str(port),
+        f"{prefix}METRICS_PORT": str(metrics_port),
+        f"{prefix}DRAIN_S": str(drain_s),
+        f"{prefix}GRACE_PERIOD_S": "30",
+        f"{prefix}LOG_LEVEL": "warning",
+    }
     return subprocess.Popen([sys.executable, "-m", "geoloc.orchestrator.server"], env=env)
 
 
@@ -118,13 +130,19 @@ async def drain(args, photos: list[bytes]) -> None:
                 process.terminate()
                 process.wait(30)
     after = [r for r in report.records if r.started_s > args.seconds / 2]
-    print(f"two orchestrator replicas (drain {args.drain_s:g} s) behind round robin; {clients} clients for "
-          f"{args.seconds:g} s; SIGTERM to the first at {args.seconds / 2:g} s\n")
-    print("| calls | OK | failed | calls started after the SIGTERM | replica exit code | replica exited after s "
-          "| p50 ms | p99 ms |")
+    print(
+        f"two orchestrator replicas (drain {args.drain_s:g} s) behind round robin; {clients} clients for "
+        f"{args.seconds:g} s; SIGTERM to the first at {args.seconds / 2:g} s\n"
+    )
+    print(
+        "| calls | OK | failed | calls started after the SIGTERM | replica exit code | replica exited after s "
+        "| p50 ms | p99 ms |"
+    )
     print("|---|---|---|---|---|---|---|---|")
-    print(f"| {len(report.records)} | {report.codes()['OK']} | {failures(report)} | {len(after)} | {exit_code} "
-          f"| {exited_after:.1f} | {report.latency_ms(50):.0f} | {report.latency_ms(99):.0f} |")
+    print(
+        f"| {len(report.records)} | {report.codes()['OK']} | {failures(report)} | {len(after)} | {exit_code} "
+        f"| {exited_after:.1f} | {report.latency_ms(50):.0f} | {report.latency_ms(99):.0f} |"
+    )
 
 
 def rss_mib(pid: int) -> float | None:
@@ -173,10 +191,14 @@ async def soak(args, photos: list[bytes]) -> None:
     settled = [(t, rss) for t, rss in samples if t >= args.warm_up]
     start_t, start = settled[0]
     end_t, end = settled[-1]
-    print(f"soak: {clients} clients for {args.seconds:g} s against {args.address}; {len(report.records)} calls, "
-          f"{report.throughput():.2f} OK/s, failed: {failures(report)}; RSS sampled every {args.sample_every:g} s\n")
-    print(f"| process | RSS before load MiB | RSS at {start_t:.0f} s MiB | RSS at {end_t:.0f} s MiB | change "
-          "| slope MiB per 10 min |")
+    print(
+        f"soak: {clients} clients for {args.seconds:g} s against {args.address}; {len(report.records)} calls, "
+        f"{report.throughput():.2f} OK/s, failed: {failures(report)}; RSS sampled every {args.sample_every:g} s\n"
+    )
+    print(
+        f"| process | RSS before load MiB | RSS at {start_t:.0f} s MiB | RSS at {end_t:.0f} s MiB | change "
+        "| slope MiB per 10 min |"
+    )
     print("|---|---|---|---|---|---|")
     for name in processes:
         points = [(t, rss[name]) for t, rss in settled if rss[name] is not None]
@@ -185,8 +207,10 @@ async def soak(args, photos: list[bytes]) -> None:
             continue
         times, values = np.array(points).T
         slope = np.polyfit(times, values, 1)[0] * 600
-        print(f"| {name} | {before[name]:.0f} | {values[0]:.0f} | {values[-1]:.0f} | "
-              f"{(values[-1] - values[0]) / values[0]:+.1%} | {slope:+.1f} |")
+        print(
+            f"| {name} | {before[name]:.0f} | {values[0]:.0f} | {values[-1]:.0f} | "
+            f"{(values[-1] - values[0]) / values[0]:+.1%} | {slope:+.1f} |"
+        )
 
 
 def main() -> None:

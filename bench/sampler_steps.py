@@ -36,7 +36,9 @@ def samples_per_second(sampler, feature: np.ndarray, n: int, steps: int, repeats
     times = []
     for seed in range(repeats):
         started = time.perf_counter()
-        xyz = sampler.sample_places(feature[None], n, steps, sampler.default_guidance, torch.Generator().manual_seed(seed))
+        xyz = sampler.sample_places(
+            feature[None], n, steps, sampler.default_guidance, torch.Generator().manual_seed(seed)
+        )
         summarize_samples(xyz[0])
         times.append(time.perf_counter() - started)
     return n / float(np.median(times))
@@ -56,13 +58,19 @@ def main() -> None:
     prior = PriorPredictions(train)
     floor = summarize(haversine_km(places[:, 0], places[:, 1], prior.lat, prior.lon))
     settings = SamplerSettings()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; Im2GPS3k val, {len(places)} of {len(val)} photos "
-          f"(random, seed 0); "
-          f"{args.samples} samples per photo when scoring, {args.rate_samples} per request when timing")
-    print(f"prior baseline on these photos: GeoScore {floor.geoscore:.0f}, median {floor.median_km:.0f} km, "
-          f"750 km {floor.accuracy_at(750):.1%}, 2500 km {floor.accuracy_at(2500):.1%}")
-    print(f"\n{'method':<6} {'steps':>5} {'samples/s':>10} {'x 8 steps':>9} {'GeoScore':>9} {'median km':>10} "
-          f"{'25 km':>6} {'200 km':>7} {'750 km':>7} {'2500 km':>8}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; Im2GPS3k val, {len(places)} of {len(val)} photos "
+        f"(random, seed 0); "
+        f"{args.samples} samples per photo when scoring, {args.rate_samples} per request when timing"
+    )
+    print(
+        f"prior baseline on these photos: GeoScore {floor.geoscore:.0f}, median {floor.median_km:.0f} km, "
+        f"750 km {floor.accuracy_at(750):.1%}, 2500 km {floor.accuracy_at(2500):.1%}"
+    )
+    print(
+        f"\n{'method':<6} {'steps':>5} {'samples/s':>10} {'x 8 steps':>9} {'GeoScore':>9} {'median km':>10} "
+        f"{'25 km':>6} {'200 km':>7} {'750 km':>7} {'2500 km':>8}"
+    )
     for method, path in (("flow", settings.flow_checkpoint), ("sh", settings.sh_checkpoint)):
         sampler = load_sampler(path)
         base = None
@@ -70,9 +78,12 @@ def main() -> None:
             rate = samples_per_second(sampler, features[0], args.rate_samples, steps)
             base = base or rate
             m = val_metrics(sampler, features, places, args.samples, steps, sampler.default_guidance)
-            print(f"{method:<6} {steps:>5} {rate:>10.0f} {rate / base:>9.2f} {m.geoscore:>9.0f} {m.median_km:>10.0f} "
-                  f"{m.accuracy_at(25):>6.1%} {m.accuracy_at(200):>7.1%} {m.accuracy_at(750):>7.1%} "
-                  f"{m.accuracy_at(2500):>8.1%}", flush=True)
+            print(
+                f"{method:<6} {steps:>5} {rate:>10.0f} {rate / base:>9.2f} {m.geoscore:>9.0f} {m.median_km:>10.0f} "
+                f"{m.accuracy_at(25):>6.1%} {m.accuracy_at(200):>7.1%} {m.accuracy_at(750):>7.1%} "
+                f"{m.accuracy_at(2500):>8.1%}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -33,10 +33,14 @@ from geoloc.tokens.search import Decoded
 from geoloc.training.expert_outputs import gallery_neighbours
 from geoloc.training.features import split_features
 
-STRATEGIES = {"greedy": ("greedy", {}), "beam 5": ("beam", {"beam_width": 5}),
-              "sample 30 at 0.7": ("sample", {"n_samples": 30, "temperature": 0.7}),
-              # Coarser cells: the fine digits' confidence no longer decides which beam leads.
-              "greedy to level 8": ("greedy", {"level": 8}), "beam 5 to level 8": ("beam", {"beam_width": 5, "level": 8})}
+STRATEGIES = {
+    "greedy": ("greedy", {}),
+    "beam 5": ("beam", {"beam_width": 5}),
+    "sample 30 at 0.7": ("sample", {"n_samples": 30, "temperature": 0.7}),
+    # Coarser cells: the fine digits' confidence no longer decides which beam leads.
+    "greedy to level 8": ("greedy", {"level": 8}),
+    "beam 5 to level 8": ("beam", {"beam_width": 5, "level": 8}),
+}
 
 
 @torch.no_grad()
@@ -66,12 +70,20 @@ def main() -> None:
     cases = {name: (strategy, options, None) for name, (strategy, options) in STRATEGIES.items()}
     if model.neighbour_slots:
         neighbours = gallery_neighbours(features, model.neighbour_slots)
-        cases.update({f"{name}, gallery neighbours": (strategy, options, neighbours)
-                      for name, (strategy, options) in STRATEGIES.items()})
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; decoder {model.version}; "
-          f"Im2GPS3k val, {len(places)} of {len(val)} photos")
+        cases.update(
+            {
+                f"{name}, gallery neighbours": (strategy, options, neighbours)
+                for name, (strategy, options) in STRATEGIES.items()
+            }
+        )
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; decoder {model.version}; "
+        f"Im2GPS3k val, {len(places)} of {len(val)} photos"
+    )
     print(f"prior baseline on the same photos: GeoScore {floor.geoscore:.1f}, median {floor.median_km:.0f} km\n")
-    print("| strategy | median ms/photo | p90 ms | ratio to greedy | GeoScore | median km | 25 / 200 / 750 / 2500 km % |")
+    print(
+        "| strategy | median ms/photo | p90 ms | ratio to greedy | GeoScore | median km | 25 / 200 / 750 / 2500 km % |"
+    )
     print("|---|---|---|---|---|---|---|")
     greedy_ms = None
     for name, (strategy, options, neighbours) in cases.items():
@@ -87,16 +99,20 @@ def main() -> None:
         median = float(np.median(times))
         greedy_ms = greedy_ms or median
         shares = " / ".join(f"{100 * metrics.accuracy_at(t):.1f}" for t in (25, 200, 750, 2500))
-        print(f"| {name} | {median:.2f} | {np.percentile(times, 90):.2f} | {median / greedy_ms:.2f} | "
-              f"{metrics.geoscore:.1f} | {metrics.median_km:.0f} | {shares} |")
+        print(
+            f"| {name} | {median:.2f} | {np.percentile(times, 90):.2f} | {median / greedy_ms:.2f} | "
+            f"{metrics.geoscore:.1f} | {metrics.median_km:.0f} | {shares} |"
+        )
     times, same = [], 0
     for feature in features:
         started = time.perf_counter()
         uncached = greedy_without_cache(model, feature)
         times.append(1000 * (time.perf_counter() - started))
         same += uncached[0].cell_id == decode_photo(model, feature, "greedy")[0].cell_id
-    print(f"| greedy, no KV cache (re-runs the prefix) | {np.median(times):.2f} | {np.percentile(times, 90):.2f} | "
-          f"{np.median(times) / greedy_ms:.2f} | same cell as greedy for {same} of {len(features)} photos | | |")
+    print(
+        f"| greedy, no KV cache (re-runs the prefix) | {np.median(times):.2f} | {np.percentile(times, 90):.2f} | "
+        f"{np.median(times) / greedy_ms:.2f} | same cell as greedy for {same} of {len(features)} photos | | |"
+    )
 
 
 if __name__ == "__main__":

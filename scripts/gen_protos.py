@@ -50,8 +50,11 @@ def main() -> int:
         committed = {p.name for p in STUB_DIR.glob("*.py*") if p.name not in KEEP}
         if args.check:
             stale = sorted(
-                name for name in fresh.keys() | committed
-                if name not in fresh or name not in committed or not filecmp.cmp(fresh[name], STUB_DIR / name, shallow=False)
+                name
+                for name in fresh.keys() | committed
+                if name not in fresh
+                or name not in committed
+                or not filecmp.cmp(fresh[name], STUB_DIR / name, shallow=False)
             )
             if stale:
                 print("stale generated stubs (run python scripts/gen_protos.py): " + ", ".join(stale), file=sys.stderr)

@@ -22,9 +22,14 @@ from pathlib import Path
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("smoke", help="check the runtime and score the prior baseline", description=__doc__)
-    parser.add_argument("--data", type=Path, metavar="DIR", help="data root holding im2gps3k/ (default: ../shared/data)")
     parser.add_argument(
-        "--report", type=Path, default=Path("reports/prior_baseline_val.json"), metavar="PATH.json",
+        "--data", type=Path, metavar="DIR", help="data root holding im2gps3k/ (default: ../shared/data)"
+    )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=Path("reports/prior_baseline_val.json"),
+        metavar="PATH.json",
         help="where to write the baseline's JSON report (default: %(default)s)",
     )
     parser.add_argument("--photos", type=int, default=6, metavar="N", help="val photos to embed (default: %(default)s)")
@@ -74,7 +79,10 @@ async def check_runtime() -> list[str]:
     from geoloc.common.server import serving
     from geoloc.common.settings import ServerSettings
 
-    async with serving(ServerSettings(port=0, metrics_port=0, log_requests=False), [], ready_timeout_s=10) as (server, port):
+    async with serving(ServerSettings(port=0, metrics_port=0, log_requests=False), [], ready_timeout_s=10) as (
+        server,
+        port,
+    ):
         seen = [f"listening on 127.0.0.1:{port}, metrics on :{server.metrics_port}"]
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
@@ -157,12 +165,15 @@ async def _sample(embeddings: list) -> list[str]:
             stub = sampler_pb2_grpc.SamplerServiceStub(channel)
             for number, embedding in enumerate(embeddings):
                 for method in (sampler_pb2.SAMPLING_METHOD_FLOW, sampler_pb2.SAMPLING_METHOD_SH_DIFFUSION):
-                    answer = await stub.Sample(sampler_pb2.SampleRequest(embedding=embedding, method=method, seed=0),
-                                               timeout=60)
+                    answer = await stub.Sample(
+                        sampler_pb2.SampleRequest(embedding=embedding, method=method, seed=0), timeout=60
+                    )
                     top = answer.modes[0]
-                    seen.append(f"photo {number + 1} {sampler_pb2.SamplingMethod.Name(method)[16:]:<12} "
-                                f"top mode {top.lat_deg:7.2f},{top.lon_deg:8.2f} holds {top.weight:4.0%} "
-                                f"of {len(answer.modes)} modes; mean log-density {answer.mean_log_density:.2f}")
+                    seen.append(
+                        f"photo {number + 1} {sampler_pb2.SamplingMethod.Name(method)[16:]:<12} "
+                        f"top mode {top.lat_deg:7.2f},{top.lon_deg:8.2f} holds {top.weight:4.0%} "
+                        f"of {len(answer.modes)} modes; mean log-density {answer.mean_log_density:.2f}"
+                    )
     return seen
 
 
@@ -183,6 +194,8 @@ async def _decode_tokens(embeddings: list) -> list[str]:
             for number, embedding in enumerate(embeddings):
                 answer = await stub.Decode(tokens_pb2.DecodeRequest(embedding=embedding), timeout=60)
                 top = answer.cells[0]
-                seen.append(f"photo {number + 1} top cell {top.s2_token} (level {top.level}) at "
-                            f"{top.lat_deg:7.2f},{top.lon_deg:8.2f} holds {top.probability:4.0%} of {len(answer.cells)} beams")
+                seen.append(
+                    f"photo {number + 1} top cell {top.s2_token} (level {top.level}) at "
+                    f"{top.lat_deg:7.2f},{top.lon_deg:8.2f} holds {top.probability:4.0%} of {len(answer.cells)} beams"
+                )
     return seen

@@ -26,8 +26,16 @@ class Answers(list):
     seconds: list[float]
 
 
-def call_each(settings, spec, stub_class, rpc: str, requests: Iterable, timeout_s: float = 60,
-              ready_timeout_s: float = 120, between: Callable[[int], object] | None = None) -> Answers:
+def call_each(
+    settings,
+    spec,
+    stub_class,
+    rpc: str,
+    requests: Iterable,
+    timeout_s: float = 60,
+    ready_timeout_s: float = 120,
+    between: Callable[[int], object] | None = None,
+) -> Answers:
     """Serves `spec` in-process on loopback, sends each request in turn, stops the server.
 
     A request goes to `rpc`, or is an (rpc, request) pair for another of the stub's methods.

@@ -47,8 +47,9 @@ def _name(common_name: str) -> x509.Name:
 
 
 def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> Path:
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return path
 
 
@@ -78,9 +79,20 @@ def make_ca(folder: Path, name: str) -> tuple[_Issuer, Path]:
     cert = (
         _builder(subject, subject, key.public_key())
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                                     key_encipherment=False, data_encipherment=False, key_agreement=False,
-                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .sign(key, hashes.SHA256())
     )
     return _Issuer(subject, key), _write_cert(cert, folder / f"{name}.crt")
@@ -91,7 +103,8 @@ def issue(issuer: _Issuer, folder: Path, name: str, *, server: bool) -> tuple[Pa
     auth) or a client (client auth); returns its certificate and key files."""
     key = ec.generate_private_key(ec.SECP256R1())
     builder = _builder(_name(name), issuer.name, key.public_key()).add_extension(
-        x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        x509.BasicConstraints(ca=False, path_length=None), critical=True
+    )
     if server:
         builder = builder.add_extension(
             x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),

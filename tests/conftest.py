@@ -32,19 +32,28 @@ from geoloc.tritonserver.launcher import free_port
 from tests.photos import write_photos
 from tests.servers import start_embedding_service, start_service, stop, wait_for_health
 
-IM2GPS3K_MISSING = (f"needs the Im2GPS3k splits: set {DATA_DIR_ENV} to a folder holding im2gps3k/train and "
-                    f"im2gps3k/val (not found under {{root}})")
+IM2GPS3K_MISSING = (
+    f"needs the Im2GPS3k splits: set {DATA_DIR_ENV} to a folder holding im2gps3k/train and "
+    f"im2gps3k/val (not found under {{root}})"
+)
 # The session's server fixtures below: a test whose fixture closure holds one is an integration test.
 SERVER_FIXTURES = frozenset({"triton", "embedding_address", "embedding_stub", "experts", "orchestrator_address"})
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "integration: starts servers (tritonserver, service processes, or an "
-                                       "in-process gRPC server on loopback); deselect with -m 'not integration'")
-    config.addinivalue_line("markers", "slow: trains a network for a minute or more first (no server); "
-                                       "deselect with -m 'not slow'")
-    config.addinivalue_line("markers", f"im2gps3k: needs the Im2GPS3k splits under ${DATA_DIR_ENV}; skipped where "
-                                       "they are absent, an error under CI=true")
+    config.addinivalue_line(
+        "markers",
+        "integration: starts servers (tritonserver, service processes, or an "
+        "in-process gRPC server on loopback); deselect with -m 'not integration'",
+    )
+    config.addinivalue_line(
+        "markers", "slow: trains a network for a minute or more first (no server); deselect with -m 'not slow'"
+    )
+    config.addinivalue_line(
+        "markers",
+        f"im2gps3k: needs the Im2GPS3k splits under ${DATA_DIR_ENV}; skipped where "
+        "they are absent, an error under CI=true",
+    )
 
 
 def im2gps3k_present() -> bool:
@@ -132,8 +141,13 @@ def orchestrator_address(embedding_address, experts) -> Iterator[str]:
 
     Every process shares this machine's few cores here, so the deadlines, set for a deployment,
     are lifted: these tests are about answers and refusals, not about timeouts."""
-    patient = {"default_deadline_s": "60", "embed_timeout_s": "30", "gallery_timeout_s": "30",
-               "sampler_timeout_s": "30", "tokens_timeout_s": "30"}
+    patient = {
+        "default_deadline_s": "60",
+        "embed_timeout_s": "30",
+        "gallery_timeout_s": "30",
+        "sampler_timeout_s": "30",
+        "tokens_timeout_s": "30",
+    }
     addresses = {f"{name}_address": address for name, address in experts.items()}
     process, address = start_service("orchestrator", embedding_address=embedding_address, **addresses, **patient)
     try:

@@ -82,10 +82,19 @@ def _port_matches(rule_ports: list[dict] | None, destination: Pod, port: int, pr
     return False
 
 
-def _side_allows(policies: list[dict], direction: str, subject: Pod, peer: Pod, destination: Pod, port: int,
-                 protocol: str, namespace_labels: dict[str, dict[str, str]]) -> bool:
+def _side_allows(
+    policies: list[dict],
+    direction: str,
+    subject: Pod,
+    peer: Pod,
+    destination: Pod,
+    port: int,
+    protocol: str,
+    namespace_labels: dict[str, dict[str, str]],
+) -> bool:
     applicable = [
-        p for p in policies
+        p
+        for p in policies
         if p["metadata"]["namespace"] == subject.namespace
         and selects(p["spec"].get("podSelector"), subject.labels)
         and direction in policy_types(p)
@@ -96,15 +105,24 @@ def _side_allows(policies: list[dict], direction: str, subject: Pod, peer: Pod, 
     for policy in applicable:
         for rule in policy["spec"].get(rules_key) or ():
             peers = rule.get(peers_key)
-            if peers and not any(_peer_matches(x, peer, policy["metadata"]["namespace"], namespace_labels) for x in peers):
+            if peers and not any(
+                _peer_matches(x, peer, policy["metadata"]["namespace"], namespace_labels) for x in peers
+            ):
                 continue
             if _port_matches(rule.get("ports"), destination, port, protocol):
                 return True
     return False
 
 
-def allows(policies: list[dict], source: Pod, destination: Pod, port: int, protocol: str,
-           namespace_labels: dict[str, dict[str, str]]) -> bool:
+def allows(
+    policies: list[dict],
+    source: Pod,
+    destination: Pod,
+    port: int,
+    protocol: str,
+    namespace_labels: dict[str, dict[str, str]],
+) -> bool:
     """Whether `source` may open a connection to `destination` on `port`/`protocol`."""
-    return _side_allows(policies, "Egress", source, destination, destination, port, protocol, namespace_labels) and \
-        _side_allows(policies, "Ingress", destination, source, destination, port, protocol, namespace_labels)
+    return _side_allows(
+        policies, "Egress", source, destination, destination, port, protocol, namespace_labels
+    ) and _side_allows(policies, "Ingress", destination, source, destination, port, protocol, namespace_labels)

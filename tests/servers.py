@@ -27,7 +27,10 @@ def wait_for_health(address: str, timeout_s: float, process: subprocess.Popen | 
             if process is not None and process.poll() is not None:
                 raise RuntimeError(f"the server at {address} exited with code {process.returncode}")
             try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                if (
+                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
                     return
             except grpc.RpcError:
                 pass
@@ -41,7 +44,9 @@ def start_service(name: str, port: int | None = None, **env: str) -> tuple[subpr
     port, prefix = port or free_port(), f"GEOLOC_{name.upper()}_"
     environment = {
         **os.environ,
-        f"{prefix}PORT": str(port), f"{prefix}METRICS_PORT": "none", f"{prefix}LOG_LEVEL": "warning",
+        f"{prefix}PORT": str(port),
+        f"{prefix}METRICS_PORT": "none",
+        f"{prefix}LOG_LEVEL": "warning",
         **{f"{prefix}{key.upper()}": value for key, value in env.items()},
     }
     process = subprocess.Popen([sys.executable, "-m", f"geoloc.{name}.server"], env=environment)
@@ -80,8 +85,10 @@ def pooled_feature(seed: int, dim: int = 1280) -> list[float]:
 
 def made_up_embedding(values: list[float] | None = None, backbone: str = "efficientnet-lite2") -> common_pb2.Embedding:
     """An Embedding message of `values` (default: pooled_feature(0)) from `backbone`, version 1."""
-    return common_pb2.Embedding(values=pooled_feature(0) if values is None else values,
-                                backbone=common_pb2.ModelInfo(name=backbone, version="1"))
+    return common_pb2.Embedding(
+        values=pooled_feature(0) if values is None else values,
+        backbone=common_pb2.ModelInfo(name=backbone, version="1"),
+    )
 
 
 def bad_embeddings(request) -> list[tuple[object, str]]:

@@ -69,9 +69,14 @@ def stubs(embedding_address, experts, orchestrator_address):
     # The client must be allowed to send the 40 MiB payload, so that the server is what refuses it.
     channels = [grpc.insecure_channel(a, options=[("grpc.max_send_message_length", 64 << 20)]) for a in addresses]
     try:
-        yield Stubs(embedding_pb2_grpc.EmbeddingServiceStub(channels[0]), gallery_pb2_grpc.GalleryServiceStub(channels[1]),
-                    sampler_pb2_grpc.SamplerServiceStub(channels[2]), tokens_pb2_grpc.TokensServiceStub(channels[3]),
-                    orchestrator_pb2_grpc.OrchestratorServiceStub(channels[4]), addresses)
+        yield Stubs(
+            embedding_pb2_grpc.EmbeddingServiceStub(channels[0]),
+            gallery_pb2_grpc.GalleryServiceStub(channels[1]),
+            sampler_pb2_grpc.SamplerServiceStub(channels[2]),
+            tokens_pb2_grpc.TokensServiceStub(channels[3]),
+            orchestrator_pb2_grpc.OrchestratorServiceStub(channels[4]),
+            addresses,
+        )
     finally:
         for channel in channels:
             channel.close()
@@ -87,7 +92,9 @@ def png_bomb(side: int = 100_000) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(64))) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(64))) + chunk(b"IEND", b"")
+    )
 
 
 def truncated(photo: Path) -> bytes:
@@ -105,14 +112,26 @@ FORTY_MIB = 40 * 1024 * 1024
 BAD_PHOTOS = {
     "empty bytes": (lambda _: b"", INVALID, "is empty"),
     "a truncated JPEG": (truncated, INVALID, "could not be decoded, the JPEG data is truncated or corrupt"),
-    "random bytes": (lambda _: np.random.default_rng(0).bytes(4096), INVALID,
-                     f"is not an image in a supported format ({SUPPORTED})"),
-    "a text file": (lambda _: b"image,lat,lon\nparis.jpg,48.8566,2.3522\n" * 40, INVALID,
-                    f"is not an image in a supported format ({SUPPORTED})"),
-    "a PNG decompression bomb": (lambda _: png_bomb(), INVALID,
-                                 f"is 100000x100000 = 10000000000 pixels, over the limit of {EMBEDDING.max_image_pixels} pixels"),
-    "a 1x1 image": (lambda _: encode(Image.new("RGB", (1, 1), (90, 120, 200)), "PNG"), INVALID,
-                    f"is 1x1 pixels; both sides must be at least {EMBEDDING.min_image_side}"),
+    "random bytes": (
+        lambda _: np.random.default_rng(0).bytes(4096),
+        INVALID,
+        f"is not an image in a supported format ({SUPPORTED})",
+    ),
+    "a text file": (
+        lambda _: b"image,lat,lon\nparis.jpg,48.8566,2.3522\n" * 40,
+        INVALID,
+        f"is not an image in a supported format ({SUPPORTED})",
+    ),
+    "a PNG decompression bomb": (
+        lambda _: png_bomb(),
+        INVALID,
+        f"is 100000x100000 = 10000000000 pixels, over the limit of {EMBEDDING.max_image_pixels} pixels",
+    ),
+    "a 1x1 image": (
+        lambda _: encode(Image.new("RGB", (1, 1), (90, 120, 200)), "PNG"),
+        INVALID,
+        f"is 1x1 pixels; both sides must be at least {EMBEDDING.min_image_side}",
+    ),
     "a 40 MiB payload": (lambda p: p.read_bytes().ljust(FORTY_MIB, b"\0"), EXHAUSTED, "larger than max"),
     "a GIF": (gif, INVALID, f"is a GIF image; supported formats are {SUPPORTED}"),
 }
@@ -122,9 +141,17 @@ def photo_rpcs(stubs: Stubs, good: bytes, bad: bytes) -> dict:
     """rpc -> (call, request carrying `bad`, the field that names it)."""
     return {
         "Embed": (stubs.embedding.Embed, embedding_pb2.EmbedRequest(image=bad), "image"),
-        "EmbedBatch": (stubs.embedding.EmbedBatch, embedding_pb2.EmbedBatchRequest(images=[good, bad, good]), "images[1]"),
+        "EmbedBatch": (
+            stubs.embedding.EmbedBatch,
+            embedding_pb2.EmbedBatchRequest(images=[good, bad, good]),
+            "images[1]",
+        ),
         "Locate": (stubs.orchestrator.Locate, orchestrator_pb2.LocateRequest(image=bad), "image"),
-        "LocateBatch": (stubs.orchestrator.LocateBatch, orchestrator_pb2.LocateBatchRequest(images=[good, bad]), "images[1]"),
+        "LocateBatch": (
+            stubs.orchestrator.LocateBatch,
+            orchestrator_pb2.LocateBatchRequest(images=[good, bad]),
+            "images[1]",
+        ),
     }
 
 
@@ -145,8 +172,10 @@ def test_a_batch_with_two_bad_photos_names_the_first_whichever_is_refused_first(
     slow = encode(noise, "PNG")
     slow = slow[: len(slow) * 3 // 4]  # truncated: found out only once most of it has been inflated
     fast = b"plain text, not a photo"
-    for call, request in ((stubs.embedding.EmbedBatch, embedding_pb2.EmbedBatchRequest(images=[good, slow, fast])),
-                          (stubs.orchestrator.LocateBatch, orchestrator_pb2.LocateBatchRequest(images=[good, slow, fast]))):
+    for call, request in (
+        (stubs.embedding.EmbedBatch, embedding_pb2.EmbedBatchRequest(images=[good, slow, fast])),
+        (stubs.orchestrator.LocateBatch, orchestrator_pb2.LocateBatchRequest(images=[good, slow, fast])),
+    ):
         assert_refused(refusal(call, request), "images[1]", "could not be decoded, the PNG data is truncated")
 
 
@@ -185,10 +214,16 @@ def expert_rpcs(stubs: Stubs, values) -> dict:
     e = made_up_embedding(values)
     return {
         "gallery": (stubs.gallery.Search, gallery_pb2.SearchRequest(embedding=e, k=5), "gallery head"),
-        "sampler flow": (stubs.sampler.Sample, sampler_pb2.SampleRequest(embedding=e, method=FLOW, n_samples=16, steps=4),
-                         "flow sampler"),
-        "sampler sh": (stubs.sampler.Sample, sampler_pb2.SampleRequest(embedding=e, method=SH, n_samples=16, steps=4),
-                       "sh sampler"),
+        "sampler flow": (
+            stubs.sampler.Sample,
+            sampler_pb2.SampleRequest(embedding=e, method=FLOW, n_samples=16, steps=4),
+            "flow sampler",
+        ),
+        "sampler sh": (
+            stubs.sampler.Sample,
+            sampler_pb2.SampleRequest(embedding=e, method=SH, n_samples=16, steps=4),
+            "sh sampler",
+        ),
         "tokens": (stubs.tokens.Decode, tokens_pb2.DecodeRequest(embedding=e), "token decoder"),
     }
 
@@ -250,18 +285,30 @@ BAD_PARAMETERS = [
     ("tokens", decode(max_level=21), "max_level", "must be in [1, 20] (0 for 20), got 21"),
     ("tokens", decode(strategy=99), "strategy", "99 is not a DecodeStrategy"),
     # Found by the fuzz test: a positive temperature this small made the sampled draw fail (INTERNAL).
-    ("tokens", decode(strategy=tokens_pb2.DECODE_STRATEGY_SAMPLE, temperature=1e-45), "temperature",
-     f"must be in [0.001, {T.max_temperature:g}], got 1e-45"),
+    (
+        "tokens",
+        decode(strategy=tokens_pb2.DECODE_STRATEGY_SAMPLE, temperature=1e-45),
+        "temperature",
+        f"must be in [0.001, {T.max_temperature:g}], got 1e-45",
+    ),
     ("tokens", decode(neighbors=[near(91.0, 2.35)]), "neighbors[0].lat_deg", "must be in [-90, 90], got 91.0"),
     ("tokens", decode(neighbors=[near(-90.5, 2.35)]), "neighbors[0].lat_deg", "must be in [-90, 90], got -90.5"),
     ("tokens", decode(neighbors=[near(math.nan, 2.35)]), "neighbors[0].lat_deg", "must be in [-90, 90], got nan"),
     ("tokens", decode(neighbors=[near(48.85, 180.5)]), "neighbors[0].lon_deg", "must be in [-180, 180], got 180.5"),
     ("tokens", decode(neighbors=[near(48.85, -181.0)]), "neighbors[0].lon_deg", "must be in [-180, 180], got -181.0"),
-    ("tokens", decode(neighbors=[near(48.85, 2.35), near(35.68, math.nan)]), "neighbors[1].lon_deg",
-     "must be in [-180, 180], got nan"),
+    (
+        "tokens",
+        decode(neighbors=[near(48.85, 2.35), near(35.68, math.nan)]),
+        "neighbors[1].lon_deg",
+        "must be in [-180, 180], got nan",
+    ),
     ("Locate", orchestrator_pb2.LocateOptions(experts=[99]), "options.experts[0]", "99 is not an Expert"),
-    ("LocateBatch", orchestrator_pb2.LocateOptions(experts=[orchestrator_pb2.EXPERT_GALLERY, 99]), "options.experts[1]",
-     "99 is not an Expert"),
+    (
+        "LocateBatch",
+        orchestrator_pb2.LocateOptions(experts=[orchestrator_pb2.EXPERT_GALLERY, 99]),
+        "options.experts[1]",
+        "99 is not an Expert",
+    ),
     ("Locate", orchestrator_pb2.LocateOptions(top_k=21), "options.top_k", "must be in [1, 20] (0 for 5), got 21"),
 ]
 
@@ -272,11 +319,16 @@ def parameter_call(stubs: Stubs, service: str, request, photo: bytes):
         return stubs.orchestrator.Locate, orchestrator_pb2.LocateRequest(image=photo, options=request)
     if service == "LocateBatch":
         return stubs.orchestrator.LocateBatch, orchestrator_pb2.LocateBatchRequest(images=[photo], options=request)
-    return {"gallery": stubs.gallery.Search, "sampler": stubs.sampler.Sample, "tokens": stubs.tokens.Decode}[service], request
+    return {"gallery": stubs.gallery.Search, "sampler": stubs.sampler.Sample, "tokens": stubs.tokens.Decode}[
+        service
+    ], request
 
 
-@pytest.mark.parametrize("service, request_, field, problem", BAD_PARAMETERS,
-                         ids=[f"{s}-{f}-{i}" for i, (s, _, f, _) in enumerate(BAD_PARAMETERS)])
+@pytest.mark.parametrize(
+    "service, request_, field, problem",
+    BAD_PARAMETERS,
+    ids=[f"{s}-{f}-{i}" for i, (s, _, f, _) in enumerate(BAD_PARAMETERS)],
+)
 def test_a_bad_parameter_is_refused_naming_it(stubs, photos, service, request_, field, problem):
     call, request_ = parameter_call(stubs, service, request_, photos[0].read_bytes())
     assert_refused(refusal(call, request_), field, problem)
@@ -301,8 +353,10 @@ def test_after_the_matrix_every_service_still_answers_a_good_request(stubs, phot
     found = stubs.gallery.Search(gallery_pb2.SearchRequest(embedding=embedded.embedding, k=5), timeout=CALL_TIMEOUT_S)
     assert len(found.points) == 5 and 0 < sum(p.weight for p in found.points) <= 1
     for method in (FLOW, SH):
-        drawn = stubs.sampler.Sample(sampler_pb2.SampleRequest(embedding=embedded.embedding, method=method, n_samples=16,
-                                                               steps=4, seed=0), timeout=CALL_TIMEOUT_S)
+        drawn = stubs.sampler.Sample(
+            sampler_pb2.SampleRequest(embedding=embedded.embedding, method=method, n_samples=16, steps=4, seed=0),
+            timeout=CALL_TIMEOUT_S,
+        )
         assert len(drawn.samples) == 16 and sum(m.weight for m in drawn.modes) == pytest.approx(1.0)
     decoded = stubs.tokens.Decode(tokens_pb2.DecodeRequest(embedding=embedded.embedding), timeout=CALL_TIMEOUT_S)
     assert decoded.cells and sum(c.probability for c in decoded.cells) == pytest.approx(1.0)

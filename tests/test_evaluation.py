@@ -53,7 +53,9 @@ def predictions_csv(tmp_path: Path) -> Path:
     for name, km in zip(NAMES, DISTANCES_KM, strict=True):
         g = (0, east_of_origin(gallery[name])) if name in gallery else ("", "")
         rows.append((name, 0, east_of_origin(km), *g, "", ""))
-    return write_csv(tmp_path / "preds.csv", ["image", "lat", "lon", "gallery_lat", "gallery_lon", "text_lat", "text_lon"], rows)
+    return write_csv(
+        tmp_path / "preds.csv", ["image", "lat", "lon", "gallery_lat", "gallery_lon", "text_lat", "text_lon"], rows
+    )
 
 
 def check_fused_figures(m) -> None:
@@ -172,7 +174,12 @@ class ListSource:
 
 
 def test_any_prediction_source_plugs_in(split_dir: Path) -> None:
-    source = ListSource([Prediction(name, 0.0, east_of_origin(km), {"x": (0.0, 0.0)}) for name, km in zip(NAMES, DISTANCES_KM, strict=True)])
+    source = ListSource(
+        [
+            Prediction(name, 0.0, east_of_origin(km), {"x": (0.0, 0.0)})
+            for name, km in zip(NAMES, DISTANCES_KM, strict=True)
+        ]
+    )
     assert isinstance(source, PredictionSource)
     report = evaluate(load_split(split_dir), source, by_expert=True, progress=False)
     assert source.asked == list(NAMES)
@@ -190,9 +197,22 @@ def test_source_predicting_an_image_twice_is_an_error(split_dir: Path) -> None:
 def test_cli_end_to_end_writes_json_report(split_dir: Path, predictions_csv: Path, tmp_path: Path) -> None:
     report_path = tmp_path / "out" / "nested" / "report.json"  # parents do not exist yet
     result = subprocess.run(
-        [sys.executable, "-m", "geoloc.cli", "eval", "--data", str(split_dir), "--predictions", str(predictions_csv),
-         "--report", str(report_path), "--by-expert"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "geoloc.cli",
+            "eval",
+            "--data",
+            str(split_dir),
+            "--predictions",
+            str(predictions_csv),
+            "--report",
+            str(report_path),
+            "--by-expert",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert "top-1" in result.stdout and "gallery" in result.stdout and "3574.3" in result.stdout
@@ -215,7 +235,9 @@ def test_cli_end_to_end_writes_json_report(split_dir: Path, predictions_csv: Pat
 def test_cli_in_process_allow_missing(split_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     preds = write_csv(tmp_path / "p.csv", ["image", "lat", "lon"], [("a.jpg", 0, 0)])
     report_path = tmp_path / "r.json"
-    code = main(["eval", "--data", str(split_dir), "--predictions", str(preds), "--allow-missing", "--report", str(report_path)])
+    code = main(
+        ["eval", "--data", str(split_dir), "--predictions", str(preds), "--allow-missing", "--report", str(report_path)]
+    )
     assert code == 0
     assert "1 images" in capsys.readouterr().out
     data = json.loads(report_path.read_text(encoding="utf-8"))
@@ -250,48 +272,179 @@ def preds_with(row_index: int, row: Sequence[object]) -> list[Sequence[object]]:
 #  extra CLI args, fragments the error message must contain)
 BAD_INPUTS = [
     ("labels-file-absent", LABEL_HEADER, None, PRED_HEADER, GOOD_PREDS, [], ["labels.csv: no such file"]),
-    ("labels-missing-column", ["image", "lat", "author"], [(n, 0, "x") for n in NAMES], PRED_HEADER, GOOD_PREDS, [],
-     ["labels.csv", "missing column 'lon'"]),
-    ("labels-non-numeric", LABEL_HEADER, labels_with(1, ("b.jpg", "north", 0, "x")), PRED_HEADER, GOOD_PREDS, [],
-     ["labels.csv", "row 2 (line 3)", "column 'lat'", "'north' is not a number"]),
-    ("labels-lat-range", LABEL_HEADER, labels_with(2, ("c.jpg", 90.5, 0, "x")), PRED_HEADER, GOOD_PREDS, [],
-     ["labels.csv", "row 3 (line 4)", "column 'lat'", "90.5 is out of range [-90, 90]"]),
-    ("labels-lon-range", LABEL_HEADER, labels_with(4, ("e.jpg", 0, -180.01, "x")), PRED_HEADER, GOOD_PREDS, [],
-     ["labels.csv", "row 5 (line 6)", "column 'lon'", "-180.01 is out of range [-180, 180]"]),
-    ("labels-nan", LABEL_HEADER, labels_with(0, ("a.jpg", "nan", 0, "x")), PRED_HEADER, GOOD_PREDS, [],
-     ["row 1 (line 2)", "column 'lat'", "not a finite number"]),
-    ("labels-empty-cell", LABEL_HEADER, labels_with(0, ("a.jpg", 0, "", "x")), PRED_HEADER, GOOD_PREDS, [],
-     ["row 1 (line 2)", "column 'lon'", "is empty"]),
-    ("labels-duplicate", LABEL_HEADER, labels_with(3, ("b.jpg", 0, 0, "x")), PRED_HEADER, GOOD_PREDS, [],
-     ["labels.csv", "row 4 (line 5)", "column 'image'", "'b.jpg' already appears in row 2"]),
-    ("labels-short-row", LABEL_HEADER, labels_with(1, ("b.jpg", 0)), PRED_HEADER, GOOD_PREDS, [],
-     ["labels.csv", "row 2 (line 3)", "has 2 fields, header has 4"]),
+    (
+        "labels-missing-column",
+        ["image", "lat", "author"],
+        [(n, 0, "x") for n in NAMES],
+        PRED_HEADER,
+        GOOD_PREDS,
+        [],
+        ["labels.csv", "missing column 'lon'"],
+    ),
+    (
+        "labels-non-numeric",
+        LABEL_HEADER,
+        labels_with(1, ("b.jpg", "north", 0, "x")),
+        PRED_HEADER,
+        GOOD_PREDS,
+        [],
+        ["labels.csv", "row 2 (line 3)", "column 'lat'", "'north' is not a number"],
+    ),
+    (
+        "labels-lat-range",
+        LABEL_HEADER,
+        labels_with(2, ("c.jpg", 90.5, 0, "x")),
+        PRED_HEADER,
+        GOOD_PREDS,
+        [],
+        ["labels.csv", "row 3 (line 4)", "column 'lat'", "90.5 is out of range [-90, 90]"],
+    ),
+    (
+        "labels-lon-range",
+        LABEL_HEADER,
+        labels_with(4, ("e.jpg", 0, -180.01, "x")),
+        PRED_HEADER,
+        GOOD_PREDS,
+        [],
+        ["labels.csv", "row 5 (line 6)", "column 'lon'", "-180.01 is out of range [-180, 180]"],
+    ),
+    (
+        "labels-nan",
+        LABEL_HEADER,
+        labels_with(0, ("a.jpg", "nan", 0, "x")),
+        PRED_HEADER,
+        GOOD_PREDS,
+        [],
+        ["row 1 (line 2)", "column 'lat'", "not a finite number"],
+    ),
+    (
+        "labels-empty-cell",
+        LABEL_HEADER,
+        labels_with(0, ("a.jpg", 0, "", "x")),
+        PRED_HEADER,
+        GOOD_PREDS,
+        [],
+        ["row 1 (line 2)", "column 'lon'", "is empty"],
+    ),
+    (
+        "labels-duplicate",
+        LABEL_HEADER,
+        labels_with(3, ("b.jpg", 0, 0, "x")),
+        PRED_HEADER,
+        GOOD_PREDS,
+        [],
+        ["labels.csv", "row 4 (line 5)", "column 'image'", "'b.jpg' already appears in row 2"],
+    ),
+    (
+        "labels-short-row",
+        LABEL_HEADER,
+        labels_with(1, ("b.jpg", 0)),
+        PRED_HEADER,
+        GOOD_PREDS,
+        [],
+        ["labels.csv", "row 2 (line 3)", "has 2 fields, header has 4"],
+    ),
     ("labels-no-rows", LABEL_HEADER, [], PRED_HEADER, GOOD_PREDS, [], ["labels.csv", "no data rows"]),
     ("preds-file-absent", LABEL_HEADER, GOOD_LABELS, PRED_HEADER, None, [], ["preds.csv: no such file"]),
-    ("preds-missing-column", LABEL_HEADER, GOOD_LABELS, ["image", "lon"], [(n, 0) for n in NAMES], [],
-     ["preds.csv", "missing column 'lat'"]),
-    ("preds-extra-field", LABEL_HEADER, GOOD_LABELS, PRED_HEADER, preds_with(2, ("c.jpg", 0, "12,5")), [],
-     ["preds.csv", "row 3 (line 4)", "has 4 fields, header has 3"]),
-    ("preds-bad-lon", LABEL_HEADER, GOOD_LABELS, PRED_HEADER, preds_with(2, ("c.jpg", 0, "east")), [],
-     ["preds.csv", "row 3 (line 4)", "column 'lon'", "'east' is not a number"]),
-    ("preds-lat-range", LABEL_HEADER, GOOD_LABELS, PRED_HEADER, preds_with(0, ("a.jpg", -91, 0)), [],
-     ["preds.csv", "row 1 (line 2)", "column 'lat'", "-91 is out of range"]),
-    ("preds-duplicate", LABEL_HEADER, GOOD_LABELS, PRED_HEADER, [*GOOD_PREDS, ("a.jpg", 1, 1)], [],
-     ["preds.csv", "row 6 (line 7)", "'a.jpg' already appears in row 1"]),
-    ("preds-half-expert", LABEL_HEADER, GOOD_LABELS, [*PRED_HEADER, "gallery_lat", "gallery_lon"],
-     [(*p, 0, 0) for p in GOOD_PREDS[:4]] + [("e.jpg", 0, 0, 0, "")], [],
-     ["preds.csv", "row 5 (line 6)", "column 'gallery_lon'", "is empty but 'gallery_lat' is not"]),
-    ("preds-expert-bad-value", LABEL_HEADER, GOOD_LABELS, [*PRED_HEADER, "gallery_lat", "gallery_lon"],
-     [(*p, 0, 0) for p in GOOD_PREDS[:4]] + [("e.jpg", 0, 0, 0, 999)], [],
-     ["row 5 (line 6)", "column 'gallery_lon'", "999 is out of range"]),
-    ("preds-expert-unpaired", LABEL_HEADER, GOOD_LABELS, [*PRED_HEADER, "gallery_lat"], [(*p, 0) for p in GOOD_PREDS], [],
-     ["preds.csv", "column 'gallery_lat' has no matching 'gallery_lon' column"]),
-    ("preds-missing-images", LABEL_HEADER, GOOD_LABELS, PRED_HEADER, GOOD_PREDS[:3], [],
-     ["no prediction for 2 of 5 labelled images", "d.jpg, e.jpg", "--allow-missing"]),
-    ("preds-match-nothing", LABEL_HEADER, GOOD_LABELS, PRED_HEADER, [("zzz.jpg", 0, 0)], ["--allow-missing"],
-     ["no prediction matches any of the 5 labelled images"]),
-    ("by-expert-without-experts", LABEL_HEADER, GOOD_LABELS, PRED_HEADER, GOOD_PREDS, ["--by-expert"],
-     ["preds.csv", "--by-expert needs <expert>_lat,<expert>_lon column pairs"]),
+    (
+        "preds-missing-column",
+        LABEL_HEADER,
+        GOOD_LABELS,
+        ["image", "lon"],
+        [(n, 0) for n in NAMES],
+        [],
+        ["preds.csv", "missing column 'lat'"],
+    ),
+    (
+        "preds-extra-field",
+        LABEL_HEADER,
+        GOOD_LABELS,
+        PRED_HEADER,
+        preds_with(2, ("c.jpg", 0, "12,5")),
+        [],
+        ["preds.csv", "row 3 (line 4)", "has 4 fields, header has 3"],
+    ),
+    (
+        "preds-bad-lon",
+        LABEL_HEADER,
+        GOOD_LABELS,
+        PRED_HEADER,
+        preds_with(2, ("c.jpg", 0, "east")),
+        [],
+        ["preds.csv", "row 3 (line 4)", "column 'lon'", "'east' is not a number"],
+    ),
+    (
+        "preds-lat-range",
+        LABEL_HEADER,
+        GOOD_LABELS,
+        PRED_HEADER,
+        preds_with(0, ("a.jpg", -91, 0)),
+        [],
+        ["preds.csv", "row 1 (line 2)", "column 'lat'", "-91 is out of range"],
+    ),
+    (
+        "preds-duplicate",
+        LABEL_HEADER,
+        GOOD_LABELS,
+        PRED_HEADER,
+        [*GOOD_PREDS, ("a.jpg", 1, 1)],
+        [],
+        ["preds.csv", "row 6 (line 7)", "'a.jpg' already appears in row 1"],
+    ),
+    (
+        "preds-half-expert",
+        LABEL_HEADER,
+        GOOD_LABELS,
+        [*PRED_HEADER, "gallery_lat", "gallery_lon"],
+        [(*p, 0, 0) for p in GOOD_PREDS[:4]] + [("e.jpg", 0, 0, 0, "")],
+        [],
+        ["preds.csv", "row 5 (line 6)", "column 'gallery_lon'", "is empty but 'gallery_lat' is not"],
+    ),
+    (
+        "preds-expert-bad-value",
+        LABEL_HEADER,
+        GOOD_LABELS,
+        [*PRED_HEADER, "gallery_lat", "gallery_lon"],
+        [(*p, 0, 0) for p in GOOD_PREDS[:4]] + [("e.jpg", 0, 0, 0, 999)],
+        [],
+        ["row 5 (line 6)", "column 'gallery_lon'", "999 is out of range"],
+    ),
+    (
+        "preds-expert-unpaired",
+        LABEL_HEADER,
+        GOOD_LABELS,
+        [*PRED_HEADER, "gallery_lat"],
+        [(*p, 0) for p in GOOD_PREDS],
+        [],
+        ["preds.csv", "column 'gallery_lat' has no matching 'gallery_lon' column"],
+    ),
+    (
+        "preds-missing-images",
+        LABEL_HEADER,
+        GOOD_LABELS,
+        PRED_HEADER,
+        GOOD_PREDS[:3],
+        [],
+        ["no prediction for 2 of 5 labelled images", "d.jpg, e.jpg", "--allow-missing"],
+    ),
+    (
+        "preds-match-nothing",
+        LABEL_HEADER,
+        GOOD_LABELS,
+        PRED_HEADER,
+        [("zzz.jpg", 0, 0)],
+        ["--allow-missing"],
+        ["no prediction matches any of the 5 labelled images"],
+    ),
+    (
+        "by-expert-without-experts",
+        LABEL_HEADER,
+        GOOD_LABELS,
+        PRED_HEADER,
+        GOOD_PREDS,
+        ["--by-expert"],
+        ["preds.csv", "--by-expert needs <expert>_lat,<expert>_lon column pairs"],
+    ),
 ]
 
 
@@ -341,7 +494,9 @@ def test_missing_data_dir_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_bad_input_via_subprocess_has_no_traceback(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "geoloc.cli", "eval", "--data", str(tmp_path), "--predictions", str(tmp_path / "p.csv")],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert result.stderr.startswith("geoloc eval: error: ") and "labels.csv: no such file" in result.stderr

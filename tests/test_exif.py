@@ -229,7 +229,8 @@ def test_every_service_that_configures_logging_drops_pillows_raw_exif_records():
         source.filters[:] = []
         configure_logging("debug", "console")
         assert len(source.filters) == 1 and not source.filters[0].filter(
-            logging.LogRecord("PIL.TiffImagePlugin", logging.DEBUG, __file__, 1, "tag: %s", ("raw",), None))
+            logging.LogRecord("PIL.TiffImagePlugin", logging.DEBUG, __file__, 1, "tag: %s", ("raw",), None)
+        )
         configure_logging("debug", "console")  # idempotent
         assert len(source.filters) == 1
     finally:

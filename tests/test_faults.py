@@ -81,19 +81,23 @@ def gallery_and_tokens():
 def start_orchestrator(embedding_address: str, experts: dict[str, Expert] | None = None, **env: str):
     addresses = {"gallery_address": "none", "sampler_address": "none", "tokens_address": "none"}
     addresses.update({f"{name}_address": expert.address for name, expert in (experts or {}).items()})
-    process, address = start_service("orchestrator", embedding_address=embedding_address, **addresses,
-                                     **{**PATIENT, **env})
+    process, address = start_service(
+        "orchestrator", embedding_address=embedding_address, **addresses, **{**PATIENT, **env}
+    )
     wait_for_health(address, 120, process)
     return process, address
 
 
 def statuses(answer: orchestrator_pb2.LocateResponse) -> dict[str, str]:
-    return {orchestrator_pb2.Expert.Name(o.expert): orchestrator_pb2.ExpertStatus.Name(o.status)
-            for o in answer.expert_outputs}
+    return {
+        orchestrator_pb2.Expert.Name(o.expert): orchestrator_pb2.ExpertStatus.Name(o.status)
+        for o in answer.expert_outputs
+    }
 
 
 def test_an_expert_killed_and_restarted_under_load_costs_only_partial_answers(
-        embedding_address, gallery_and_tokens, images):
+    embedding_address, gallery_and_tokens, images
+):
     gallery = gallery_and_tokens["gallery"]
     process, address = start_orchestrator(embedding_address, gallery_and_tokens)
 
@@ -127,8 +131,9 @@ def test_an_expert_killed_and_restarted_under_load_costs_only_partial_answers(
     after = [r for r in report.records if r.started_s > serving_s + 3]
     assert before and during and after, (len(before), len(during), len(after))
     assert all(r.experts["gallery"] == "EXPERT_STATUS_OK" for r in before)
-    assert all(r.partial and r.experts["gallery"] == "EXPERT_STATUS_UNAVAILABLE" for r in during), \
-        [(round(r.started_s, 1), r.experts["gallery"]) for r in during]
+    assert all(r.partial and r.experts["gallery"] == "EXPERT_STATUS_UNAVAILABLE" for r in during), [
+        (round(r.started_s, 1), r.experts["gallery"]) for r in during
+    ]
     assert all(r.experts["gallery"] == "EXPERT_STATUS_OK" for r in after)
 
 
@@ -171,15 +176,20 @@ def test_triton_stopped_gives_quick_unavailable_with_retry_info_and_both_recover
         embedding, embedding_address = start_embedding_service(triton.grpc_url)
         wait_for_health(embedding_address, 120, embedding)
         orchestrator, orchestrator_address = start_orchestrator(embedding_address)
-        with grpc.insecure_channel(embedding_address) as e_channel, grpc.insecure_channel(orchestrator_address) as o_channel:
+        with (
+            grpc.insecure_channel(embedding_address) as e_channel,
+            grpc.insecure_channel(orchestrator_address) as o_channel,
+        ):
             embed = embedding_pb2_grpc.EmbeddingServiceStub(e_channel).Embed
             locate = orchestrator_pb2_grpc.OrchestratorServiceStub(o_channel).Locate
             embed(embedding_pb2.EmbedRequest(image=images[0]), timeout=60)
             triton.stop()
 
             failures = []
-            for call, request in ((embed, embedding_pb2.EmbedRequest(image=images[0])),
-                                  (locate, orchestrator_pb2.LocateRequest(image=images[0]))):
+            for call, request in (
+                (embed, embedding_pb2.EmbedRequest(image=images[0])),
+                (locate, orchestrator_pb2.LocateRequest(image=images[0])),
+            ):
                 started = time.perf_counter()
                 with pytest.raises(grpc.RpcError) as raised:
                     call(request, timeout=30)
@@ -215,8 +225,11 @@ def test_triton_stopped_gives_quick_unavailable_with_retry_info_and_both_recover
 def served_locates(metrics_port: int) -> float:
     """Locate calls a replica has finished, from its /metrics."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("grpc_server_handled_total{") and 'grpc_method="Locate"' in line)
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("grpc_server_handled_total{") and 'grpc_method="Locate"' in line
+    )
 
 
 def test_sigterm_to_one_of_two_replicas_behind_round_robin_fails_no_call(embedding_address, images):
@@ -224,8 +237,9 @@ def test_sigterm_to_one_of_two_replicas_behind_round_robin_fails_no_call(embeddi
     try:
         for _ in range(2):
             metrics_port = free_port()
-            process, address = start_orchestrator(embedding_address, drain_s="1.5", grace_period_s="20",
-                                                  metrics_port=str(metrics_port))
+            process, address = start_orchestrator(
+                embedding_address, drain_s="1.5", grace_period_s="20", metrics_port=str(metrics_port)
+            )
             replicas.append((process, address, metrics_port))
         target = "ipv4:" + ",".join(address for _, address, _ in replicas)
 

@@ -44,7 +44,11 @@ def test_the_schedule_runs_from_noise_to_data_and_its_derivative_is_right():
 
 def test_the_target_velocity_is_the_derivative_of_the_geodesic_point():
     torch.manual_seed(0)
-    x0, x1, t = uniform_on_sphere(64).double(), uniform_on_sphere(64).double(), torch.rand(64, dtype=torch.float64) * 0.9 + 0.05
+    x0, x1, t = (
+        uniform_on_sphere(64).double(),
+        uniform_on_sphere(64).double(),
+        torch.rand(64, dtype=torch.float64) * 0.9 + 0.05,
+    )
     point, velocity = geodesic_point_and_velocity(x0, x1, t)
     ahead, _ = geodesic_point_and_velocity(x0, x1, t + 1e-6)
     assert torch.allclose((ahead - point) / 1e-6, velocity, atol=1e-4)
@@ -68,8 +72,15 @@ def trained() -> VelocityNetwork:
     decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps, eta_min=1e-5)
     for _ in range(steps):
         conditions, which = rng.integers(0, 2, 256), rng.integers(0, 2, 256)
-        places = np.stack([vmf_sample(latlon_to_unit(*CLUSTERS[c][w]), kappa, 1, rng)[0] for c, w in zip(conditions, which, strict=True)])
-        loss = flow_matching_loss(network, torch.tensor(places, dtype=torch.float32), torch.stack([embedding_of(c) for c in conditions]))
+        places = np.stack(
+            [
+                vmf_sample(latlon_to_unit(*CLUSTERS[c][w]), kappa, 1, rng)[0]
+                for c, w in zip(conditions, which, strict=True)
+            ]
+        )
+        loss = flow_matching_loss(
+            network, torch.tensor(places, dtype=torch.float32), torch.stack([embedding_of(c) for c in conditions])
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

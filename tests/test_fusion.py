@@ -24,8 +24,10 @@ PRIOR = Prior(np.stack([RNG.uniform(-60, 70, 3000), RNG.uniform(-180, 180, 3000)
 
 
 def parameters(prior_weight: float = 0.0, bandwidth_km: float = 200.0, **weights) -> FusionParameters:
-    return FusionParameters(weights={**{e: weights.get(e, 1.0) for e in EXPERTS}, "prior": prior_weight},
-                            bandwidth_km={**dict.fromkeys(EXPERTS, bandwidth_km), "prior": 800.0})
+    return FusionParameters(
+        weights={**{e: weights.get(e, 1.0) for e in EXPERTS}, "prior": prior_weight},
+        bandwidth_km={**dict.fromkeys(EXPERTS, bandwidth_km), "prior": 800.0},
+    )
 
 
 def points(expert: str, lat, lon, weight=None, radius=None) -> ExpertPoints:

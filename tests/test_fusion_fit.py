@@ -64,21 +64,29 @@ def test_an_experts_fitted_likelihood_is_the_served_kernels_density(case, expert
     power = DENSITY_POWER if expert == "gallery" else 0.0
     fitted = expert_log_likelihood(outputs[expert], truth_xyz, BANDWIDTHS[expert], prior, power)
     alone = params({expert: 1.0, PRIOR: 0.0})
-    served = [build_mixture(photo_answers(outputs, row, [expert]), alone, prior).log_density(truth_xyz[row])
-              for row in range(PHOTOS)]
+    served = [
+        build_mixture(photo_answers(outputs, row, [expert]), alone, prior).log_density(truth_xyz[row])
+        for row in range(PHOTOS)
+    ]
     np.testing.assert_allclose(fitted, served, rtol=1e-9, atol=1e-9)
 
 
 def test_the_fitted_mixture_likelihood_is_the_served_mixtures(case):
     outputs, _, truth_xyz, prior = case
-    columns = {e: expert_log_likelihood(a, truth_xyz, BANDWIDTHS[e], prior, DENSITY_POWER if e == "gallery" else 0.0)
-               for e, a in outputs.items()}
+    columns = {
+        e: expert_log_likelihood(a, truth_xyz, BANDWIDTHS[e], prior, DENSITY_POWER if e == "gallery" else 0.0)
+        for e, a in outputs.items()
+    }
     columns[PRIOR] = prior.log_density(truth_xyz)
     weights = mixing_weights(np.stack(list(columns.values()), axis=1))
     fitted = mixture_log_likelihood(columns, weights)
     served_params = params({name: float(w) for name, w in zip(columns, weights, strict=True)})
-    served = np.mean([build_mixture(photo_answers(outputs, row), served_params, prior).log_density(truth_xyz[row])
-                      for row in range(PHOTOS)])
+    served = np.mean(
+        [
+            build_mixture(photo_answers(outputs, row), served_params, prior).log_density(truth_xyz[row])
+            for row in range(PHOTOS)
+        ]
+    )
     assert fitted == pytest.approx(served, rel=1e-9)
     # And the tilt matters: without it the same weights score differently, so the check above can fail.
     untilted = expert_log_likelihood(outputs["gallery"], truth_xyz, BANDWIDTHS["gallery"], prior, 0.0)

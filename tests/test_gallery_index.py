@@ -89,7 +89,9 @@ def test_a_gallery_survives_save_and_load_and_grows_without_a_rebuild(tmp_path):
     second.write_text("LAT,LON,LABEL\n35.6762,139.6503,Tokyo\n")
     built = build_gallery(first, tmp_path / "gallery", progress=False)
     loaded = GalleryIndex.load(tmp_path / "gallery")
-    assert loaded.manifest == built.manifest and loaded.manifest.count == 3 and len(loaded.manifest.encoder_sha256) == 64
+    assert (
+        loaded.manifest == built.manifest and loaded.manifest.count == 3 and len(loaded.manifest.encoder_sha256) == 64
+    )
     assert list(loaded.labels) == ["Paris", "Sydney", "New York"]
     query = embed_locations(LocationEncoder.pretrained(), np.array([[48.85, 2.35]]), progress=False)
     assert loaded.search(query, 1)[1][0, 0] == 0
@@ -112,7 +114,12 @@ def test_bad_gallery_csvs_are_refused_naming_the_line(tmp_path):
 
 
 def test_the_index_type_follows_the_gallery_size():
-    assert [index_type_for(n) for n in (100_000, 1_000_000, 1_000_001, 10_000_000)] == ["flat", "flat", "ivfsq8", "ivfsq8"]
+    assert [index_type_for(n) for n in (100_000, 1_000_000, 1_000_001, 10_000_000)] == [
+        "flat",
+        "flat",
+        "ivfsq8",
+        "ivfsq8",
+    ]
 
 
 def test_the_partition_estimate_holds_when_the_top_k_is_most_of_the_gallery(seeded_gallery, encoder):

@@ -28,8 +28,9 @@ def gallery_dir(tmp_path_factory):
 
 
 def search_all(gallery_dir, requests, head: str | None = None):
-    settings = GallerySettings(port=0, metrics_port=None, gallery_dir=gallery_dir, build_if_missing=False,
-                               **({"head": head} if head else {}))
+    settings = GallerySettings(
+        port=0, metrics_port=None, gallery_dir=gallery_dir, build_if_missing=False, **({"head": head} if head else {})
+    )
     spec = gallery_spec(GalleryServicer(settings))
     return call_each(settings, spec, gallery_pb2_grpc.GalleryServiceStub, "Search", requests, timeout_s=30)
 
@@ -40,7 +41,7 @@ def request(values, k=10, backbone="efficientnet-lite2") -> gallery_pb2.SearchRe
 
 def test_search_returns_geoclips_softmax_over_the_whole_gallery(gallery_dir):
     values = feature(0)
-    response, = search_all(gallery_dir, [request(values, k=25)])
+    (response,) = search_all(gallery_dir, [request(values, k=25)])
     head, gallery = load_head(GallerySettings().head), GalleryIndex.load(gallery_dir)
     query = head.queries(np.asarray([values]))[0].astype(np.float64)
     logits = head.logit_scale * (gallery.vectors().astype(np.float64) @ query)
@@ -57,12 +58,20 @@ def test_search_returns_geoclips_softmax_over_the_whole_gallery(gallery_dir):
 @pytest.mark.parametrize(
     "bad, field, problem",
     [
-        (request(feature(1)[:512]), "embedding.values", "has 512 values; the gallery head for efficientnet-lite2 takes 1280"),
+        (
+            request(feature(1)[:512]),
+            "embedding.values",
+            "has 512 values; the gallery head for efficientnet-lite2 takes 1280",
+        ),
         (request([float("nan")] + feature(1)[1:]), "embedding.values", "holds 1 NaN or infinite values"),
         (request([float("inf")] * 1280), "embedding.values", "holds 1280 NaN or infinite values"),
         (request(feature(1), k=0), "k", "must be in [1, 1000], got 0"),
         (request(feature(1), k=1001), "k", "must be in [1, 1000], got 1001"),
-        (request(feature(1), backbone="clip-vit-l14"), "embedding.backbone.name", "the gallery head takes 'efficientnet-lite2'"),
+        (
+            request(feature(1), backbone="clip-vit-l14"),
+            "embedding.backbone.name",
+            "the gallery head takes 'efficientnet-lite2'",
+        ),
     ],
 )
 def test_bad_requests_get_invalid_argument_and_the_service_keeps_serving(gallery_dir, bad, field, problem):

@@ -20,20 +20,28 @@ def test_the_head_learns_a_feature_that_encodes_the_place(tmp_path):
     them must find the place again, where an untrained head cannot."""
     rng = np.random.default_rng(0)
     encoder = LocationEncoder.pretrained()
-    cities = np.array([[48.86, 2.35], [40.71, -74.0], [35.68, 139.65], [-33.87, 151.21], [-22.91, -43.17], [30.04, 31.24]])
-    gallery_coordinates = np.concatenate([cities, np.stack([rng.uniform(-60, 70, 1500), rng.uniform(-180, 180, 1500)], 1)])
+    cities = np.array(
+        [[48.86, 2.35], [40.71, -74.0], [35.68, 139.65], [-33.87, 151.21], [-22.91, -43.17], [30.04, 31.24]]
+    )
+    gallery_coordinates = np.concatenate(
+        [cities, np.stack([rng.uniform(-60, 70, 1500), rng.uniform(-180, 180, 1500)], 1)]
+    )
     gallery_vectors = embed_locations(encoder, gallery_coordinates, progress=False)
     mixing = rng.normal(0, 1, (512, 64)).astype(np.float32)
 
     def photos(n):
         which = rng.integers(0, len(cities), n)
         truth = perturbed(cities[which], 5.0, 1, rng)[0]
-        features = embed_locations(encoder, truth, progress=False) @ mixing + rng.normal(0, 0.01, (n, 64)).astype(np.float32)
+        features = embed_locations(encoder, truth, progress=False) @ mixing + rng.normal(0, 0.01, (n, 64)).astype(
+            np.float32
+        )
         return features.astype(np.float32), truth
 
     (train_x, train_y), (val_x, val_y) = photos(300), photos(60)
     config = HeadConfig(hidden_dim=128, dropout=0.0, gps_noise_km=10.0, epochs=15, batch_size=64, negatives=512)
-    trained = train_head(train_x, train_y, val_x, val_y, gallery_vectors, gallery_coordinates, encoder, config, log=lambda _: None)
+    trained = train_head(
+        train_x, train_y, val_x, val_y, gallery_vectors, gallery_coordinates, encoder, config, log=lambda _: None
+    )
     assert trained.val.accuracy_at(25) > 0.9, trained.val
 
     save_head(tmp_path / "head.pt", trained.mlp, trained.logit_scale, "synthetic")

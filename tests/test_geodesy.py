@@ -55,8 +55,9 @@ def test_haversine_matches_vincenty_sphere_formula():
     lat1, lon1 = np.radians(random_latlon(rng, 500))
     lat2, lon2 = np.radians(random_latlon(rng, 500))
     dlon = lon2 - lon1
-    num = np.hypot(np.cos(lat2) * np.sin(dlon),
-                   np.cos(lat1) * np.sin(lat2) - np.sin(lat1) * np.cos(lat2) * np.cos(dlon))
+    num = np.hypot(
+        np.cos(lat2) * np.sin(dlon), np.cos(lat1) * np.sin(lat2) - np.sin(lat1) * np.cos(lat2) * np.cos(dlon)
+    )
     den = np.sin(lat1) * np.sin(lat2) + np.cos(lat1) * np.cos(lat2) * np.cos(dlon)
     expected = R * np.arctan2(num, den)
     got = sphere.haversine_km(*np.degrees([lat1, lon1, lat2, lon2]))
@@ -76,8 +77,9 @@ def test_haversine_symmetric_and_broadcasts():
     rng = np.random.default_rng(0)
     lat1, lon1 = random_latlon(rng, 100)
     lat2, lon2 = random_latlon(rng, 100)
-    np.testing.assert_allclose(sphere.haversine_km(lat1, lon1, lat2, lon2),
-                               sphere.haversine_km(lat2, lon2, lat1, lon1), rtol=1e-13)
+    np.testing.assert_allclose(
+        sphere.haversine_km(lat1, lon1, lat2, lon2), sphere.haversine_km(lat2, lon2, lat1, lon1), rtol=1e-13
+    )
     assert sphere.haversine_km(lat1[:, None], lon1[:, None], lat2[:5], lon2[:5]).shape == (100, 5)
 
 
@@ -118,7 +120,9 @@ def test_great_circle_angle_matches_haversine():
     lat1, lon1 = random_latlon(rng, 500)
     lat2, lon2 = random_latlon(rng, 500)
     angle = sphere.great_circle_angle(sphere.latlon_to_unit(lat1, lon1), sphere.latlon_to_unit(lat2, lon2))
-    np.testing.assert_allclose(sphere.radians_to_km(angle), sphere.haversine_km(lat1, lon1, lat2, lon2), rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(
+        sphere.radians_to_km(angle), sphere.haversine_km(lat1, lon1, lat2, lon2), rtol=1e-10, atol=1e-9
+    )
     np.testing.assert_allclose(sphere.km_to_radians(sphere.radians_to_km(angle)), angle, rtol=1e-15)
 
 
@@ -166,8 +170,11 @@ def test_geodesic_interpolate_identical_and_antipodal():
     assert lat == pytest.approx(90 - PARIS[0], abs=1e-9)
     assert lon_diff(lon, PARIS[1] + 180) < 1e-9
     np.testing.assert_allclose(sphere.geodesic_interpolate(x, -x, 1.0), -x, atol=1e-15)
-    np.testing.assert_allclose(sphere.geodesic_interpolate(x, -x, np.linspace(0, 1, 7)),
-                               sphere.geodesic_interpolate(x, -x, np.linspace(0, 1, 7)), atol=0)  # deterministic
+    np.testing.assert_allclose(
+        sphere.geodesic_interpolate(x, -x, np.linspace(0, 1, 7)),
+        sphere.geodesic_interpolate(x, -x, np.linspace(0, 1, 7)),
+        atol=0,
+    )  # deterministic
     # From a pole the path follows the lon 0 meridian.
     north = np.array([0.0, 0.0, 1.0])
     np.testing.assert_allclose(sphere.geodesic_interpolate(north, -north, 0.5), [1, 0, 0], atol=1e-15)
@@ -295,7 +302,9 @@ def test_vmf_kappa_radius_inverses():
 def test_vmf_kappa_for_radius_closed_form_and_small_kappa():
     # Small caps: the closed form κ = log 2 / (1 − cos θ) holds exactly for half mass.
     for r in (0.1, 10.0, 100.0):
-        assert sphere.vmf_kappa_for_radius_km(r) == pytest.approx(math.log(2) / (2 * math.sin(r / R / 2) ** 2), rel=1e-12)
+        assert sphere.vmf_kappa_for_radius_km(r) == pytest.approx(
+            math.log(2) / (2 * math.sin(r / R / 2) ** 2), rel=1e-12
+        )
     # Large caps need the full equation; the closed form would be badly off here.
     r = 9500.0
     kappa = float(sphere.vmf_kappa_for_radius_km(r))
@@ -312,8 +321,19 @@ def test_vmf_kappa_for_radius_closed_form_and_small_kappa():
     assert np.all(np.isfinite(sphere.vmf_radius_km([1e10, 1e-300], 0.5)))
 
 
-@pytest.mark.parametrize("radius_km, mass", [(10_100.0, 0.5), (15_000.0, 0.6), (100.0, 1.0), (100.0, 0.0),
-                                             (0.0, 0.5), (-5.0, 0.5), (R * math.pi, 0.5), (100.0, float("nan"))])
+@pytest.mark.parametrize(
+    "radius_km, mass",
+    [
+        (10_100.0, 0.5),
+        (15_000.0, 0.6),
+        (100.0, 1.0),
+        (100.0, 0.0),
+        (0.0, 0.5),
+        (-5.0, 0.5),
+        (R * math.pi, 0.5),
+        (100.0, float("nan")),
+    ],
+)
 def test_vmf_kappa_for_radius_rejects_unreachable(radius_km, mass):
     with pytest.raises(ValueError):
         sphere.vmf_kappa_for_radius_km(radius_km, mass)
@@ -329,12 +349,16 @@ def test_mixture_log_density_matches_direct_sum():
     centers, x = random_unit(rng, 5), random_unit(rng, 50)
     weights = rng.uniform(0.1, 2.0, 5)
     kappa = rng.uniform(0.5, 30.0, 5)
-    parts = [w / weights.sum() * np.exp(sphere.vmf_log_density(x, c, k)) for c, w, k in zip(centers, weights, kappa, strict=True)]
+    parts = [
+        w / weights.sum() * np.exp(sphere.vmf_log_density(x, c, k))
+        for c, w, k in zip(centers, weights, kappa, strict=True)
+    ]
     direct = np.log(sum(parts))
     np.testing.assert_allclose(sphere.mixture_log_density(x, centers, weights, kappa), direct, rtol=1e-12)
     np.testing.assert_allclose(sphere.mixture_log_density(x, centers, 3 * weights, kappa), direct, rtol=1e-12)
-    np.testing.assert_allclose(sphere.mixture_log_density(x, centers[:1], [2.0], 7.0),
-                               sphere.vmf_log_density(x, centers[0], 7.0), rtol=1e-12)
+    np.testing.assert_allclose(
+        sphere.mixture_log_density(x, centers[:1], [2.0], 7.0), sphere.vmf_log_density(x, centers[0], 7.0), rtol=1e-12
+    )
     assert sphere.mixture_log_density(x.reshape(5, 10, 3), centers, weights, kappa).shape == (5, 10)
 
 
@@ -387,7 +411,9 @@ def test_mean_shift_weights_kernels_of_different_widths():
     # which needs each kernel's κ·C(κ) gradient scale.
     centers = sphere.latlon_to_unit([0.0, 0.0], [0.0, 0.3])
     weights, kappa = np.array([0.7, 0.3]), sphere.vmf_kappa_for_radius_km(np.array([100.0, 20.0]))
-    end = sphere.spherical_mean_shift(sphere.latlon_to_unit(0.0, 0.15), centers, weights, kappa, max_iter=2000, tol_rad=1e-13)
+    end = sphere.spherical_mean_shift(
+        sphere.latlon_to_unit(0.0, 0.15), centers, weights, kappa, max_iter=2000, tol_rad=1e-13
+    )
     best = sphere.mixture_log_density(end, centers, weights, kappa)
     lat, lon = sphere.unit_to_latlon(end)
     delta = 0.05 / 111.19  # 50 m in degrees
@@ -424,9 +450,15 @@ def test_find_modes_per_centre_kappa_weights_by_normaliser():
 def test_find_modes_sampled_clusters(max_starts):
     rng = np.random.default_rng(10)
     kappa_cluster = float(sphere.vmf_kappa_for_radius_km(100.0))
-    points = np.concatenate([sphere.vmf_sample(sphere.latlon_to_unit(*PARIS), kappa_cluster, 300, rng),
-                             sphere.vmf_sample(sphere.latlon_to_unit(*SYDNEY), kappa_cluster, 150, rng)])
-    modes = sphere.find_modes(points, np.ones(len(points)), sphere.vmf_kappa_for_radius_km(100.0), max_starts=max_starts)
+    points = np.concatenate(
+        [
+            sphere.vmf_sample(sphere.latlon_to_unit(*PARIS), kappa_cluster, 300, rng),
+            sphere.vmf_sample(sphere.latlon_to_unit(*SYDNEY), kappa_cluster, 150, rng),
+        ]
+    )
+    modes = sphere.find_modes(
+        points, np.ones(len(points)), sphere.vmf_kappa_for_radius_km(100.0), max_starts=max_starts
+    )
     assert len(modes) == 2
     assert sphere.haversine_km(modes[0].lat_deg, modes[0].lon_deg, *PARIS) < 50.0
     assert sphere.haversine_km(modes[1].lat_deg, modes[1].lon_deg, *SYDNEY) < 50.0
@@ -557,11 +589,24 @@ def test_geotokens_known_values():
         geotokens.cell_id_to_tokens([cid, cid])  # one id at a time
 
 
-@pytest.mark.parametrize("tokens, level", [
-    ((6,), None), ((-1,), None), ((0, 16), None), ((0, -1), None), ((), None),
-    ((0, 5), 1), ((0, 4), 3), ((0, 4), 31), ((0, 4), -1), ((0, 4), 2.0), ((0, 1.5), None),
-    ((0,) + (0,) * 16, None), ((1, 2, 3), 2),
-])
+@pytest.mark.parametrize(
+    "tokens, level",
+    [
+        ((6,), None),
+        ((-1,), None),
+        ((0, 16), None),
+        ((0, -1), None),
+        ((), None),
+        ((0, 5), 1),
+        ((0, 4), 3),
+        ((0, 4), 31),
+        ((0, 4), -1),
+        ((0, 4), 2.0),
+        ((0, 1.5), None),
+        ((0,) + (0,) * 16, None),
+        ((1, 2, 3), 2),
+    ],
+)
 def test_tokens_to_cell_id_rejects_bad_input(tokens, level):
     with pytest.raises(ValueError):
         geotokens.tokens_to_cell_id(tokens, level)

@@ -35,27 +35,45 @@ KUBERNETES_VERSIONS = ("1.31.0", "1.37.0")
 GEOLOC_SERVICES = ("orchestrator", "embedding", "gallery", "sampler", "tokens")
 WORKLOADS = (*GEOLOC_SERVICES, "triton")
 CALL_GRAPH = {
-    ("orchestrator", "embedding"), ("orchestrator", "gallery"), ("orchestrator", "sampler"),
-    ("orchestrator", "tokens"), ("embedding", "triton"),
+    ("orchestrator", "embedding"),
+    ("orchestrator", "gallery"),
+    ("orchestrator", "sampler"),
+    ("orchestrator", "tokens"),
+    ("embedding", "triton"),
 }
 NAMESPACE_LABELS = {
     name: {"kubernetes.io/metadata.name": name, **extra}
     for name, extra in {
-        "geoloc": {}, "monitoring": {}, "kube-system": {}, "elsewhere": {}, "web": {"geoloc/client": "true"},
+        "geoloc": {},
+        "monitoring": {},
+        "kube-system": {},
+        "elsewhere": {},
+        "web": {"geoloc/client": "true"},
     }.items()
 }
 # Read off tritonserver 2.51's /metrics (the nvidia-pytriton wheel, the release of the
 # production image) with efficientnet_lite2 loaded; GPU nodes add nv_gpu_* series.
 TRITON_METRICS = {
-    "nv_inference_request_success", "nv_inference_request_failure", "nv_inference_count", "nv_inference_exec_count",
-    "nv_inference_request_duration_us", "nv_inference_queue_duration_us", "nv_inference_compute_input_duration_us",
-    "nv_inference_compute_infer_duration_us", "nv_inference_compute_output_duration_us",
-    "nv_inference_pending_request_count", "nv_cpu_utilization", "nv_cpu_memory_total_bytes", "nv_cpu_memory_used_bytes",
+    "nv_inference_request_success",
+    "nv_inference_request_failure",
+    "nv_inference_count",
+    "nv_inference_exec_count",
+    "nv_inference_request_duration_us",
+    "nv_inference_queue_duration_us",
+    "nv_inference_compute_input_duration_us",
+    "nv_inference_compute_infer_duration_us",
+    "nv_inference_compute_output_duration_us",
+    "nv_inference_pending_request_count",
+    "nv_cpu_utilization",
+    "nv_cpu_memory_total_bytes",
+    "nv_cpu_memory_used_bytes",
 }
 # kube-state-metrics v2 series, the only other source the alerts read.
 KUBE_STATE_METRICS = {
-    "kube_deployment_status_replicas_available", "kube_deployment_status_replicas_unavailable",
-    "kube_horizontalpodautoscaler_status_current_replicas", "kube_horizontalpodautoscaler_spec_max_replicas",
+    "kube_deployment_status_replicas_available",
+    "kube_deployment_status_replicas_unavailable",
+    "kube_horizontalpodautoscaler_status_current_replicas",
+    "kube_horizontalpodautoscaler_spec_max_replicas",
     "kube_pod_container_status_restarts_total",
 }
 
@@ -179,7 +197,9 @@ def test_probes_ask_health_on_plaintext_ports_while_the_service_targets_the_tls_
         (service_port,) = [p for p in services[name]["spec"]["ports"] if p["name"] == "grpc"]
         target = service_port["targetPort"]
         assert (ports[target][0] if isinstance(target, str) else target) == ports["grpc"][0], name
-        assert services[name]["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+        assert (
+            services[name]["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+        )
         c = container(deployment)
         for kind in PROBES:
             assert c[kind].keys() & PROBE_HANDLERS in ({"grpc"}, {"httpGet"}), f"{name} {kind}: one handler"
@@ -187,8 +207,11 @@ def test_probes_ask_health_on_plaintext_ports_while_the_service_targets_the_tls_
             # Ready: the server and its loaded models; live: the server alone, so that a model
             # problem makes the pod unready rather than restarting it in a loop.
             paths = {kind: c[kind]["httpGet"]["path"] for kind in PROBES}
-            assert paths == {"startupProbe": "/v2/health/ready", "readinessProbe": "/v2/health/ready",
-                             "livenessProbe": "/v2/health/live"}
+            assert paths == {
+                "startupProbe": "/v2/health/ready",
+                "readinessProbe": "/v2/health/ready",
+                "livenessProbe": "/v2/health/live",
+            }
             assert {c[kind]["httpGet"]["port"] for kind in PROBES} == {"http"} and "http" in ports
             continue
         health_port = ports["health"][0]
@@ -203,8 +226,13 @@ TLS_DIR = PurePosixPath("/etc/geoloc/tls")
 # What each TLS setting must name in the Secret (cert-manager's layout).
 SERVER_TLS = {"TLS_CERT_FILE": "tls.crt", "TLS_KEY_FILE": "tls.key", "TLS_CLIENT_CA_FILE": "ca.crt"}
 CLIENT_TLS = {"CLIENT_TLS_CA_FILE": "ca.crt", "CLIENT_TLS_CERT_FILE": "tls.crt", "CLIENT_TLS_KEY_FILE": "tls.key"}
-TRITON_TLS = {"--grpc-use-ssl": "true", "--grpc-use-ssl-mutual": "true", "--grpc-server-cert": str(TLS_DIR / "tls.crt"),
-              "--grpc-server-key": str(TLS_DIR / "tls.key"), "--grpc-root-cert": str(TLS_DIR / "ca.crt")}
+TRITON_TLS = {
+    "--grpc-use-ssl": "true",
+    "--grpc-use-ssl-mutual": "true",
+    "--grpc-server-cert": str(TLS_DIR / "tls.crt"),
+    "--grpc-server-key": str(TLS_DIR / "tls.key"),
+    "--grpc-root-cert": str(TLS_DIR / "ca.crt"),
+}
 CALLERS = {caller for caller, _ in CALL_GRAPH}
 
 
@@ -228,7 +256,8 @@ def test_every_container_mounts_its_tls_secret_and_every_tls_path_points_inside_
         expected = {**SERVER_TLS, **(CLIENT_TLS if name in CALLERS else {})}
         env = env_of(deployment)
         assert {key: PurePosixPath(env[prefix + key]) for key in expected} == {
-            key: TLS_DIR / file for key, file in expected.items()}, name
+            key: TLS_DIR / file for key, file in expected.items()
+        }, name
         # Nothing else points into the mount, nor names a TLS file elsewhere.
         tls_keys = {k for k, v in env.items() if v.startswith(f"{TLS_DIR}/") or ("_TLS_" in k and k.endswith("_FILE"))}
         assert tls_keys == {prefix + key for key in expected}, name
@@ -239,8 +268,13 @@ def test_tritons_arguments_are_flags_of_the_tritonserver_release_it_runs() -> No
     manifests pass, TLS included, must be one its --help lists."""
     from geoloc.tritonserver.launcher import pytriton_root, triton_environment
 
-    done = subprocess.run([str(pytriton_root() / "bin" / "tritonserver"), "--help"], capture_output=True, text=True,
-                          env=triton_environment(), timeout=60)
+    done = subprocess.run(
+        [str(pytriton_root() / "bin" / "tritonserver"), "--help"],
+        capture_output=True,
+        text=True,
+        env=triton_environment(),
+        timeout=60,
+    )
     known = set(re.findall(r"^\s*(--[a-z0-9-]+)", done.stdout + done.stderr, re.M))
     assert "--grpc-use-ssl-mutual" in known, done.stdout[-2000:] + done.stderr[-2000:]
     for overlay in OVERLAYS:
@@ -293,7 +327,9 @@ def test_cert_manager_issues_every_mounted_secret_for_the_names_its_callers_dial
     certificates = {c["spec"]["secretName"]: c["spec"] for c in of_kind(docs, "Certificate").values()}
     issuers = of_kind(docs, "Issuer")
     (ca_secret,) = [secret for secret, spec in certificates.items() if spec.get("isCA")]
-    (ca_issuer,) = [name for name, issuer in issuers.items() if issuer["spec"].get("ca", {}).get("secretName") == ca_secret]
+    (ca_issuer,) = [
+        name for name, issuer in issuers.items() if issuer["spec"].get("ca", {}).get("secretName") == ca_secret
+    ]
     assert issuers[certificates[ca_secret]["issuerRef"]["name"]]["spec"] == {"selfSigned": {}}
     assert CALLEE_ADDRESSES.keys() == CALL_GRAPH
     for overlay in OVERLAYS:
@@ -306,7 +342,9 @@ def test_cert_manager_issues_every_mounted_secret_for_the_names_its_callers_dial
             assert f"{name}.geoloc.svc.cluster.local" in spec["dnsNames"], name
         for (caller, callee), key in CALLEE_ADDRESSES.items():
             settings = {**config_of(rendered, deployments[caller]), **env_of(deployments[caller])}
-            server_name = settings.get(f"GEOLOC_{caller.upper()}_CLIENT_TLS_SERVER_NAME") or settings[key].rsplit(":", 1)[0]
+            server_name = (
+                settings.get(f"GEOLOC_{caller.upper()}_CLIENT_TLS_SERVER_NAME") or settings[key].rsplit(":", 1)[0]
+            )
             assert server_name in certificates[f"geoloc-{callee}-tls"]["dnsNames"], (caller, callee, server_name)
 
 
@@ -338,8 +376,10 @@ def settings_class(service: str):
         pytest.skip(f"geoloc.{service}.config does not exist yet")
     module = import_module(f"geoloc.{service}.config")
     (found,) = [
-        value for value in vars(module).values()
-        if isinstance(value, type) and issubclass(value, ServerSettings)
+        value
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and issubclass(value, ServerSettings)
         and value.model_config.get("env_prefix") == f"GEOLOC_{service.upper()}_"
     ]
     return found
@@ -369,7 +409,9 @@ def test_configmaps_hold_valid_settings_that_match_the_container(service: str, m
         rendered.append(settings)
     settings_type = settings_class(service)
     for settings in rendered:
-        unknown = {k.removeprefix(prefix).lower() for k in settings if k.startswith(prefix)} - set(settings_type.model_fields)
+        unknown = {k.removeprefix(prefix).lower() for k in settings if k.startswith(prefix)} - set(
+            settings_type.model_fields
+        )
         assert not unknown, f"not settings of {service}: {unknown}"
         with monkeypatch.context() as env:
             for key, value in settings.items():
@@ -384,7 +426,8 @@ def test_network_policies_allow_exactly_the_call_graph(overlay: str) -> None:
     pods = workload_pods(docs)
     edges = {
         (a, b, port_name)
-        for a in pods for b in pods
+        for a in pods
+        for b in pods
         for port_name, (number, protocol) in pods[b].ports.items()
         if allows(policies, pods[a], pods[b], number, protocol, NAMESPACE_LABELS)
     }
@@ -399,7 +442,9 @@ def test_network_policies_admit_clients_to_the_orchestrator_and_prometheus_to_me
 
     def reachable_from(outsider: Pod) -> set[tuple[str, str]]:
         return {
-            (name, port_name) for name, pod in pods.items() for port_name, (number, protocol) in pod.ports.items()
+            (name, port_name)
+            for name, pod in pods.items()
+            for port_name, (number, protocol) in pod.ports.items()
             if allows(policies, outsider, pod, number, protocol, NAMESPACE_LABELS)
         }
 
@@ -498,15 +543,20 @@ def test_the_prometheus_adapter_rules_parse_and_read_triton_series() -> None:
         assert re.fullmatch(rule["name"]["matches"].strip("^$"), next(iter(series)))
         assert rule["resources"]["overrides"] == {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
         # The adapter fills these in per request, as here.
-        query = rule["metricsQuery"].replace("<<.GroupBy>>", "pod").replace(
-            "<<.LabelMatchers>>", 'namespace="geoloc",pod=~"triton-a|triton-b"')
+        query = (
+            rule["metricsQuery"]
+            .replace("<<.GroupBy>>", "pod")
+            .replace("<<.LabelMatchers>>", 'namespace="geoloc",pod=~"triton-a|triton-b"')
+        )
         assert metric_names(query) <= TRITON_METRICS
 
 
 def docs_anchors() -> set[str]:
     """GitHub's anchors of docs/deploy.md's headings."""
     text = (REPO / "docs" / "deploy.md").read_text()
-    return {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-") for h in re.findall(r"^#+ (.+)$", text, re.M)}
+    return {
+        re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-") for h in re.findall(r"^#+ (.+)$", text, re.M)
+    }
 
 
 def test_the_monitoring_resources_scrape_every_pod_and_every_alert_is_documented() -> None:
@@ -514,8 +564,10 @@ def test_the_monitoring_resources_scrape_every_pod_and_every_alert_is_documented
     (podmonitor,) = of_kind(docs, "PodMonitor").values()
     deployments = of_kind(render("overlays/cpu"), "Deployment")
     for deployment in deployments.values():
-        assert podmonitor["spec"]["selector"]["matchLabels"].items() <= \
-            deployment["spec"]["template"]["metadata"]["labels"].items()
+        assert (
+            podmonitor["spec"]["selector"]["matchLabels"].items()
+            <= deployment["spec"]["template"]["metadata"]["labels"].items()
+        )
         assert podmonitor["spec"]["podMetricsEndpoints"][0]["port"] in named_ports(deployment)
     (rules,) = of_kind(docs, "PrometheusRule").values()
     known = geoloc_metric_names() | TRITON_METRICS | KUBE_STATE_METRICS
@@ -543,7 +595,7 @@ def test_the_images_are_pinned_non_root_and_agree_with_setup_and_the_manifests()
     # The same pins as scripts/setup.sh, in the same order: torch, then geoloc, then geoclip.
     for pin in (r'"torch==[\d.]+"', r'"geoclip==[\d.]+"'):
         assert re.findall(pin, geoloc)[0] == re.findall(pin, setup)[0]
-    assert geoloc.index('"torch==') < geoloc.index("pip install -e .") < geoloc.index("--no-deps \"geoclip==")
+    assert geoloc.index('"torch==') < geoloc.index("pip install -e .") < geoloc.index('--no-deps "geoclip==')
     cpu = render("overlays/cpu")
     gallery_dir = config_of(cpu, of_kind(cpu, "Deployment")["gallery"])["GEOLOC_GALLERY_GALLERY_DIR"]
     assert f"geoloc gallery build --out {gallery_dir}\n" in geoloc

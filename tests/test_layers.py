@@ -83,8 +83,9 @@ def test_the_graph_sees_every_package():
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))
 def test_package_imports_only_its_layers(package):
-    wrong = {target: sorted(modules) for target, modules in GRAPH.get(package, {}).items()
-             if target not in ALLOWED[package]}
+    wrong = {
+        target: sorted(modules) for target, modules in GRAPH.get(package, {}).items() if target not in ALLOWED[package]
+    }
     assert not wrong, f"{package} may import only {sorted(ALLOWED[package]) or 'nothing of geoloc'}; found {wrong}"
 
 
@@ -107,5 +108,7 @@ def test_no_package_cycles():
 def test_the_checker_sees_lazy_imports(tmp_path):
     """The rules are only as good as the parser: an import inside a function counts too."""
     sample = tmp_path / "sample.py"
-    sample.write_text("def f():\n    from geoloc.training.loop import train_keeping_best\n    import geoloc.client.load\n")
+    sample.write_text(
+        "def f():\n    from geoloc.training.loop import train_keeping_best\n    import geoloc.client.load\n"
+    )
     assert geoloc_imports(sample) == {"geoloc.training.loop", "geoloc.client.load"}

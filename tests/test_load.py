@@ -10,26 +10,46 @@ import pytest
 from geoloc.client.load import MAX_CLIENTS, CallRecord, LoadReport, checked_load, drive, is_loopback_target
 
 
-@pytest.mark.parametrize("target", [
-    "127.0.0.1:50051", "localhost:50051", "[::1]:50051", "127.0.0.2:1", "ipv4:127.0.0.1:1,127.0.0.1:2",
-    "dns:///localhost:50051",
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "127.0.0.1:50051",
+        "localhost:50051",
+        "[::1]:50051",
+        "127.0.0.2:1",
+        "ipv4:127.0.0.1:1,127.0.0.1:2",
+        "dns:///localhost:50051",
+    ],
+)
 def test_loopback_targets_are_accepted(target):
     assert is_loopback_target(target)
 
 
-@pytest.mark.parametrize("target", [
-    "10.0.0.1:50051", "8.8.8.8:53", "ipv4:127.0.0.1:1,10.1.2.3:2", "[2001:db8::1]:50051", "no-such-host.invalid:1",
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "10.0.0.1:50051",
+        "8.8.8.8:53",
+        "ipv4:127.0.0.1:1,10.1.2.3:2",
+        "[2001:db8::1]:50051",
+        "no-such-host.invalid:1",
+    ],
+)
 def test_other_targets_are_refused(target):
     assert not is_loopback_target(target)
     with pytest.raises(ValueError, match="loopback"):
         checked_load(target, 1, 1)
 
 
-@pytest.mark.parametrize(("clients", "seconds", "problem"), [
-    (0, 10, "clients"), (MAX_CLIENTS + 1, 10, "clients"), (1, 0, "seconds"), (1, 1e6, "seconds"),
-])
+@pytest.mark.parametrize(
+    ("clients", "seconds", "problem"),
+    [
+        (0, 10, "clients"),
+        (MAX_CLIENTS + 1, 10, "clients"),
+        (1, 0, "seconds"),
+        (1, 1e6, "seconds"),
+    ],
+)
 def test_runs_are_bounded(clients, seconds, problem):
     with pytest.raises(ValueError, match=problem):
         checked_load("127.0.0.1:50051", clients, seconds)

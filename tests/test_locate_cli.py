@@ -22,8 +22,16 @@ pytestmark = pytest.mark.timeout(600)
 EXPERT_NAMES = ("gallery", "flow", "sh", "tokens")
 KAUAI = Path(find_spec("geoclip").origin).parent / "images" / "Kauai.png"
 # Where the split's photos are said to be taken: made up, but for Kauaʻi, since scoring is not under test.
-PLACES = [(22.05, -159.5), (48.86, 2.35), (40.71, -74.0), (35.68, 139.65), (-33.87, 151.21), (-22.91, -43.17),
-          (30.04, 31.24), (64.15, -21.94)]
+PLACES = [
+    (22.05, -159.5),
+    (48.86, 2.35),
+    (40.71, -74.0),
+    (35.68, 139.65),
+    (-33.87, 151.21),
+    (-22.91, -43.17),
+    (30.04, 31.24),
+    (64.15, -21.94),
+]
 
 
 @pytest.fixture()
@@ -62,10 +70,21 @@ def test_locate_prints_the_best_guess_its_radii_and_every_experts_status(orchest
 
 
 def test_locate_json_is_one_parsable_object_per_photo_and_the_map_marks_its_best_guess(
-        orchestrator, capsys, tmp_path, photos):
+    orchestrator, capsys, tmp_path, photos
+):
     second = photos[1]
-    code, out, err = locate(capsys, str(KAUAI), str(second), "--address", orchestrator, "--json", "--top-k", "2",
-                            "--map", str(tmp_path / "where.png"))
+    code, out, err = locate(
+        capsys,
+        str(KAUAI),
+        str(second),
+        "--address",
+        orchestrator,
+        "--json",
+        "--top-k",
+        "2",
+        "--map",
+        str(tmp_path / "where.png"),
+    )
     assert code == 0, err
     answers = [json.loads(line) for line in out.splitlines()]
     assert [a["photo"] for a in answers] == [str(KAUAI), str(second)]
@@ -73,7 +92,11 @@ def test_locate_json_is_one_parsable_object_per_photo_and_the_map_marks_its_best
         assert {"bestGuess", "hypotheses", "radius90Km", "expertOutputs", "distribution"} <= answer.keys()
         assert 1 <= len(answer["hypotheses"]) <= 2 and answer["hypotheses"][0] == answer["bestGuess"]
         assert {o["expert"] for o in answer["expertOutputs"]} == {
-            "EXPERT_GALLERY", "EXPERT_SAMPLER_FLOW", "EXPERT_SAMPLER_SH_DIFFUSION", "EXPERT_TOKENS"}
+            "EXPERT_GALLERY",
+            "EXPERT_SAMPLER_FLOW",
+            "EXPERT_SAMPLER_SH_DIFFUSION",
+            "EXPERT_TOKENS",
+        }
         assert answer["map"] == str(tmp_path / f"where-{i}.png")
         with Image.open(answer["map"]) as image:
             assert image.format == "PNG" and image.size == (1440, 720)
@@ -95,7 +118,9 @@ def test_an_unreachable_orchestrator_exits_1_and_says_to_start_the_suite(capsys)
     assert code == 1 and "cannot reach the orchestrator" in err and "geoloc up" in err and out == ""
 
 
-def test_a_refused_photo_prints_the_servers_message_exits_2_and_the_rest_are_still_located(orchestrator, capsys, tmp_path):
+def test_a_refused_photo_prints_the_servers_message_exits_2_and_the_rest_are_still_located(
+    orchestrator, capsys, tmp_path
+):
     not_a_photo = tmp_path / "notes.jpg"
     not_a_photo.write_text("these are words, not pixels")
     code, out, err = locate(capsys, str(not_a_photo), str(KAUAI), "--address", orchestrator)
@@ -107,11 +132,13 @@ def test_a_refused_photo_prints_the_servers_message_exits_2_and_the_rest_are_sti
 
 
 def test_eval_against_the_orchestrator_scores_the_fused_answer_and_each_expert_side_by_side(
-        orchestrator, capsys, tmp_path, split):
+    orchestrator, capsys, tmp_path, split
+):
     report_path = tmp_path / "live.json"
     capsys.readouterr()
-    code = main(["eval", "--orchestrator", orchestrator, "--data", str(split), "--limit", "8",
-                 "--report", str(report_path)])
+    code = main(
+        ["eval", "--orchestrator", orchestrator, "--data", str(split), "--limit", "8", "--report", str(report_path)]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
@@ -123,7 +150,9 @@ def test_eval_against_the_orchestrator_scores_the_fused_answer_and_each_expert_s
     answered = live["answered"]
     assert live["sent"] == 8 and answered + sum(live["failures"].values()) == 8 and answered >= 6
     assert set(live["failures"]) == set(live["failure_examples"])
-    assert re.match(rf"\| fused \| {answered} \|( \d+\.\d \|){{5}} \d+ \| [\d,]+ \| {answered}/8 \|$", rows["fused"]), rows
+    assert re.match(rf"\| fused \| {answered} \|( \d+\.\d \|){{5}} \d+ \| [\d,]+ \| {answered}/8 \|$", rows["fused"]), (
+        rows
+    )
     assert "calibration of the fused radii:" in out and "expert statuses: gallery OK" in out
     assert report["source"] == f"orchestrator:{orchestrator}" and report["n"] == answered
     assert set(report["metrics"]["accuracy_within_km"]) == {"1", "25", "200", "750", "2500"}

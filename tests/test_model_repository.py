@@ -73,8 +73,13 @@ def tiny_clip_checkpoint(directory: Path, projection_dim: int = 768) -> None:
 
     torch.manual_seed(0)
     config = CLIPVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        image_size=224, patch_size=32, projection_dim=projection_dim,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=224,
+        patch_size=32,
+        projection_dim=projection_dim,
     )
     CLIPVisionModelWithProjection(config).save_pretrained(directory)
 
@@ -85,7 +90,9 @@ def clip_triton(tmp_path_factory):
     repository = tmp_path_factory.mktemp("repository")
     shutil.copytree(DEFAULT_MODEL_REPOSITORY / "clip_vit_l14", repository / "clip_vit_l14")
     tiny_clip_checkpoint(repository / "clip_vit_l14" / "weights")
-    with TritonServer(TritonLaunch(model_repository=repository, models=("clip_vit_l14",), grpc_port=free_port(), metrics_port=None)) as server:
+    with TritonServer(
+        TritonLaunch(model_repository=repository, models=("clip_vit_l14",), grpc_port=free_port(), metrics_port=None)
+    ) as server:
         yield server, repository
     assert server.returncode == 0, server.log_tail()
     assert "successfully unloaded 'clip_vit_l14'" in server.log_path.read_text()

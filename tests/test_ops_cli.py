@@ -32,22 +32,36 @@ IMAGE = "registry.example.com/geoloc/geoloc:0.1.0"
 TWO_DAYS_AGO = (datetime.now(UTC) - timedelta(days=2, hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def deployment(name: str, replicas: int, ready: int | None = None, updated: int | None = None,
-               available: int | None = None, image: str = IMAGE, generation: int = 1, observed: int = 1,
-               conditions: list[dict] | None = None) -> dict:
+def deployment(
+    name: str,
+    replicas: int,
+    ready: int | None = None,
+    updated: int | None = None,
+    available: int | None = None,
+    image: str = IMAGE,
+    generation: int = 1,
+    observed: int = 1,
+    conditions: list[dict] | None = None,
+) -> dict:
     """An apps/v1 Deployment as the API server returns it, selecting app.kubernetes.io/name=name."""
     ready = replicas if ready is None else ready
     labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "geoloc"}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NAMESPACE, "generation": generation, "uid": f"uid-{name}",
-                     "resourceVersion": "100", "creationTimestamp": TWO_DAYS_AGO, "labels": labels},
+        "metadata": {
+            "name": name,
+            "namespace": NAMESPACE,
+            "generation": generation,
+            "uid": f"uid-{name}",
+            "resourceVersion": "100",
+            "creationTimestamp": TWO_DAYS_AGO,
+            "labels": labels,
+        },
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
-            "template": {"metadata": {"labels": labels},
-                         "spec": {"containers": [{"name": name, "image": image}]}},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": name, "image": image}]}},
         },
         "status": {
             "observedGeneration": observed,
@@ -55,7 +69,8 @@ def deployment(name: str, replicas: int, ready: int | None = None, updated: int 
             "updatedReplicas": replicas if updated is None else updated,
             "readyReplicas": ready,
             "availableReplicas": ready if available is None else available,
-            "conditions": conditions or [
+            "conditions": conditions
+            or [
                 {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
                 {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"},
             ],
@@ -68,14 +83,19 @@ def pod(name: str, app: str, phase: str = "Running", ready: bool = True, restart
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "namespace": NAMESPACE, "creationTimestamp": TWO_DAYS_AGO,
-                     "labels": {"app.kubernetes.io/name": app, "app.kubernetes.io/part-of": "geoloc"}},
+        "metadata": {
+            "name": name,
+            "namespace": NAMESPACE,
+            "creationTimestamp": TWO_DAYS_AGO,
+            "labels": {"app.kubernetes.io/name": app, "app.kubernetes.io/part-of": "geoloc"},
+        },
         "spec": {"containers": [{"name": app, "image": IMAGE}]},
         "status": {
             "phase": phase,
             "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-            "containerStatuses": [{"name": app, "image": IMAGE, "imageID": "sha256:0", "ready": ready,
-                                   "restartCount": restarts}],
+            "containerStatuses": [
+                {"name": app, "image": IMAGE, "imageID": "sha256:0", "ready": ready, "restartCount": restarts}
+            ],
         },
     }
 
@@ -86,16 +106,26 @@ def autoscaler(name: str, low: int, high: int) -> dict:
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
         "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-                 "minReplicas": low, "maxReplicas": high},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": low,
+            "maxReplicas": high,
+        },
         "status": {"currentReplicas": low, "desiredReplicas": low},
     }
 
 
 def status_object(code: int, reason: str, message: str) -> dict:
     """A meta/v1 Status, the body of every API error."""
-    return {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
-            "message": message, "reason": reason, "code": code}
+    return {
+        "apiVersion": "v1",
+        "kind": "Status",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
 
 
 class StandInApiServer:
@@ -127,10 +157,14 @@ class StandInApiServer:
             if method == "GET" and path == apps:
                 if self.on_list_deployments is not None:
                     self.on_list_deployments(self)
-                return 200, {"apiVersion": "apps/v1", "kind": "DeploymentList", "metadata": {"resourceVersion": "100"},
-                             "items": [copy.deepcopy(d) for d in self.deployments.values()]}
+                return 200, {
+                    "apiVersion": "apps/v1",
+                    "kind": "DeploymentList",
+                    "metadata": {"resourceVersion": "100"},
+                    "items": [copy.deepcopy(d) for d in self.deployments.values()],
+                }
             if path.startswith(apps + "/"):
-                name, _, sub = path[len(apps) + 1:].partition("/")
+                name, _, sub = path[len(apps) + 1 :].partition("/")
                 if name not in self.deployments:
                     return 404, status_object(404, "NotFound", f'deployments.apps "{name}" not found')
                 found = self.deployments[name]
@@ -139,17 +173,30 @@ class StandInApiServer:
                 if method == "PATCH" and sub == "scale":
                     found["spec"]["replicas"] = body["spec"]["replicas"]
                     found["metadata"]["generation"] += 1
-                    return 200, {"apiVersion": "autoscaling/v1", "kind": "Scale",
-                                 "metadata": {"name": name, "namespace": NAMESPACE},
-                                 "spec": {"replicas": found["spec"]["replicas"]},
-                                 "status": {"replicas": found["status"]["replicas"],
-                                            "selector": f"app.kubernetes.io/name={name}"}}
+                    return 200, {
+                        "apiVersion": "autoscaling/v1",
+                        "kind": "Scale",
+                        "metadata": {"name": name, "namespace": NAMESPACE},
+                        "spec": {"replicas": found["spec"]["replicas"]},
+                        "status": {
+                            "replicas": found["status"]["replicas"],
+                            "selector": f"app.kubernetes.io/name={name}",
+                        },
+                    }
             if method == "GET" and path == f"/api/v1/namespaces/{NAMESPACE}/pods":
-                return 200, {"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "100"},
-                             "items": copy.deepcopy(self.pods)}
+                return 200, {
+                    "apiVersion": "v1",
+                    "kind": "PodList",
+                    "metadata": {"resourceVersion": "100"},
+                    "items": copy.deepcopy(self.pods),
+                }
             if method == "GET" and path == f"/apis/autoscaling/v2/namespaces/{NAMESPACE}/horizontalpodautoscalers":
-                return 200, {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscalerList",
-                             "metadata": {"resourceVersion": "100"}, "items": copy.deepcopy(self.autoscalers)}
+                return 200, {
+                    "apiVersion": "autoscaling/v2",
+                    "kind": "HorizontalPodAutoscalerList",
+                    "metadata": {"resourceVersion": "100"},
+                    "items": copy.deepcopy(self.autoscalers),
+                }
             return 404, status_object(404, "NotFound", f"the server could not find the requested resource: {path}")
 
     def paths(self, method: str | None = None) -> list[str]:
@@ -198,14 +245,18 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., tuple[StandInApiServer, Path
 
 
 def kubeconfig_text(server: str) -> str:
-    return json.dumps({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "stand-in", "cluster": {"server": server}}],
-        "users": [{"name": "stand-in", "user": {"token": TOKEN}}],
-        "contexts": [{"name": "stand-in", "context": {"cluster": "stand-in", "user": "stand-in", "namespace": NAMESPACE}}],
-        "current-context": "stand-in",
-    })
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "stand-in", "cluster": {"server": server}}],
+            "users": [{"name": "stand-in", "user": {"token": TOKEN}}],
+            "contexts": [
+                {"name": "stand-in", "context": {"cluster": "stand-in", "user": "stand-in", "namespace": NAMESPACE}}
+            ],
+            "current-context": "stand-in",
+        }
+    )
 
 
 def all_rolled_out() -> list[dict]:
@@ -216,8 +267,18 @@ def table_rows(output: str) -> dict[str, list[str]]:
     """The status table's rows by service; cells split on runs of spaces (no cell has two)."""
     lines = output.strip().splitlines()
     assert lines[0] == f"namespace {NAMESPACE}"
-    assert lines[1].split() == ["SERVICE", "DESIRED", "READY", "UP-TO-DATE", "AVAILABLE", "PODS-READY", "PHASES",
-                                "RESTARTS", "AGE", "IMAGE"]
+    assert lines[1].split() == [
+        "SERVICE",
+        "DESIRED",
+        "READY",
+        "UP-TO-DATE",
+        "AVAILABLE",
+        "PODS-READY",
+        "PHASES",
+        "RESTARTS",
+        "AGE",
+        "IMAGE",
+    ]
     return {line.split()[0]: line.split() for line in lines[2:]}
 
 
@@ -245,15 +306,18 @@ def test_status_reports_replicas_pods_restarts_age_and_image(serve, capsys) -> N
     assert rows["gallery"] == ["gallery", "2", "1", "2", "1", "1/2", "Pending=1,Running=1", "3", "2d", IMAGE]
     assert rows["triton"][-1] == "registry.example.com/geoloc/geoloc-triton:0.1.0"
     assert rows["embedding"][1:] == ["-", "-", "-", "-", "-", "not", "deployed", "-", "-", "-"]
-    assert sorted(api.paths()) == [f"/api/v1/namespaces/{NAMESPACE}/pods",
-                                   f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments"]
+    assert sorted(api.paths()) == [
+        f"/api/v1/namespaces/{NAMESPACE}/pods",
+        f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments",
+    ]
     assert all(headers["authorization"] == f"Bearer {TOKEN}" for _, _, headers, _ in api.requests)
 
 
 def test_status_as_json(serve, capsys) -> None:
     """Against the stand-in server: the same facts, for machines."""
-    _, kubeconfig = serve(deployments=[deployment("sampler", 3, ready=2, updated=1)],
-                          pods=[pod("sampler-a", "sampler", restarts=4)])
+    _, kubeconfig = serve(
+        deployments=[deployment("sampler", 3, ready=2, updated=1)], pods=[pod("sampler-a", "sampler", restarts=4)]
+    )
     assert main(["ops", "status", "-o", "json", "--kubeconfig", str(kubeconfig)]) == 0
     by_name = {s["service"]: s for s in json.loads(capsys.readouterr().out)}
     assert by_name["sampler"]["desired"] == 3 and by_name["sampler"]["ready"] == 2
@@ -298,8 +362,12 @@ def test_scale_of_a_service_that_is_not_deployed_fails_with_exit_1(serve, capsys
 def test_a_bad_service_name_is_refused_with_exit_2_before_any_request(serve) -> None:
     """A real `geoloc` process against the stand-in server, which must see no request."""
     api, kubeconfig = serve(deployments=all_rolled_out())
-    done = subprocess.run([sys.executable, "-m", "geoloc.cli", "ops", "scale", "galery", "3", "--kubeconfig",
-                           str(kubeconfig)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "geoloc.cli", "ops", "scale", "galery", "3", "--kubeconfig", str(kubeconfig)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert "unknown service 'galery' (one of: orchestrator, embedding, gallery, sampler, tokens, triton)" in done.stderr
     assert api.requests == []
@@ -328,7 +396,9 @@ def test_wait_returns_once_every_deployment_has_rolled_out(serve, capsys) -> Non
 def test_wait_counts_a_deployment_whose_new_generation_is_unobserved_as_not_rolled_out(serve, capsys) -> None:
     """Against the stand-in server: status from an older generation does not count."""
     _, kubeconfig = serve(deployments=[deployment("sampler", 2, generation=3, observed=2)])
-    assert main(["ops", "wait", "sampler", "--timeout", "0.3", "--interval", "0.1", "--kubeconfig", str(kubeconfig)]) == 1
+    assert (
+        main(["ops", "wait", "sampler", "--timeout", "0.3", "--interval", "0.1", "--kubeconfig", str(kubeconfig)]) == 1
+    )
     assert "not rolled out after 0.3 s" in capsys.readouterr().err
 
 
@@ -342,15 +412,27 @@ def test_wait_times_out_with_exit_1_naming_what_is_not_rolled_out(serve, capsys)
     elapsed = time.monotonic() - started
     assert 1.0 <= elapsed < 5.0
     err = capsys.readouterr().err.strip()
-    assert err == ("geoloc ops wait: error: not rolled out after 1 s: "
-                   "gallery: 1/2 updated, 1 available; tokens: no Deployment")
+    assert err == (
+        "geoloc ops wait: error: not rolled out after 1 s: gallery: 1/2 updated, 1 available; tokens: no Deployment"
+    )
 
 
 def test_wait_fails_at_once_when_a_rollout_exceeded_its_progress_deadline(serve, capsys) -> None:
     """Against the stand-in server: ProgressDeadlineExceeded will not clear by itself."""
-    stuck = deployment("triton", 2, updated=1, ready=1, conditions=[
-        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
-         "message": 'ReplicaSet "triton-5d8" has timed out progressing.'}])
+    stuck = deployment(
+        "triton",
+        2,
+        updated=1,
+        ready=1,
+        conditions=[
+            {
+                "type": "Progressing",
+                "status": "False",
+                "reason": "ProgressDeadlineExceeded",
+                "message": 'ReplicaSet "triton-5d8" has timed out progressing.',
+            }
+        ],
+    )
     _, kubeconfig = serve(deployments=[stuck])
     started = time.monotonic()
     assert main(["ops", "wait", "triton", "--timeout", "60", "--kubeconfig", str(kubeconfig)]) == 1

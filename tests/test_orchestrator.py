@@ -32,14 +32,26 @@ PATIENT = {"gallery_timeout_s": 30, "sampler_timeout_s": 30, "tokens_timeout_s":
 
 def settings(embedding_address: str, experts: dict[str, str], **overrides) -> OrchestratorSettings:
     addresses = {f"{name}_address": address for name, address in experts.items()}
-    return OrchestratorSettings(port=0, metrics_port=None, log_requests=False, embedding_address=embedding_address,
-                                default_deadline_s=60, **{**addresses, **PATIENT, **overrides})
+    return OrchestratorSettings(
+        port=0,
+        metrics_port=None,
+        log_requests=False,
+        embedding_address=embedding_address,
+        default_deadline_s=60,
+        **{**addresses, **PATIENT, **overrides},
+    )
 
 
 def locate_all(orchestrator: OrchestratorSettings, requests, **options) -> Answers:
     """Serves the orchestrator in-process and sends each request in turn (tests/calls.py's call_each)."""
-    return call_each(orchestrator, orchestrator_spec(OrchestratorServicer(orchestrator)),
-                     orchestrator_pb2_grpc.OrchestratorServiceStub, "Locate", requests, **options)
+    return call_each(
+        orchestrator,
+        orchestrator_spec(OrchestratorServicer(orchestrator)),
+        orchestrator_pb2_grpc.OrchestratorServiceStub,
+        "Locate",
+        requests,
+        **options,
+    )
 
 
 def assert_answer_is_ranked(answer: orchestrator_pb2.LocateResponse) -> None:
@@ -87,8 +99,10 @@ def locate(image: bytes, **options) -> orchestrator_pb2.LocateRequest:
 def kauai_answer(embedding_address, experts) -> tuple[orchestrator_pb2.LocateResponse, float]:
     """The shipped photo located by every expert, with their points and the distribution; and how
     long the call took as the client saw it, in seconds."""
-    answers = locate_all(settings(embedding_address, experts),
-                         [locate(kauai(), include_expert_outputs=True, include_distribution=True, top_k=3)])
+    answers = locate_all(
+        settings(embedding_address, experts),
+        [locate(kauai(), include_expert_outputs=True, include_distribution=True, top_k=3)],
+    )
     return answers[0], answers.seconds[0]
 
 
@@ -119,7 +133,8 @@ def test_the_timings_are_each_stages_own_and_the_experts_take_as_long_as_the_slo
 
 
 def test_with_no_expert_the_answer_is_the_prior_whatever_the_photo_and_localizability_is_zero(
-        embedding_address, kauai_answer, photos):
+    embedding_address, kauai_answer, photos
+):
     """Without an expert nothing speaks for one place over another: localizability is 0, and the
     answer is the prior's for every photo. The same photo with every expert is localized above 0."""
     nobody = dict.fromkeys(("gallery", "sampler", "tokens"), "none")
@@ -139,13 +154,20 @@ def test_an_expert_killed_mid_run_leaves_a_partial_answer_that_names_it(embeddin
     wait_for_health(address, 120, process)
     photo = photos[0].read_bytes()
     try:
-        before, after = locate_all(settings(embedding_address, {**experts, "tokens": address}),
-                                   [locate(photo), locate(photo)], between=lambda i: process.kill() if i == 0 else None)
+        before, after = locate_all(
+            settings(embedding_address, {**experts, "tokens": address}),
+            [locate(photo), locate(photo)],
+            between=lambda i: process.kill() if i == 0 else None,
+        )
     finally:
         stop(process)
     assert {o.expert: o.status for o in before.expert_outputs}[orchestrator_pb2.EXPERT_TOKENS] == OK
     tokens = next(o for o in after.expert_outputs if o.expert == orchestrator_pb2.EXPERT_TOKENS)
-    assert tokens.status == orchestrator_pb2.EXPERT_STATUS_UNAVAILABLE and tokens.status_message and tokens.fusion_weight == 0
+    assert (
+        tokens.status == orchestrator_pb2.EXPERT_STATUS_UNAVAILABLE
+        and tokens.status_message
+        and tokens.fusion_weight == 0
+    )
     assert [o.status for o in after.expert_outputs if o.expert != orchestrator_pb2.EXPERT_TOKENS] == [OK] * 3
     # The others share the dead expert's weight.
     assert all(w > 0 for e, w in weights(after).items() if e != orchestrator_pb2.EXPERT_TOKENS)
@@ -160,8 +182,14 @@ def test_a_deadline_shorter_than_the_slowest_expert_answers_from_the_others_in_t
     try:
         # A margin of 1 s, not the default 0.5 s: on two shared cores, with the sampler still busy,
         # fusion and the reply can take more than half a second.
-        slow = settings(embedding_address, {**experts, "sampler": address}, sampler_samples=1024, sampler_steps=256,
-                        sampler_timeout_s=30, deadline_margin_s=1.0)
+        slow = settings(
+            embedding_address,
+            {**experts, "sampler": address},
+            sampler_samples=1024,
+            sampler_steps=256,
+            sampler_timeout_s=30,
+            deadline_margin_s=1.0,
+        )
         answers = locate_all(slow, [locate(photos[1].read_bytes())], timeout_s=3.0)
     finally:
         stop(process)
@@ -191,8 +219,10 @@ def test_exif_gps_is_reported_as_evidence_and_answers_only_when_asked(embedding_
 
 
 def test_only_the_requested_experts_are_asked_and_a_subset_still_answers(embedding_address, experts, photos):
-    answer, = locate_all(settings(embedding_address, experts),
-                         [locate(photos[3].read_bytes(), experts=[orchestrator_pb2.EXPERT_GALLERY])])
+    (answer,) = locate_all(
+        settings(embedding_address, experts),
+        [locate(photos[3].read_bytes(), experts=[orchestrator_pb2.EXPERT_GALLERY])],
+    )
     statuses = {o.expert: o.status for o in answer.expert_outputs}
     assert statuses.pop(orchestrator_pb2.EXPERT_GALLERY) == OK
     assert set(statuses.values()) == {orchestrator_pb2.EXPERT_STATUS_SKIPPED}
@@ -204,13 +234,18 @@ def test_only_the_requested_experts_are_asked_and_a_subset_still_answers(embeddi
 def test_locate_batch_answers_every_photo_in_order(embedding_address, experts, photos):
     images = [p.read_bytes() for p in photos[4:7]]
     with_outputs = orchestrator_pb2.LocateOptions(include_expert_outputs=True)
-    batch, *singles = locate_all(settings(embedding_address, experts),
-                                 [("LocateBatch", orchestrator_pb2.LocateBatchRequest(images=images, options=with_outputs)),
-                                  *(locate(i, include_expert_outputs=True) for i in images)])
+    batch, *singles = locate_all(
+        settings(embedding_address, experts),
+        [
+            ("LocateBatch", orchestrator_pb2.LocateBatchRequest(images=images, options=with_outputs)),
+            *(locate(i, include_expert_outputs=True) for i in images),
+        ],
+    )
     assert len(batch.responses) == 3
     for answer, single in zip(batch.responses, singles, strict=True):
         assert (answer.best_guess.lat_deg, answer.best_guess.lon_deg) == pytest.approx(
-            (single.best_guess.lat_deg, single.best_guess.lon_deg), abs=1e-6)
+            (single.best_guess.lat_deg, single.best_guess.lon_deg), abs=1e-6
+        )
         assert gallery_top(answer) == pytest.approx(gallery_top(single), abs=1e-6)
     # Three photos, three different retrievals: the batch did not answer one photo thrice.
     assert len({gallery_top(answer) for answer in batch.responses}) == 3
@@ -235,8 +270,9 @@ BAD = [
 
 
 def test_bad_requests_get_invalid_argument_naming_the_field_and_the_server_keeps_serving(embedding_address, experts):
-    *refused, good = locate_all(settings(embedding_address, experts, max_batch_images=4),
-                                [r for r, _ in BAD] + [locate(kauai())])
+    *refused, good = locate_all(
+        settings(embedding_address, experts, max_batch_images=4), [r for r, _ in BAD] + [locate(kauai())]
+    )
     assert_each_refused(BAD, refused)
     assert {o.status for o in good.expert_outputs} == {OK}
     assert_answer_is_ranked(good)

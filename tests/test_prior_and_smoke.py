@@ -34,7 +34,7 @@ def test_prior_predictions_give_every_image_the_same_guess(tmp_path):
     source = PriorPredictions(train)
     guesses = {(p.lat, p.lon) for p in source.predict(val.images)}
     assert len(guesses) == 1
-    (lat, lon), = guesses
+    ((lat, lon),) = guesses
     assert haversine_km(lat, lon, 10.05, 20.05) < 10
 
 

@@ -14,8 +14,9 @@ PARIS, NEW_YORK = (48.85, 2.35), (40.71, -74.0)
 def clusters(radius_km: float, counts=(300, 100), seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     kappa = float(vmf_kappa_for_radius_km(radius_km))
-    return np.concatenate([vmf_sample(latlon_to_unit(*place), kappa, n, rng)
-                           for place, n in zip((PARIS, NEW_YORK), counts, strict=True)])
+    return np.concatenate(
+        [vmf_sample(latlon_to_unit(*place), kappa, n, rng) for place, n in zip((PARIS, NEW_YORK), counts, strict=True)]
+    )
 
 
 def test_leave_one_out_densities_equal_the_direct_sum():

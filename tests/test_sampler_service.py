@@ -22,7 +22,9 @@ FLOW, SH = sampler_pb2.SAMPLING_METHOD_FLOW, sampler_pb2.SAMPLING_METHOD_SH_DIFF
 def call_all(requests, **settings):
     """Starts the service on port 0, sends each request in turn, stops it; answers or errors."""
     settings = SamplerSettings(port=0, metrics_port=None, log_requests=False, **settings)
-    return call_each(settings, sampler_spec(SamplerServicer(settings)), sampler_pb2_grpc.SamplerServiceStub, "Sample", requests)
+    return call_each(
+        settings, sampler_spec(SamplerServicer(settings)), sampler_pb2_grpc.SamplerServiceStub, "Sample", requests
+    )
 
 
 def request(values=None, backbone="efficientnet-lite2", **fields) -> sampler_pb2.SampleRequest:
@@ -36,39 +38,46 @@ def latlon(points) -> np.ndarray:
 
 @pytest.mark.parametrize("method", [FLOW, SH])
 def test_the_same_seed_gives_the_same_answer_and_another_seed_another(method):
-    first, again, other = call_all([request(method=method, seed=7), request(method=method, seed=7),
-                                    request(method=method, seed=8)])
+    first, again, other = call_all(
+        [request(method=method, seed=7), request(method=method, seed=7), request(method=method, seed=8)]
+    )
     np.testing.assert_array_equal(latlon(first.samples), latlon(again.samples))
     assert first.mean_log_density == again.mean_log_density and first.seed == 7
     assert not np.array_equal(latlon(first.samples), latlon(other.samples))
 
 
 def test_an_answer_holds_samples_modes_and_localizability():
-    answer, = call_all([request(method=SH, n_samples=100, seed=1)])
+    (answer,) = call_all([request(method=SH, n_samples=100, seed=1)])
     samples, modes = latlon(answer.samples), latlon(answer.modes)
     assert len(samples) == 100 and all(p.weight == pytest.approx(0.01) and p.radius_km == 0 for p in answer.samples)
     assert np.all(np.abs(samples[:, 0]) <= 90) and np.all(np.abs(samples[:, 1]) <= 180)
     weights = np.array([m.weight for m in answer.modes])
     assert len(modes) >= 1 and weights.sum() == pytest.approx(1.0) and np.all(weights > 0)
     assert all(m.radius_km > 0 for m in answer.modes) and math.isfinite(answer.mean_log_density)
-    assert answer.method == SH and answer.model.name == "sampler-sh/efficientnet-lite2" and len(answer.model.version) == 12
+    assert (
+        answer.method == SH and answer.model.name == "sampler-sh/efficientnet-lite2" and len(answer.model.version) == 12
+    )
 
 
 def test_an_unset_seed_is_drawn_and_returned_so_that_the_call_can_be_reproduced():
-    drawn, = call_all([request(method=FLOW)])
-    replay, = call_all([request(method=FLOW, seed=drawn.seed)])
+    (drawn,) = call_all([request(method=FLOW)])
+    (replay,) = call_all([request(method=FLOW, seed=drawn.seed)])
     np.testing.assert_array_equal(latlon(drawn.samples), latlon(replay.samples))
 
 
 def test_unset_fields_take_the_servers_defaults():
-    answer, = call_all([sampler_pb2.SampleRequest(embedding=request().embedding, seed=3)], default_samples=40)
+    (answer,) = call_all([sampler_pb2.SampleRequest(embedding=request().embedding, seed=3)], default_samples=40)
     assert answer.method == FLOW and len(answer.samples) == 40
 
 
 def test_guidance_sharpens_the_samples():
     """ω = 4 pushes the samples toward the condition's modes: the kernel estimate grows denser."""
-    plain, guided = call_all([request(method=FLOW, n_samples=256, steps=16, guidance=0.0, seed=2),
-                              request(method=FLOW, n_samples=256, steps=16, guidance=4.0, seed=2)])
+    plain, guided = call_all(
+        [
+            request(method=FLOW, n_samples=256, steps=16, guidance=0.0, seed=2),
+            request(method=FLOW, n_samples=256, steps=16, guidance=4.0, seed=2),
+        ]
+    )
     assert guided.mean_log_density > plain.mean_log_density
 
 
@@ -102,6 +111,7 @@ def test_a_method_without_a_checkpoint_is_refused_as_a_failed_precondition():
 def test_a_real_photos_embedding_samples_through_both_methods(embedding_stub, photos):
     """The embedding service's answer for a real photo, on Triton, is a feature both samplers take."""
     embedded = embedding_stub.Embed(embedding_pb2.EmbedRequest(image=photos[0].read_bytes()), timeout=60).embedding
-    flow, sh = call_all([sampler_pb2.SampleRequest(embedding=embedded, n_samples=64, steps=8, method=m, seed=0)
-                         for m in (FLOW, SH)])
+    flow, sh = call_all(
+        [sampler_pb2.SampleRequest(embedding=embedded, n_samples=64, steps=8, method=m, seed=0) for m in (FLOW, SH)]
+    )
     assert len(flow.samples) == len(sh.samples) == 64 and flow.modes and sh.modes

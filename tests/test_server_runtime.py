@@ -51,7 +51,10 @@ def search(k: int = 3) -> gallery_pb2.SearchRequest:
 @contextlib.asynccontextmanager
 async def serving(servicer: ProbeGallery | None = None, **overrides):
     """A factory-built server with the probe, warm, and a channel to it; shut down on exit."""
-    async with runtime_serving(settings(**overrides), [probe_spec(servicer or ProbeGallery())], 5, grace_s=0) as (server, port):
+    async with runtime_serving(settings(**overrides), [probe_spec(servicer or ProbeGallery())], 5, grace_s=0) as (
+        server,
+        port,
+    ):
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             yield server, channel
 
@@ -272,7 +275,11 @@ def start_probe_process(**values) -> tuple[subprocess.Popen, int, list[dict]]:
     env = probe_process_env(port=0, metrics_port="none", **values)
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.probe_service"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     events: list[dict] = []
     started = threading.Event()
@@ -319,9 +326,7 @@ def test_sigterm_lets_a_slow_call_in_flight_finish_and_refuses_new_calls():
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = gallery_pb2_grpc.GalleryServiceStub(channel)
             assert await wait_for_health(channel, SERVING, timeout_s=10) == SERVING
-            slow = asyncio.ensure_future(
-                stub.Search(search(k=2), metadata=(("x-probe-delay-s", "2.5"),), timeout=20)
-            )
+            slow = asyncio.ensure_future(stub.Search(search(k=2), metadata=(("x-probe-delay-s", "2.5"),), timeout=20))
             await asyncio.sleep(0.3)  # let the call arrive; the log order below proves it was in flight
             process.send_signal(signal.SIGTERM)
             draining = await wait_for_health(channel, NOT_SERVING, timeout_s=0.9)

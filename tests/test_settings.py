@@ -52,8 +52,14 @@ def test_the_readme_documents_every_setting_of_every_service():
     from geoloc.tokens.config import TokensSettings
 
     readme = (CHECKOUT / "README.md").read_text()
-    for settings_class in (ServerSettings, EmbeddingSettings, GallerySettings, SamplerSettings, TokensSettings,
-                           OrchestratorSettings):
+    for settings_class in (
+        ServerSettings,
+        EmbeddingSettings,
+        GallerySettings,
+        SamplerSettings,
+        TokensSettings,
+        OrchestratorSettings,
+    ):
         missing = [name for name in settings_class.model_fields if f"| `{name.upper()}` |" not in readme]
         assert not missing, f"README's configuration reference lacks {settings_class.__name__}'s {missing}"
 

@@ -79,6 +79,8 @@ def test_samples_decode_to_the_conditions_places(trained):
 
 @pytest.mark.slow  # the trained fixture: about a minute of training
 def test_the_same_generator_seed_gives_the_same_coefficients(trained):
-    a, b = (sample_coefficients(trained, embedding_of(1), 16, 8, 1.0, torch.Generator().manual_seed(5)) for _ in range(2))
+    a, b = (
+        sample_coefficients(trained, embedding_of(1), 16, 8, 1.0, torch.Generator().manual_seed(5)) for _ in range(2)
+    )
     c = sample_coefficients(trained, embedding_of(1), 16, 8, 1.0, torch.Generator().manual_seed(6))
     assert torch.equal(a, b) and not torch.equal(a, c)

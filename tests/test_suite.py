@@ -75,9 +75,21 @@ def test_a_component_starts_once_its_needs_are_serving_not_merely_started():
 def test_default_ports_and_the_addresses_each_component_is_given():
     plan = plan_of(None)
     assert {n: c.port for n, c in plan.items()} == {
-        "triton": 8001, "orchestrator": 50051, "embedding": 50052, "gallery": 50053, "sampler": 50054, "tokens": 50055}
+        "triton": 8001,
+        "orchestrator": 50051,
+        "embedding": 50052,
+        "gallery": 50053,
+        "sampler": 50054,
+        "tokens": 50055,
+    }
     assert {n: c.metrics_port for n, c in plan.items()} == {
-        "triton": 8002, "orchestrator": 9464, "embedding": 9465, "gallery": 9466, "sampler": 9467, "tokens": 9468}
+        "triton": 8002,
+        "orchestrator": 9464,
+        "embedding": 9465,
+        "gallery": 9466,
+        "sampler": 9467,
+        "tokens": 9468,
+    }
     assert plan["gallery"].env["GEOLOC_GALLERY_PORT"] == "50053"
     assert plan["gallery"].env["GEOLOC_GALLERY_HOST"] == "127.0.0.1"
     assert plan["embedding"].env["GEOLOC_EMBEDDING_TRITON_URL"] == "127.0.0.1:8001"
@@ -85,8 +97,13 @@ def test_default_ports_and_the_addresses_each_component_is_given():
     triton = plan["triton"]
     assert triton.health == "triton" and triton.models == ("efficientnet_lite2",)
     assert Path(triton.command[0]).name == "tritonserver"
-    assert {"--grpc-port=8001", "--metrics-port=8002", "--allow-http=false", "--load-model=efficientnet_lite2",
-            "--backend-directory=/tmp/run/triton/backends"} <= set(triton.command)
+    assert {
+        "--grpc-port=8001",
+        "--metrics-port=8002",
+        "--allow-http=false",
+        "--load-model=efficientnet_lite2",
+        "--backend-directory=/tmp/run/triton/backends",
+    } <= set(triton.command)
 
     moved = plan_of(None, base_port=40000, metrics_base_port=None, triton_port=41000, triton_metrics_port=None)
     assert moved["tokens"].port == 40004 and moved["orchestrator"].port == 40000
@@ -148,8 +165,10 @@ def test_a_pid_is_signalled_only_while_it_is_the_process_that_was_started(tmp_pa
 
 
 def test_what_ignores_sigterm_is_killed_with_its_whole_process_group(tmp_path):
-    script = ("import signal, subprocess, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-              "helper = subprocess.Popen(['sleep', '60']); print('helper', helper.pid, flush=True); time.sleep(60)")
+    script = (
+        "import signal, subprocess, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "helper = subprocess.Popen(['sleep', '60']); print('helper', helper.pid, flush=True); time.sleep(60)"
+    )
     log = tmp_path / "stubborn.log"
     child = spawn([sys.executable, "-c", script], {}, log)
     helper_pid = int(wait_for_text(log, "helper").split()[1])
@@ -179,8 +198,13 @@ def free_port_block(n: int) -> int:
 
 
 def geoloc(*args: str, env: dict[str, str] | None = None, timeout_s: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "geoloc.cli", *args], capture_output=True, text=True,
-                          timeout=timeout_s, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "geoloc.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def recorded(run_dir: Path) -> dict[str, dict]:
@@ -198,8 +222,9 @@ def wait_until_dead(pid: int, ticks: int, timeout_s: float = 10) -> None:
 def suite(tmp_path):
     """A run directory and a free port block; whatever a test leaves running is stopped after it."""
     base = free_port_block(10)
-    run = SimpleNamespace(dir=tmp_path / "run", base=base,
-                          ports=["--base-port", str(base), "--metrics-base-port", str(base + 5)])
+    run = SimpleNamespace(
+        dir=tmp_path / "run", base=base, ports=["--base-port", str(base), "--metrics-base-port", str(base + 5)]
+    )
     yield run
     geoloc("down", "--run-dir", str(run.dir), "--grace", "5")
 
@@ -222,7 +247,9 @@ def test_up_status_refusal_a_killed_component_and_down(suite):
     report = json.loads(status.stdout)
     assert report["all_serving"] is True
     assert [(c["name"], c["alive"], c["health"]) for c in report["components"]] == [
-        ("sampler", True, "SERVING"), ("tokens", True, "SERVING")]
+        ("sampler", True, "SERVING"),
+        ("tokens", True, "SERVING"),
+    ]
     assert all(c["uptime_s"] >= 0 for c in report["components"])
 
     again = geoloc("up", "--only", "tokens", *suite.ports, *run_dir)
@@ -236,12 +263,18 @@ def test_up_status_refusal_a_killed_component_and_down(suite):
     status = geoloc("status", "--json", *run_dir)
     assert status.returncode == 3
     rows = {c["name"]: c for c in json.loads(status.stdout)["components"]}
-    assert (rows["tokens"]["alive"], rows["tokens"]["health"], rows["tokens"]["uptime_s"]) == (False, "UNREACHABLE", None)
+    assert (rows["tokens"]["alive"], rows["tokens"]["health"], rows["tokens"]["uptime_s"]) == (
+        False,
+        "UNREACHABLE",
+        None,
+    )
     assert (rows["sampler"]["alive"], rows["sampler"]["health"]) == (True, "SERVING")
     table = geoloc("status", *run_dir)
     assert table.returncode == 3
-    assert any(line.split()[:5] == ["tokens", str(state["tokens"]["pid"]), "no", str(suite.base + 4), "UNREACHABLE"]
-               for line in table.stdout.splitlines())
+    assert any(
+        line.split()[:5] == ["tokens", str(state["tokens"]["pid"]), "no", str(suite.base + 4), "UNREACHABLE"]
+        for line in table.stdout.splitlines()
+    )
 
     stopped = geoloc("down", *run_dir)
     assert stopped.returncode == 0, stopped.stderr
@@ -262,10 +295,26 @@ def test_a_stale_state_file_is_removed_and_the_suite_starts(suite):
     gone = subprocess.Popen(["true"])
     gone.wait()
     suite.dir.mkdir()
-    stale = {"version": 1, "started_at": "2026-01-01T00:00:00+00:00", "components": [{
-        "name": "tokens", "pid": gone.pid, "start_ticks": 1, "command": ["true"], "host": "127.0.0.1",
-        "port": suite.base + 4, "metrics_port": None, "health": "grpc", "models": [], "needs": [],
-        "log": str(suite.dir / "logs" / "tokens.log"), "started_at": "2026-01-01T00:00:00+00:00"}]}
+    stale = {
+        "version": 1,
+        "started_at": "2026-01-01T00:00:00+00:00",
+        "components": [
+            {
+                "name": "tokens",
+                "pid": gone.pid,
+                "start_ticks": 1,
+                "command": ["true"],
+                "host": "127.0.0.1",
+                "port": suite.base + 4,
+                "metrics_port": None,
+                "health": "grpc",
+                "models": [],
+                "needs": [],
+                "log": str(suite.dir / "logs" / "tokens.log"),
+                "started_at": "2026-01-01T00:00:00+00:00",
+            }
+        ],
+    }
     (suite.dir / "suite.json").write_text(json.dumps(stale))
     assert geoloc("status", "--run-dir", str(suite.dir)).returncode == 3
 
@@ -290,8 +339,16 @@ def test_up_refuses_a_port_that_is_taken_and_starts_nothing(suite):
 
 @pytest.mark.integration  # a real suite of service processes
 def test_a_component_that_fails_is_shown_with_its_log_and_the_others_are_stopped(suite):
-    failed = geoloc("up", "--only", "sampler", "tokens", *suite.ports, "--run-dir", str(suite.dir),
-                    env={"GEOLOC_TOKENS_MAX_BEAM_WIDTH": "0"})
+    failed = geoloc(
+        "up",
+        "--only",
+        "sampler",
+        "tokens",
+        *suite.ports,
+        "--run-dir",
+        str(suite.dir),
+        env={"GEOLOC_TOKENS_MAX_BEAM_WIDTH": "0"},
+    )
     assert failed.returncode == 1
     assert "tokens exited with code 2" in failed.stderr
     assert "GEOLOC_TOKENS_MAX_BEAM_WIDTH='0'" in failed.stderr  # the tail of the tokens log
@@ -304,8 +361,17 @@ def test_a_component_that_fails_is_shown_with_its_log_and_the_others_are_stopped
 @pytest.mark.integration  # a real suite of service processes
 def test_embedding_starts_once_triton_is_serving_and_down_stops_tritons_helpers(suite):
     triton_port = free_port_block(1)
-    started = geoloc("up", "--only", "embedding", "--no-metrics", *suite.ports[:2], "--triton-port", str(triton_port),
-                     "--run-dir", str(suite.dir))
+    started = geoloc(
+        "up",
+        "--only",
+        "embedding",
+        "--no-metrics",
+        *suite.ports[:2],
+        "--triton-port",
+        str(triton_port),
+        "--run-dir",
+        str(suite.dir),
+    )
     assert started.returncode == 0, started.stderr + started.stdout
     lines = started.stdout.splitlines()
     assert "also starting what the chosen components need: triton" in lines
@@ -324,8 +390,11 @@ def test_embedding_starts_once_triton_is_serving_and_down_stops_tritons_helpers(
     stopped = geoloc("down", "--run-dir", str(suite.dir))
     assert stopped.returncode == 0
     assert stopped.stdout.index("embedding (pid") < stopped.stdout.index("triton (pid")  # reverse order
-    assert [pid for pid in os.listdir("/proc") if pid.isdigit() and _pgid(int(pid)) == triton_pid
-            and start_ticks(int(pid)) is not None] == []
+    assert [
+        pid
+        for pid in os.listdir("/proc")
+        if pid.isdigit() and _pgid(int(pid)) == triton_pid and start_ticks(int(pid)) is not None
+    ] == []
 
 
 def _pgid(pid: int) -> int | None:

@@ -48,8 +48,12 @@ def pki(tmp_path_factory) -> Pki:
 
 def tls_settings(pki: Pki, mutual: bool = False, **overrides) -> dict:
     """The server-side TLS settings: the CA's server certificate, and with `mutual` its client CA."""
-    return dict(tls_cert_file=pki.server_cert, tls_key_file=pki.server_key,
-                tls_client_ca_file=pki.ca if mutual else None, **overrides)
+    return dict(
+        tls_cert_file=pki.server_cert,
+        tls_key_file=pki.server_key,
+        tls_client_ca_file=pki.ca if mutual else None,
+        **overrides,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -68,7 +72,9 @@ async def search_over(address: str, tls: ClientTls | None, timeout: float | None
     """One Search on a fresh channel (`tls` None: plaintext): the answer, or the error it got."""
     async with create_channel(address, tls=tls) as channel:
         try:
-            return await gallery_pb2_grpc.GalleryServiceStub(channel).Search(search(), timeout=timeout, metadata=metadata)
+            return await gallery_pb2_grpc.GalleryServiceStub(channel).Search(
+                search(), timeout=timeout, metadata=metadata
+            )
         except grpc.aio.AioRpcError as error:
             return error
 
@@ -82,7 +88,9 @@ async def health(address: str, timeout: float = 2) -> int | grpc.StatusCode:
     """The overall health over a plaintext channel, or the error code."""
     async with grpc.aio.insecure_channel(address) as channel:
         try:
-            return (await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)).status
+            return (
+                await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+            ).status
         except grpc.aio.AioRpcError as error:
             return error.code()
 
@@ -120,8 +128,9 @@ def test_a_mutual_tls_server_answers_only_clients_with_a_certificate_from_its_cl
 
 def test_the_plaintext_health_port_reports_the_mutual_tls_servers_health_and_serves_nothing_else(pki):
     async def scenario():
-        settings = ServerSettings(port=0, metrics_port=None, log_requests=False, health_port=0, drain_s=1.0,
-                                  **tls_settings(pki, mutual=True))
+        settings = ServerSettings(
+            port=0, metrics_port=None, log_requests=False, health_port=0, drain_s=1.0, **tls_settings(pki, mutual=True)
+        )
         gate = asyncio.Event()
         server, port = create_server(settings, [probe_spec(ProbeGallery(warm_up_gate=gate))])
         await server.start()
@@ -138,14 +147,17 @@ def test_the_plaintext_health_port_reports_the_mutual_tls_servers_health_and_ser
                     await gallery_pb2_grpc.GalleryServiceStub(channel).Search(search(), timeout=2)
                 assert only_health.value.code() == grpc.StatusCode.UNIMPLEMENTED
                 per_service = await health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(service=GALLERY_SERVICE), timeout=2)
+                    health_pb2.HealthCheckRequest(service=GALLERY_SERVICE), timeout=2
+                )
                 assert per_service.status == SERVING
             shutdown = server.shutdown(grace_s=0)
             await asyncio.sleep(0.2)  # inside the drain: the health port answers NOT_SERVING
             assert await health(health_address) == NOT_SERVING
             await shutdown
-            assert await health(health_address, timeout=1) in (grpc.StatusCode.UNAVAILABLE,
-                                                                grpc.StatusCode.DEADLINE_EXCEEDED)
+            assert await health(health_address, timeout=1) in (
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+            )
         finally:
             await server.shutdown(grace_s=0)
 
@@ -162,8 +174,14 @@ def test_the_orchestrators_expert_clients_reach_a_mutual_tls_tokens_service_only
     embedding = common_pb2.Embedding(values=pooled_feature(0), backbone=common_pb2.ModelInfo(name="efficientnet-lite2"))
 
     async def ask_tokens(port: int, **client_tls) -> object:
-        settings = OrchestratorSettings(port=0, metrics_port=None, tokens_address=f"localhost:{port}",
-                                        gallery_address=None, sampler_address=None, **client_tls)
+        settings = OrchestratorSettings(
+            port=0,
+            metrics_port=None,
+            tokens_address=f"localhost:{port}",
+            gallery_address=None,
+            sampler_address=None,
+            **client_tls,
+        )
         clients = ExpertClients(settings)
         try:
             return await clients.ask("tokens", embedding, budget_s=10)
@@ -173,8 +191,12 @@ def test_the_orchestrators_expert_clients_reach_a_mutual_tls_tokens_service_only
     async def scenario():
         settings = TokensSettings(port=0, metrics_port=None, log_requests=False, **tls_settings(pki, mutual=True))
         async with serving(settings, [tokens_spec(TokensServicer(settings))], 60, grace_s=0) as (_, port):
-            answer = await ask_tokens(port, client_tls_ca_file=pki.ca, client_tls_cert_file=pki.client_cert,
-                                      client_tls_key_file=pki.client_key)
+            answer = await ask_tokens(
+                port,
+                client_tls_ca_file=pki.ca,
+                client_tls_cert_file=pki.client_cert,
+                client_tls_key_file=pki.client_key,
+            )
             assert answer.status == api.EXPERT_STATUS_OK, answer.message
             assert answer.points is not None and len(answer.cells) > 0
             without_certificate = await ask_tokens(port, client_tls_ca_file=pki.ca)
@@ -191,11 +213,15 @@ def test_incomplete_or_missing_tls_settings_raise_an_error_naming_the_variable(p
 
     cases = [
         ({"TLS_KEY_FILE": pki.server_key}, "GEOLOC_TOKENS_TLS_CERT_FILE, GEOLOC_TOKENS_TLS_KEY_FILE: "),
-        ({"TLS_CERT_FILE": tmp_path / "absent.crt", "TLS_KEY_FILE": pki.server_key},
-         f"GEOLOC_TOKENS_TLS_CERT_FILE='{tmp_path / 'absent.crt'}': "),
+        (
+            {"TLS_CERT_FILE": tmp_path / "absent.crt", "TLS_KEY_FILE": pki.server_key},
+            f"GEOLOC_TOKENS_TLS_CERT_FILE='{tmp_path / 'absent.crt'}': ",
+        ),
         ({"TLS_CERT_FILE": pki.server_cert, "TLS_KEY_FILE": tmp_path}, "GEOLOC_TOKENS_TLS_KEY_FILE="),  # a folder
-        ({"TLS_CLIENT_CA_FILE": pki.ca}, "GEOLOC_TOKENS_TLS_CERT_FILE, GEOLOC_TOKENS_TLS_KEY_FILE, "
-                                         "GEOLOC_TOKENS_TLS_CLIENT_CA_FILE: "),
+        (
+            {"TLS_CLIENT_CA_FILE": pki.ca},
+            "GEOLOC_TOKENS_TLS_CERT_FILE, GEOLOC_TOKENS_TLS_KEY_FILE, GEOLOC_TOKENS_TLS_CLIENT_CA_FILE: ",
+        ),
     ]
     for variables, named in cases:
         with monkeypatch.context() as env:
@@ -216,10 +242,15 @@ def test_incomplete_or_missing_tls_settings_raise_an_error_naming_the_variable(p
 
     # A service process with a certificate that is not there exits 2 at start-up, naming it.
     env = {k: v for k, v in os.environ.items() if not k.startswith("GEOLOC_PROBE_")}
-    env.update(GEOLOC_PROBE_PORT="0", GEOLOC_PROBE_METRICS_PORT="none", GEOLOC_PROBE_TLS_KEY_FILE=str(pki.server_key),
-               GEOLOC_PROBE_TLS_CERT_FILE=str(tmp_path / "absent.crt"))
-    done = subprocess.run([sys.executable, "-m", "tests.probe_service"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=60)
+    env.update(
+        GEOLOC_PROBE_PORT="0",
+        GEOLOC_PROBE_METRICS_PORT="none",
+        GEOLOC_PROBE_TLS_KEY_FILE=str(pki.server_key),
+        GEOLOC_PROBE_TLS_CERT_FILE=str(tmp_path / "absent.crt"),
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.probe_service"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2, done.stderr
     assert f"GEOLOC_PROBE_TLS_CERT_FILE='{tmp_path / 'absent.crt'}'" in done.stderr
     assert "Traceback" not in done.stderr
@@ -246,10 +277,16 @@ def test_the_servers_max_call_s_ends_a_call_without_a_deadline_and_the_server_ke
             labels = {"grpc_service": GALLERY_SERVICE, "grpc_method": "Search"}
             registry = server.metrics.registry
             for _ in range(50):  # the short-deadline call's handler may still be finishing
-                if registry.get_sample_value("grpc_server_handled_total", {**labels, "grpc_code": "DEADLINE_EXCEEDED"}) == 3:
+                if (
+                    registry.get_sample_value("grpc_server_handled_total", {**labels, "grpc_code": "DEADLINE_EXCEEDED"})
+                    == 3
+                ):
                     break
                 await asyncio.sleep(0.05)
-            assert registry.get_sample_value("grpc_server_handled_total", {**labels, "grpc_code": "DEADLINE_EXCEEDED"}) == 3
+            assert (
+                registry.get_sample_value("grpc_server_handled_total", {**labels, "grpc_code": "DEADLINE_EXCEEDED"})
+                == 3
+            )
             assert registry.get_sample_value("grpc_server_handled_total", {**labels, "grpc_code": "OK"}) == 1
 
     asyncio.run(scenario())
@@ -260,8 +297,11 @@ def test_triton_with_mutual_tls_serves_the_backbone_to_a_client_with_its_certifi
     from geoloc.tritonserver.launcher import TritonLaunch, TritonServer, TritonTls, free_port, triton_command
 
     client = ClientTls(pki.ca, pki.client_cert, pki.client_key)
-    launch = TritonLaunch(grpc_port=free_port(), metrics_port=None,
-                          tls=TritonTls(pki.server_cert, pki.server_key, readiness_client=client, client_ca_file=pki.ca))
+    launch = TritonLaunch(
+        grpc_port=free_port(),
+        metrics_port=None,
+        tls=TritonTls(pki.server_cert, pki.server_key, readiness_client=client, client_ca_file=pki.ca),
+    )
     flags = triton_command(launch, Path("backends"))
     assert {"--grpc-use-ssl=true", "--grpc-use-ssl-mutual=true", f"--grpc-root-cert={pki.ca.resolve()}"} <= set(flags)
 
@@ -284,9 +324,17 @@ class FixedOrchestrator(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     """An orchestrator that answers every photo with the same place: the command lines' counterpart."""
 
     async def Locate(self, request, context):
-        best = orchestrator_pb2.Hypothesis(lat_deg=22.05, lon_deg=-159.5, probability=0.9, radius_50_km=10, radius_90_km=40)
-        return orchestrator_pb2.LocateResponse(best_guess=best, hypotheses=[best], radius_50_km=10, radius_90_km=40,
-                                               localizability=0.8, answer_source=orchestrator_pb2.ANSWER_SOURCE_FUSION)
+        best = orchestrator_pb2.Hypothesis(
+            lat_deg=22.05, lon_deg=-159.5, probability=0.9, radius_50_km=10, radius_90_km=40
+        )
+        return orchestrator_pb2.LocateResponse(
+            best_guess=best,
+            hypotheses=[best],
+            radius_50_km=10,
+            radius_90_km=40,
+            localizability=0.8,
+            answer_source=orchestrator_pb2.ANSWER_SOURCE_FUSION,
+        )
 
 
 def test_locate_and_eval_speak_mutual_tls_with_the_tls_flags(pki, tmp_path, capsys):
@@ -294,8 +342,12 @@ def test_locate_and_eval_speak_mutual_tls_with_the_tls_flags(pki, tmp_path, caps
 
     photo = write_split(tmp_path, [("a.jpg", 22.0, -159.5, "someone")]) / "images" / "a.jpg"
     photo.write_bytes(b"not decoded by the stand-in")
-    spec = servicer_spec(orchestrator_pb2, "OrchestratorService",
-                         orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server, FixedOrchestrator())
+    spec = servicer_spec(
+        orchestrator_pb2,
+        "OrchestratorService",
+        orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server,
+        FixedOrchestrator(),
+    )
     settings = ServerSettings(port=0, metrics_port=None, log_requests=False, **tls_settings(pki, mutual=True))
     tls = ["--tls-ca", str(pki.ca), "--tls-cert", str(pki.client_cert), "--tls-key", str(pki.client_key)]
     with served_in_background(settings, [spec], ready_timeout_s=10) as port:
@@ -308,5 +360,7 @@ def test_locate_and_eval_speak_mutual_tls_with_the_tls_flags(pki, tmp_path, caps
         assert "need --tls-ca" in capsys.readouterr().err
         assert main(["eval", "--orchestrator", address, "--data", str(tmp_path), "--timeout", "10", *tls]) == 0
         assert "| fused | 1 |" in capsys.readouterr().out
-        assert main(["eval", "--orchestrator", address, "--data", str(tmp_path), "--tls-ca", str(tmp_path / "x.pem")]) == 2
+        assert (
+            main(["eval", "--orchestrator", address, "--data", str(tmp_path), "--tls-ca", str(tmp_path / "x.pem")]) == 2
+        )
         assert "--tls-ca:" in capsys.readouterr().err

@@ -23,8 +23,16 @@ def test_training_learns_which_features_mean_which_place_and_keeps_the_best_step
     which = rng.integers(0, 2, 300)
     features = (rng.normal(size=(300, 16)) + 4 * np.eye(2, 16)[which]).astype(np.float32)
     coordinates = PLACES[which]
-    config = TokenTrainConfig(network={"width": 32, "depth": 1, "heads": 2, "dropout": 0.0}, steps=150,
-                              batch_size=64, learning_rate=3e-3, feature_dropout=0.0, eval_every=50)
-    trained = train_decoder(features[:200], coordinates[:200], features[200:], coordinates[200:], config, log=lambda _: None)
+    config = TokenTrainConfig(
+        network={"width": 32, "depth": 1, "heads": 2, "dropout": 0.0},
+        steps=150,
+        batch_size=64,
+        learning_rate=3e-3,
+        feature_dropout=0.0,
+        eval_every=50,
+    )
+    trained = train_decoder(
+        features[:200], coordinates[:200], features[200:], coordinates[200:], config, log=lambda _: None
+    )
     assert trained.val.accuracy_at(1) > 0.95 and len(trained.history) == 3
     assert trained.best_step == max(trained.history, key=lambda h: h[1])[0]

@@ -18,13 +18,19 @@ from tests.servers import bad_embeddings, made_up_embedding
 
 pytestmark = pytest.mark.integration  # every test serves the decoder on loopback
 
-GREEDY, BEAM, SAMPLE = tokens_pb2.DECODE_STRATEGY_GREEDY, tokens_pb2.DECODE_STRATEGY_BEAM, tokens_pb2.DECODE_STRATEGY_SAMPLE
+GREEDY, BEAM, SAMPLE = (
+    tokens_pb2.DECODE_STRATEGY_GREEDY,
+    tokens_pb2.DECODE_STRATEGY_BEAM,
+    tokens_pb2.DECODE_STRATEGY_SAMPLE,
+)
 
 
 def call_all(requests, **settings):
     """Starts the service on port 0, sends each request in turn, stops it; answers or errors."""
     settings = TokensSettings(port=0, metrics_port=None, log_requests=False, **settings)
-    return call_each(settings, tokens_spec(TokensServicer(settings)), tokens_pb2_grpc.TokensServiceStub, "Decode", requests)
+    return call_each(
+        settings, tokens_spec(TokensServicer(settings)), tokens_pb2_grpc.TokensServiceStub, "Decode", requests
+    )
 
 
 def request(values=None, backbone="efficientnet-lite2", **fields) -> tokens_pb2.DecodeRequest:
@@ -36,7 +42,7 @@ def point(lat: float, lon: float, weight: float) -> common_pb2.WeightedPoint:
 
 
 def test_a_beam_answer_holds_every_beams_cell_sorted_with_its_tokens_centre_and_size():
-    answer, = call_all([request(strategy=BEAM, beam_width=7)])
+    (answer,) = call_all([request(strategy=BEAM, beam_width=7)])
     cells = list(answer.cells)
     assert answer.strategy == BEAM and len(cells) == 7
     probabilities = np.array([c.probability for c in cells])
@@ -44,7 +50,9 @@ def test_a_beam_answer_holds_every_beams_cell_sorted_with_its_tokens_centre_and_
     assert np.all(np.diff([c.log_probability for c in cells]) <= 0) and all(c.log_probability < 0 for c in cells)
     for cell, p in zip(cells, answer.points, strict=True):
         assert len(cell.tokens) == 11 and cell.level == 20
-        assert cell.cell_id == tokens_to_cell_id(tuple(cell.tokens)) and cell.s2_token == cell_id_to_s2_token(cell.cell_id)
+        assert cell.cell_id == tokens_to_cell_id(tuple(cell.tokens)) and cell.s2_token == cell_id_to_s2_token(
+            cell.cell_id
+        )
         lat, lon = cell_id_to_latlon(np.uint64(cell.cell_id))
         assert (cell.lat_deg, cell.lon_deg) == pytest.approx((float(lat), float(lon)))
         assert (p.lat_deg, p.lon_deg, p.weight) == (cell.lat_deg, cell.lon_deg, cell.probability)
@@ -62,7 +70,7 @@ def test_the_default_strategy_is_a_beam_of_five_and_greedy_is_its_first_beam():
 
 @pytest.mark.parametrize("level", [1, 7, 12])
 def test_a_coarser_level_gives_coarser_cells_whose_size_is_their_radius(level):
-    answer, = call_all([request(strategy=BEAM, max_level=level)])
+    (answer,) = call_all([request(strategy=BEAM, max_level=level)])
     for cell, p in zip(answer.cells, answer.points, strict=True):
         assert cell.level == level and len(cell.tokens) == 1 + (level + 1) // 2
         assert cell.cell_id == tokens_to_cell_id(tuple(cell.tokens), level)
@@ -71,9 +79,13 @@ def test_a_coarser_level_gives_coarser_cells_whose_size_is_their_radius(level):
 
 
 def test_sampling_is_seeded_distinct_and_ranked_by_probability():
-    first, again, other = call_all([request(strategy=SAMPLE, n_samples=40, seed=3, temperature=1.5),
-                                    request(strategy=SAMPLE, n_samples=40, seed=3, temperature=1.5),
-                                    request(strategy=SAMPLE, n_samples=40, seed=4, temperature=1.5)])
+    first, again, other = call_all(
+        [
+            request(strategy=SAMPLE, n_samples=40, seed=3, temperature=1.5),
+            request(strategy=SAMPLE, n_samples=40, seed=3, temperature=1.5),
+            request(strategy=SAMPLE, n_samples=40, seed=4, temperature=1.5),
+        ]
+    )
     assert first.strategy == SAMPLE and 1 < len(first.cells) <= 40
     assert [c.cell_id for c in first.cells] == [c.cell_id for c in again.cells]
     assert [c.cell_id for c in first.cells] != [c.cell_id for c in other.cells]
@@ -92,9 +104,15 @@ def test_neighbours_are_used_exactly_when_the_shipped_decoder_attends_to_them():
     plain, near_tokyo, near_paris = call_all([request(), request(neighbors=tokyo), request(neighbors=paris)])
     assert all(len(a.cells) == 5 for a in (plain, near_tokyo, near_paris))
     if slots == 0:
-        assert [c.cell_id for c in plain.cells] == [c.cell_id for c in near_tokyo.cells] == [c.cell_id for c in near_paris.cells]
+        assert (
+            [c.cell_id for c in plain.cells]
+            == [c.cell_id for c in near_tokyo.cells]
+            == [c.cell_id for c in near_paris.cells]
+        )
     else:
-        to_tokyo = [haversine_km(a.cells[0].lat_deg, a.cells[0].lon_deg, 35.68, 139.76) for a in (near_tokyo, near_paris)]
+        to_tokyo = [
+            haversine_km(a.cells[0].lat_deg, a.cells[0].lon_deg, 35.68, 139.76) for a in (near_tokyo, near_paris)
+        ]
         assert to_tokyo[0] < to_tokyo[1]
 
 
@@ -127,5 +145,5 @@ def test_bad_requests_get_invalid_argument_naming_the_field_and_the_server_keeps
 def test_a_real_photos_embedding_decodes(embedding_stub, photos):
     """The embedding service's answer for a real photo, on Triton, is a feature the decoder takes."""
     embedded = embedding_stub.Embed(embedding_pb2.EmbedRequest(image=photos[0].read_bytes()), timeout=60).embedding
-    answer, = call_all([tokens_pb2.DecodeRequest(embedding=embedded)])
+    (answer,) = call_all([tokens_pb2.DecodeRequest(embedding=embedded)])
     assert len(answer.cells) == 5 and answer.cells[0].probability > 0

@@ -24,8 +24,15 @@ def test_the_command_loads_only_the_named_models_on_loopback(tmp_path):
     launch = TritonLaunch(models=("efficientnet_lite2",), grpc_port=9001, metrics_port=None, model_config_name="gpu")
     command = triton_command(launch, tmp_path)
     assert command[0].endswith("pytriton/tritonserver/bin/tritonserver")
-    for flag in ("--model-control-mode=explicit", "--load-model=efficientnet_lite2", "--grpc-address=127.0.0.1",
-                 "--grpc-port=9001", "--allow-http=false", "--allow-metrics=false", "--model-config-name=gpu"):
+    for flag in (
+        "--model-control-mode=explicit",
+        "--load-model=efficientnet_lite2",
+        "--grpc-address=127.0.0.1",
+        "--grpc-port=9001",
+        "--allow-http=false",
+        "--allow-metrics=false",
+        "--model-config-name=gpu",
+    ):
         assert flag in command
     env = triton_environment({"PATH": "/usr/bin"})
     assert env["PATH"].split(":")[0] == str(Path(sys.executable).parent)
@@ -34,7 +41,9 @@ def test_the_command_loads_only_the_named_models_on_loopback(tmp_path):
 
 @pytest.mark.integration  # starts tritonserver
 def test_a_model_missing_from_the_repository_fails_the_start_with_tritons_reason(tmp_path):
-    triton = TritonServer(TritonLaunch(model_repository=tmp_path, models=("no_such_model",), grpc_port=free_port(), metrics_port=None))
+    triton = TritonServer(
+        TritonLaunch(model_repository=tmp_path, models=("no_such_model",), grpc_port=free_port(), metrics_port=None)
+    )
     triton.start()
     try:
         with pytest.raises(TritonStartError, match="no_such_model"):
@@ -47,8 +56,19 @@ def test_a_model_missing_from_the_repository_fails_the_start_with_tritons_reason
 def test_geoloc_triton_serves_until_sigterm_then_stops_cleanly():
     grpc_port, metrics_port = free_port(), free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "geoloc.cli", "triton", "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "geoloc.cli",
+            "triton",
+            "--grpc-port",
+            str(grpc_port),
+            "--metrics-port",
+            str(metrics_port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         ready = process.stdout.readline()

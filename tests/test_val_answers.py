@@ -21,7 +21,11 @@ import pytest
 PINNED = Path(__file__).parent / "data" / "val_answers.json"
 PHOTOS = 24
 
-pytestmark = [pytest.mark.im2gps3k, pytest.mark.slow, pytest.mark.timeout(600)]  # 24 photos through every expert: ~1-2 min
+pytestmark = [
+    pytest.mark.im2gps3k,
+    pytest.mark.slow,
+    pytest.mark.timeout(600),
+]  # 24 photos through every expert: ~1-2 min
 
 
 def val_answers(photos: int = PHOTOS) -> dict:
@@ -39,14 +43,17 @@ def val_answers(photos: int = PHOTOS) -> dict:
     answers = []
     for row in range(photos):
         answer = fuse(photo_answers(outputs, row), fitted.parameters, fitted.prior)
-        answers.append({
-            "image": val.images[row].image,
-            "radius_50_km": answer.radius_50_km,
-            "radius_90_km": answer.radius_90_km,
-            "localizability": answer.localizability,
-            "hypotheses": [[h.lat_deg, h.lon_deg, h.probability, h.radius_50_km, h.radius_90_km]
-                           for h in answer.hypotheses],
-        })
+        answers.append(
+            {
+                "image": val.images[row].image,
+                "radius_50_km": answer.radius_50_km,
+                "radius_90_km": answer.radius_90_km,
+                "localizability": answer.localizability,
+                "hypotheses": [
+                    [h.lat_deg, h.lon_deg, h.probability, h.radius_50_km, h.radius_90_km] for h in answer.hypotheses
+                ],
+            }
+        )
     return {"models": models_fingerprint(), "fusion": fitted.version, "answers": answers}
 
 
@@ -58,7 +65,8 @@ def pinned_and_now() -> tuple[dict, dict]:
 def test_the_pin_is_of_the_shipped_models(pinned_and_now):
     pinned, now = pinned_and_now
     assert (now["models"], now["fusion"]) == (pinned["models"], pinned["fusion"]), (
-        "the shipped models or fusion changed: regenerate the pin (see this module's docstring)")
+        "the shipped models or fusion changed: regenerate the pin (see this module's docstring)"
+    )
 
 
 def test_every_answer_is_the_pinned_one(pinned_and_now):

@@ -63,16 +63,38 @@ GALLERY_POINTS = 2000
 CALL_TIMEOUT_S = 60
 
 # Small limits: the largest valid request stays cheap on two shared cores.
-SAMPLER = SamplerSettings(port=0, metrics_port=None, log_requests=False, default_samples=16, max_samples=64,
-                          default_steps=4, max_steps=8, max_sample_steps=256)
-TOKENS = TokensSettings(port=0, metrics_port=None, log_requests=False, default_beam_width=3, max_beam_width=8,
-                        default_samples=8, max_samples=16, max_neighbors=16)
+SAMPLER = SamplerSettings(
+    port=0,
+    metrics_port=None,
+    log_requests=False,
+    default_samples=16,
+    max_samples=64,
+    default_steps=4,
+    max_steps=8,
+    max_sample_steps=256,
+)
+TOKENS = TokensSettings(
+    port=0,
+    metrics_port=None,
+    log_requests=False,
+    default_beam_width=3,
+    max_beam_width=8,
+    default_samples=8,
+    max_samples=16,
+    max_neighbors=16,
+)
 
 
 def fuzz(max_examples: int):
     """Deterministic hypothesis settings: the same requests on every run, no example database."""
-    return settings(max_examples=max_examples, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], print_blob=False)
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        print_blob=False,
+    )
 
 
 # ---------------------------------------------------------------- servers
@@ -83,10 +105,15 @@ def experts_channel(tmp_path_factory) -> Iterator[grpc.Channel]:
     """The gallery (over 2000 real MP-16 points), sampler and tokens services, in this process."""
     index = small_gallery(tmp_path_factory.mktemp("gallery"), GALLERY_POINTS)
     gallery = GallerySettings(port=0, metrics_port=None, gallery_dir=index, build_if_missing=False)
-    specs = [gallery_spec(GalleryServicer(gallery)), sampler_spec(SamplerServicer(SAMPLER)),
-             tokens_spec(TokensServicer(TOKENS))]
-    with served_in_background(ServerSettings(port=0, metrics_port=None, log_requests=False), specs) as port, \
-            grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    specs = [
+        gallery_spec(GalleryServicer(gallery)),
+        sampler_spec(SamplerServicer(SAMPLER)),
+        tokens_spec(TokensServicer(TOKENS)),
+    ]
+    with (
+        served_in_background(ServerSettings(port=0, metrics_port=None, log_requests=False), specs) as port,
+        grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
         yield channel
 
 
@@ -157,7 +184,9 @@ def in_range(lat: float, lon: float) -> bool:
 
 # Values that break numeric code: float32's limits and subnormals, and powers of ten far out, which
 # random floats reach too rarely for a few hundred examples.
-EXTREME_FLOATS = st.sampled_from([-0.0, 5e-324, 1e-45, 1.2e-38, 1e-30, 1e10, 1e20, 1e30, 3.4e38, -3.4e38, 1e39, 1.8e308])
+EXTREME_FLOATS = st.sampled_from(
+    [-0.0, 5e-324, 1e-45, 1.2e-38, 1e-30, 1e10, 1e20, 1e30, 3.4e38, -3.4e38, 1e39, 1.8e308]
+)
 ANY_FLOAT = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.floats(width=32), EXTREME_FLOATS)
 
 
@@ -183,8 +212,10 @@ def mixed_fields(draw, fields: Fields, only: str | None = None) -> dict:
     named. With `only`, every field is valid but that one, which takes any value."""
     mode = "one bad" if only else draw(st.sampled_from(["valid", "one bad", "anything"]))
     bad = only or (draw(st.sampled_from(sorted(fields))) if mode == "one bad" else None)
-    return {name: draw(anything if mode == "anything" or name == bad else valid)
-            for name, (valid, anything) in fields.items()}
+    return {
+        name: draw(anything if mode == "anything" or name == bad else valid)
+        for name, (valid, anything) in fields.items()
+    }
 
 
 def message_of(message_class, fields: dict, optional: tuple[str, ...]):
@@ -216,9 +247,14 @@ def embeddings(draw) -> common_pb2.Embedding:
 
 
 VALID_EMBEDDINGS = st.builds(
-    lambda seed, scale, backbone: common_pb2.Embedding(values=(np.asarray(pooled_feature(seed)) * scale).tolist(),
-                                                       backbone=common_pb2.ModelInfo(name=backbone, version="1")),
-    st.integers(0, 2**16), st.one_of(st.just(1.0), st.floats(0, 100)), st.sampled_from([BACKBONE, ""]))
+    lambda seed, scale, backbone: common_pb2.Embedding(
+        values=(np.asarray(pooled_feature(seed)) * scale).tolist(),
+        backbone=common_pb2.ModelInfo(name=backbone, version="1"),
+    ),
+    st.integers(0, 2**16),
+    st.one_of(st.just(1.0), st.floats(0, 100)),
+    st.sampled_from([BACKBONE, ""]),
+)
 EMBEDDINGS = (VALID_EMBEDDINGS, embeddings())
 
 
@@ -234,8 +270,15 @@ def embedding_problems(embedding: common_pb2.Embedding) -> set[str]:
 
 
 # Neighbour lists up to a few past the tokens service's limit, of points in and out of range.
-NEIGHBOURS = st.lists(st.builds(common_pb2.WeightedPoint, lat_deg=floats_around(-90, 90), lon_deg=floats_around(-180, 180),
-                                weight=floats_around(0, 1)), max_size=TOKENS.max_neighbors + 4)
+NEIGHBOURS = st.lists(
+    st.builds(
+        common_pb2.WeightedPoint,
+        lat_deg=floats_around(-90, 90),
+        lon_deg=floats_around(-180, 180),
+        weight=floats_around(0, 1),
+    ),
+    max_size=TOKENS.max_neighbors + 4,
+)
 
 
 # ---------------------------------------------------------------- Search
@@ -246,6 +289,7 @@ SEARCH_FIELDS = {"embedding": EMBEDDINGS, "k": (st.integers(1, MAX_K), int32s(1,
 
 def search_requests(only: str | None = None) -> st.SearchStrategy[gallery_pb2.SearchRequest]:
     return mixed_fields(SEARCH_FIELDS, only).map(lambda fields: gallery_pb2.SearchRequest(**fields))
+
 
 def search_problems(request: gallery_pb2.SearchRequest) -> set[str]:
     return embedding_problems(request.embedding) | ({"k"} if not 1 <= request.k <= MAX_K else set())
@@ -282,8 +326,10 @@ SAMPLE_FIELDS = {
     "n_samples": (st.one_of(st.just(0), st.integers(2, 32)), int32s(2, SAMPLER.max_samples)),
     "steps": (st.integers(0, SAMPLER.max_steps), int32s(1, SAMPLER.max_steps)),
     "method": (st.sampled_from(sorted(METHODS)), int32s(0, 2)),
-    "guidance": (st.one_of(st.none(), st.floats(0, SAMPLER.max_guidance)),
-                 st.one_of(st.none(), floats_around(0, SAMPLER.max_guidance))),
+    "guidance": (
+        st.one_of(st.none(), st.floats(0, SAMPLER.max_guidance)),
+        st.one_of(st.none(), floats_around(0, SAMPLER.max_guidance)),
+    ),
     "seed": (SEEDS, SEEDS),
 }
 
@@ -294,6 +340,7 @@ def sample_request(fields: dict) -> sampler_pb2.SampleRequest:
 
 def sample_requests(only: str | None = None) -> st.SearchStrategy[sampler_pb2.SampleRequest]:
     return mixed_fields(SAMPLE_FIELDS, only).map(sample_request)
+
 
 def sample_problems(request: sampler_pb2.SampleRequest) -> set[str]:
     s = SAMPLER
@@ -307,7 +354,9 @@ def sample_problems(request: sampler_pb2.SampleRequest) -> set[str]:
         problems.add("steps")
     if "n_samples" not in problems and "steps" not in problems and n_samples * steps > s.max_sample_steps:
         problems.add("n_samples")
-    if request.HasField("guidance") and not (math.isfinite(request.guidance) and 0 <= request.guidance <= s.max_guidance):
+    if request.HasField("guidance") and not (
+        math.isfinite(request.guidance) and 0 <= request.guidance <= s.max_guidance
+    ):
         problems.add("guidance")
     return problems
 
@@ -338,12 +387,20 @@ def test_sample_validation(experts_channel):
 # ---------------------------------------------------------------- Decode
 
 
-STRATEGIES = {0: "beam", tokens_pb2.DECODE_STRATEGY_GREEDY: "greedy", tokens_pb2.DECODE_STRATEGY_BEAM: "beam",
-              tokens_pb2.DECODE_STRATEGY_SAMPLE: "sample"}
+STRATEGIES = {
+    0: "beam",
+    tokens_pb2.DECODE_STRATEGY_GREEDY: "greedy",
+    tokens_pb2.DECODE_STRATEGY_BEAM: "beam",
+    tokens_pb2.DECODE_STRATEGY_SAMPLE: "sample",
+}
 
 
-VALID_NEIGHBOURS = st.lists(st.builds(common_pb2.WeightedPoint, lat_deg=st.floats(-90, 90), lon_deg=st.floats(-180, 180),
-                                      weight=st.floats(0, 1e6)), max_size=TOKENS.max_neighbors)
+VALID_NEIGHBOURS = st.lists(
+    st.builds(
+        common_pb2.WeightedPoint, lat_deg=st.floats(-90, 90), lon_deg=st.floats(-180, 180), weight=st.floats(0, 1e6)
+    ),
+    max_size=TOKENS.max_neighbors,
+)
 DECODE_FIELDS = {
     "embedding": EMBEDDINGS,
     "strategy": (st.sampled_from(sorted(STRATEGIES)), int32s(0, 3)),
@@ -351,8 +408,10 @@ DECODE_FIELDS = {
     "n_samples": (st.integers(0, TOKENS.max_samples), int32s(1, TOKENS.max_samples)),
     "max_level": (st.integers(0, MAX_LEVEL), int32s(1, MAX_LEVEL)),
     "neighbors": (VALID_NEIGHBOURS, NEIGHBOURS),
-    "temperature": (st.one_of(st.none(), st.floats(MIN_TEMPERATURE, TOKENS.max_temperature)),
-                    st.one_of(st.none(), floats_around(0, TOKENS.max_temperature))),
+    "temperature": (
+        st.one_of(st.none(), st.floats(MIN_TEMPERATURE, TOKENS.max_temperature)),
+        st.one_of(st.none(), floats_around(0, TOKENS.max_temperature)),
+    ),
     "seed": (SEEDS, SEEDS),
 }
 
@@ -361,8 +420,11 @@ def decode_request(fields: dict) -> tokens_pb2.DecodeRequest:
     return message_of(tokens_pb2.DecodeRequest, fields, optional=("temperature", "seed"))
 
 
-def decode_requests(only: str | None = None, fields: Fields = DECODE_FIELDS) -> st.SearchStrategy[tokens_pb2.DecodeRequest]:
+def decode_requests(
+    only: str | None = None, fields: Fields = DECODE_FIELDS
+) -> st.SearchStrategy[tokens_pb2.DecodeRequest]:
     return mixed_fields(fields, only).map(decode_request)
+
 
 def decode_problems(request: tokens_pb2.DecodeRequest) -> set[str]:
     t = TOKENS
@@ -374,8 +436,9 @@ def decode_problems(request: tokens_pb2.DecodeRequest) -> set[str]:
     if not 1 <= (request.n_samples or t.default_samples) <= t.max_samples:
         problems.add("n_samples")
     temperature = request.temperature
-    if request.HasField("temperature") and not (math.isfinite(temperature)
-                                                and MIN_TEMPERATURE <= temperature <= t.max_temperature):
+    if request.HasField("temperature") and not (
+        math.isfinite(temperature) and MIN_TEMPERATURE <= temperature <= t.max_temperature
+    ):
         problems.add("temperature")
     if not 1 <= (request.max_level or MAX_LEVEL) <= MAX_LEVEL:
         problems.add("max_level")
@@ -394,11 +457,17 @@ def decode_problems(request: tokens_pb2.DecodeRequest) -> set[str]:
 def check_decode_answer(request: tokens_pb2.DecodeRequest, answer: tokens_pb2.DecodeResponse) -> None:
     t = TOKENS
     strategy, level = STRATEGIES[request.strategy], request.max_level or MAX_LEVEL
-    most = {"greedy": 1, "beam": request.beam_width or t.default_beam_width, "sample": request.n_samples or t.default_samples}
+    most = {
+        "greedy": 1,
+        "beam": request.beam_width or t.default_beam_width,
+        "sample": request.n_samples or t.default_samples,
+    }
     assert STRATEGIES[answer.strategy] == strategy and 1 <= len(answer.cells) <= most[strategy]
     probabilities = np.array([c.probability for c in answer.cells])
     assert (probabilities > 0).all() and probabilities.sum() == pytest.approx(1.0)  # normalised over the returned cells
-    assert all(c.level == level and in_range(c.lat_deg, c.lon_deg) and math.isfinite(c.log_probability) for c in answer.cells)
+    assert all(
+        c.level == level and in_range(c.lat_deg, c.lon_deg) and math.isfinite(c.log_probability) for c in answer.cells
+    )
     assert len({c.cell_id for c in answer.cells}) == len(answer.cells)
     assert all(math.isfinite(p.radius_km) and p.radius_km > 0 for p in answer.points)
 
@@ -409,8 +478,9 @@ def test_decode_validation(experts_channel):
     embeddings_only = fuzz_rpc(stub.Decode, decode_requests("embedding"), decode_problems, check_decode_answer, 100)
     # The temperature only matters when sampling: a run of its own with that strategy.
     sampling = {**DECODE_FIELDS, "strategy": (st.just(tokens_pb2.DECODE_STRATEGY_SAMPLE),) * 2}
-    temperatures_only = fuzz_rpc(stub.Decode, decode_requests("temperature", sampling), decode_problems,
-                                 check_decode_answer, 60)
+    temperatures_only = fuzz_rpc(
+        stub.Decode, decode_requests("temperature", sampling), decode_problems, check_decode_answer, 60
+    )
     for codes in (mixed, embeddings_only, temperatures_only):
         assert_both_sides_reached(codes, 10)
     good = tokens_pb2.DecodeRequest(embedding=common_pb2.Embedding(values=pooled_feature(1)))
@@ -445,24 +515,30 @@ class PhotoRecipe:
             elif kind == "insert":
                 data[at:at] = value
             elif kind == "delete":
-                del data[at:at + len(value)]
+                del data[at : at + len(value)]
             elif kind == "truncate":
                 del data[at:]
         return bytes(data)
 
 
 PHOTOS_USED = 4
-EDIT = st.tuples(st.sampled_from(["set", "insert", "delete", "truncate"]), st.integers(0, 2**20),
-                 st.binary(min_size=1, max_size=16))
+EDIT = st.tuples(
+    st.sampled_from(["set", "insert", "delete", "truncate"]), st.integers(0, 2**20), st.binary(min_size=1, max_size=16)
+)
 INTACT_PHOTOS = st.builds(PhotoRecipe, st.integers(0, PHOTOS_USED - 1), st.just(()), st.none())
-EDITED_PHOTOS = st.builds(PhotoRecipe, st.integers(0, PHOTOS_USED - 1), st.lists(EDIT, min_size=1, max_size=6).map(tuple),
-                          st.none())
+EDITED_PHOTOS = st.builds(
+    PhotoRecipe, st.integers(0, PHOTOS_USED - 1), st.lists(EDIT, min_size=1, max_size=6).map(tuple), st.none()
+)
 PHOTO_RECIPES = st.one_of(
     INTACT_PHOTOS,
     EDITED_PHOTOS,
     st.builds(PhotoRecipe, st.just(0), st.just(()), st.binary(max_size=2048)),  # random bytes, empty included
-    st.builds(PhotoRecipe, st.just(0), st.just(()), st.tuples(st.sampled_from(SIGNATURES), st.binary(max_size=512)).map(
-        lambda parts: parts[0] + parts[1])),  # a known signature, then garbage
+    st.builds(
+        PhotoRecipe,
+        st.just(0),
+        st.just(()),
+        st.tuples(st.sampled_from(SIGNATURES), st.binary(max_size=512)).map(lambda parts: parts[0] + parts[1]),
+    ),  # a known signature, then garbage
 )
 
 
@@ -501,8 +577,12 @@ def test_embed_validation(embedding_address, real_photos):
         check_embedding(stub.Embed(good, timeout=CALL_TIMEOUT_S).embedding)
 
 
-EXPERT_VALUES = {orchestrator_pb2.EXPERT_GALLERY, orchestrator_pb2.EXPERT_SAMPLER_FLOW,
-                 orchestrator_pb2.EXPERT_SAMPLER_SH_DIFFUSION, orchestrator_pb2.EXPERT_TOKENS}
+EXPERT_VALUES = {
+    orchestrator_pb2.EXPERT_GALLERY,
+    orchestrator_pb2.EXPERT_SAMPLER_FLOW,
+    orchestrator_pb2.EXPERT_SAMPLER_SH_DIFFUSION,
+    orchestrator_pb2.EXPERT_TOKENS,
+}
 
 
 OPTION_FIELDS = {

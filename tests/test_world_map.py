@@ -23,11 +23,13 @@ def response(with_distribution: bool = True) -> orchestrator_pb2.LocateResponse:
     answer.best_guess.CopyFrom(best)
     answer.hypotheses.extend([best, orchestrator_pb2.Hypothesis(lat_deg=-33.87, lon_deg=151.21, probability=0.2)])
     if with_distribution:
-        answer.distribution.extend([
-            common_pb2.WeightedPoint(lat_deg=HEAVY[0], lon_deg=HEAVY[1], weight=0.6, radius_km=300),
-            common_pb2.WeightedPoint(lat_deg=LIGHT[0], lon_deg=LIGHT[1], weight=0.15, radius_km=300),
-            common_pb2.WeightedPoint(lat_deg=PARIS[0], lon_deg=PARIS[1], weight=0.25, radius_km=50),
-        ])
+        answer.distribution.extend(
+            [
+                common_pb2.WeightedPoint(lat_deg=HEAVY[0], lon_deg=HEAVY[1], weight=0.6, radius_km=300),
+                common_pb2.WeightedPoint(lat_deg=LIGHT[0], lon_deg=LIGHT[1], weight=0.15, radius_km=300),
+                common_pb2.WeightedPoint(lat_deg=PARIS[0], lon_deg=PARIS[1], weight=0.25, radius_km=50),
+            ]
+        )
     return answer
 
 
@@ -104,7 +106,7 @@ def test_the_density_grid_matches_the_exact_mixture_where_it_is_shown():
     i, j = rng.integers(0, rows, 4000), rng.integers(0, cols, 4000)
     cells = latlon_to_unit(90 - (i + 0.5) * 0.5, -180 + (j + 0.5) * 0.5)
     exact = np.exp(mixture_log_density(cells, latlon_to_unit(lat, lon), weight, vmf_kappa_for_radius_km(radius, 0.5)))
-    shown = exact > grid.max() * 10 ** -world_map.DECADES
+    shown = exact > grid.max() * 10**-world_map.DECADES
     assert shown.sum() > 1000
     assert np.allclose(grid[i, j][shown], exact[shown], rtol=1e-2)
     assert elapsed < 10  # ~0.3 s on a 2-core machine; the bound only catches an accidental dense evaluation

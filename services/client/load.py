@@ -45,8 +45,9 @@ class CallRecord:
     @property
     def partial(self) -> bool:
         """An OK answer that some asked expert did not contribute to."""
-        return self.code == "OK" and any(s not in ("EXPERT_STATUS_OK", "EXPERT_STATUS_SKIPPED")
-                                         for s in self.experts.values())
+        return self.code == "OK" and any(
+            s not in ("EXPERT_STATUS_OK", "EXPERT_STATUS_SKIPPED") for s in self.experts.values()
+        )
 
 
 @dataclass
@@ -73,8 +74,11 @@ class LoadReport:
 
     def expert_statuses(self) -> Counter[str]:
         """'expert STATUS' -> count over the OK answers."""
-        return Counter(f"{expert} {status.removeprefix('EXPERT_STATUS_')}"
-                       for r in self.records for expert, status in r.experts.items())
+        return Counter(
+            f"{expert} {status.removeprefix('EXPERT_STATUS_')}"
+            for r in self.records
+            for expert, status in r.experts.items()
+        )
 
     def partial_share(self) -> float:
         ok = [r for r in self.records if r.code == "OK"]
@@ -89,7 +93,7 @@ def is_loopback_target(target: str) -> bool:
     """
     for scheme in ("ipv4:", "ipv6:", "dns:///", "dns:"):
         if target.startswith(scheme):
-            target = target[len(scheme):]
+            target = target[len(scheme) :]
             break
     hosts = []
     for address in target.split(","):
@@ -112,9 +116,16 @@ def checked_load(target: str, clients: int, seconds: float) -> None:
         raise ValueError(f"seconds must be in (0, {MAX_SECONDS:.0f}], got {seconds}")
 
 
-async def drive(channel: grpc.aio.Channel, target: str, photos: list[bytes], clients: int, seconds: float,
-                timeout_s: float = 30.0, options: orchestrator_pb2.LocateOptions | None = None,
-                stop: asyncio.Event | None = None) -> LoadReport:
+async def drive(
+    channel: grpc.aio.Channel,
+    target: str,
+    photos: list[bytes],
+    clients: int,
+    seconds: float,
+    timeout_s: float = 30.0,
+    options: orchestrator_pb2.LocateOptions | None = None,
+    stop: asyncio.Event | None = None,
+) -> LoadReport:
     """`clients` callers send Locate over `channel` (to `target`) back to back for `seconds`, or
     until `stop` is set if that comes first.
 
@@ -140,15 +151,31 @@ async def drive(channel: grpc.aio.Channel, target: str, photos: list[bytes], cli
             try:
                 answer = await stub.Locate(request, timeout=timeout_s)
             except grpc.aio.AioRpcError as error:
-                records.append(CallRecord(started - began, 1000 * (time.perf_counter() - started), error.code().name,
-                                          message=error.details() or ""))
+                records.append(
+                    CallRecord(
+                        started - began,
+                        1000 * (time.perf_counter() - started),
+                        error.code().name,
+                        message=error.details() or "",
+                    )
+                )
                 continue
             latency_ms = 1000 * (time.perf_counter() - started)
-            experts = {EXPERT_NAMES[o.expert]: orchestrator_pb2.ExpertStatus.Name(o.status)
-                       for o in answer.expert_outputs if o.expert in EXPERT_NAMES}
+            experts = {
+                EXPERT_NAMES[o.expert]: orchestrator_pb2.ExpertStatus.Name(o.status)
+                for o in answer.expert_outputs
+                if o.expert in EXPERT_NAMES
+            }
             slowest = max((o.latency_ms for o in answer.expert_outputs), default=0.0)
-            records.append(CallRecord(started - began, latency_ms, "OK", experts,
-                                      overhead_ms=latency_ms - answer.timings.embed_ms - slowest))
+            records.append(
+                CallRecord(
+                    started - began,
+                    latency_ms,
+                    "OK",
+                    experts,
+                    overhead_ms=latency_ms - answer.timings.embed_ms - slowest,
+                )
+            )
 
     await asyncio.gather(*(client() for _ in range(clients)))
     return LoadReport(clients, time.perf_counter() - began, sorted(records, key=lambda r: r.started_s), began)

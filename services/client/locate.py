@@ -38,17 +38,34 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "best guess, its radii, the hypotheses and what each expert said.",
     )
     parser.add_argument("photos", nargs="+", type=Path, metavar="PHOTO", help="JPEG, PNG, WebP or BMP files")
-    parser.add_argument("--address", default=DEFAULT_ADDRESS, metavar="HOST:PORT",
-                        help=f"the orchestrator (default {DEFAULT_ADDRESS}, as started by geoloc up)")
+    parser.add_argument(
+        "--address",
+        default=DEFAULT_ADDRESS,
+        metavar="HOST:PORT",
+        help=f"the orchestrator (default {DEFAULT_ADDRESS}, as started by geoloc up)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object per photo (one per line)")
     parser.add_argument("--top-k", type=int, default=0, metavar="N", help="hypotheses to return, 1 to 20 (default 5)")
-    parser.add_argument("--map", type=Path, metavar="OUT.png",
-                        help="draw a world map of each answer (several photos: OUT-1.png, OUT-2.png, ...)")
-    parser.add_argument("--timeout", type=float, default=30.0, metavar="S", help="deadline of each call in seconds (default 30)")
-    parser.add_argument("--use-exif-gps", action="store_true",
-                        help="answer with the photo's EXIF GPS position when it has one (otherwise it is only reported)")
-    parser.add_argument("--experts", type=_experts, metavar="gallery,flow,sh,tokens",
-                        help="ask only these experts (default: every deployed one)")
+    parser.add_argument(
+        "--map",
+        type=Path,
+        metavar="OUT.png",
+        help="draw a world map of each answer (several photos: OUT-1.png, OUT-2.png, ...)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, metavar="S", help="deadline of each call in seconds (default 30)"
+    )
+    parser.add_argument(
+        "--use-exif-gps",
+        action="store_true",
+        help="answer with the photo's EXIF GPS position when it has one (otherwise it is only reported)",
+    )
+    parser.add_argument(
+        "--experts",
+        type=_experts,
+        metavar="gallery,flow,sh,tokens",
+        help="ask only these experts (default: every deployed one)",
+    )
     add_tls_arguments(parser.add_argument_group("TLS (an orchestrator serving TLS or mutual TLS)"))
     parser.set_defaults(func=run)
     return parser
@@ -101,9 +118,12 @@ async def _locate_all(args: argparse.Namespace, photos: list[tuple[Path, bytes]]
     from geoloc.common.channels import create_channel
     from geoloc.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
-    options = orchestrator_pb2.LocateOptions(top_k=args.top_k, experts=args.experts or [],
-                                             include_distribution=args.map is not None,
-                                             use_exif_gps=args.use_exif_gps)
+    options = orchestrator_pb2.LocateOptions(
+        top_k=args.top_k,
+        experts=args.experts or [],
+        include_distribution=args.map is not None,
+        use_exif_gps=args.use_exif_gps,
+    )
     maps = map_paths(args.map, len(photos)) if args.map is not None else [None] * len(photos)
     code = 0
     async with create_channel(args.address, tls=tls) as channel:
@@ -111,11 +131,16 @@ async def _locate_all(args: argparse.Namespace, photos: list[tuple[Path, bytes]]
         for (path, image), map_path in zip(photos, maps, strict=True):
             started = time.perf_counter()
             try:
-                response = await stub.Locate(orchestrator_pb2.LocateRequest(image=image, options=options), timeout=args.timeout)
+                response = await stub.Locate(
+                    orchestrator_pb2.LocateRequest(image=image, options=options), timeout=args.timeout
+                )
             except grpc.aio.AioRpcError as error:
                 if error.code() == grpc.StatusCode.UNAVAILABLE:
-                    return _fail(f"cannot reach the orchestrator at {args.address} ({error.details()}); is the suite "
-                                 "running? Start it with `geoloc up`, or pass --address", EXIT_FAILED)
+                    return _fail(
+                        f"cannot reach the orchestrator at {args.address} ({error.details()}); is the suite "
+                        "running? Start it with `geoloc up`, or pass --address",
+                        EXIT_FAILED,
+                    )
                 if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
                     _fail(f"{path}: the orchestrator refused it: {error.details()}", EXIT_INPUT)
                     code = code or EXIT_INPUT
@@ -131,8 +156,11 @@ async def _locate_all(args: argparse.Namespace, photos: list[tuple[Path, bytes]]
                 from geoloc.client.world_map import draw_map
 
                 draw_map(response, map_path, title=path.name)
-            answer = _as_json(path, response, map_path) if args.json else format_answer(path.name, response, round_trip_ms,
-                                                                                           map_path)
+            answer = (
+                _as_json(path, response, map_path)
+                if args.json
+                else format_answer(path.name, response, round_trip_ms, map_path)
+            )
             print(answer, flush=True)
     return code
 
@@ -153,9 +181,12 @@ def format_answer(name: str, response, round_trip_ms: float | None = None, map_p
 
     best = response.best_guess
     source = "EXIF GPS" if response.answer_source == orchestrator_pb2.ANSWER_SOURCE_EXIF_GPS else "fusion"
-    lines = [name, f"  best guess    {_latlon(best)}  p={best.probability:.2f}  {place_label(best.place)}  [{source}]",
-             f"  radii         50 % within {_km(response.radius_50_km)} · 90 % within {_km(response.radius_90_km)}"
-             f" · localizability {response.localizability:.2f}"]
+    lines = [
+        name,
+        f"  best guess    {_latlon(best)}  p={best.probability:.2f}  {place_label(best.place)}  [{source}]",
+        f"  radii         50 % within {_km(response.radius_50_km)} · 90 % within {_km(response.radius_90_km)}"
+        f" · localizability {response.localizability:.2f}",
+    ]
     others = list(response.hypotheses)[1:]
     for rank, h in enumerate(others, 2):
         head = "  hypotheses    " if rank == 2 else " " * 16
@@ -179,8 +210,10 @@ def format_answer(name: str, response, round_trip_ms: float | None = None, map_p
             row += f"  {output.status_message}"
         lines.append(("  experts       " if i == 0 else " " * 16) + row)
     t = response.timings
-    timing = (f"  timings       embed {t.embed_ms:.0f} ms · experts {t.experts_ms:.0f} ms · fusion {t.fusion_ms:.0f} ms"
-              f" · total {t.total_ms:.0f} ms")
+    timing = (
+        f"  timings       embed {t.embed_ms:.0f} ms · experts {t.experts_ms:.0f} ms · fusion {t.fusion_ms:.0f} ms"
+        f" · total {t.total_ms:.0f} ms"
+    )
     if round_trip_ms is not None:
         timing += f" (round trip {round_trip_ms:.0f} ms)"
     lines.append(timing + (f" · request {response.request_id}" if response.request_id else ""))

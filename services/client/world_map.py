@@ -58,17 +58,21 @@ _CUTOFF_BELOW_FLOOR = 1e-3  # a kernel is dropped where it is below this share o
 _CHUNK_ELEMENTS = 2_000_000  # bound on kernel x window cells evaluated at once
 # The heat colour map: (position in [0, 1], r, g, b, alpha), luminance rising with density.
 # The lowest levels fade in from transparent, so the map's floor has no hard edge.
-_HEAT_STOPS = np.array([
-    (0.00, 110, 40, 160, 0),
-    (0.20, 125, 45, 175, 90),
-    (0.50, 205, 55, 125, 150),
-    (0.80, 250, 140, 40, 200),
-    (1.00, 255, 245, 120, 235),
-], dtype=np.float64)
+_HEAT_STOPS = np.array(
+    [
+        (0.00, 110, 40, 160, 0),
+        (0.20, 125, 45, 175, 90),
+        (0.50, 205, 55, 125, 150),
+        (0.80, 250, 140, 40, 200),
+        (1.00, 255, 245, 120, 235),
+    ],
+    dtype=np.float64,
+)
 
 
-def draw_map(response: orchestrator_pb2.LocateResponse, path: str | Path, width: int = 1440,
-             title: str | None = None) -> Path:
+def draw_map(
+    response: orchestrator_pb2.LocateResponse, path: str | Path, width: int = 1440, title: str | None = None
+) -> Path:
     """Draws the answer's map as a PNG of `width` x `width // 2` pixels at `path`; returns the path.
 
     `width` must be even and at least 360. Without `response.distribution` the map has no heat
@@ -80,9 +84,16 @@ def draw_map(response: orchestrator_pb2.LocateResponse, path: str | Path, width:
     image = _base_map(width)
     points = response.distribution
     if len(points):
-        heat = heat_overlay(density_grid(
-            np.array([p.lat_deg for p in points]), np.array([p.lon_deg for p in points]),
-            np.array([p.weight for p in points]), np.array([p.radius_km for p in points])), width, height)
+        heat = heat_overlay(
+            density_grid(
+                np.array([p.lat_deg for p in points]),
+                np.array([p.lon_deg for p in points]),
+                np.array([p.weight for p in points]),
+                np.array([p.radius_km for p in points]),
+            ),
+            width,
+            height,
+        )
         image = Image.alpha_composite(image, heat)
     # Markers go on an RGB image: ImageDraw blends translucent fills only into RGB, not RGBA.
     image = image.convert("RGB")
@@ -103,8 +114,9 @@ def draw_map(response: orchestrator_pb2.LocateResponse, path: str | Path, width:
     return path
 
 
-def density_grid(lat_deg: np.ndarray, lon_deg: np.ndarray, weight: np.ndarray, radius_km: np.ndarray,
-                 grid_width: int = GRID_WIDTH) -> np.ndarray:
+def density_grid(
+    lat_deg: np.ndarray, lon_deg: np.ndarray, weight: np.ndarray, radius_km: np.ndarray, grid_width: int = GRID_WIDTH
+) -> np.ndarray:
     """The mixture Σ w_i vMF(c_i, κ_i) per steradian at the centres of a grid_width x grid_width/2
     lat/lon grid (row 0 the northernmost), weights normalised to sum 1.
 
@@ -142,8 +154,9 @@ def density_grid(lat_deg: np.ndarray, lon_deg: np.ndarray, weight: np.ndarray, r
     total = np.zeros(rows * cols)
     # Bucket kernels by window size (rounded up to powers of two) so each bucket is one array job.
     bucket_rows = 2 ** np.ceil(np.log2(np.maximum(half_rows, 1))).astype(np.int64)
-    bucket_cols = np.where(2 * half_cols + 1 >= cols, cols,
-                           2 ** np.ceil(np.log2(np.maximum(half_cols, 1))).astype(np.int64))
+    bucket_cols = np.where(
+        2 * half_cols + 1 >= cols, cols, 2 ** np.ceil(np.log2(np.maximum(half_cols, 1))).astype(np.int64)
+    )
     for hr, hc in set(zip(bucket_rows[visible].tolist(), bucket_cols[visible].tolist(), strict=False)):
         members = np.flatnonzero(visible & (bucket_rows == hr) & (bucket_cols == hc))
         row_offsets = np.arange(-hr, hr + 1)
@@ -151,14 +164,16 @@ def density_grid(lat_deg: np.ndarray, lon_deg: np.ndarray, weight: np.ndarray, r
         col_offsets = np.arange(cols) if full else np.arange(-hc, hc + 1)
         per_kernel = len(row_offsets) * len(col_offsets)
         for start in range(0, len(members), max(1, _CHUNK_ELEMENTS // per_kernel)):
-            i = members[start:start + max(1, _CHUNK_ELEMENTS // per_kernel)]
+            i = members[start : start + max(1, _CHUNK_ELEMENTS // per_kernel)]
             r = centre_row[i, None] + row_offsets[None, :]  # [n, R]
             inside = (r >= 0) & (r < rows)
             r = np.clip(r, 0, rows - 1)
             c = col_offsets[None, :].repeat(len(i), 0) if full else (centre_col[i, None] + col_offsets[None, :]) % cols
             cos_dlon = np.cos(grid_lon[c] - lon[i, None])  # [n, C]
-            dot = (np.sin(lat[i])[:, None, None] * sin_grid[r][:, :, None]
-                   + (np.cos(lat[i])[:, None] * cos_grid[r])[:, :, None] * cos_dlon[:, None, :])
+            dot = (
+                np.sin(lat[i])[:, None, None] * sin_grid[r][:, :, None]
+                + (np.cos(lat[i])[:, None] * cos_grid[r])[:, :, None] * cos_dlon[:, None, :]
+            )
             value = np.exp(log_peak[i, None, None] + kappa[i, None, None] * (dot - 1.0))
             value *= inside[:, :, None]
             total += np.bincount((r[:, :, None] * cols + c[:, None, :]).ravel(), value.ravel(), minlength=rows * cols)
@@ -173,8 +188,11 @@ def heat_overlay(grid: np.ndarray, width: int, height: int) -> Image.Image:
     with np.errstate(divide="ignore"):
         level = (np.log10(np.maximum(grid, 0) / top) + DECADES) / DECADES  # 1 at the top, 0 at the floor
     # Resample the level (not the colours) so the edges stay smooth; below 0 is transparent.
-    smooth = np.asarray(Image.fromarray(np.maximum(level, -0.05).astype(np.float32), "F")
-                        .resize((width, height), Image.Resampling.BILINEAR))
+    smooth = np.asarray(
+        Image.fromarray(np.maximum(level, -0.05).astype(np.float32), "F").resize(
+            (width, height), Image.Resampling.BILINEAR
+        )
+    )
     index = np.clip(np.round(smooth * 255), -1, 255).astype(np.int16)
     rgba = np.where((index >= 0)[..., None], _heat_lut()[np.maximum(index, 0)], 0).astype(np.uint8)
     return Image.fromarray(rgba, "RGBA")
@@ -258,9 +276,12 @@ def _geodesic_circle(lat_deg: float, lon_deg: float, radius_km: float, width: in
     delta = min(radius_km / EARTH_RADIUS_KM, math.pi - 1e-6)
     lat, lon = math.radians(lat_deg), math.radians(lon_deg)
     bearing = np.linspace(0, 2 * np.pi, n + 1)
-    lat2 = np.arcsin(np.clip(math.sin(lat) * math.cos(delta) + math.cos(lat) * math.sin(delta) * np.cos(bearing), -1, 1))
-    lon2 = lon + np.arctan2(np.sin(bearing) * math.sin(delta) * math.cos(lat),
-                            math.cos(delta) - math.sin(lat) * np.sin(lat2))
+    lat2 = np.arcsin(
+        np.clip(math.sin(lat) * math.cos(delta) + math.cos(lat) * math.sin(delta) * np.cos(bearing), -1, 1)
+    )
+    lon2 = lon + np.arctan2(
+        np.sin(bearing) * math.sin(delta) * math.cos(lat), math.cos(delta) - math.sin(lat) * np.sin(lat2)
+    )
     points = [_pixel(a, o, width) for a, o in zip(np.degrees(lat2), np.degrees(lon2), strict=False)]
     segments, current = [], [points[0]]
     for previous, point in zip(points[:-1], points[1:], strict=False):
@@ -278,10 +299,18 @@ def _draw_hypotheses(draw: ImageDraw.ImageDraw, response, width: int, font) -> N
     for rank, h in sorted(enumerate(response.hypotheses, 1), key=lambda item: item[1].probability):
         x, y = _pixel(h.lat_deg, h.lon_deg, width)
         r = scale * (6 + 26 * math.sqrt(max(h.probability, 0.0)))
-        draw.ellipse([x - r, y - r, x + r, y + r], fill=HYPOTHESIS_FILL, outline=HYPOTHESIS_EDGE,
-                     width=max(1, round(2 * scale)))
-        draw.text((x + 0.75 * r + 2, y - 0.75 * r - 2), str(rank), font=font, fill=TEXT, anchor="lb",
-                  stroke_width=2, stroke_fill=TEXT_STROKE)
+        draw.ellipse(
+            [x - r, y - r, x + r, y + r], fill=HYPOTHESIS_FILL, outline=HYPOTHESIS_EDGE, width=max(1, round(2 * scale))
+        )
+        draw.text(
+            (x + 0.75 * r + 2, y - 0.75 * r - 2),
+            str(rank),
+            font=font,
+            fill=TEXT,
+            anchor="lb",
+            stroke_width=2,
+            stroke_fill=TEXT_STROKE,
+        )
 
 
 def _star(draw: ImageDraw.ImageDraw, centre: tuple[float, float], radius: float) -> None:
@@ -293,8 +322,9 @@ def _star(draw: ImageDraw.ImageDraw, centre: tuple[float, float], radius: float)
 
 def _diamond(draw: ImageDraw.ImageDraw, centre: tuple[float, float], radius: float) -> None:
     x, y = centre
-    draw.polygon([(x, y - radius), (x + radius, y), (x, y + radius), (x - radius, y)], fill=EXIF_MARKER,
-                 outline=TEXT_STROKE)
+    draw.polygon(
+        [(x, y - radius), (x + radius, y), (x, y + radius), (x - radius, y)], fill=EXIF_MARKER, outline=TEXT_STROKE
+    )
 
 
 def _legend(draw: ImageDraw.ImageDraw, response, width: int, font, title: str | None, has_density: bool) -> None:
@@ -320,10 +350,16 @@ def _legend(draw: ImageDraw.ImageDraw, response, width: int, font, title: str | 
         for i in range(bar_width):
             r, g, b, a = lut[int(255 * i / max(1, bar_width - 1))]
             draw.line([(2 * pad + i, y), (2 * pad + i, y + size)], fill=(int(r), int(g), int(b), int(a)))
-        draw.text((3 * pad + bar_width, y), f"fused density, log scale: {DECADES:g} decades below its peak to the peak",
-                  font=font, fill=TEXT)
+        draw.text(
+            (3 * pad + bar_width, y),
+            f"fused density, log scale: {DECADES:g} decades below its peak to the peak",
+            font=font,
+            fill=TEXT,
+        )
     else:
-        draw.text((2 * pad, y), "no fused density in the response (ask with include_distribution)", font=font, fill=TEXT)
+        draw.text(
+            (2 * pad, y), "no fused density in the response (ask with include_distribution)", font=font, fill=TEXT
+        )
 
 
 @functools.lru_cache(maxsize=4)

@@ -30,7 +30,9 @@ def reconnect_backoff_options() -> list[tuple[str, int]]:
     ]
 
 
-def unavailable_retry_policy(max_attempts: int = 3, initial_backoff_s: float = 0.05, max_backoff_s: float = 1.0) -> dict:
+def unavailable_retry_policy(
+    max_attempts: int = 3, initial_backoff_s: float = 0.05, max_backoff_s: float = 1.0
+) -> dict:
     """A service config that retries every method on UNAVAILABLE, with exponential backoff, and
     spreads calls round robin over the target's addresses that report SERVING.
 
@@ -51,7 +53,7 @@ def unavailable_retry_policy(max_attempts: int = 3, initial_backoff_s: float = 0
                     "retryableStatusCodes": ["UNAVAILABLE"],
                 },
             }
-        ]
+        ],
     }
 
 
@@ -81,5 +83,6 @@ def create_channel(
     interceptors = [RequestIdClientInterceptor(), *interceptors]
     if tls is None:
         return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
-    return grpc.aio.secure_channel(target, tls.credentials(), options=options + tls.channel_options(),
-                                   interceptors=interceptors)
+    return grpc.aio.secure_channel(
+        target, tls.credentials(), options=options + tls.channel_options(), interceptors=interceptors
+    )

@@ -12,5 +12,7 @@ def half_precision_weights(network: torch.nn.Module) -> dict[str, torch.Tensor]:
     nothing to keep exact.
     """
     learnt = {name for name, _ in network.named_parameters()}
-    return {name: value.detach().cpu().half() if name in learnt else value.detach().cpu()
-            for name, value in network.state_dict().items()}
+    return {
+        name: value.detach().cpu().half() if name in learnt else value.detach().cpu()
+        for name, value in network.state_dict().items()
+    }

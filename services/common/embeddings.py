@@ -25,8 +25,10 @@ def validated_embedding(embedding, dim: int, backbone: str, expert: str) -> np.n
         raise InvalidArgument("embedding.values", f"holds {int((~np.isfinite(values)).sum())} NaN or infinite values")
     largest = float(np.abs(values).max()) if len(values) else 0.0
     if largest > MAX_FEATURE_MAGNITUDE:
-        raise InvalidArgument("embedding.values", f"holds a value of magnitude {largest:g}; the {expert} takes "
-                                                  f"features within ±{MAX_FEATURE_MAGNITUDE:g}")
+        raise InvalidArgument(
+            "embedding.values",
+            f"holds a value of magnitude {largest:g}; the {expert} takes features within ±{MAX_FEATURE_MAGNITUDE:g}",
+        )
     if embedding.backbone.name and embedding.backbone.name != backbone:
         raise InvalidArgument(
             "embedding.backbone.name", f"is {embedding.backbone.name!r}; the {expert} takes {backbone!r} features"

@@ -123,8 +123,12 @@ class ServerRuntimeInterceptor(grpc.aio.ServerInterceptor):
                 if isinstance(exc, TimeoutError) and timeout.expired():
                     # Our own limit fired, not a timeout inside the handler.
                     if server_limits:
-                        self._log.warning("rpc_max_call_s_reached", grpc_service=service, grpc_method=method,
-                                          max_call_s=self._max_call_s)
+                        self._log.warning(
+                            "rpc_max_call_s_reached",
+                            grpc_service=service,
+                            grpc_method=method,
+                            max_call_s=self._max_call_s,
+                        )
                         exc = DeadlineExceeded(f"the server's limit of {self._max_call_s:g} s per call was reached")
                     else:
                         exc = DeadlineExceeded("the caller's deadline passed")

@@ -70,9 +70,7 @@ def configure_logging(level: str = "info", log_format: str = "json", stream=None
     """Sends structlog and the standard library's logging to one stream, one event per line."""
     silence_raw_exif_logging()
     renderer = (
-        structlog.processors.JSONRenderer()
-        if log_format == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer() if log_format == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
     numeric_level = logging.getLevelName(level.upper())
     shared = [

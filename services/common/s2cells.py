@@ -28,11 +28,17 @@ _IJ_TO_POS = np.argsort(_POS_TO_IJ, axis=1)  # inverse permutation of each row
 _POS_TO_ORIENT = np.array([_SWAP, 0, 0, _SWAP | _INVERT], dtype=np.int64)
 # S2's face frames: xyz = _FACE_FRAME[face] @ (1, u, v). Each is a signed permutation, so
 # its transpose inverts it exactly (products with 0 and ±1 round nothing).
-_FACE_FRAME = np.array([
-    [[1, 0, 0], [0, 1, 0], [0, 0, 1]], [[0, -1, 0], [1, 0, 0], [0, 0, 1]],
-    [[0, -1, 0], [0, 0, -1], [1, 0, 0]], [[-1, 0, 0], [0, 0, -1], [0, -1, 0]],
-    [[0, 0, 1], [-1, 0, 0], [0, -1, 0]], [[0, 0, 1], [0, 1, 0], [-1, 0, 0]],
-], dtype=np.float64)
+_FACE_FRAME = np.array(
+    [
+        [[1, 0, 0], [0, 1, 0], [0, 0, 1]],
+        [[0, -1, 0], [1, 0, 0], [0, 0, 1]],
+        [[0, -1, 0], [0, 0, -1], [1, 0, 0]],
+        [[-1, 0, 0], [0, 0, -1], [0, -1, 0]],
+        [[0, 0, 1], [-1, 0, 0], [0, -1, 0]],
+        [[0, 0, 1], [0, 1, 0], [-1, 0, 0]],
+    ],
+    dtype=np.float64,
+)
 
 
 def _xyz_to_face_uv(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -179,7 +179,9 @@ class GeolocServer:
             self._ready.add(spec.name)
             await self.health.set(spec.name, SERVING)
             self.metrics.set_ready(spec.name, True)
-            self._log.info("service_ready", service=spec.name, warm_up_s=round(asyncio.get_running_loop().time() - started, 3))
+            self._log.info(
+                "service_ready", service=spec.name, warm_up_s=round(asyncio.get_running_loop().time() - started, 3)
+            )
         await self.health.set(OVERALL, SERVING)
         self.metrics.set_ready(OVERALL, True)
 
@@ -240,7 +242,10 @@ def create_server(settings: ServerSettings, services: Sequence[ServiceSpec]) -> 
 
 @contextlib.asynccontextmanager
 async def serving(
-    settings: ServerSettings, services: Sequence[ServiceSpec], ready_timeout_s: float | None = 60.0, grace_s: float = 1.0
+    settings: ServerSettings,
+    services: Sequence[ServiceSpec],
+    ready_timeout_s: float | None = 60.0,
+    grace_s: float = 1.0,
 ) -> AsyncIterator[tuple[GeolocServer, int]]:
     """A started and warm server in this event loop, and its port; shut down on exit.
 

@@ -56,7 +56,9 @@ class ServerSettings(BaseSettings):
         10.0, ge=0, description="On SIGTERM, how long calls in flight may run before they are cancelled."
     )
     drain_s: float = Field(
-        0.0, ge=0, description="On SIGTERM, how long to keep serving while reporting NOT_SERVING, before refusing calls."
+        0.0,
+        ge=0,
+        description="On SIGTERM, how long to keep serving while reporting NOT_SERVING, before refusing calls.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Lowest level logged.")
     log_format: Literal["json", "console"] = Field("json", description="json for machines, console for people.")
@@ -72,7 +74,9 @@ class ServerSettings(BaseSettings):
         None, description="With TLS: require a client certificate signed by this CA (mutual TLS)."
     )
     health_port: int | None = Field(
-        None, ge=0, le=65535,
+        None,
+        ge=0,
+        le=65535,
         description="A second, plaintext port serving only grpc.health.v1 (for Kubernetes probes); 0 picks a free one.",
     )
 
@@ -120,15 +124,18 @@ class ClientTlsSettings(BaseModel):
         if (self.client_tls_cert_file is None) != (self.client_tls_key_file is None):
             raise ValueError("client_tls_cert_file and client_tls_key_file must be set together")
         if self.client_tls_ca_file is None and (self.client_tls_cert_file or self.client_tls_server_name):
-            raise ValueError("client_tls_cert_file, client_tls_key_file and client_tls_server_name need client_tls_ca_file")
+            raise ValueError(
+                "client_tls_cert_file, client_tls_key_file and client_tls_server_name need client_tls_ca_file"
+            )
         return self
 
     def client_tls(self) -> ClientTls | None:
         """The TLS of outgoing channels, or None for plaintext."""
         if self.client_tls_ca_file is None:
             return None
-        return ClientTls(self.client_tls_ca_file, self.client_tls_cert_file, self.client_tls_key_file,
-                         self.client_tls_server_name)
+        return ClientTls(
+            self.client_tls_ca_file, self.client_tls_cert_file, self.client_tls_key_file, self.client_tls_server_name
+        )
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

@@ -32,7 +32,9 @@ HEMISPHERE_RADIUS_KM = 0.5 * np.pi * EARTH_RADIUS_KM  # the great-circle radius 
 
 def haversine_km(lat1_deg, lon1_deg, lat2_deg, lon2_deg) -> np.ndarray:
     """Great-circle distance in km on a sphere of radius EARTH_RADIUS_KM; broadcasts."""
-    lat1, lon1, lat2, lon2 = (np.radians(np.asarray(v, dtype=np.float64)) for v in (lat1_deg, lon1_deg, lat2_deg, lon2_deg))
+    lat1, lon1, lat2, lon2 = (
+        np.radians(np.asarray(v, dtype=np.float64)) for v in (lat1_deg, lon1_deg, lat2_deg, lon2_deg)
+    )
     a = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
     return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
 
@@ -154,8 +156,9 @@ def vmf_sample(mu: ArrayLike, kappa: float, n: int, rng: np.random.Generator) ->
     return _vmf_draws(np.broadcast_to(mu, (n, 3)), np.full(n, k), rng)
 
 
-def vmf_mixture_sample(centres: ArrayLike, weights: ArrayLike, kappa: ArrayLike, n: int,
-                       rng: np.random.Generator) -> np.ndarray:
+def vmf_mixture_sample(
+    centres: ArrayLike, weights: ArrayLike, kappa: ArrayLike, n: int, rng: np.random.Generator
+) -> np.ndarray:
     """n exact draws (n, 3) from Σ w_i vMF(c_i, κ_i): a component by weight, then its vMF."""
     c, w, k = _prepare_mixture(centres, weights, kappa)
     component = rng.choice(len(w), size=n, p=w)
@@ -174,8 +177,11 @@ def _vmf_draws(mu: np.ndarray, k: np.ndarray, rng: np.random.Generator) -> np.nd
     phi = 2.0 * np.pi * rng.random(n)
     e1 = _normalise(np.cross(mu, np.eye(3)[np.argmin(np.abs(mu), axis=-1)]))  # any axis far from mu
     e2 = np.cross(mu, e1)
-    x = ((1.0 - one_minus_w)[:, None] * mu
-         + (sin_theta * np.cos(phi))[:, None] * e1 + (sin_theta * np.sin(phi))[:, None] * e2)
+    x = (
+        (1.0 - one_minus_w)[:, None] * mu
+        + (sin_theta * np.cos(phi))[:, None] * e1
+        + (sin_theta * np.sin(phi))[:, None] * e2
+    )
     return _normalise(x)
 
 
@@ -211,8 +217,10 @@ def vmf_kappa_for_radius_km(radius_km: ArrayLike, mass: ArrayLike = 0.5) -> np.n
         raise ValueError(f"mass must be in (0, 1), got {mass!r}")
     a = _cap_height(r)
     if np.any(m < 0.5 * a):
-        raise ValueError("mass is below the uniform cap fraction (1 − cos θ)/2 for that radius: "
-                         "no kappa >= 0 concentrates less than the uniform density")
+        raise ValueError(
+            "mass is below the uniform cap fraction (1 − cos θ)/2 for that radius: "
+            "no kappa >= 0 concentrates less than the uniform density"
+        )
     # Bisect: the cap mass increases in κ, is ≤ m at κ = 0 and ≥ m at k_closed, the root of
     # 1 − e^{−κa} = m (the equation with e^{−2κ} dropped), which bounds the answer from above.
     k_closed = -np.log1p(-m) / a
@@ -307,8 +315,14 @@ def _ascend(x: np.ndarray, c, log_coef, k, max_iter: int, tol_rad: float) -> np.
     return x
 
 
-def spherical_mean_shift(starts: ArrayLike, centers: ArrayLike, weights: ArrayLike, kappa: ArrayLike,
-                         max_iter: int = 200, tol_rad: float = 1e-9) -> np.ndarray:
+def spherical_mean_shift(
+    starts: ArrayLike,
+    centers: ArrayLike,
+    weights: ArrayLike,
+    kappa: ArrayLike,
+    max_iter: int = 200,
+    tol_rad: float = 1e-9,
+) -> np.ndarray:
     """Ascend the vMF mixture from each start (..., 3); returns the converged unit vectors.
 
     Step: x ← normalise(Σ_i w_i κ_i C(κ_i) e^{κ_i(c_i·x − 1)} c_i), the direction of the
@@ -340,8 +354,9 @@ class Mode:
     mass: float
 
 
-def responsible_modes(centres: np.ndarray, kappa: np.ndarray, mode_xyz: np.ndarray,
-                      mode_log_density: np.ndarray) -> np.ndarray:
+def responsible_modes(
+    centres: np.ndarray, kappa: np.ndarray, mode_xyz: np.ndarray, mode_log_density: np.ndarray
+) -> np.ndarray:
     """For each unit centre i (m, 3) with κ_i (m,), the index of the mode (k, 3) most responsible for
     it: argmax_j log p(m_j) + κ_i (c_i·m_j − 1), its own kernel weighted by the mode's density. The
     nearest mode, tilted toward taller ones, whose basins are larger."""
@@ -352,8 +367,9 @@ def responsible_modes(centres: np.ndarray, kappa: np.ndarray, mode_xyz: np.ndarr
     return owner
 
 
-def find_modes(centers: ArrayLike, weights: ArrayLike, kappa: ArrayLike,
-               merge_km: float = 50.0, max_starts: int = 512) -> list[Mode]:
+def find_modes(
+    centers: ArrayLike, weights: ArrayLike, kappa: ArrayLike, merge_km: float = 50.0, max_starts: int = 512
+) -> list[Mode]:
     """Modes of Σ w_i vMF(c_i, κ_i), sorted by log_density descending.
 
     Mean-shift runs from the heaviest `max_starts` centres (all of them if there are

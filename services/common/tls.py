@@ -66,8 +66,9 @@ class ClientTls:
 
         key = self.key_file.read_bytes() if self.key_file is not None else None
         chain = self.cert_file.read_bytes() if self.cert_file is not None else None
-        return grpc.ssl_channel_credentials(root_certificates=self.ca_file.read_bytes(), private_key=key,
-                                            certificate_chain=chain)
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca_file.read_bytes(), private_key=key, certificate_chain=chain
+        )
 
     def channel_options(self) -> list[tuple[str, str]]:
         """Channel options this TLS needs besides the credentials."""
@@ -76,13 +77,21 @@ class ClientTls:
 
 def add_tls_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """The --tls-* flags of a command-line client (`client_tls_from_args` reads them)."""
-    parser.add_argument("--tls-ca", type=Path, metavar="CA.pem",
-                        help="speak TLS, trusting only this CA for the server's certificate")
-    parser.add_argument("--tls-cert", type=Path, metavar="CERT.pem",
-                        help="client certificate, for a server that requires one (mutual TLS; with --tls-key)")
+    parser.add_argument(
+        "--tls-ca", type=Path, metavar="CA.pem", help="speak TLS, trusting only this CA for the server's certificate"
+    )
+    parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="CERT.pem",
+        help="client certificate, for a server that requires one (mutual TLS; with --tls-key)",
+    )
     parser.add_argument("--tls-key", type=Path, metavar="KEY.pem", help="the key of --tls-cert")
-    parser.add_argument("--tls-server-name", metavar="NAME",
-                        help="the name the server's certificate carries, when it is not the address's host")
+    parser.add_argument(
+        "--tls-server-name",
+        metavar="NAME",
+        help="the name the server's certificate carries, when it is not the address's host",
+    )
 
 
 def client_tls_from_args(args: argparse.Namespace) -> ClientTls | None:

@@ -79,7 +79,9 @@ def decode_photo(data: bytes, limits: PhotoLimits, field: str = "image", draft_s
         upright = _upright(image)
         return _to_rgb(upright)
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InvalidArgument(field, f"could not be decoded, the {image.format} data is truncated or corrupt ({exc})") from None
+        raise InvalidArgument(
+            field, f"could not be decoded, the {image.format} data is truncated or corrupt ({exc})"
+        ) from None
 
 
 def _open(data: bytes, field: str) -> Image.Image:
@@ -98,7 +100,7 @@ def _open(data: bytes, field: str) -> Image.Image:
 def refused_format(data: bytes) -> str | None:
     """The name of a known but unsupported image format that `data` starts like, or None."""
     for offset, signature, name in _REFUSED_SIGNATURES:
-        if data[offset:offset + len(signature)] == signature:
+        if data[offset : offset + len(signature)] == signature:
             return name
     return None
 

@@ -32,8 +32,9 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
 
     async def warm_up(self) -> None:
         s = self.settings
-        self._backbone = await TritonBackbone.connect(s.triton_url, s.model_name, s.model_version, s.triton_ready_timeout_s,
-                                                      tls=s.client_tls())
+        self._backbone = await TritonBackbone.connect(
+            s.triton_url, s.model_name, s.model_version, s.triton_ready_timeout_s, tls=s.client_tls()
+        )
 
     async def close(self) -> None:
         if self._backbone is not None:

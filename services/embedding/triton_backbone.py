@@ -50,7 +50,12 @@ class TritonBackbone:
 
     @classmethod
     async def connect(
-        cls, url: str, model_name: str, model_version: str = "", ready_timeout_s: float = 300.0, tls: ClientTls | None = None
+        cls,
+        url: str,
+        model_name: str,
+        model_version: str = "",
+        ready_timeout_s: float = 300.0,
+        tls: ClientTls | None = None,
     ) -> TritonBackbone:
         """The backbone on the Triton at `url`, once its model is READY and one inference checked out.
 
@@ -58,7 +63,8 @@ class TritonBackbone:
         the client certificate when `tls` has one (--grpc-use-ssl-mutual).
         """
         client = triton_aio.InferenceServerClient(
-            url, creds=tls.credentials() if tls else None,
+            url,
+            creds=tls.credentials() if tls else None,
             channel_args=[*triton_channel_args(), *(tls.channel_options() if tls else [])],
         )
         try:
@@ -104,7 +110,9 @@ class TritonBackbone:
         expected = (len(crops), self.info.dimension)
         if features is None or features.shape != expected or not np.isfinite(features).all():
             got = None if features is None else features.shape
-            raise BackboneError(f"{self.info.model_name} returned features of shape {got}, not {expected}, or non-finite values")
+            raise BackboneError(
+                f"{self.info.model_name} returned features of shape {got}, not {expected}, or non-finite values"
+            )
         return features.astype(np.float32, copy=False), result.get_response().model_version
 
     async def close(self) -> None:

@@ -21,7 +21,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Score image-geolocation predictions against a labelled split folder: accuracy within "
         "1/25/200/750/2500 km, GeoScore, median and mean error.",
     )
-    parser.add_argument("--data", required=True, type=Path, metavar="DIR", help="split folder holding labels.csv (and images/)")
+    parser.add_argument(
+        "--data", required=True, type=Path, metavar="DIR", help="split folder holding labels.csv (and images/)"
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--predictions",
@@ -50,10 +52,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "(always so with --orchestrator, which reports its failed calls)",
     )
     live = parser.add_argument_group("with --orchestrator")
-    live.add_argument("--limit", type=int, metavar="N",
-                      help="send only N photos, evenly spaced through labels.csv (the same N every run)")
+    live.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="send only N photos, evenly spaced through labels.csv (the same N every run)",
+    )
     live.add_argument("--concurrency", type=int, default=4, metavar="N", help="calls in flight at once (default 4)")
-    live.add_argument("--timeout", type=float, default=60.0, metavar="S", help="deadline of each call in seconds (default 60)")
+    live.add_argument(
+        "--timeout", type=float, default=60.0, metavar="S", help="deadline of each call in seconds (default 60)"
+    )
     add_tls_arguments(live)
     parser.set_defaults(func=run)
     return parser
@@ -78,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             source = CsvPredictions(args.predictions)
         if args.by_expert and not getattr(source, "experts", ()):
-            raise InputError(f"{source.description}: --by-expert needs <expert>_lat,<expert>_lon column pairs, and there are none")
+            raise InputError(
+                f"{source.description}: --by-expert needs <expert>_lat,<expert>_lon column pairs, and there are none"
+            )
         report = evaluate(split, source, allow_missing=args.allow_missing, by_expert=args.by_expert)
     except InputError as exc:
         return _fail(str(exc), EXIT_INPUT_ERROR)
@@ -117,7 +127,9 @@ def _run_live(args: argparse.Namespace) -> int:
             # each Flickr author's photos, so its first rows are a few people's few places.
             count = len(split)
             split = replace(split, images=tuple(split.images[i * count // args.limit] for i in range(args.limit)))
-        source = OrchestratorPredictions(args.orchestrator, concurrency=args.concurrency, timeout_s=args.timeout, tls=tls)
+        source = OrchestratorPredictions(
+            args.orchestrator, concurrency=args.concurrency, timeout_s=args.timeout, tls=tls
+        )
         # A failed call leaves its photo out rather than failing a long run; the table counts them.
         report = evaluate(split, source, allow_missing=True, by_expert=True)
     except InputError as exc:

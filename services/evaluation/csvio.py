@@ -74,7 +74,9 @@ def _parse(path: Path, reader, required: Sequence[str]) -> tuple[tuple[str, ...]
     try:
         header = tuple(name.strip() for name in next(reader))
     except StopIteration:
-        raise InputError(f"{path}: empty file, expected a header line naming the columns {', '.join(required)}") from None
+        raise InputError(
+            f"{path}: empty file, expected a header line naming the columns {', '.join(required)}"
+        ) from None
     seen: set[str] = set()
     for name in header:
         if name in seen:
@@ -98,9 +100,7 @@ def _parse(path: Path, reader, required: Sequence[str]) -> tuple[tuple[str, ...]
             continue  # blank lines, typically a trailing newline or two, carry no data
         number = len(rows) + 1
         if len(fields) != len(header):
-            raise InputError(
-                f"{path}: row {number} (line {line}): has {len(fields)} fields, header has {len(header)}"
-            )
+            raise InputError(f"{path}: row {number} (line {line}): has {len(fields)} fields, header has {len(header)}")
         rows.append(Row(path, number, line, dict(zip(header, fields, strict=True))))
     return header, rows
 

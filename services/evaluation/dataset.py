@@ -12,8 +12,10 @@ LABELS_FILE = "labels.csv"
 IMAGES_DIR = "images"
 REQUIRED_COLUMNS = ("image", "lat", "lon")
 IM2GPS3K = "im2gps3k"
-DATA_FORMAT = (f"a data root holding {IM2GPS3K}/train and {IM2GPS3K}/val, each a split folder with "
-               f"{IMAGES_DIR}/ and {LABELS_FILE} (image,lat,lon,author)")
+DATA_FORMAT = (
+    f"a data root holding {IM2GPS3K}/train and {IM2GPS3K}/val, each a split folder with "
+    f"{IMAGES_DIR}/ and {LABELS_FILE} (image,lat,lon,author)"
+)
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ def im2gps3k_split(name: str, root: Path | None = None) -> Split:
     root = data_root() if root is None else Path(root)
     folder = root / IM2GPS3K / name
     if not (folder / LABELS_FILE).is_file():
-        raise InputError(f"no Im2GPS3k {name} split at {folder}: pass --data DIR (or set {DATA_DIR_ENV}), "
-                         f"{DATA_FORMAT}")
+        raise InputError(
+            f"no Im2GPS3k {name} split at {folder}: pass --data DIR (or set {DATA_DIR_ENV}), {DATA_FORMAT}"
+        )
     return load_split(folder)

@@ -55,7 +55,9 @@ def evaluate(
         )
     scored = [record for record in split.images if record.image in found]
     if not scored:
-        raise InputError(f"{source.description}: no prediction matches any of the {len(split)} labelled images in {split.root}")
+        raise InputError(
+            f"{source.description}: no prediction matches any of the {len(split)} labelled images in {split.root}"
+        )
 
     overall = summarize(_distances(scored, [(found[r.image].lat, found[r.image].lon) for r in scored]), thresholds_km)
 

@@ -72,8 +72,10 @@ class LiveStats:
             "expert_statuses": {name: dict(counts) for name, counts in self.statuses.items()},
             "wall_s": self.wall_s,
             "photos_per_s": self.answered / self.wall_s if self.wall_s > 0 else None,
-            "server_total_ms": {"median": ordered[len(ordered) // 2] if ordered else None,
-                                "mean": sum(ordered) / len(ordered) if ordered else None},
+            "server_total_ms": {
+                "median": ordered[len(ordered) // 2] if ordered else None,
+                "mean": sum(ordered) / len(ordered) if ordered else None,
+            },
         }
 
 
@@ -142,7 +144,9 @@ class OrchestratorPredictions:
             self.stats.failures["unreadable"] += 1
             self.stats.failure_examples.setdefault("unreadable", f"{record.path}: {exc.strerror or exc}")
             return None
-        request = orchestrator_pb2.LocateRequest(image=image, options=orchestrator_pb2.LocateOptions(include_expert_outputs=True))
+        request = orchestrator_pb2.LocateRequest(
+            image=image, options=orchestrator_pb2.LocateOptions(include_expert_outputs=True)
+        )
         async with gate:
             self.stats.sent += 1
             try:
@@ -151,7 +155,8 @@ class OrchestratorPredictions:
                 if error.code() == grpc.StatusCode.UNAVAILABLE:
                     raise OrchestratorUnreachable(
                         f"the orchestrator at {self.address} is unavailable ({error.details()}); "
-                        "is the suite running? Start it with `geoloc up`") from None
+                        "is the suite running? Start it with `geoloc up`"
+                    ) from None
                 self.stats.failures[error.code().name] += 1
                 self.stats.failure_examples.setdefault(error.code().name, f"{record.image}: {error.details()}")
                 return None
@@ -174,7 +179,8 @@ class OrchestratorPredictions:
             if name is None:
                 continue
             stats.statuses.setdefault(name, Counter())[
-                orchestrator_pb2.ExpertStatus.Name(output.status).removeprefix("EXPERT_STATUS_")] += 1
+                orchestrator_pb2.ExpertStatus.Name(output.status).removeprefix("EXPERT_STATUS_")
+            ] += 1
             if output.status == orchestrator_pb2.EXPERT_STATUS_OK and output.points:
                 experts[name] = (output.points[0].lat_deg, output.points[0].lon_deg)
         return Prediction(image=record.image, lat=best.lat_deg, lon=best.lon_deg, experts=experts)
@@ -196,24 +202,37 @@ def format_markdown(report: Report, stats: LiveStats) -> str:
     ]
     calibration = stats.to_dict()["calibration"]
     if stats.answered:
-        lines.append(f"calibration of the fused radii: {100 * calibration['within_radius_50']:.1f} % of photos within "
-                     f"radius_50 (ideal 50 %), {100 * calibration['within_radius_90']:.1f} % within radius_90 (ideal 90 %)")
-    status_text = "; ".join(f"{name} " + ", ".join(f"{status} {count}" for status, count in sorted(counts.items()))
-                            for name, counts in stats.statuses.items() if counts)
+        lines.append(
+            f"calibration of the fused radii: {100 * calibration['within_radius_50']:.1f} % of photos within "
+            f"radius_50 (ideal 50 %), {100 * calibration['within_radius_90']:.1f} % within radius_90 (ideal 90 %)"
+        )
+    status_text = "; ".join(
+        f"{name} " + ", ".join(f"{status} {count}" for status, count in sorted(counts.items()))
+        for name, counts in stats.statuses.items()
+        if counts
+    )
     lines.append(f"expert statuses: {status_text or 'none'}")
     rate = f"{stats.answered / stats.wall_s:.2f} photos/s" if stats.wall_s > 0 else "-"
     failed = ", ".join(f"{code} {count}" for code, count in sorted(stats.failures.items())) or "none"
     lines.append(f"throughput: {stats.answered} photos in {stats.wall_s:.1f} s ({rate}); failed calls: {failed}")
     lines.extend(f"  first {code}: {message}" for code, message in sorted(stats.failure_examples.items()))
-    lines.append("experts' rows score each expert's own top point; OK: calls where the expert answered / photos answered")
+    lines.append(
+        "experts' rows score each expert's own top point; OK: calls where the expert answered / photos answered"
+    )
     return "\n".join(lines)
 
 
 def _row(label: str, metrics, ok: str, n_thresholds: int = 0) -> list[str]:
     if metrics is None:
         return [label, "0", *(["-"] * (n_thresholds + 2)), ok]
-    return [label, str(metrics.n), *(f"{100 * a:.1f}" for a in metrics.accuracy), f"{metrics.geoscore:.0f}",
-            f"{metrics.median_km:,.0f}", ok]
+    return [
+        label,
+        str(metrics.n),
+        *(f"{100 * a:.1f}" for a in metrics.accuracy),
+        f"{metrics.geoscore:.0f}",
+        f"{metrics.median_km:,.0f}",
+        ok,
+    ]
 
 
 def live_report_dict(report: Report, stats: LiveStats) -> dict[str, Any]:

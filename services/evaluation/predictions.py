@@ -74,7 +74,9 @@ class CsvPredictions:
             # Half an answer is a broken export, not an expert that abstained.
             for empty, other in ((lat_col, lon_col), (lon_col, lat_col)):
                 if not row.text(empty):
-                    raise row.error(empty, f"is empty but {other!r} is not (leave both empty when the expert gave no answer)")
+                    raise row.error(
+                        empty, f"is empty but {other!r} is not (leave both empty when the expert gave no answer)"
+                    )
             experts[name] = (
                 parse_coordinate(row, lat_col, lat_raw, LAT_LIMIT),
                 parse_coordinate(row, lon_col, lon_raw, LON_LIMIT),

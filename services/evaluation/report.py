@@ -41,7 +41,10 @@ class Report:
             "metrics": self.metrics.to_dict(),
             "experts": None
             if self.experts is None
-            else {name: (m.to_dict() if m is not None else _unanswered(self.thresholds_km)) for name, m in self.experts.items()},
+            else {
+                name: (m.to_dict() if m is not None else _unanswered(self.thresholds_km))
+                for name, m in self.experts.items()
+            },
         }
 
     def to_json(self, indent: int | None = 2) -> str:

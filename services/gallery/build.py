@@ -54,7 +54,9 @@ def read_gps_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:
             except (ValueError, IndexError):
                 raise ValueError(f"{path}:{line}: expected numbers lat,lon, got {row!r}") from None
             if not (math.isfinite(lat) and math.isfinite(lon) and -90 <= lat <= 90 and -180 <= lon <= 180):
-                raise ValueError(f"{path}:{line}: ({lat}, {lon}) is not a latitude in [-90, 90] and longitude in [-180, 180]")
+                raise ValueError(
+                    f"{path}:{line}: ({lat}, {lon}) is not a latitude in [-90, 90] and longitude in [-180, 180]"
+                )
             coordinates.append((lat, lon))
             if labelled:
                 labels.append(row[2] if len(row) > 2 else "")
@@ -78,8 +80,12 @@ def build_gallery(csv_path: Path, out: Path, index_type: str = "auto", progress:
     weights = geoclip_weights_path("location_encoder_weights.pth")
     embeddings = embed_locations(LocationEncoder.pretrained(weights), coordinates, progress)
     gallery = GalleryIndex.build(
-        embeddings, coordinates, labels=labels, index_type=index_type,
-        encoder_sha256=sha256_of(weights), source=f"{Path(csv_path).name} sha256:{sha256_of(csv_path)}",
+        embeddings,
+        coordinates,
+        labels=labels,
+        index_type=index_type,
+        encoder_sha256=sha256_of(weights),
+        source=f"{Path(csv_path).name} sha256:{sha256_of(csv_path)}",
     )
     gallery.save(out)
     return gallery

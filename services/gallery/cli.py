@@ -11,15 +11,28 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("gallery", help="build or extend a GPS gallery index", description=__doc__)
     actions = parser.add_subparsers(dest="action", required=True)
     build = actions.add_parser("build", help="embed a GPS CSV and write a FAISS index with its manifest")
-    build.add_argument("--gps", type=Path, metavar="CSV",
-                       help="lat,lon[,label] rows under a header (default: the geoclip package's 100K MP-16 coordinates)")
+    build.add_argument(
+        "--gps",
+        type=Path,
+        metavar="CSV",
+        help="lat,lon[,label] rows under a header (default: the geoclip package's 100K MP-16 coordinates)",
+    )
     build.add_argument("--out", type=Path, default=None, metavar="DIR", help="(default: %(default)s)")
-    build.add_argument("--index", choices=("auto", "flat", "hnsw", "ivfsq8"), default="auto",
-                       help="auto: exact up to 1M points, IVF-SQ8 beyond (default: %(default)s)")
+    build.add_argument(
+        "--index",
+        choices=("auto", "flat", "hnsw", "ivfsq8"),
+        default="auto",
+        help="auto: exact up to 1M points, IVF-SQ8 beyond (default: %(default)s)",
+    )
     build.set_defaults(func=run_build)
     add = actions.add_parser("add", help="embed a GPS CSV and add it to a built gallery")
-    add.add_argument("--gallery", type=Path, default=None, metavar="DIR",
-                     help="(default: artifacts/gallery/geoclip_100k in the checkout)")
+    add.add_argument(
+        "--gallery",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="(default: artifacts/gallery/geoclip_100k in the checkout)",
+    )
     add.add_argument("--gps", type=Path, required=True, metavar="CSV")
     add.set_defaults(func=run_add)
     return parser

@@ -78,8 +78,16 @@ def clip_head() -> GalleryHead:
 def save_head(path: Path, mlp: ImageMLP, logit_scale: float, backbone: str) -> str:
     """Writes a trained head checkpoint; returns its sha256."""
     buffer = io.BytesIO()
-    torch.save({"state_dict": mlp.state_dict(), "in_dim": mlp.mlp[0].in_features, "hidden_dim": mlp.mlp[0].out_features,
-                "logit_scale": float(logit_scale), "backbone": backbone}, buffer)
+    torch.save(
+        {
+            "state_dict": mlp.state_dict(),
+            "in_dim": mlp.mlp[0].in_features,
+            "hidden_dim": mlp.mlp[0].out_features,
+            "logit_scale": float(logit_scale),
+            "backbone": backbone,
+        },
+        buffer,
+    )
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_bytes(buffer.getvalue())
     return hashlib.sha256(buffer.getvalue()).hexdigest()

@@ -41,7 +41,11 @@ IVF_TRAINING_PER_LIST = 64
 INDEX_TYPES = ("flat", "hnsw", "ivfsq8")
 PARTITION_SAMPLE = 8192
 INDEX_FILE, COORDINATES_FILE, LABELS_FILE, SAMPLE_FILE, MANIFEST_FILE = (
-    "index.faiss", "coordinates.npy", "labels.npy", "partition_sample.npy", "manifest.json",
+    "index.faiss",
+    "coordinates.npy",
+    "labels.npy",
+    "partition_sample.npy",
+    "manifest.json",
 )
 
 
@@ -87,8 +91,14 @@ class GalleryManifest:
 
 
 class GalleryIndex:
-    def __init__(self, index: faiss.Index, coordinates: np.ndarray, manifest: GalleryManifest,
-                 labels: np.ndarray | None = None, partition_sample: np.ndarray | None = None):
+    def __init__(
+        self,
+        index: faiss.Index,
+        coordinates: np.ndarray,
+        manifest: GalleryManifest,
+        labels: np.ndarray | None = None,
+        partition_sample: np.ndarray | None = None,
+    ):
         self.index = index
         self.coordinates = coordinates
         self.manifest = manifest
@@ -105,8 +115,17 @@ class GalleryIndex:
         return self.index.ntotal
 
     @classmethod
-    def build(cls, embeddings: np.ndarray, coordinates: np.ndarray, *, encoder_sha256: str, labels=None,
-              index_type: str = "auto", source: str = "", seed: int = 0) -> GalleryIndex:
+    def build(
+        cls,
+        embeddings: np.ndarray,
+        coordinates: np.ndarray,
+        *,
+        encoder_sha256: str,
+        labels=None,
+        index_type: str = "auto",
+        source: str = "",
+        seed: int = 0,
+    ) -> GalleryIndex:
         """A gallery of unit `embeddings` [n, d] at `coordinates` [n, 2] (lat, lon degrees).
 
         With faiss-gpu and a GPU, an IVF index's k-means runs on the GPU.
@@ -117,7 +136,9 @@ class GalleryIndex:
         if not index.is_trained:
             rng = np.random.default_rng(seed)
             lists = faiss.extract_index_ivf(index).nlist
-            training = vectors[rng.choice(len(vectors), size=min(len(vectors), IVF_TRAINING_PER_LIST * lists), replace=False)]
+            training = vectors[
+                rng.choice(len(vectors), size=min(len(vectors), IVF_TRAINING_PER_LIST * lists), replace=False)
+            ]
             index = _trained(index, training)
         manifest = GalleryManifest(encoder_sha256, 0, vectors.shape[1], kind, sources=[source] if source else [])
         sample = None if kind == "flat" else np.empty((0, vectors.shape[1]), np.float32)
@@ -125,13 +146,17 @@ class GalleryIndex:
         gallery.add(vectors, coordinates, labels=labels, seed=seed)
         return gallery
 
-    def add(self, embeddings: np.ndarray, coordinates: np.ndarray, *, labels=None, source: str = "", seed: int = 0) -> None:
+    def add(
+        self, embeddings: np.ndarray, coordinates: np.ndarray, *, labels=None, source: str = "", seed: int = 0
+    ) -> None:
         """Adds points without rebuilding; approximate indexes keep a uniform partition sample."""
         vectors = _unit_rows(embeddings)
         coordinates = np.asarray(coordinates, dtype=np.float64).reshape(-1, 2)
         if len(vectors) != len(coordinates) or vectors.shape[1] != self.manifest.dimension:
-            raise ValueError(f"got {len(vectors)} x {vectors.shape[1]} embeddings for {len(coordinates)} coordinates; "
-                             f"this gallery holds {self.manifest.dimension}-d vectors")
+            raise ValueError(
+                f"got {len(vectors)} x {vectors.shape[1]} embeddings for {len(coordinates)} coordinates; "
+                f"this gallery holds {self.manifest.dimension}-d vectors"
+            )
         if (self.labels is None) != (labels is None):
             raise ValueError("labels must be given for every point of a labelled gallery, and only for one")
         previous = len(self)
@@ -140,7 +165,9 @@ class GalleryIndex:
         if labels is not None:
             self.labels = np.concatenate([self.labels, np.asarray(labels, dtype=str)])
         if self.partition_sample is not None:
-            self.partition_sample = _reservoir(self.partition_sample, vectors, previous, np.random.default_rng(seed + previous))
+            self.partition_sample = _reservoir(
+                self.partition_sample, vectors, previous, np.random.default_rng(seed + previous)
+            )
         self.manifest.count = len(self)
         if source:
             self.manifest.sources.append(source)
@@ -168,7 +195,11 @@ class GalleryIndex:
             return _softmax_top_k_torch(self._gpu_vectors, queries, k, logit_scale)
         if self.exact:
             logits = logit_scale * (queries @ self.vectors().T)
-            ids = np.argpartition(-logits, k - 1, axis=1)[:, :k] if k < len(self) else np.tile(np.arange(len(self)), (len(queries), 1))
+            ids = (
+                np.argpartition(-logits, k - 1, axis=1)[:, :k]
+                if k < len(self)
+                else np.tile(np.arange(len(self)), (len(queries), 1))
+            )
             top = np.take_along_axis(logits, ids, axis=1)
             order = np.argsort(-top, axis=1, kind="stable")
             ids, top = np.take_along_axis(ids, order, axis=1), np.take_along_axis(top, order, axis=1)
@@ -177,7 +208,9 @@ class GalleryIndex:
         log_z = self.log_partition(queries, logit_scale, top_scores=scores)
         return np.exp(logit_scale * scores.astype(np.float64) - log_z[:, None]), ids
 
-    def log_partition(self, queries: np.ndarray, logit_scale: float, top_scores: np.ndarray | None = None) -> np.ndarray:
+    def log_partition(
+        self, queries: np.ndarray, logit_scale: float, top_scores: np.ndarray | None = None
+    ) -> np.ndarray:
         """log Σ_gallery exp(logit_scale · cos(q, g)) for each query [q].
 
         Exact for a flat index. Otherwise the retrieved `top_scores` count once each and a
@@ -217,8 +250,10 @@ class GalleryIndex:
         index = faiss.read_index(str(folder / INDEX_FILE))
         coordinates = np.load(folder / COORDINATES_FILE)
         if index.ntotal != manifest.count or len(coordinates) != manifest.count:
-            raise ValueError(f"{folder} is inconsistent: manifest {manifest.count} points, index {index.ntotal}, "
-                             f"coordinates {len(coordinates)}")
+            raise ValueError(
+                f"{folder} is inconsistent: manifest {manifest.count} points, index {index.ntotal}, "
+                f"coordinates {len(coordinates)}"
+            )
         labels = np.load(folder / LABELS_FILE) if (folder / LABELS_FILE).exists() else None
         sample = np.load(folder / SAMPLE_FILE) if (folder / SAMPLE_FILE).exists() else None
         gallery = cls(index, coordinates, manifest, labels, sample)
@@ -271,7 +306,7 @@ def _reservoir(sample: np.ndarray, new: np.ndarray, seen: int, rng: np.random.Ge
     """Keeps `sample` a uniform sample (up to PARTITION_SAMPLE rows) of all rows seen, `new` included."""
     room = PARTITION_SAMPLE - len(sample)
     sample = np.concatenate([sample, new[:room]]) if room > 0 else sample.copy()
-    rest = new[max(room, 0):]
+    rest = new[max(room, 0) :]
     if len(rest):
         # Row number p (0-based, over every row ever seen) replaces a random slot with
         # probability PARTITION_SAMPLE / (p + 1): Algorithm R, vectorised.

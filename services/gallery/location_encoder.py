@@ -78,9 +78,12 @@ class ScaleBranch(nn.Module):
         width = 1024
         self.capsule = nn.Sequential(
             FourierFeatures(sigma),
-            nn.Linear(2 * FOURIER_FEATURES, width), nn.ReLU(),
-            nn.Linear(width, width), nn.ReLU(),
-            nn.Linear(width, width), nn.ReLU(),
+            nn.Linear(2 * FOURIER_FEATURES, width),
+            nn.ReLU(),
+            nn.Linear(width, width),
+            nn.ReLU(),
+            nn.Linear(width, width),
+            nn.ReLU(),
         )
         self.head = nn.Sequential(nn.Linear(width, FEATURE_DIM))
 

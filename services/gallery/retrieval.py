@@ -30,8 +30,9 @@ class GalleryPlaces:
     probability: np.ndarray
 
 
-def loaded_gallery(folder: Path = DEFAULT_GALLERY_DIR, build_if_missing: bool = True, use_gpu: bool = False,
-                   nprobe: int = IVF_NPROBE) -> GalleryIndex:
+def loaded_gallery(
+    folder: Path = DEFAULT_GALLERY_DIR, build_if_missing: bool = True, use_gpu: bool = False, nprobe: int = IVF_NPROBE
+) -> GalleryIndex:
     """The saved gallery in `folder`; when it is not there (and build_if_missing), the default 100K
     gallery is built into it first (about a minute)."""
     folder = Path(folder)
@@ -48,8 +49,14 @@ class GalleryRetrieval:
         self.gallery = gallery
 
     @classmethod
-    def load(cls, head: str | Path = SHIPPED_HEAD, gallery_dir: Path = DEFAULT_GALLERY_DIR,
-             build_if_missing: bool = True, use_gpu: bool = False, nprobe: int = IVF_NPROBE) -> GalleryRetrieval:
+    def load(
+        cls,
+        head: str | Path = SHIPPED_HEAD,
+        gallery_dir: Path = DEFAULT_GALLERY_DIR,
+        build_if_missing: bool = True,
+        use_gpu: bool = False,
+        nprobe: int = IVF_NPROBE,
+    ) -> GalleryRetrieval:
         """`head`: a checkpoint path, or "clip" for GeoCLIP's released head; see loaded_gallery."""
         return cls(load_head(head), loaded_gallery(gallery_dir, build_if_missing, use_gpu, nprobe))
 

@@ -37,8 +37,9 @@ class GalleryServicer(gallery_pb2_grpc.GalleryServiceServicer):
 
     async def warm_up(self) -> None:
         s = self.settings
-        retrieval = await asyncio.to_thread(GalleryRetrieval.load, s.head, s.gallery_dir, s.build_if_missing, s.use_gpu,
-                                            s.nprobe)
+        retrieval = await asyncio.to_thread(
+            GalleryRetrieval.load, s.head, s.gallery_dir, s.build_if_missing, s.use_gpu, s.nprobe
+        )
         self._batcher = SearchBatcher(retrieval.top_k)
         self._retrieval = retrieval
         probe = common_pb2.Embedding(values=[0.5] * retrieval.head.in_dim)  # one real search before SERVING

@@ -36,15 +36,24 @@ def _service(text: str) -> str:
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     connection = argparse.ArgumentParser(add_help=False)
-    connection.add_argument("--kubeconfig", metavar="PATH",
-                            help="kubeconfig file (default: in-cluster config, else $KUBECONFIG or ~/.kube/config)")
+    connection.add_argument(
+        "--kubeconfig",
+        metavar="PATH",
+        help="kubeconfig file (default: in-cluster config, else $KUBECONFIG or ~/.kube/config)",
+    )
     connection.add_argument("--context", metavar="NAME", help="kubeconfig context (default: its current context)")
     connection.add_argument("-n", "--namespace", default=DEFAULT_NAMESPACE, help="(default: %(default)s)")
 
-    parser = subparsers.add_parser("ops", help="status, scale and rollout of the Deployments on Kubernetes",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "ops",
+        help="status, scale and rollout of the Deployments on Kubernetes",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     actions = parser.add_subparsers(dest="action", required=True)
-    status = actions.add_parser("status", parents=[connection], help="replicas, pods, restarts, age and image per service")
+    status = actions.add_parser(
+        "status", parents=[connection], help="replicas, pods, restarts, age and image per service"
+    )
     status.add_argument("-o", "--output", choices=("table", "json"), default="table", help="(default: %(default)s)")
     status.set_defaults(func=run_status)
     scale = actions.add_parser("scale", parents=[connection], help="set one service's replicas")
@@ -52,10 +61,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     scale.add_argument("replicas", metavar="N", type=_non_negative)
     scale.set_defaults(func=run_scale)
     wait = actions.add_parser("wait", parents=[connection], help="wait until every Deployment has rolled out")
-    wait.add_argument("services", metavar="SERVICE", nargs="*", type=_service,
-                      help="only these (default: all of " + ", ".join(SERVICES) + ")")
-    wait.add_argument("--timeout", type=positive_seconds, default=300.0, metavar="SECONDS", help="(default: %(default)g)")
-    wait.add_argument("--interval", type=positive_seconds, default=2.0, metavar="SECONDS", help="(default: %(default)g)")
+    wait.add_argument(
+        "services",
+        metavar="SERVICE",
+        nargs="*",
+        type=_service,
+        help="only these (default: all of " + ", ".join(SERVICES) + ")",
+    )
+    wait.add_argument(
+        "--timeout", type=positive_seconds, default=300.0, metavar="SECONDS", help="(default: %(default)g)"
+    )
+    wait.add_argument(
+        "--interval", type=positive_seconds, default=2.0, metavar="SECONDS", help="(default: %(default)g)"
+    )
     wait.set_defaults(func=run_wait)
     return parser
 
@@ -69,15 +87,38 @@ def format_status(statuses, namespace: str) -> str:
     """The status table: one row per service, the columns docs/deploy.md explains."""
     from geoloc.ops.cluster import age
 
-    header = ("SERVICE", "DESIRED", "READY", "UP-TO-DATE", "AVAILABLE", "PODS-READY", "PHASES", "RESTARTS", "AGE", "IMAGE")
+    header = (
+        "SERVICE",
+        "DESIRED",
+        "READY",
+        "UP-TO-DATE",
+        "AVAILABLE",
+        "PODS-READY",
+        "PHASES",
+        "RESTARTS",
+        "AGE",
+        "IMAGE",
+    )
     rows = [header]
     for s in statuses:
         if not s.deployed:
             rows.append((s.name, "-", "-", "-", "-", "-", "not deployed", "-", "-", "-"))
             continue
         phases = ",".join(f"{phase}={n}" for phase, n in s.pod_phases.items()) or "-"
-        rows.append((s.name, str(s.desired), str(s.ready), str(s.updated), str(s.available), f"{s.pods_ready}/{s.pods}",
-                     phases, str(s.restarts), age(s.created), ",".join(s.images)))
+        rows.append(
+            (
+                s.name,
+                str(s.desired),
+                str(s.ready),
+                str(s.updated),
+                str(s.available),
+                f"{s.pods_ready}/{s.pods}",
+                phases,
+                str(s.restarts),
+                age(s.created),
+                ",".join(s.images),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     lines = [f"namespace {namespace}"]
     lines += ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]) for row in rows]
@@ -88,10 +129,18 @@ def _as_json(statuses) -> str:
     return json.dumps(
         [
             {
-                "service": s.name, "deployed": s.deployed, "desired": s.desired, "ready": s.ready,
-                "updated": s.updated, "available": s.available, "pods": s.pods, "pods_ready": s.pods_ready,
-                "pod_phases": s.pod_phases, "restarts": s.restarts,
-                "created": s.created.isoformat() if s.created else None, "images": list(s.images),
+                "service": s.name,
+                "deployed": s.deployed,
+                "desired": s.desired,
+                "ready": s.ready,
+                "updated": s.updated,
+                "available": s.available,
+                "pods": s.pods,
+                "pods_ready": s.pods_ready,
+                "pod_phases": s.pod_phases,
+                "restarts": s.restarts,
+                "created": s.created.isoformat() if s.created else None,
+                "images": list(s.images),
                 "rolled_out": s.rolled_out,
             }
             for s in statuses
@@ -122,10 +171,16 @@ def run_scale(args: argparse.Namespace) -> int:
     if result.autoscaler is not None:
         low, high = result.autoscaler
         # The HPA rewrites the count on its next sync: say so rather than let it look like a bug.
-        note = ("it will keep this count" if low <= result.replicas <= high
-                else f"it will move the count back into [{low}, {high}] within a minute")
-        print(f"warning: HorizontalPodAutoscaler {args.service} (min {low}, max {high}) manages {args.service}: "
-              f"{note}; change its bounds to scale for good (docs/deploy.md)", file=sys.stderr)
+        note = (
+            "it will keep this count"
+            if low <= result.replicas <= high
+            else f"it will move the count back into [{low}, {high}] within a minute"
+        )
+        print(
+            f"warning: HorizontalPodAutoscaler {args.service} (min {low}, max {high}) manages {args.service}: "
+            f"{note}; change its bounds to scale for good (docs/deploy.md)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -143,8 +198,14 @@ def run_wait(args: argparse.Namespace) -> int:
                 print(line, flush=True)
 
     try:
-        wait_for_rollout(connect(args.kubeconfig, args.context), args.namespace, services,
-                         timeout_s=args.timeout, interval_s=args.interval, on_poll=report)
+        wait_for_rollout(
+            connect(args.kubeconfig, args.context),
+            args.namespace,
+            services,
+            timeout_s=args.timeout,
+            interval_s=args.interval,
+            on_poll=report,
+        )
     except OpsError as exc:
         return _fail("wait", exc)
     print(f"all {len(services)} Deployments rolled out in namespace {args.namespace}")

@@ -24,8 +24,17 @@ from kubernetes.config.config_exception import ConfigException
 
 from geoloc.ops import DEFAULT_NAMESPACE, SERVICES
 
-__all__ = ["DEFAULT_NAMESPACE", "SERVICES", "Api", "OpsError", "ServiceStatus", "collect_status", "connect", "scale",
-           "wait_for_rollout"]
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "SERVICES",
+    "Api",
+    "OpsError",
+    "ServiceStatus",
+    "collect_status",
+    "connect",
+    "scale",
+    "wait_for_rollout",
+]
 
 
 class OpsError(RuntimeError):
@@ -112,7 +121,9 @@ def _rollout(deployment) -> tuple[bool, str | None]:
         return False, None
     desired = spec.replicas if spec.replicas is not None else 1
     updated = status.updated_replicas or 0
-    return (updated >= desired and (status.replicas or 0) <= updated and (status.available_replicas or 0) >= updated), None
+    return (
+        updated >= desired and (status.replicas or 0) <= updated and (status.available_replicas or 0) >= updated
+    ), None
 
 
 def service_status(name: str, deployment, pods: Sequence) -> ServiceStatus:

@@ -24,11 +24,17 @@ class OrchestratorSettings(ServerSettings, ClientTlsSettings):
 
     embedding_address: str = Field("127.0.0.1:50052", description="The embedding service (host:port).")
     gallery_address: str | None = Field("127.0.0.1:50053", description="The gallery expert; 'none': not deployed.")
-    sampler_address: str | None = Field("127.0.0.1:50054", description="The sampler expert (flow and SH); 'none': not deployed.")
+    sampler_address: str | None = Field(
+        "127.0.0.1:50054", description="The sampler expert (flow and SH); 'none': not deployed."
+    )
     tokens_address: str | None = Field("127.0.0.1:50055", description="The tokens expert; 'none': not deployed.")
-    default_deadline_s: float = Field(10.0, gt=0, description="The whole call's budget when the caller sets no deadline.")
+    default_deadline_s: float = Field(
+        10.0, gt=0, description="The whole call's budget when the caller sets no deadline."
+    )
     deadline_margin_s: float = Field(
-        0.5, ge=0, description="Kept back from the caller's remaining time for fusion (~0.3 s on 2 cores) and the reply."
+        0.5,
+        ge=0,
+        description="Kept back from the caller's remaining time for fusion (~0.3 s on 2 cores) and the reply.",
     )
     embed_timeout_s: float = Field(5.0, gt=0, description="The most the embedding call may take.")
     gallery_timeout_s: float = Field(2.0, gt=0, description="The most the gallery expert's call may take.")

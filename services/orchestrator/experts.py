@@ -71,8 +71,9 @@ class ExpertClients:
         if embedding is None:
             raise ValueError("the orchestrator needs an embedding service address")
         self.embedding = embedding_pb2_grpc.EmbeddingServiceStub(embedding)
-        gallery, sampler, tokens = (channel(a) for a in (settings.gallery_address, settings.sampler_address,
-                                                         settings.tokens_address))
+        gallery, sampler, tokens = (
+            channel(a) for a in (settings.gallery_address, settings.sampler_address, settings.tokens_address)
+        )
         self.gallery = gallery_pb2_grpc.GalleryServiceStub(gallery) if gallery else None
         self.sampler = sampler_pb2_grpc.SamplerServiceStub(sampler) if sampler else None
         self.tokens = tokens_pb2_grpc.TokensServiceStub(tokens) if tokens else None
@@ -86,15 +87,21 @@ class ExpertClients:
 
     def timeout_s(self, expert: str) -> float:
         s = self.settings
-        return {"gallery": s.gallery_timeout_s, "flow": s.sampler_timeout_s, "sh": s.sampler_timeout_s,
-                "tokens": s.tokens_timeout_s}[expert]
+        return {
+            "gallery": s.gallery_timeout_s,
+            "flow": s.sampler_timeout_s,
+            "sh": s.sampler_timeout_s,
+            "tokens": s.tokens_timeout_s,
+        }[expert]
 
     async def ask(self, expert: str, embedding: common_pb2.Embedding, budget_s: float) -> ExpertResult:
         """One expert's answer within min(its timeout, budget_s), or its failure as a status."""
         timeout = min(self.timeout_s(expert), budget_s)
         started = time.perf_counter()
         if timeout <= 0:
-            return ExpertResult(expert, orchestrator_pb2.EXPERT_STATUS_DEADLINE_EXCEEDED, "no time left in the caller's deadline")
+            return ExpertResult(
+                expert, orchestrator_pb2.EXPERT_STATUS_DEADLINE_EXCEEDED, "no time left in the caller's deadline"
+            )
         try:
             result = await self._call(expert, embedding, timeout)
         except grpc.aio.AioRpcError as error:
@@ -107,23 +114,36 @@ class ExpertClients:
         s = self.settings
         ok = orchestrator_pb2.EXPERT_STATUS_OK
         if expert == "gallery":
-            answer = await self.gallery.Search(gallery_pb2.SearchRequest(embedding=embedding, k=s.gallery_k), timeout=timeout)
+            answer = await self.gallery.Search(
+                gallery_pb2.SearchRequest(embedding=embedding, k=s.gallery_k), timeout=timeout
+            )
             points = list(answer.points)
-            return ExpertResult(expert, ok, points=ExpertPoints.of(expert, points), wire_points=points, model=answer.model)
+            return ExpertResult(
+                expert, ok, points=ExpertPoints.of(expert, points), wire_points=points, model=answer.model
+            )
         if expert in ("flow", "sh"):
             method = sampler_pb2.SAMPLING_METHOD_FLOW if expert == "flow" else sampler_pb2.SAMPLING_METHOD_SH_DIFFUSION
-            request = sampler_pb2.SampleRequest(embedding=embedding, method=method, n_samples=s.sampler_samples,
-                                                steps=s.sampler_steps, seed=0)
+            request = sampler_pb2.SampleRequest(
+                embedding=embedding, method=method, n_samples=s.sampler_samples, steps=s.sampler_steps, seed=0
+            )
             answer = await self.sampler.Sample(request, timeout=timeout)
             points = list(answer.samples)
-            return ExpertResult(expert, ok, points=ExpertPoints.of(expert, points), wire_points=list(answer.modes),
-                                model=answer.model)
-        request = tokens_pb2.DecodeRequest(embedding=embedding, strategy=tokens_pb2.DECODE_STRATEGY_BEAM,
-                                           beam_width=s.tokens_beam_width)
+            return ExpertResult(
+                expert, ok, points=ExpertPoints.of(expert, points), wire_points=list(answer.modes), model=answer.model
+            )
+        request = tokens_pb2.DecodeRequest(
+            embedding=embedding, strategy=tokens_pb2.DECODE_STRATEGY_BEAM, beam_width=s.tokens_beam_width
+        )
         answer = await self.tokens.Decode(request, timeout=timeout)
         points = list(answer.points)
-        return ExpertResult(expert, ok, points=ExpertPoints.of(expert, points), wire_points=points, cells=list(answer.cells),
-                            model=answer.model)
+        return ExpertResult(
+            expert,
+            ok,
+            points=ExpertPoints.of(expert, points),
+            wire_points=points,
+            cells=list(answer.cells),
+            model=answer.model,
+        )
 
     async def embed(self, image: bytes, timeout: float) -> embedding_pb2.EmbedResponse:
         return await self.embedding.Embed(embedding_pb2.EmbedRequest(image=image), timeout=timeout)

@@ -59,7 +59,9 @@ class ExpertPoints:
     @classmethod
     def of(cls, expert: str, points) -> ExpertPoints:
         """From WeightedPoint messages (or anything with lat_deg, lon_deg, weight, radius_km)."""
-        rows = np.array([(p.lat_deg, p.lon_deg, p.weight, p.radius_km) for p in points], dtype=np.float64).reshape(-1, 4)
+        rows = np.array([(p.lat_deg, p.lon_deg, p.weight, p.radius_km) for p in points], dtype=np.float64).reshape(
+            -1, 4
+        )
         return cls(expert, rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3])
 
 
@@ -74,10 +76,14 @@ class FusionParameters:
     version: str = "unfitted"
 
     def to_dict(self) -> dict:
-        return {"weights": self.weights, "bandwidth_km": self.bandwidth_km,
-                "gallery_density_power": self.gallery_density_power, "uniform_weight": self.uniform_weight,
-                "min_separation_km": self.min_separation_km,
-                "samples": self.samples}
+        return {
+            "weights": self.weights,
+            "bandwidth_km": self.bandwidth_km,
+            "gallery_density_power": self.gallery_density_power,
+            "uniform_weight": self.uniform_weight,
+            "min_separation_km": self.min_separation_km,
+            "samples": self.samples,
+        }
 
 
 @dataclass(frozen=True)
@@ -130,8 +136,9 @@ class Prior:
         return mixture_log_density(xyz, self.centres, self.weights, self._density_kappa)
 
 
-def expert_kernels(points: np.ndarray, bandwidth_km: float, density_power: float,
-                   prior: Prior) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def expert_kernels(
+    points: np.ndarray, bandwidth_km: float, density_power: float, prior: Prior
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One expert's points [..., P, 4] (lat, lon, weight, radius_km) as its kernels: centres [..., P, 3],
     weights [..., P] summing to 1 along P (0 for points without a finite positive weight, and a row
     without any is all 0), half-mass radii km [..., P].
@@ -151,7 +158,7 @@ def expert_kernels(points: np.ndarray, bandwidth_km: float, density_power: float
         weights = np.where(keep, weights * np.exp(tilt - np.where(np.isfinite(top), top, 0.0)), 0.0)
     total = weights.sum(axis=-1, keepdims=True)
     weights = weights / np.where(total > 0, total, 1.0)
-    return centres, weights, np.sqrt(np.nan_to_num(radius) ** 2 + bandwidth_km ** 2)
+    return centres, weights, np.sqrt(np.nan_to_num(radius) ** 2 + bandwidth_km**2)
 
 
 def expert_components(answer: ExpertPoints, params: FusionParameters, prior: Prior) -> tuple[np.ndarray, ...] | None:
@@ -193,8 +200,9 @@ def build_mixture(answers: list[ExpertPoints], params: FusionParameters, prior: 
 def sample_mixture(mixture: Mixture, n: int, seed: int, components: np.ndarray | None = None) -> np.ndarray:
     """n draws [n, 3] from the mixture (or from its `components` alone, a mask or indices), fixed by `seed`."""
     keep = slice(None) if components is None else components
-    return vmf_mixture_sample(mixture.centres[keep], mixture.weights[keep], mixture.kappa[keep], n,
-                              np.random.default_rng(seed))
+    return vmf_mixture_sample(
+        mixture.centres[keep], mixture.weights[keep], mixture.kappa[keep], n, np.random.default_rng(seed)
+    )
 
 
 def radius_holding(distances_km: np.ndarray, mass: float) -> float:
@@ -243,15 +251,22 @@ def localizability(entropy: float, prior_entropy: float) -> float:
     return float(np.clip(1.0 - entropy / prior_entropy, 0.0, 1.0))
 
 
-def fuse(answers: list[ExpertPoints], params: FusionParameters, prior: Prior, top_k: int = 5, seed: int = 0) -> FusedAnswer:
+def fuse(
+    answers: list[ExpertPoints], params: FusionParameters, prior: Prior, top_k: int = 5, seed: int = 0
+) -> FusedAnswer:
     """The fused answer of the experts' points (any subset, none included)."""
     mixture = build_mixture(answers, params, prior)
     # The uniform floor adds a constant density: it moves no mode, so modes and their basins' masses
     # are those of the rest. The most probable basin is the best guess: the densest point alone would
     # be whichever kernel is narrowest (a token cell), however little mass it holds.
     structured = mixture.kappa > 0
-    modes = find_modes(mixture.centres[structured], mixture.weights[structured], mixture.kappa[structured],
-                       merge_km=params.min_separation_km, max_starts=256)
+    modes = find_modes(
+        mixture.centres[structured],
+        mixture.weights[structured],
+        mixture.kappa[structured],
+        merge_km=params.min_separation_km,
+        max_starts=256,
+    )
     modes = sorted(modes, key=lambda m: -m.mass)
     structured_share = 1.0 - mixture.expert_weights.get(UNIFORM, 0.0)
     draws = sample_mixture(mixture, params.samples, seed)
@@ -261,16 +276,19 @@ def fuse(answers: list[ExpertPoints], params: FusionParameters, prior: Prior, to
         located = localizability(cell_entropy(said), prior.answer_entropy(params))
     else:
         located = 0.0
-    hypotheses = [Hypothesis(mode.lat_deg, mode.lon_deg, mode.mass * structured_share, *radii)
-                  for mode, radii in zip(modes[:top_k], basin_radii_km(mixture, structured, modes, top_k, params.samples,
-                                                                       seed), strict=True)]
+    hypotheses = [
+        Hypothesis(mode.lat_deg, mode.lon_deg, mode.mass * structured_share, *radii)
+        for mode, radii in zip(
+            modes[:top_k], basin_radii_km(mixture, structured, modes, top_k, params.samples, seed), strict=True
+        )
+    ]
     to_best = great_circle_angle(draws, modes[0].xyz) * EARTH_RADIUS_KM
-    return FusedAnswer(hypotheses, radius_holding(to_best, 0.5), radius_holding(to_best, 0.9),
-                       located, mixture)
+    return FusedAnswer(hypotheses, radius_holding(to_best, 0.5), radius_holding(to_best, 0.9), located, mixture)
 
 
-def basin_radii_km(mixture: Mixture, structured: np.ndarray, modes: list, top_k: int, samples: int,
-                   seed: int) -> list[tuple[float, float]]:
+def basin_radii_km(
+    mixture: Mixture, structured: np.ndarray, modes: list, top_k: int, samples: int, seed: int
+) -> list[tuple[float, float]]:
     """(r50, r90) of the first `top_k` modes' own basins: draws from the components each owns, around it.
 
     A component belongs to the mode most responsible for it (sphere.responsible_modes, the rule
@@ -279,7 +297,9 @@ def basin_radii_km(mixture: Mixture, structured: np.ndarray, modes: list, top_k:
     mode of its own nearer to most of its draws, and would be left with no draws and no radius."""
     searched = np.flatnonzero(structured)
     centres, kappa = mixture.centres[searched], mixture.kappa[searched]
-    owner = responsible_modes(centres, kappa, np.stack([m.xyz for m in modes]), np.array([m.log_density for m in modes]))
+    owner = responsible_modes(
+        centres, kappa, np.stack([m.xyz for m in modes]), np.array([m.log_density for m in modes])
+    )
     radii = []
     for j, mode in enumerate(modes[:top_k]):
         own = owner == j

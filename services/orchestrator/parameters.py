@@ -47,7 +47,9 @@ def load_fusion(path: Path) -> FittedFusion:
     content = {"parameters": saved["parameters"], "prior": saved["prior"]}
     version = content_version(content)
     if version != saved["version"]:
-        raise ValueError(f"{path}: its parameters do not match its recorded version {saved['version']} (edited by hand?)")
+        raise ValueError(
+            f"{path}: its parameters do not match its recorded version {saved['version']} (edited by hand?)"
+        )
     points = np.array(saved["prior"]["points"], dtype=np.float64)
     prior = Prior(points, float(saved["prior"]["bandwidth_km"]), size=len(points))
     parameters = FusionParameters(**saved["parameters"], version=version)

@@ -44,8 +44,14 @@ def validated_options(options: orchestrator_pb2.LocateOptions) -> tuple[int, lis
 
 
 def hypothesis_message(h: Hypothesis, place) -> orchestrator_pb2.Hypothesis:
-    return orchestrator_pb2.Hypothesis(lat_deg=h.lat_deg, lon_deg=h.lon_deg, probability=h.probability,
-                                       radius_50_km=h.radius_50_km, radius_90_km=h.radius_90_km, place=place)
+    return orchestrator_pb2.Hypothesis(
+        lat_deg=h.lat_deg,
+        lon_deg=h.lon_deg,
+        probability=h.probability,
+        radius_50_km=h.radius_50_km,
+        radius_90_km=h.radius_90_km,
+        place=place,
+    )
 
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
@@ -69,7 +75,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
 
     def _budget_s(self, context) -> float:
         remaining = context.time_remaining() if context is not None else None
-        budget = self.settings.default_deadline_s if remaining is None else min(remaining, self.settings.default_deadline_s)
+        budget = (
+            self.settings.default_deadline_s if remaining is None else min(remaining, self.settings.default_deadline_s)
+        )
         return budget - self.settings.deadline_margin_s
 
     def _validated_image(self, image: bytes, field: str) -> bytes:
@@ -89,7 +97,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         photo = await self._embedded_photo(image, deadline, "image")
         return await self._locate(photo, started, request.options, options, deadline)
 
-    async def LocateBatch(self, request: orchestrator_pb2.LocateBatchRequest, context) -> orchestrator_pb2.LocateBatchResponse:
+    async def LocateBatch(
+        self, request: orchestrator_pb2.LocateBatchRequest, context
+    ) -> orchestrator_pb2.LocateBatchResponse:
         if self._clients is None:
             raise NotReady("the orchestrator is still loading")
         count = len(request.images)
@@ -102,13 +112,16 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         # Every photo is embedded, and so checked, before any expert is asked: a bad photo fails
         # the whole call naming the first bad index, whichever embedding finished first, and no
         # expert works on an answer that would be thrown away.
-        photos = await asyncio.gather(*(self._embedded_photo(image, deadline, f"images[{i}]")
-                                        for i, image in enumerate(images)), return_exceptions=True)
+        photos = await asyncio.gather(
+            *(self._embedded_photo(image, deadline, f"images[{i}]") for i, image in enumerate(images)),
+            return_exceptions=True,
+        )
         for outcome in photos:
             if isinstance(outcome, BaseException):
                 raise outcome
-        answers = await asyncio.gather(*(self._locate(photo, started, request.options, options, deadline)
-                                         for photo in photos))
+        answers = await asyncio.gather(
+            *(self._locate(photo, started, request.options, options, deadline) for photo in photos)
+        )
         return orchestrator_pb2.LocateBatchResponse(responses=answers)
 
     async def _embedded_photo(self, image: bytes, deadline: float, field: str) -> tuple:
@@ -116,8 +129,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         exif = await asyncio.to_thread(exif_gps, image)
         return await self._embed(image, deadline, field), exif
 
-    async def _locate(self, photo: tuple, started: float, wire_options, options,
-                      deadline: float) -> orchestrator_pb2.LocateResponse:
+    async def _locate(
+        self, photo: tuple, started: float, wire_options, options, deadline: float
+    ) -> orchestrator_pb2.LocateResponse:
         """The answer for one photo already embedded (`started` is when its call began)."""
         embedded, exif = photo
         top_k, asked = options
@@ -134,8 +148,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 by_expert[expert] = ExpertResult(expert, orchestrator_pb2.EXPERT_STATUS_SKIPPED, reason)
         experts_ms = 1000 * (time.perf_counter() - started) - embed_ms
 
-        answered = [r.points for r in by_expert.values()
-                    if r.status == orchestrator_pb2.EXPERT_STATUS_OK and r.points is not None]
+        answered = [
+            r.points
+            for r in by_expert.values()
+            if r.status == orchestrator_pb2.EXPERT_STATUS_OK and r.points is not None
+        ]
         fused: FusedAnswer = await asyncio.to_thread(fuse, answered, self._fusion.parameters, self._fusion.prior, top_k)
         places = await asyncio.to_thread(lambda: [self._places.name(h.lat_deg, h.lon_deg) for h in fused.hypotheses])
         response = self._response(fused, places, by_expert, wire_options, embedded)
@@ -144,8 +161,14 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             if wire_options.use_exif_gps:
                 self._answer_with_exif(response, exif)
         fusion_ms = 1000 * (time.perf_counter() - started) - embed_ms - experts_ms
-        response.timings.CopyFrom(orchestrator_pb2.Timings(embed_ms=embed_ms, experts_ms=experts_ms, fusion_ms=fusion_ms,
-                                                           total_ms=1000 * (time.perf_counter() - started)))
+        response.timings.CopyFrom(
+            orchestrator_pb2.Timings(
+                embed_ms=embed_ms,
+                experts_ms=experts_ms,
+                fusion_ms=fusion_ms,
+                total_ms=1000 * (time.perf_counter() - started),
+            )
+        )
         response.request_id = current_request_id() or ""
         return response
 
@@ -160,18 +183,25 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 raise InvalidArgument(field, error.details().removeprefix("image: ")) from None
             if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise DeadlineExceeded("the embedding service did not answer within the caller's deadline") from None
-            raise NotReady(f"the embedding service failed: {error.code().name}: {error.details()}",
-                           retry_after_s=retry_delay_s(error) or 1.0) from None
+            raise NotReady(
+                f"the embedding service failed: {error.code().name}: {error.details()}",
+                retry_after_s=retry_delay_s(error) or 1.0,
+            ) from None
 
-    def _response(self, fused: FusedAnswer, places, by_expert: dict[str, ExpertResult], wire_options,
-                  embedded) -> orchestrator_pb2.LocateResponse:
+    def _response(
+        self, fused: FusedAnswer, places, by_expert: dict[str, ExpertResult], wire_options, embedded
+    ) -> orchestrator_pb2.LocateResponse:
         hypotheses = [hypothesis_message(h, place_message(p)) for h, p in zip(fused.hypotheses, places, strict=True)]
         shares = fused.mixture.expert_weights
         outputs = []
         for expert, result in by_expert.items():
-            output = orchestrator_pb2.ExpertOutput(expert=EXPERT_ENUMS[expert], status=result.status,
-                                                   status_message=result.message, fusion_weight=shares.get(expert, 0.0),
-                                                   latency_ms=result.latency_ms)
+            output = orchestrator_pb2.ExpertOutput(
+                expert=EXPERT_ENUMS[expert],
+                status=result.status,
+                status_message=result.message,
+                fusion_weight=shares.get(expert, 0.0),
+                latency_ms=result.latency_ms,
+            )
             if result.model is not None:
                 output.model.CopyFrom(result.model)
             if wire_options.include_expert_outputs:
@@ -179,24 +209,34 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 output.cells.extend(result.cells)
             outputs.append(output)
         response = orchestrator_pb2.LocateResponse(
-            best_guess=hypotheses[0], hypotheses=hypotheses, radius_50_km=fused.radius_50_km,
-            radius_90_km=fused.radius_90_km, localizability=fused.localizability,
-            answer_source=orchestrator_pb2.ANSWER_SOURCE_FUSION, expert_outputs=outputs,
-            backbone=embedded.embedding.backbone, fusion=common_pb2.ModelInfo(name="geoloc-fusion",
-                                                                              version=self._fusion.version),
+            best_guess=hypotheses[0],
+            hypotheses=hypotheses,
+            radius_50_km=fused.radius_50_km,
+            radius_90_km=fused.radius_90_km,
+            localizability=fused.localizability,
+            answer_source=orchestrator_pb2.ANSWER_SOURCE_FUSION,
+            expert_outputs=outputs,
+            backbone=embedded.embedding.backbone,
+            fusion=common_pb2.ModelInfo(name="geoloc-fusion", version=self._fusion.version),
         )
         if wire_options.include_distribution:
             lat, lon, weight, radius = mixture_points(fused.mixture)
-            response.distribution.extend(common_pb2.WeightedPoint(lat_deg=float(a), lon_deg=float(o), weight=float(w),
-                                                                  radius_km=float(r))
-                                         for a, o, w, r in zip(lat, lon, weight, radius, strict=True))
+            response.distribution.extend(
+                common_pb2.WeightedPoint(lat_deg=float(a), lon_deg=float(o), weight=float(w), radius_km=float(r))
+                for a, o, w, r in zip(lat, lon, weight, radius, strict=True)
+            )
         return response
 
     def _answer_with_exif(self, response: orchestrator_pb2.LocateResponse, exif: tuple[float, float]) -> None:
         place = self._places.name(*exif)
-        best = orchestrator_pb2.Hypothesis(lat_deg=exif[0], lon_deg=exif[1], probability=1.0,
-                                           radius_50_km=EXIF_RADIUS_KM[0], radius_90_km=EXIF_RADIUS_KM[1],
-                                           place=place_message(place))
+        best = orchestrator_pb2.Hypothesis(
+            lat_deg=exif[0],
+            lon_deg=exif[1],
+            probability=1.0,
+            radius_50_km=EXIF_RADIUS_KM[0],
+            radius_90_km=EXIF_RADIUS_KM[1],
+            place=place_message(place),
+        )
         response.best_guess.CopyFrom(best)
         del response.hypotheses[:]
         response.hypotheses.append(best)
@@ -206,8 +246,12 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
 
 
 def orchestrator_spec(servicer: OrchestratorServicer) -> ServiceSpec:
-    return servicer_spec(orchestrator_pb2, "OrchestratorService",
-                         orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server, servicer)
+    return servicer_spec(
+        orchestrator_pb2,
+        "OrchestratorService",
+        orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server,
+        servicer,
+    )
 
 
 if __name__ == "__main__":

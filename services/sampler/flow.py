@@ -34,7 +34,9 @@ def schedule(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return fraction, derivative
 
 
-def geodesic_point_and_velocity(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def geodesic_point_and_velocity(
+    x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """x_t on the arc x0 -> x1 at the schedule's fraction, and dx_t/dt: [n, 3] each."""
     cos_angle = (x0 * x1).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7)
     angle = torch.acos(cos_angle)
@@ -75,7 +77,10 @@ def time_frequencies(count: int) -> torch.Tensor:
 def condition_network(embedding_dim: int, time_frequency_count: int, width: int) -> nn.Sequential:
     """The MLP from [embedding, sin and cos of time phases] to the AdaLN blocks' condition."""
     return nn.Sequential(
-        nn.Linear(embedding_dim + 2 * time_frequency_count, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
+        nn.Linear(embedding_dim + 2 * time_frequency_count, width),
+        nn.SiLU(),
+        nn.Linear(width, width),
+        nn.SiLU(),
     )
 
 
@@ -118,8 +123,9 @@ def uniform_on_sphere(n: int, generator: torch.Generator | None = None) -> torch
     return x / x.norm(dim=-1, keepdim=True)
 
 
-def flow_matching_loss(network: VelocityNetwork, x1: torch.Tensor, embedding: torch.Tensor,
-                       drop_condition: float = 0.1) -> torch.Tensor:
+def flow_matching_loss(
+    network: VelocityNetwork, x1: torch.Tensor, embedding: torch.Tensor, drop_condition: float = 0.1
+) -> torch.Tensor:
     """Mean squared error between the network's velocity and the geodesic's, at random times."""
     n, device = len(x1), x1.device
     x0, t = uniform_on_sphere(n).to(device), torch.rand(n, device=device)
@@ -129,8 +135,14 @@ def flow_matching_loss(network: VelocityNetwork, x1: torch.Tensor, embedding: to
 
 
 @torch.no_grad()
-def trajectory(network: VelocityNetwork, embedding: torch.Tensor, n_samples: int, steps: int, guidance: float = 0.0,
-               generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+def trajectory(
+    network: VelocityNetwork,
+    embedding: torch.Tensor,
+    n_samples: int,
+    steps: int,
+    guidance: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> Iterator[torch.Tensor]:
     """The points [n, 3] after each of `steps` Euler steps from uniform noise, for one embedding [d].
 
     Every step is re-projected onto the sphere, so every point yielded is a unit vector. The
@@ -150,7 +162,13 @@ def trajectory(network: VelocityNetwork, embedding: torch.Tensor, n_samples: int
         yield x
 
 
-def sample(network: VelocityNetwork, embedding: torch.Tensor, n_samples: int, steps: int, guidance: float = 0.0,
-           generator: torch.Generator | None = None) -> torch.Tensor:
+def sample(
+    network: VelocityNetwork,
+    embedding: torch.Tensor,
+    n_samples: int,
+    steps: int,
+    guidance: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """n_samples points [n, 3] on the sphere for one embedding [d]: the trajectory's end."""
     return deque(trajectory(network, embedding, n_samples, steps, guidance, generator), maxlen=1)[0]

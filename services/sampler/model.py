@@ -69,8 +69,14 @@ class LocationSampler:
         return (x - self.feature_mean) / self.feature_std
 
     @torch.no_grad()
-    def sample_places(self, features: np.ndarray, n_samples: int, steps: int, guidance: float,
-                      generator: torch.Generator | None = None) -> np.ndarray:
+    def sample_places(
+        self,
+        features: np.ndarray,
+        n_samples: int,
+        steps: int,
+        guidance: float,
+        generator: torch.Generator | None = None,
+    ) -> np.ndarray:
         """n_samples unit vectors per photo [q, n_samples, 3] for features [q, d], all photos in one batch."""
         conditions = self.conditions(features).repeat_interleave(n_samples, dim=0)
         total = len(conditions)
@@ -86,15 +92,18 @@ def save_sampler(path: Path, sampler: LocationSampler) -> str:
     """Writes the checkpoint; returns its sha256."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({
-        "method": sampler.method,
-        "config": asdict(sampler.network.config),
-        "state_dict": half_precision_weights(sampler.network),
-        "feature_mean": sampler.feature_mean.cpu(),
-        "feature_std": sampler.feature_std.cpu(),
-        "backbone": sampler.backbone,
-        "default_guidance": sampler.default_guidance,
-    }, path)
+    torch.save(
+        {
+            "method": sampler.method,
+            "config": asdict(sampler.network.config),
+            "state_dict": half_precision_weights(sampler.network),
+            "feature_mean": sampler.feature_mean.cpu(),
+            "feature_std": sampler.feature_std.cpu(),
+            "backbone": sampler.backbone,
+            "default_guidance": sampler.default_guidance,
+        },
+        path,
+    )
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -104,7 +113,13 @@ def load_sampler(path: Path, device: str = "cpu") -> LocationSampler:
     saved = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)  # the bytes hashed are the bytes loaded
     network = build_network(saved["method"], saved["config"])
     network.load_state_dict({name: value.float() for name, value in saved["state_dict"].items()})
-    sampler = LocationSampler(saved["method"], network, saved["feature_mean"], saved["feature_std"],
-                              saved["backbone"], float(saved["default_guidance"]),
-                              version=hashlib.sha256(raw).hexdigest()[:12])
+    sampler = LocationSampler(
+        saved["method"],
+        network,
+        saved["feature_mean"],
+        saved["feature_std"],
+        saved["backbone"],
+        float(saved["default_guidance"]),
+        version=hashlib.sha256(raw).hexdigest()[:12],
+    )
     return sampler.to(device)

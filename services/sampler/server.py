@@ -38,8 +38,13 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
     async def warm_up(self) -> None:
         self._samplers = await asyncio.to_thread(self._load)
         for name, sampler in self._samplers.items():  # one real, small call per method before SERVING
-            probe = sampler_pb2.SampleRequest(embedding=common_pb2.Embedding(values=[0.5] * sampler.in_dim),
-                                              n_samples=8, steps=2, method=METHOD_ENUMS[name], seed=0)
+            probe = sampler_pb2.SampleRequest(
+                embedding=common_pb2.Embedding(values=[0.5] * sampler.in_dim),
+                n_samples=8,
+                steps=2,
+                method=METHOD_ENUMS[name],
+                seed=0,
+            )
             answer = await self.Sample(probe, None)
             if len(answer.samples) != 8 or not math.isfinite(answer.mean_log_density):
                 raise RuntimeError(f"the {name} sampler's warm-up call gave a malformed answer")
@@ -65,7 +70,9 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
         n_samples = defaulted_in_range("n_samples", request.n_samples, s.default_samples, 2, s.max_samples)
         steps = defaulted_in_range("steps", request.steps, s.default_steps, 1, s.max_steps)
         if n_samples * steps > s.max_sample_steps:
-            raise InvalidArgument("n_samples", f"x steps is {n_samples * steps}; at most {s.max_sample_steps} per request")
+            raise InvalidArgument(
+                "n_samples", f"x steps is {n_samples * steps}; at most {s.max_sample_steps} per request"
+            )
         guidance = request.guidance if request.HasField("guidance") else sampler.default_guidance
         if not (math.isfinite(guidance) and 0 <= guidance <= s.max_guidance):
             raise InvalidArgument("guidance", f"must be in [0, {s.max_guidance}], got {guidance}")
@@ -81,10 +88,16 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
             xyz, summary = await asyncio.to_thread(self._draw, sampler, feature, n_samples, steps, guidance, seed)
         lat, lon = unit_to_latlon(xyz)
         return sampler_pb2.SampleResponse(
-            samples=[common_pb2.WeightedPoint(lat_deg=float(a), lon_deg=float(o), weight=1.0 / n_samples)
-                     for a, o in zip(lat, lon, strict=True)],
-            modes=[common_pb2.WeightedPoint(lat_deg=m.lat_deg, lon_deg=m.lon_deg, weight=m.mass, radius_km=summary.radius_km)
-                   for m in summary.modes],
+            samples=[
+                common_pb2.WeightedPoint(lat_deg=float(a), lon_deg=float(o), weight=1.0 / n_samples)
+                for a, o in zip(lat, lon, strict=True)
+            ],
+            modes=[
+                common_pb2.WeightedPoint(
+                    lat_deg=m.lat_deg, lon_deg=m.lon_deg, weight=m.mass, radius_km=summary.radius_km
+                )
+                for m in summary.modes
+            ],
             mean_log_density=summary.mean_log_density,
             method=METHOD_ENUMS[sampler.method],
             model=common_pb2.ModelInfo(name=f"sampler-{sampler.method}/{sampler.backbone}", version=sampler.version),

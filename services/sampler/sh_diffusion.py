@@ -67,8 +67,9 @@ class CoefficientDenoiser(nn.Module):
         return self.out(h)
 
 
-def denoising_loss(network: CoefficientDenoiser, clean: torch.Tensor, embedding: torch.Tensor,
-                   drop_condition: float = 0.1) -> torch.Tensor:
+def denoising_loss(
+    network: CoefficientDenoiser, clean: torch.Tensor, embedding: torch.Tensor, drop_condition: float = 0.1
+) -> torch.Tensor:
     """Mean squared error of the predicted clean coefficients at random noise levels."""
     n, device = len(clean), clean.device
     t = torch.rand(n, device=device)
@@ -79,8 +80,14 @@ def denoising_loss(network: CoefficientDenoiser, clean: torch.Tensor, embedding:
 
 
 @torch.no_grad()
-def sample_coefficients(network: CoefficientDenoiser, embedding: torch.Tensor, n_samples: int, steps: int,
-                        guidance: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_coefficients(
+    network: CoefficientDenoiser,
+    embedding: torch.Tensor,
+    n_samples: int,
+    steps: int,
+    guidance: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """n_samples coefficient vectors [n, C] for one embedding [d] (or [n, d]), by `steps` DDIM steps (η = 0).
 
     The noise is drawn on the CPU, so a seed gives the same start on any device.
@@ -101,8 +108,15 @@ def sample_coefficients(network: CoefficientDenoiser, embedding: torch.Tensor, n
     return z
 
 
-def sample(network: CoefficientDenoiser, grid: SphericalGrid, embedding: torch.Tensor, n_samples: int, steps: int,
-           guidance: float = 0.0, generator: torch.Generator | None = None) -> np.ndarray:
+def sample(
+    network: CoefficientDenoiser,
+    grid: SphericalGrid,
+    embedding: torch.Tensor,
+    n_samples: int,
+    steps: int,
+    guidance: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> np.ndarray:
     """n_samples places for one embedding, as (lat, lon) degrees [n, 2]: sampled vectors, decoded."""
     coefficients = sample_coefficients(network, embedding, n_samples, steps, guidance, generator)
     lat, lon = grid.decode(coefficients.double().cpu().numpy())

@@ -99,4 +99,3 @@ class SphericalGrid:
             lat, lon = lats[np.arange(len(pick)), pick], lons[np.arange(len(pick)), pick]
             step *= 0.6
         return lat, lon
-

@@ -40,42 +40,96 @@ def _component(text: str) -> str:
 def add_parser(subparsers) -> None:
     """Registers the top-level subcommands `up`, `down` and `status`."""
     run_dir = argparse.ArgumentParser(add_help=False)
-    run_dir.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR, metavar="DIR",
-                         help="state file and logs (default: .run/ in the checkout)")
+    run_dir.add_argument(
+        "--run-dir",
+        type=Path,
+        default=DEFAULT_RUN_DIR,
+        metavar="DIR",
+        help="state file and logs (default: .run/ in the checkout)",
+    )
 
-    up = subparsers.add_parser("up", parents=[run_dir], help="start Triton and the five services locally",
-                               description=__doc__, epilog=_UP_EPILOG,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    up = subparsers.add_parser(
+        "up",
+        parents=[run_dir],
+        help="start Triton and the five services locally",
+        description=__doc__,
+        epilog=_UP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     subset = up.add_mutually_exclusive_group()
-    subset.add_argument("--only", nargs="+", type=_component, metavar="NAME",
-                        help="start these and what they require (one of: " + ", ".join(COMPONENTS) + ")")
-    subset.add_argument("--without", nargs="+", type=_component, metavar="NAME",
-                        help="start all but these (e.g. an expert whose model this machine lacks)")
-    up.add_argument("--base-port", type=port_number, default=50051, metavar="PORT",
-                    help="orchestrator's port; embedding, gallery, sampler, tokens follow (default: %(default)s)")
-    up.add_argument("--metrics-base-port", type=port_number, default=9464, metavar="PORT",
-                    help="the services' /metrics ports, in the same order (default: %(default)s)")
+    subset.add_argument(
+        "--only",
+        nargs="+",
+        type=_component,
+        metavar="NAME",
+        help="start these and what they require (one of: " + ", ".join(COMPONENTS) + ")",
+    )
+    subset.add_argument(
+        "--without",
+        nargs="+",
+        type=_component,
+        metavar="NAME",
+        help="start all but these (e.g. an expert whose model this machine lacks)",
+    )
+    up.add_argument(
+        "--base-port",
+        type=port_number,
+        default=50051,
+        metavar="PORT",
+        help="orchestrator's port; embedding, gallery, sampler, tokens follow (default: %(default)s)",
+    )
+    up.add_argument(
+        "--metrics-base-port",
+        type=port_number,
+        default=9464,
+        metavar="PORT",
+        help="the services' /metrics ports, in the same order (default: %(default)s)",
+    )
     up.add_argument("--no-metrics", action="store_true", help="serve no /metrics (services and Triton)")
     up.add_argument("--triton-port", type=port_number, default=8001, metavar="PORT", help="(default: %(default)s)")
-    up.add_argument("--triton-metrics-port", type=port_number, default=8002, metavar="PORT", help="(default: %(default)s)")
-    up.add_argument("--triton-model", dest="triton_models", action="append", metavar="NAME",
-                    help="Triton model to load, repeat for several; the embedding service uses the first "
-                         "(default: efficientnet_lite2)")
+    up.add_argument(
+        "--triton-metrics-port", type=port_number, default=8002, metavar="PORT", help="(default: %(default)s)"
+    )
+    up.add_argument(
+        "--triton-model",
+        dest="triton_models",
+        action="append",
+        metavar="NAME",
+        help="Triton model to load, repeat for several; the embedding service uses the first "
+        "(default: efficientnet_lite2)",
+    )
     up.add_argument("--triton-config-name", metavar="NAME", help="configs/NAME.pbtxt where a model has it, e.g. gpu")
-    up.add_argument("--timeout", type=positive_seconds, default=300.0, metavar="S",
-                    help="give up unless all are SERVING within this many seconds (default: %(default)g)")
+    up.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=300.0,
+        metavar="S",
+        help="give up unless all are SERVING within this many seconds (default: %(default)g)",
+    )
     up.set_defaults(func=run_up)
 
-    down = subparsers.add_parser("down", parents=[run_dir], help="stop what `geoloc up` started",
-                                 description="SIGTERM each component in reverse dependency order; SIGKILL "
-                                             "past the grace period. Exit 0 also when nothing runs.")
-    down.add_argument("--grace", type=positive_seconds, default=30.0, metavar="S",
-                      help="per component, how long to wait after SIGTERM (default: %(default)g)")
+    down = subparsers.add_parser(
+        "down",
+        parents=[run_dir],
+        help="stop what `geoloc up` started",
+        description="SIGTERM each component in reverse dependency order; SIGKILL "
+        "past the grace period. Exit 0 also when nothing runs.",
+    )
+    down.add_argument(
+        "--grace",
+        type=positive_seconds,
+        default=30.0,
+        metavar="S",
+        help="per component, how long to wait after SIGTERM (default: %(default)g)",
+    )
     down.set_defaults(func=run_down)
 
-    status = subparsers.add_parser("status", parents=[run_dir], help="pid, port, health and uptime of each component",
-                                   description="Exit 0 when every component is alive and SERVING, 3 otherwise "
-                                               "(also when nothing runs).")
+    status = subparsers.add_parser(
+        "status",
+        parents=[run_dir],
+        help="pid, port, health and uptime of each component",
+        description="Exit 0 when every component is alive and SERVING, 3 otherwise (also when nothing runs).",
+    )
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.set_defaults(func=run_status)
 
@@ -144,16 +198,29 @@ def run_status(args: argparse.Namespace) -> int:
     rows = [] if found is None else found[1]
     all_ok = bool(rows) and all(r.ok for r in rows)
     if args.json:
-        print(json.dumps({
-            "run_dir": str(args.run_dir.resolve()),
-            "started_at": None if found is None else found[0].started_at,
-            "all_serving": all_ok,
-            "components": [
-                {"name": r.name, "pid": r.pid, "alive": r.alive, "port": r.port, "metrics_port": r.metrics_port,
-                 "health": r.health, "uptime_s": None if r.uptime_s is None else round(r.uptime_s, 1), "log": r.log}
-                for r in rows
-            ],
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "run_dir": str(args.run_dir.resolve()),
+                    "started_at": None if found is None else found[0].started_at,
+                    "all_serving": all_ok,
+                    "components": [
+                        {
+                            "name": r.name,
+                            "pid": r.pid,
+                            "alive": r.alive,
+                            "port": r.port,
+                            "metrics_port": r.metrics_port,
+                            "health": r.health,
+                            "uptime_s": None if r.uptime_s is None else round(r.uptime_s, 1),
+                            "log": r.log,
+                        }
+                        for r in rows
+                    ],
+                },
+                indent=2,
+            )
+        )
     elif found is None:
         print(f"no suite is running from {args.run_dir}")
     else:
@@ -181,8 +248,11 @@ def format_uptime(seconds: float | None) -> str:
 def format_table(rows) -> str:
     """One line per component: name, pid, whether it is alive (and ours), port, health, uptime, log."""
     table = [("COMPONENT", "PID", "ALIVE", "PORT", "HEALTH", "UPTIME", "LOG")]
-    table += [(r.name, str(r.pid), "yes" if r.alive else "no", str(r.port), r.health, format_uptime(r.uptime_s), r.log)
-              for r in rows]
+    table += [
+        (r.name, str(r.pid), "yes" if r.alive else "no", str(r.port), r.health, format_uptime(r.uptime_s), r.log)
+        for r in rows
+    ]
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
-    return "\n".join("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]])
-                     for row in table)
+    return "\n".join(
+        "  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]) for row in table
+    )

@@ -45,7 +45,9 @@ class Probe:
     def _check_grpc(self, timeout_s: float) -> Health:
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-        answer = health_pb2_grpc.HealthStub(self._channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
+        answer = health_pb2_grpc.HealthStub(self._channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=timeout_s
+        )
         return SERVING if answer.status == health_pb2.HealthCheckResponse.SERVING else NOT_SERVING
 
     def _check_triton(self, timeout_s: float) -> Health:

@@ -66,8 +66,12 @@ def up(plan: Sequence[Component], run_dir: Path, timeout_s: float = 300.0, say: 
     with run_lock(run_dir):
         _refuse_if_running(run_dir, say)
         # A port held by someone else would answer our health checks for them.
-        taken = [f"{port} ({c.name})" for c in plan for port in (c.port, c.metrics_port)
-                 if port is not None and port_taken(c.host, port)]
+        taken = [
+            f"{port} ({c.name})"
+            for c in plan
+            for port in (c.port, c.metrics_port)
+            if port is not None and port_taken(c.host, port)
+        ]
         if taken:
             raise SuiteError(f"ports already in use: {', '.join(taken)}; stop what holds them or pick other ports")
         if any(c.name == "triton" for c in plan):
@@ -105,8 +109,9 @@ def _refuse_if_running(run_dir: Path, say: Say) -> None:
     say(f"removed a stale {previous.path} (none of its processes runs any more)")
 
 
-def _start_all(plan: Sequence[Component], state: SuiteState, children: dict[str, subprocess.Popen],
-               timeout_s: float, say: Say) -> None:
+def _start_all(
+    plan: Sequence[Component], state: SuiteState, children: dict[str, subprocess.Popen], timeout_s: float, say: Say
+) -> None:
     started_at = time.monotonic()
     deadline = started_at + timeout_s
     healthy: set[str] = set()
@@ -118,14 +123,26 @@ def _start_all(plan: Sequence[Component], state: SuiteState, children: dict[str,
                 try:
                     child = spawn(component.command, component.env, log)
                 except OSError as exc:
-                    raise SuiteError(f"cannot start {component.name}: {exc}\nstopped every component that had started") from None
+                    raise SuiteError(
+                        f"cannot start {component.name}: {exc}\nstopped every component that had started"
+                    ) from None
                 children[component.name] = child
-                state.components.append(Running(
-                    name=component.name, pid=child.pid, start_ticks=start_ticks(child.pid),
-                    command=list(component.command), host=component.host, port=component.port,
-                    metrics_port=component.metrics_port, health=component.health, models=list(component.models),
-                    needs=list(component.needs), log=str(log), started_at=now_iso(),
-                ))
+                state.components.append(
+                    Running(
+                        name=component.name,
+                        pid=child.pid,
+                        start_ticks=start_ticks(child.pid),
+                        command=list(component.command),
+                        host=component.host,
+                        port=component.port,
+                        metrics_port=component.metrics_port,
+                        health=component.health,
+                        models=list(component.models),
+                        needs=list(component.needs),
+                        log=str(log),
+                        started_at=now_iso(),
+                    )
+                )
                 state.save()
                 probes[component.name] = Probe(component.address, component.health, component.models)
                 say(f"started {component.name} (pid {child.pid}) on {component.address}; log {log}")
@@ -140,8 +157,13 @@ def _start_all(plan: Sequence[Component], state: SuiteState, children: dict[str,
                 return
             if time.monotonic() > deadline:
                 late = [c.name for c in plan if c.name not in healthy]
-                raise SuiteError(_failure(state, [n for n in late if n in children],
-                                          f"not SERVING after {timeout_s:.0f} s: {', '.join(late)}"))
+                raise SuiteError(
+                    _failure(
+                        state,
+                        [n for n in late if n in children],
+                        f"not SERVING after {timeout_s:.0f} s: {', '.join(late)}",
+                    )
+                )
             time.sleep(POLL_S)
     finally:
         for probe in probes.values():
@@ -201,8 +223,16 @@ def status(run_dir: Path, timeout_s: float = 2.0) -> tuple[SuiteState, list[Comp
         alive = is_ours(record.pid, record.start_ticks)
         with Probe(record.address, record.health, record.models) as probe:
             health = probe.check(timeout_s)
-        rows.append(ComponentStatus(
-            name=record.name, pid=record.pid, alive=alive, port=record.port, metrics_port=record.metrics_port,
-            health=health, uptime_s=(now - record.started).total_seconds() if alive else None, log=record.log,
-        ))
+        rows.append(
+            ComponentStatus(
+                name=record.name,
+                pid=record.pid,
+                alive=alive,
+                port=record.port,
+                metrics_port=record.metrics_port,
+                health=health,
+                uptime_s=(now - record.started).total_seconds() if alive else None,
+                log=record.log,
+            )
+        )
     return state, rows

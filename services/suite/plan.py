@@ -149,14 +149,16 @@ def build_plan(selected: Sequence[str], options: SuiteOptions, run_dir: Path) ->
             for expert in EXPERTS:
                 address = f"{HOST}:{service_port(options, expert)}" if expert in experts else "none"
                 env[f"GEOLOC_ORCHESTRATOR_{expert.upper()}_ADDRESS"] = address
-        components.append(Component(
-            name=name,
-            command=(sys.executable, "-m", f"geoloc.{name}.server"),
-            env=env,
-            port=service_port(options, name),
-            metrics_port=metrics_port(options, name),
-            needs=needs,
-        ))
+        components.append(
+            Component(
+                name=name,
+                command=(sys.executable, "-m", f"geoloc.{name}.server"),
+                env=env,
+                port=service_port(options, name),
+                metrics_port=metrics_port(options, name),
+                needs=needs,
+            )
+        )
     _check_ports(components, options)
     return start_order(components)
 

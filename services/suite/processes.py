@@ -33,7 +33,7 @@ def start_ticks(pid: int) -> int | None:
     except OSError:
         return _fallback_alive(pid)
     # The command name (field 2) is in parentheses and may hold spaces or ')': split after the last.
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     if fields[0] in ("Z", "X"):
         return None
     return int(fields[19])

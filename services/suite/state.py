@@ -65,8 +65,11 @@ class SuiteState:
 
     def save(self) -> None:
         """Writes the file atomically: a reader sees the old or the new state, never half of one."""
-        document = {"version": VERSION, "started_at": self.started_at,
-                    "components": [asdict(c) for c in self.components]}
+        document = {
+            "version": VERSION,
+            "started_at": self.started_at,
+            "components": [asdict(c) for c in self.components],
+        }
         self.run_dir.mkdir(parents=True, exist_ok=True)
         partial = self.path.with_suffix(".json.tmp")
         partial.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")

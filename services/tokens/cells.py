@@ -68,14 +68,25 @@ def distinct_cells(decoded: Decoded, level: int) -> list[DecodedCell]:
     for (tokens, log_p), share in zip(ranked, shares, strict=True):
         cell_id = tokens_to_cell_id(tokens, level)
         lat, lon = cell_id_to_latlon(np.uint64(cell_id))
-        cells.append(DecodedCell(tokens, cell_id, level, float(lat), float(lon), log_p, float(share), cell_radius_km(cell_id)))
+        cells.append(
+            DecodedCell(tokens, cell_id, level, float(lat), float(lon), log_p, float(share), cell_radius_km(cell_id))
+        )
     return cells
 
 
 @torch.no_grad()
-def decode_photo(model: TokenModel, feature: np.ndarray, strategy: Strategy, *, level: int = 20, beam_width: int = 5,
-                 n_samples: int = 30, temperature: float = 0.7, neighbours: Neighbours | None = None,
-                 generator: torch.Generator | None = None) -> list[DecodedCell]:
+def decode_photo(
+    model: TokenModel,
+    feature: np.ndarray,
+    strategy: Strategy,
+    *,
+    level: int = 20,
+    beam_width: int = 5,
+    n_samples: int = 30,
+    temperature: float = 0.7,
+    neighbours: Neighbours | None = None,
+    generator: torch.Generator | None = None,
+) -> list[DecodedCell]:
     """The cells one photo's feature [d] decodes to by `strategy`; neighbours (a batch of one) when
     the model attends to them."""
     condition = model.standardiser(feature[np.newaxis])

@@ -15,7 +15,9 @@ from geoloc.tokens.model import SHIPPED_TOKENS
 class TokensSettings(ServerSettings):
     model_config = SettingsConfigDict(env_prefix="GEOLOC_TOKENS_")
 
-    checkpoint: Path = Field(SHIPPED_TOKENS / "decoder.pt", description="The token decoder checkpoint (geoloc train tokens).")
+    checkpoint: Path = Field(
+        SHIPPED_TOKENS / "decoder.pt", description="The token decoder checkpoint (geoloc train tokens)."
+    )
     default_strategy: Literal["greedy", "beam", "sample"] = Field(
         "beam", description="The strategy used when a request leaves it unset."
     )

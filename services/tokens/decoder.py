@@ -76,7 +76,9 @@ class NeighbourEncoder(nn.Module):
             return (self.absent + self.rank).expand(batch, -1, -1)
         tokens, weights = neighbours.tokens, neighbours.weights.float()
         if tokens.shape[1:] != (self.count, TOKEN_COUNT) or weights.shape[1:] != (self.count,):
-            raise ValueError(f"neighbours must be [b, {self.count}, {TOKEN_COUNT}] tokens and [b, {self.count}] weights")
+            raise ValueError(
+                f"neighbours must be [b, {self.count}, {TOKEN_COUNT}] tokens and [b, {self.count}] weights"
+            )
         places = sum(table(tokens[..., i]) for i, table in enumerate(self.tokens))
         # log(weight) separates a dominant neighbour from a crowd of equals better than the weight alone.
         weight_features = torch.stack([weights, weights.clamp_min(1e-6).log() / 10], dim=-1)
@@ -96,19 +98,24 @@ class CausalBlock(nn.Module):
         self.norm1, self.norm2 = nn.LayerNorm(config.width), nn.LayerNorm(config.width)
         self.qkv = nn.Linear(config.width, 3 * config.width)
         self.proj = nn.Linear(config.width, config.width)
-        self.mlp = nn.Sequential(nn.Linear(config.width, 4 * config.width), nn.GELU(), nn.Linear(4 * config.width, config.width))
+        self.mlp = nn.Sequential(
+            nn.Linear(config.width, 4 * config.width), nn.GELU(), nn.Linear(4 * config.width, config.width)
+        )
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, h: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None):
         batch, length, width = h.shape
-        q, k, v = (x.view(batch, length, self.heads, -1).transpose(1, 2) for x in self.qkv(self.norm1(h)).chunk(3, dim=-1))
+        q, k, v = (
+            x.view(batch, length, self.heads, -1).transpose(1, 2) for x in self.qkv(self.norm1(h)).chunk(3, dim=-1)
+        )
         if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         # New slots sit at the end of the sequence: each sees every cached slot and the new ones before it.
         offset = k.shape[2] - length
         allowed = torch.ones(length, k.shape[2], dtype=torch.bool, device=h.device).tril(diagonal=offset)
         attended = nn.functional.scaled_dot_product_attention(
-            q, k, v, attn_mask=allowed, dropout_p=self.dropout.p if self.training else 0.0)
+            q, k, v, attn_mask=allowed, dropout_p=self.dropout.p if self.training else 0.0
+        )
         h = h + self.dropout(self.proj(attended.transpose(1, 2).reshape(batch, length, width)))
         h = h + self.dropout(self.mlp(self.norm2(h)))
         return h, (k, v)
@@ -118,8 +125,9 @@ class TokenDecoder(nn.Module):
     def __init__(self, config: TokenDecoderConfig):
         super().__init__()
         self.config = config
-        self.condition = nn.Sequential(nn.Linear(config.embedding_dim, config.width), nn.GELU(),
-                                       nn.Linear(config.width, config.width))
+        self.condition = nn.Sequential(
+            nn.Linear(config.embedding_dim, config.width), nn.GELU(), nn.Linear(config.width, config.width)
+        )
         self.token_embeddings = nn.ModuleList(nn.Embedding(v, config.width) for v in VOCABULARIES[:-1])
         self.neighbours = NeighbourEncoder(config) if config.neighbours else None
         self.prefix = 1 + config.neighbours  # slots before the first token
@@ -135,7 +143,7 @@ class TokenDecoder(nn.Module):
 
     def _run(self, h: torch.Tensor, first_slot: int, cache: Cache | None) -> tuple[torch.Tensor, Cache]:
         """Hidden states of slots first_slot.. and the grown cache."""
-        h = h + self.slot_embedding[first_slot:first_slot + h.shape[1]]
+        h = h + self.slot_embedding[first_slot : first_slot + h.shape[1]]
         grown = []
         for layer, block in enumerate(self.blocks):
             h, kv = block(h, None if cache is None else cache[layer])
@@ -144,7 +152,7 @@ class TokenDecoder(nn.Module):
 
     def _predict(self, h: torch.Tensor, first_token: int) -> torch.Tensor:
         """Log-probabilities [batch, slots, 16] of tokens first_token.. from the hidden states predicting them."""
-        logits = self.out(self.norm(h)) + self.vocabulary_mask[first_token:first_token + h.shape[1]]
+        logits = self.out(self.norm(h)) + self.vocabulary_mask[first_token : first_token + h.shape[1]]
         return logits.log_softmax(dim=-1)
 
     def _prefix(self, embedding: torch.Tensor, neighbours: Neighbours | None) -> torch.Tensor:
@@ -155,12 +163,14 @@ class TokenDecoder(nn.Module):
             raise ValueError("this decoder was trained without neighbours")
         return torch.cat(slots, dim=1)
 
-    def forward(self, embedding: torch.Tensor, tokens: torch.Tensor, neighbours: Neighbours | None = None) -> torch.Tensor:
+    def forward(
+        self, embedding: torch.Tensor, tokens: torch.Tensor, neighbours: Neighbours | None = None
+    ) -> torch.Tensor:
         """Teacher forcing: log-probabilities [batch, 11, 16] of every token given the true ones before it."""
         inputs = [self._prefix(embedding, neighbours)]
         inputs += [self.token_embeddings[i](tokens[:, i])[:, None] for i in range(TOKEN_COUNT - 1)]
         h, _ = self._run(torch.cat(inputs, dim=1), 0, None)
-        return self._predict(h[:, self.prefix - 1:], 0)
+        return self._predict(h[:, self.prefix - 1 :], 0)
 
     def start(self, embedding: torch.Tensor, neighbours: Neighbours | None = None) -> tuple[torch.Tensor, Cache]:
         """Log-probabilities [batch, 16] of the face token, and the cache to continue from."""
@@ -182,8 +192,9 @@ def position_weights(count: int = TOKEN_COUNT) -> torch.Tensor:
     return torch.linspace(FIRST_WEIGHT, LAST_WEIGHT, count)
 
 
-def token_loss(decoder: TokenDecoder, embedding: torch.Tensor, tokens: torch.Tensor,
-               neighbours: Neighbours | None = None) -> torch.Tensor:
+def token_loss(
+    decoder: TokenDecoder, embedding: torch.Tensor, tokens: torch.Tensor, neighbours: Neighbours | None = None
+) -> torch.Tensor:
     """Position-weighted cross-entropy of the true tokens [batch, 11], averaged over the batch."""
     log_probs = decoder(embedding, tokens, neighbours)
     picked = log_probs.gather(2, tokens[..., None])[..., 0]  # [batch, 11]

@@ -75,13 +75,16 @@ def save_token_model(path: Path, model: TokenModel) -> str:
     """Writes the checkpoint; returns its sha256."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({
-        "config": asdict(model.decoder.config),
-        "state_dict": half_precision_weights(model.decoder),
-        "feature_mean": model.standardiser.mean.cpu(),
-        "feature_std": model.standardiser.std.cpu(),
-        "backbone": model.backbone,
-    }, path)
+    torch.save(
+        {
+            "config": asdict(model.decoder.config),
+            "state_dict": half_precision_weights(model.decoder),
+            "feature_mean": model.standardiser.mean.cpu(),
+            "feature_std": model.standardiser.std.cpu(),
+            "backbone": model.backbone,
+        },
+        path,
+    )
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -90,6 +93,10 @@ def load_token_model(path: Path, device: str = "cpu") -> TokenModel:
     saved = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)  # the bytes hashed are the bytes loaded
     decoder = TokenDecoder(TokenDecoderConfig(**saved["config"]))
     decoder.load_state_dict({name: value.float() for name, value in saved["state_dict"].items()})
-    model = TokenModel(decoder, Standardiser(saved["feature_mean"], saved["feature_std"]), saved["backbone"],
-                       version=hashlib.sha256(raw).hexdigest()[:12])
+    model = TokenModel(
+        decoder,
+        Standardiser(saved["feature_mean"], saved["feature_std"]),
+        saved["backbone"],
+        version=hashlib.sha256(raw).hexdigest()[:12],
+    )
     return model.to(device)

@@ -31,6 +31,6 @@ def neighbour_sets(lat_deg: np.ndarray, lon_deg: np.ndarray, weights: np.ndarray
         if not kept:
             continue
         cells = np.atleast_1d(latlon_to_cell_id(lat[row, kept], lon[row, kept], 20))
-        tokens[row, :len(kept)] = [cell_id_to_tokens(int(c)) for c in cells]
-        shares[row, :len(kept)] = weights[row, kept] / weights[row, kept].sum()
+        tokens[row, : len(kept)] = [cell_id_to_tokens(int(c)) for c in cells]
+        shares[row, : len(kept)] = weights[row, kept] / weights[row, kept].sum()
     return Neighbours(torch.from_numpy(tokens), torch.from_numpy(shares))

@@ -48,8 +48,9 @@ def _reorder(cache: Cache, rows: torch.Tensor) -> Cache:
 
 
 @torch.no_grad()
-def greedy(decoder: TokenDecoder, embedding: torch.Tensor, level: int = MAX_LEVEL,
-           neighbours: Neighbours | None = None) -> Decoded:
+def greedy(
+    decoder: TokenDecoder, embedding: torch.Tensor, level: int = MAX_LEVEL, neighbours: Neighbours | None = None
+) -> Decoded:
     """The most probable token at every step, for a batch of embeddings [b, d]."""
     log_probs, cache = decoder.start(embedding, neighbours)
     tokens, total, length = [], torch.zeros(len(embedding), device=embedding.device), token_count(level)
@@ -63,12 +64,20 @@ def greedy(decoder: TokenDecoder, embedding: torch.Tensor, level: int = MAX_LEVE
 
 
 @torch.no_grad()
-def beam_search(decoder: TokenDecoder, embedding: torch.Tensor, width: int = 5, level: int = MAX_LEVEL,
-                neighbours: Neighbours | None = None) -> Decoded:
+def beam_search(
+    decoder: TokenDecoder,
+    embedding: torch.Tensor,
+    width: int = 5,
+    level: int = MAX_LEVEL,
+    neighbours: Neighbours | None = None,
+) -> Decoded:
     """The `width` most probable sequences that beam search keeps, for one embedding [d]
     (and its neighbours, a batch of one)."""
     log_probs, cache = decoder.start(embedding[None], neighbours)
-    scores, tokens = torch.zeros(1, device=embedding.device), torch.zeros(1, 0, dtype=torch.long, device=embedding.device)
+    scores, tokens = (
+        torch.zeros(1, device=embedding.device),
+        torch.zeros(1, 0, dtype=torch.long, device=embedding.device),
+    )
     for position in range(token_count(level)):
         if position > 0:
             log_probs, cache = decoder.advance(tokens[:, -1], position - 1, cache)
@@ -83,14 +92,22 @@ def beam_search(decoder: TokenDecoder, embedding: torch.Tensor, width: int = 5, 
 
 
 @torch.no_grad()
-def sample_sequences(decoder: TokenDecoder, embedding: torch.Tensor, n: int, temperature: float = 0.7,
-                     level: int = MAX_LEVEL, generator: torch.Generator | None = None,
-                     neighbours: Neighbours | None = None) -> Decoded:
+def sample_sequences(
+    decoder: TokenDecoder,
+    embedding: torch.Tensor,
+    n: int,
+    temperature: float = 0.7,
+    level: int = MAX_LEVEL,
+    generator: torch.Generator | None = None,
+    neighbours: Neighbours | None = None,
+) -> Decoded:
     """n sequences drawn at `temperature` for one embedding [d], each with its log-probability at
     temperature 1 (the model's own), sorted most probable first; duplicates are kept.
 
     The draws use `generator` on the CPU, so a seed gives the same sequences on any device."""
-    log_probs, cache = decoder.start(embedding[None].expand(n, -1), None if neighbours is None else neighbours.repeat(n))
+    log_probs, cache = decoder.start(
+        embedding[None].expand(n, -1), None if neighbours is None else neighbours.repeat(n)
+    )
     tokens, total, length = [], torch.zeros(n, device=embedding.device), token_count(level)
     for position in range(length):
         step = _step_log_probs(log_probs, position, level)

@@ -81,10 +81,17 @@ class TokensServicer(tokens_pb2_grpc.TokensServiceServicer):
         n_samples = defaulted_in_range("n_samples", request.n_samples, s.default_samples, 1, s.max_samples)
         temperature = request.temperature if request.HasField("temperature") else s.default_temperature
         if not (math.isfinite(temperature) and MIN_TEMPERATURE <= temperature <= s.max_temperature):
-            raise InvalidArgument("temperature", f"must be in [{MIN_TEMPERATURE:g}, {s.max_temperature:g}], got {temperature}")
+            raise InvalidArgument(
+                "temperature", f"must be in [{MIN_TEMPERATURE:g}, {s.max_temperature:g}], got {temperature}"
+            )
         level = defaulted_in_range("max_level", request.max_level, MAX_LEVEL, 1, MAX_LEVEL)
-        return {"strategy": strategy, "beam_width": beam_width, "n_samples": n_samples, "temperature": temperature,
-                "level": level}
+        return {
+            "strategy": strategy,
+            "beam_width": beam_width,
+            "n_samples": n_samples,
+            "temperature": temperature,
+            "level": level,
+        }
 
     async def Decode(self, request: tokens_pb2.DecodeRequest, context) -> tokens_pb2.DecodeResponse:
         model = self._model
@@ -95,20 +102,33 @@ class TokensServicer(tokens_pb2_grpc.TokensServiceServicer):
         neighbours = validated_neighbours(request.neighbors, model.neighbour_slots, self.settings.max_neighbors)
         generator = torch.Generator().manual_seed(request.seed if request.HasField("seed") else secrets.randbits(63))
         async with self._one_at_a_time:
-            cells = await asyncio.to_thread(decode_photo, model, feature, neighbours=neighbours, generator=generator, **options)
+            cells = await asyncio.to_thread(
+                decode_photo, model, feature, neighbours=neighbours, generator=generator, **options
+            )
         return tokens_pb2.DecodeResponse(
             cells=[cell_message(c) for c in cells],
-            points=[common_pb2.WeightedPoint(lat_deg=c.lat_deg, lon_deg=c.lon_deg, weight=c.probability,
-                                             radius_km=c.radius_km) for c in cells],
+            points=[
+                common_pb2.WeightedPoint(
+                    lat_deg=c.lat_deg, lon_deg=c.lon_deg, weight=c.probability, radius_km=c.radius_km
+                )
+                for c in cells
+            ],
             strategy=STRATEGY_ENUMS[options["strategy"]],
             model=common_pb2.ModelInfo(name=f"geotoken/{model.backbone}", version=model.version),
         )
 
 
 def cell_message(cell: DecodedCell) -> tokens_pb2.Cell:
-    return tokens_pb2.Cell(tokens=cell.tokens, cell_id=cell.cell_id, s2_token=cell_id_to_s2_token(cell.cell_id),
-                           level=cell.level, lat_deg=cell.lat_deg, lon_deg=cell.lon_deg, probability=cell.probability,
-                           log_probability=cell.log_probability)
+    return tokens_pb2.Cell(
+        tokens=cell.tokens,
+        cell_id=cell.cell_id,
+        s2_token=cell_id_to_s2_token(cell.cell_id),
+        level=cell.level,
+        lat_deg=cell.lat_deg,
+        lon_deg=cell.lon_deg,
+        probability=cell.probability,
+        log_probability=cell.log_probability,
+    )
 
 
 def tokens_spec(servicer: TokensServicer) -> ServiceSpec:

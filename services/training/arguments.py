@@ -11,8 +11,10 @@ if TYPE_CHECKING:  # numpy loads in the handlers only, so that `geoloc --help` s
     import numpy as np
 
 
-DATA_HELP = ("data root holding im2gps3k/train and im2gps3k/val, each with images/ and labels.csv "
-             "(default: $GEOLOC_DATA_DIR, else ../shared/data beside the checkout)")
+DATA_HELP = (
+    "data root holding im2gps3k/train and im2gps3k/val, each with images/ and labels.csv "
+    "(default: $GEOLOC_DATA_DIR, else ../shared/data beside the checkout)"
+)
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
@@ -27,8 +29,12 @@ def add_training_arguments(parser: argparse.ArgumentParser, default_out: str, on
     feature set, steps and device."""
     add_data_arguments(parser, default_out)
     if on_features:
-        parser.add_argument("--features", type=Path, metavar="FILE.npz",
-                            help="train on these features and places instead of the train split's")
+        parser.add_argument(
+            "--features",
+            type=Path,
+            metavar="FILE.npz",
+            help="train on these features and places instead of the train split's",
+        )
         parser.add_argument("--steps", type=int, help="optimiser steps per configuration (default: the grid's)")
         parser.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
@@ -60,5 +66,12 @@ def training_data(args: argparse.Namespace) -> TrainingData:
     else:
         train_features, train_places = split_features(train), np.array([(i.lat, i.lon) for i in train.images])
         train_source = f"{train.root} ({len(train)} photos)"
-    return TrainingData(train, val, train_features, train_places, split_features(val),
-                        np.array([(i.lat, i.lon) for i in val.images]), train_source)
+    return TrainingData(
+        train,
+        val,
+        train_features,
+        train_places,
+        split_features(val),
+        np.array([(i.lat, i.lon) for i in val.images]),
+        train_source,
+    )

@@ -44,7 +44,7 @@ def _padded(rows: list[tuple[np.ndarray, ...]], width: int) -> np.ndarray:
     out = np.zeros((len(rows), width, 4))
     for i, columns in enumerate(rows):
         stacked = np.stack(columns, axis=1)[:width]
-        out[i, :len(stacked)] = stacked
+        out[i, : len(stacked)] = stacked
     return out
 
 
@@ -57,15 +57,18 @@ def compute_expert_outputs(features: np.ndarray, requests: ExpertRequests, seed:
     from geoloc.tokens.model import SHIPPED_TOKENS, load_token_model
 
     places = GalleryRetrieval.load().top_places(features, requests.gallery_k)
-    outputs = {"gallery": np.stack([places.lat_deg, places.lon_deg, places.probability,
-                                    np.zeros_like(places.probability)], axis=-1)}
+    outputs = {
+        "gallery": np.stack(
+            [places.lat_deg, places.lon_deg, places.probability, np.zeros_like(places.probability)], axis=-1
+        )
+    }
     n = requests.sampler_samples
     for method in ("flow", "sh"):
         sampler = load_sampler(SHIPPED_SAMPLERS / f"{method}.pt")
         chunks = []
         for start in range(0, len(features), 40):  # bounds the SH decoding's grid products in memory
             generator = torch.Generator().manual_seed(seed + start)
-            batch = features[start:start + 40]
+            batch = features[start : start + 40]
             xyz = sampler.sample_places(batch, n, requests.sampler_steps, sampler.default_guidance, generator)
             lat, lon = unit_to_latlon(xyz)
             chunks.append(np.stack([lat, lon, np.full_like(lat, 1.0 / n), np.zeros_like(lat)], axis=-1))
@@ -74,7 +77,9 @@ def compute_expert_outputs(features: np.ndarray, requests: ExpertRequests, seed:
     rows = []
     for feature in features:
         cells = decode_photo(model, feature, "beam", beam_width=requests.tokens_beam_width)
-        rows.append(tuple(np.array([getattr(c, f) for c in cells]) for f in ("lat_deg", "lon_deg", "probability", "radius_km")))
+        rows.append(
+            tuple(np.array([getattr(c, f) for c in cells]) for f in ("lat_deg", "lon_deg", "probability", "radius_km"))
+        )
     outputs["tokens"] = _padded(rows, requests.tokens_beam_width)
     return outputs
 
@@ -86,13 +91,14 @@ def models_fingerprint() -> str:
     from geoloc.tokens.model import SHIPPED_TOKENS
 
     digest = hashlib.sha256()
-    for path in (SHIPPED_HEAD, SHIPPED_SAMPLERS / "flow.pt", SHIPPED_SAMPLERS / "sh.pt",
-                 SHIPPED_TOKENS / "decoder.pt"):
+    for path in (SHIPPED_HEAD, SHIPPED_SAMPLERS / "flow.pt", SHIPPED_SAMPLERS / "sh.pt", SHIPPED_TOKENS / "decoder.pt"):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 
 
-def cached_expert_outputs(features: np.ndarray, requests: ExpertRequests, cache_dir: Path, split: str) -> dict[str, np.ndarray]:
+def cached_expert_outputs(
+    features: np.ndarray, requests: ExpertRequests, cache_dir: Path, split: str
+) -> dict[str, np.ndarray]:
     key = hashlib.sha256(features.tobytes() + repr(requests).encode() + models_fingerprint().encode()).hexdigest()[:16]
     path = cache_dir / "fusion" / f"{split}-experts-{key}.npz"
     if path.exists():
@@ -110,8 +116,9 @@ def photo_answers(outputs: dict[str, np.ndarray], row: int, experts=None) -> lis
     return [ExpertPoints(e, a[row, :, 0], a[row, :, 1], a[row, :, 2], a[row, :, 3]) for e, a in chosen.items()]
 
 
-def gallery_neighbours(features: np.ndarray, count: int, head_path: Path | None = None,
-                       gallery_dir: Path | None = None) -> Neighbours:
+def gallery_neighbours(
+    features: np.ndarray, count: int, head_path: Path | None = None, gallery_dir: Path | None = None
+) -> Neighbours:
     """The gallery expert's `count` most probable points for each feature row [n, d], as the token
     decoder's neighbours. Defaults: the shipped gallery head and the default 100K gallery, built first
     if missing."""

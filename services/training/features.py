@@ -34,8 +34,13 @@ from geoloc.tritonserver.repository import (
 BATCH = 16
 
 
-def split_features(split: Split, model: str = "efficientnet_lite2", cache_dir: Path | None = None,
-                   repository: Path = DEFAULT_MODEL_REPOSITORY, progress: bool = True) -> np.ndarray:
+def split_features(
+    split: Split,
+    model: str = "efficientnet_lite2",
+    cache_dir: Path | None = None,
+    repository: Path = DEFAULT_MODEL_REPOSITORY,
+    progress: bool = True,
+) -> np.ndarray:
     """Features [len(split.images), d] float32, in the split's order; cached on disk."""
     config = read_model_config(model, repository)
     code = (Path(repository) / model / "1" / "backbone.py").read_bytes()

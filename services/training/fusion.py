@@ -22,8 +22,9 @@ BANDWIDTHS_KM = (10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0)
 DENSITY_POWERS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def expert_log_likelihood(points: np.ndarray, truth_xyz: np.ndarray, bandwidth_km: float, prior: Prior,
-                          density_power: float = 0.0) -> np.ndarray:
+def expert_log_likelihood(
+    points: np.ndarray, truth_xyz: np.ndarray, bandwidth_km: float, prior: Prior, density_power: float = 0.0
+) -> np.ndarray:
     """log p_e(true place) [n] under one expert's kernels, exactly as the orchestrator builds them
     (fusion.expert_kernels); points [n, P, 4] (lat, lon, weight, radius_km). A photo the expert gave
     no weighted point for scores −inf."""
@@ -62,8 +63,9 @@ def mixture_log_likelihood(columns: dict[str, np.ndarray], weights: np.ndarray) 
     return float((top[:, 0] + np.log(np.exp(matrix - top) @ weights)).mean())
 
 
-def fit_fusion(outputs: dict[str, np.ndarray], truth_latlon: np.ndarray, gallery_coordinates: np.ndarray,
-               rounds: int = 3) -> FusionFit:
+def fit_fusion(
+    outputs: dict[str, np.ndarray], truth_latlon: np.ndarray, gallery_coordinates: np.ndarray, rounds: int = 3
+) -> FusionFit:
     """Bandwidths (and the gallery's density power) by coordinate ascent on the mixture's likelihood,
     the weights by EM at every step: an expert's best bandwidth inside the mixture is narrower than
     alone, because the prior and the other experts cover its misses."""
@@ -73,23 +75,28 @@ def fit_fusion(outputs: dict[str, np.ndarray], truth_latlon: np.ndarray, gallery
     reference = priors[BANDWIDTHS_KM[0]]  # its points; the density correction smooths them at DENSITY_BANDWIDTH_KM
     for expert, points in outputs.items():
         powers = DENSITY_POWERS if expert == "gallery" else (0.0,)
-        candidates[expert] = {(b, a): expert_log_likelihood(points, truth, b, reference, a)
-                              for b in BANDWIDTHS_KM for a in powers}
+        candidates[expert] = {
+            (b, a): expert_log_likelihood(points, truth, b, reference, a) for b in BANDWIDTHS_KM for a in powers
+        }
     # Start from each component's own best, then improve one component at a time.
     chosen = {name: max(c, key=lambda key: c[key].mean()) for name, c in candidates.items()}
     for _ in range(rounds):
         for name, options in candidates.items():
+
             def score(key, name=name):
                 columns = {n: candidates[n][key if n == name else chosen[n]] for n in candidates}
                 return mixture_log_likelihood(columns, mixing_weights(np.stack(list(columns.values()), axis=1)))
+
             chosen[name] = max(options, key=score)
     columns = {n: candidates[n][chosen[n]] for n in candidates}
     weights = mixing_weights(np.stack(list(columns.values()), axis=1))
     report = {n: float(c.mean()) for n, c in columns.items()}
     report["mixture"] = mixture_log_likelihood(columns, weights)
-    parameters = FusionParameters(weights={n: float(w) for n, w in zip(columns, weights, strict=True)},
-                                  bandwidth_km={n: key[0] for n, key in chosen.items()},
-                                  gallery_density_power=chosen.get("gallery", (0.0, 0.0))[1])
+    parameters = FusionParameters(
+        weights={n: float(w) for n, w in zip(columns, weights, strict=True)},
+        bandwidth_km={n: key[0] for n, key in chosen.items()},
+        gallery_density_power=chosen.get("gallery", (0.0, 0.0))[1],
+    )
     return FusionFit(parameters, priors[chosen[PRIOR][0]], report)
 
 
@@ -103,13 +110,24 @@ class Calibration:
     mean_localizability: float
 
     def to_dict(self) -> dict:
-        return {"n": self.n, "coverage_50": self.coverage_50, "coverage_90": self.coverage_90,
-                "median_radius_90_km": self.median_radius_90_km, "best_guess": self.best_guess.to_dict(),
-                "mean_localizability": self.mean_localizability}
+        return {
+            "n": self.n,
+            "coverage_50": self.coverage_50,
+            "coverage_90": self.coverage_90,
+            "median_radius_90_km": self.median_radius_90_km,
+            "best_guess": self.best_guess.to_dict(),
+            "mean_localizability": self.mean_localizability,
+        }
 
 
-def calibration(outputs: dict[str, np.ndarray], truth_latlon: np.ndarray, parameters: FusionParameters, prior: Prior,
-                rows: np.ndarray | None = None, experts=None) -> Calibration:
+def calibration(
+    outputs: dict[str, np.ndarray],
+    truth_latlon: np.ndarray,
+    parameters: FusionParameters,
+    prior: Prior,
+    rows: np.ndarray | None = None,
+    experts=None,
+) -> Calibration:
     """The fused answers' radii and best guesses scored against the true places of `rows`."""
     rows = np.arange(len(truth_latlon)) if rows is None else rows
     within_50, within_90, radii, errors, localizability = [], [], [], [], []
@@ -122,9 +140,14 @@ def calibration(outputs: dict[str, np.ndarray], truth_latlon: np.ndarray, parame
         radii.append(answer.radius_90_km)
         errors.append(error)
         localizability.append(answer.localizability)
-    return Calibration(len(rows), float(np.mean(within_50)), float(np.mean(within_90)), float(np.median(radii)),
-                       summarize(errors), float(np.mean(localizability)))
-
+    return Calibration(
+        len(rows),
+        float(np.mean(within_50)),
+        float(np.mean(within_90)),
+        float(np.median(radii)),
+        summarize(errors),
+        float(np.mean(localizability)),
+    )
 
 
 UNIFORM_WEIGHTS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
@@ -135,8 +158,9 @@ def with_uniform_floor(parameters: FusionParameters, weight: float) -> FusionPar
     return FusionParameters(**{**parameters.__dict__, "uniform_weight": weight})
 
 
-def calibrate(outputs: dict[str, np.ndarray], truth_latlon: np.ndarray, fit: FusionFit, rows: np.ndarray,
-              log=print) -> tuple[FusionParameters, list[tuple[float, Calibration]]]:
+def calibrate(
+    outputs: dict[str, np.ndarray], truth_latlon: np.ndarray, fit: FusionFit, rows: np.ndarray, log=print
+) -> tuple[FusionParameters, list[tuple[float, Calibration]]]:
     """The likelihood fit with the smallest uniform floor whose 90 % radius holds the truth for the
     middle of the band (90 %) of `rows`.
 

@@ -44,8 +44,10 @@ def run(args: argparse.Namespace) -> int:
     outputs = cached_expert_outputs(split_features(val), requests, default_cache_dir(), "val")
     gallery_coordinates, _ = read_gps_csv(default_gallery_csv())
     fit = fit_fusion(outputs, truth, gallery_coordinates)
-    print(f"fitted by likelihood: weights {fit.parameters.weights}, bandwidths km {fit.parameters.bandwidth_km}, "
-          f"gallery density power {fit.parameters.gallery_density_power}")
+    print(
+        f"fitted by likelihood: weights {fit.parameters.weights}, bandwidths km {fit.parameters.bandwidth_km}, "
+        f"gallery density power {fit.parameters.gallery_density_power}"
+    )
     print(f"mean val log-likelihood (nats/sr): {fit.mean_log_likelihood}")
     print("calibrating the 90 % radius")
     params, floors = calibrate(outputs, truth, fit, np.arange(len(truth)))
@@ -55,20 +57,31 @@ def run(args: argparse.Namespace) -> int:
     checks = {}
     # Each expert alone on a fixed third of the photos: 0.4 s a photo makes the whole split slow on 2 cores.
     subset = np.sort(np.random.default_rng(1).permutation(len(truth))[: len(truth) // 3])
-    cases = [("all experts", None, None), *((f"{e} alone", [e], subset) for e in EXPERTS), ("no expert (prior)", [], None)]
+    cases = [
+        ("all experts", None, None),
+        *((f"{e} alone", [e], subset) for e in EXPERTS),
+        ("no expert (prior)", [], None),
+    ]
     for label, experts, rows in cases:
         checks[label] = calibration(outputs, truth, params, prior, rows=rows, experts=experts)
         c = checks[label]
-        print(f"  {label}: 90 % radius holds {c.coverage_90:.1%}, 50 % holds {c.coverage_50:.1%}; "
-              f"median r90 {c.median_radius_90_km:.0f} km; best guess GeoScore {c.best_guess.geoscore:.1f}")
+        print(
+            f"  {label}: 90 % radius holds {c.coverage_90:.1%}, 50 % holds {c.coverage_50:.1%}; "
+            f"median r90 {c.median_radius_90_km:.0f} km; best guess GeoScore {c.best_guess.geoscore:.1f}"
+        )
     order = np.random.default_rng(0).permutation(len(truth))
-    halves = (order[: len(order) // 2], order[len(order) // 2:])
+    halves = (order[: len(order) // 2], order[len(order) // 2 :])
     held_out = []
     for fit_rows, score_rows in (halves, halves[::-1]):
         half = fit_fusion({e: a[fit_rows] for e, a in outputs.items()}, truth[fit_rows], gallery_coordinates)
         # calibrate() takes row indices into what it is given: the fitting half, re-indexed from 0.
-        half_params, _ = calibrate({e: a[fit_rows] for e, a in outputs.items()}, truth[fit_rows], half,
-                                   np.arange(len(fit_rows)), log=lambda _: None)
+        half_params, _ = calibrate(
+            {e: a[fit_rows] for e, a in outputs.items()},
+            truth[fit_rows],
+            half,
+            np.arange(len(fit_rows)),
+            log=lambda _: None,
+        )
         held_out.append(calibration(outputs, truth, half_params, half.prior, rows=score_rows))
     cv_90 = float(np.mean([c.coverage_90 for c in held_out]))
     cv_50 = float(np.mean([c.coverage_50 for c in held_out]))
@@ -76,8 +89,10 @@ def run(args: argparse.Namespace) -> int:
 
     manifest = {
         "what": "the orchestrator's fusion: expert weights, kernel bandwidths, gallery-density power, prior points",
-        "data": {"val": f"{val.root} ({len(val)} photos)",
-                 "prior": f"{len(prior.lat_deg)} points sampled (seed 0) from the GPS gallery {default_gallery_csv().name}"},
+        "data": {
+            "val": f"{val.root} ({len(val)} photos)",
+            "prior": f"{len(prior.lat_deg)} points sampled (seed 0) from the GPS gallery {default_gallery_csv().name}",
+        },
         "experts": {"requests": requests.__dict__, "models_fingerprint": models_fingerprint()},
         "command": command_line("fusion"),
         "val_mean_log_likelihood": fit.mean_log_likelihood,

@@ -18,9 +18,13 @@ from geoloc.training.arguments import add_training_arguments
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("gallery", help="train the gallery expert's image head", description=__doc__)
     add_training_arguments(parser, "models/gallery/efficientnet_lite2_head.pt", on_features=False)
-    parser.add_argument("--gallery", type=Path, metavar="DIR",
-                        help="built GPS gallery used for negatives and val (built if absent; "
-                             "default: artifacts/gallery/geoclip_100k in the checkout)")
+    parser.add_argument(
+        "--gallery",
+        type=Path,
+        metavar="DIR",
+        help="built GPS gallery used for negatives and val (built if absent; "
+        "default: artifacts/gallery/geoclip_100k in the checkout)",
+    )
     parser.add_argument("--epochs", type=int, default=40, help="per configuration (default: %(default)s)")
     parser.set_defaults(func=run)
     return parser
@@ -60,23 +64,39 @@ def run(args: argparse.Namespace) -> int:
     for config in config_grid():
         config = type(config)(**{**asdict(config), "epochs": args.epochs})
         print(f"config {asdict(config)}")
-        trained = train_head(features["train"], coords["train"], features["val"], coords["val"],
-                             gallery.vectors(), gallery.coordinates, encoder, config, seed=args.seed,
-                             log=lambda line: None)
-        print(f"  best epoch {trained.best_epoch}: val GeoScore {trained.val.geoscore:.1f}, median {trained.val.median_km:.0f} km")
+        trained = train_head(
+            features["train"],
+            coords["train"],
+            features["val"],
+            coords["val"],
+            gallery.vectors(),
+            gallery.coordinates,
+            encoder,
+            config,
+            seed=args.seed,
+            log=lambda line: None,
+        )
+        print(
+            f"  best epoch {trained.best_epoch}: val GeoScore {trained.val.geoscore:.1f}, median {trained.val.median_km:.0f} km"
+        )
         results.append(trained)
     best = max(results, key=lambda r: r.val.geoscore)
     sha = save_head(args.out, best.mlp, best.logit_scale, "efficientnet-lite2")
     prior = evaluate(val, PriorPredictions(train), progress=False)
     manifest = model_manifest(
-        "gallery", args.out, sha, {"train": f"{train.root} ({len(train)} photos)", "val": f"{val.root} ({len(val)} photos)"},
+        "gallery",
+        args.out,
+        sha,
+        {"train": f"{train.root} ({len(train)} photos)", "val": f"{val.root} ({len(val)} photos)"},
         started,
         gallery={"path": str(args.gallery), "count": gallery.manifest.count, "sources": gallery.manifest.sources},
         location_encoder_sha256=gallery.manifest.encoder_sha256,
         chosen={**asdict(best.config), "best_epoch": best.best_epoch, "logit_scale": best.logit_scale},
         val_top1=best.val.to_dict(),
         val_prior_baseline=prior.metrics.to_dict(),
-        compared_on_val=[{**asdict(r.config), "best_epoch": r.best_epoch, "val_geoscore": r.val.geoscore} for r in results],
+        compared_on_val=[
+            {**asdict(r.config), "best_epoch": r.best_epoch, "val_geoscore": r.val.geoscore} for r in results
+        ],
     )
     manifest_path = write_manifest(args.out, manifest)
     print(f"head written to {args.out} (sha256 {sha[:12]}), manifest {manifest_path}")

@@ -57,8 +57,13 @@ def perturbed(coordinates: np.ndarray, noise_km: float, copies: int, rng: np.ran
     return np.stack([np.clip(lat, -90, 90), (lon + 180) % 360 - 180], axis=-1)
 
 
-def top1_metrics(mlp: ImageMLP, features: np.ndarray, coordinates: np.ndarray,
-                 gallery_vectors: np.ndarray, gallery_coordinates: np.ndarray) -> Metrics:
+def top1_metrics(
+    mlp: ImageMLP,
+    features: np.ndarray,
+    coordinates: np.ndarray,
+    gallery_vectors: np.ndarray,
+    gallery_coordinates: np.ndarray,
+) -> Metrics:
     """Accuracy of the top-1 gallery point for each photo (the gallery expert's point estimate)."""
     mlp.eval()
     with torch.inference_mode():
@@ -68,13 +73,24 @@ def top1_metrics(mlp: ImageMLP, features: np.ndarray, coordinates: np.ndarray,
     return summarize(haversine_km(coordinates[:, 0], coordinates[:, 1], guesses[:, 0], guesses[:, 1]))
 
 
-def train_head(train_features: np.ndarray, train_coordinates: np.ndarray, val_features: np.ndarray,
-               val_coordinates: np.ndarray, gallery_vectors: np.ndarray, gallery_coordinates: np.ndarray,
-               encoder: LocationEncoder, config: HeadConfig, seed: int = 0, log=print) -> TrainedHead:
+def train_head(
+    train_features: np.ndarray,
+    train_coordinates: np.ndarray,
+    val_features: np.ndarray,
+    val_coordinates: np.ndarray,
+    gallery_vectors: np.ndarray,
+    gallery_coordinates: np.ndarray,
+    encoder: LocationEncoder,
+    config: HeadConfig,
+    seed: int = 0,
+    log=print,
+) -> TrainedHead:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     positives = embed_locations(
-        encoder, perturbed(train_coordinates, config.gps_noise_km, config.perturbations, rng).reshape(-1, 2), progress=False
+        encoder,
+        perturbed(train_coordinates, config.gps_noise_km, config.perturbations, rng).reshape(-1, 2),
+        progress=False,
     ).reshape(config.perturbations, len(train_coordinates), -1)
     positives, gallery = torch.from_numpy(positives), torch.from_numpy(gallery_vectors)
     features = torch.from_numpy(train_features)
@@ -83,7 +99,9 @@ def train_head(train_features: np.ndarray, train_coordinates: np.ndarray, val_fe
     mlp.shift.copy_(features.mean(0))
     mlp.scale.copy_(1 / features.std(0).clamp_min(1e-6))
     log_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-    optimizer = torch.optim.AdamW([*mlp.parameters(), log_scale], lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        [*mlp.parameters(), log_scale], lr=config.learning_rate, weight_decay=config.weight_decay
+    )
     best: tuple[float, int, dict, float, Metrics] | None = None
     for epoch in range(1, config.epochs + 1):
         mlp.train()
@@ -102,8 +120,10 @@ def train_head(train_features: np.ndarray, train_coordinates: np.ndarray, val_fe
         val = top1_metrics(mlp, val_features, val_coordinates, gallery_vectors, gallery_coordinates)
         if best is None or val.geoscore > best[0]:
             best = (val.geoscore, epoch, {k: v.clone() for k, v in mlp.state_dict().items()}, scale, val)
-        log(f"  epoch {epoch:3d}  loss {loss.item():.3f}  scale {scale:5.1f}  val GeoScore {val.geoscore:6.1f}  "
-            f"median {val.median_km:7.0f} km")
+        log(
+            f"  epoch {epoch:3d}  loss {loss.item():.3f}  scale {scale:5.1f}  val GeoScore {val.geoscore:6.1f}  "
+            f"median {val.median_km:7.0f} km"
+        )
     _, epoch, state, scale, val = best
     mlp.load_state_dict(state)
     return TrainedHead(mlp.eval(), scale, config, epoch, val)

@@ -23,14 +23,22 @@ class BestStep:
     history: list[tuple[int, float]]  # (step, val GeoScore) at every evaluation
 
 
-def train_keeping_best(network: torch.nn.Module, batch_loss: Callable[[], torch.Tensor],
-                       evaluate: Callable[[], Metrics], steps: int, eval_every: int, learning_rate: float,
-                       weight_decay: float, log: Callable[[str], None] = print) -> BestStep:
+def train_keeping_best(
+    network: torch.nn.Module,
+    batch_loss: Callable[[], torch.Tensor],
+    evaluate: Callable[[], Metrics],
+    steps: int,
+    eval_every: int,
+    learning_rate: float,
+    weight_decay: float,
+    log: Callable[[str], None] = print,
+) -> BestStep:
     """Runs `steps` optimiser steps on batch_loss() (a fresh minibatch each call) and loads the weights
     of the evaluation with the highest val GeoScore into `network`, left in eval mode."""
     optimizer = torch.optim.AdamW(network.parameters(), lr=learning_rate, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(step / steps, 1.0))))
+        optimizer, lambda step: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(step / steps, 1.0)))
+    )
     best: tuple[float, int, dict | None, Metrics | None] = (-1.0, 0, None, None)
     history = []
     for step in range(1, steps + 1):
@@ -44,7 +52,9 @@ def train_keeping_best(network: torch.nn.Module, batch_loss: Callable[[], torch.
             network.eval()
             metrics = evaluate()
             history.append((step, metrics.geoscore))
-            log(f"  step {step}: loss {loss.item():.4f}, val GeoScore {metrics.geoscore:.1f}, median {metrics.median_km:.0f} km")
+            log(
+                f"  step {step}: loss {loss.item():.4f}, val GeoScore {metrics.geoscore:.1f}, median {metrics.median_km:.0f} km"
+            )
             if metrics.geoscore > best[0]:
                 best = (metrics.geoscore, step, copy.deepcopy(network.state_dict()), metrics)
     network.load_state_dict(best[2])

@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 BACKBONE = "efficientnet-lite2 (model_repository/efficientnet_lite2, 1280-d pooled feature)"
-DEMO_NOTE = ("demo-grade: 1542 training photos; EfficientNet ImageNet features cap accuracy near the prior "
-             "(docs/design.md §5)")
+DEMO_NOTE = (
+    "demo-grade: 1542 training photos; EfficientNet ImageNet features cap accuracy near the prior (docs/design.md §5)"
+)
 
 
 def command_line(job: str) -> str:
@@ -27,9 +28,16 @@ def command_line(job: str) -> str:
 def model_manifest(job: str, checkpoint: Path, sha256: str, data: dict, started: float, **fields) -> dict:
     """The manifest of `checkpoint`: identity, backbone, data and command first, then `fields`, the note
     and the seconds since `started` (time.monotonic())."""
-    return {"file": checkpoint.name, "sha256": sha256, "backbone": BACKBONE, "data": data,
-            "command": command_line(job), **fields, "note": DEMO_NOTE,
-            "train_seconds": round(time.monotonic() - started, 1)}
+    return {
+        "file": checkpoint.name,
+        "sha256": sha256,
+        "backbone": BACKBONE,
+        "data": data,
+        "command": command_line(job),
+        **fields,
+        "note": DEMO_NOTE,
+        "train_seconds": round(time.monotonic() - started, 1),
+    }
 
 
 def write_manifest(checkpoint: Path, manifest: dict) -> Path:

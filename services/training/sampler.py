@@ -52,21 +52,35 @@ class TrainedSampler:
     seconds: float
 
 
-def point_estimates(sampler: LocationSampler, features: np.ndarray, n_samples: int, steps: int, guidance: float,
-                    seed: int = 0, batch: int = 64) -> np.ndarray:
+def point_estimates(
+    sampler: LocationSampler,
+    features: np.ndarray,
+    n_samples: int,
+    steps: int,
+    guidance: float,
+    seed: int = 0,
+    batch: int = 64,
+) -> np.ndarray:
     """One guess per photo, (lat, lon) [q, 2]: the top mode of its n_samples samples."""
     generator = torch.Generator().manual_seed(seed)
     guesses = []
     for start in range(0, len(features), batch):
-        places = sampler.sample_places(features[start:start + batch], n_samples, steps, guidance, generator)
+        places = sampler.sample_places(features[start : start + batch], n_samples, steps, guidance, generator)
         for xyz in places:
             top = summarize_samples(xyz).modes[0]
             guesses.append((top.lat_deg, top.lon_deg))
     return np.asarray(guesses)
 
 
-def val_metrics(sampler: LocationSampler, features: np.ndarray, coordinates: np.ndarray, n_samples: int, steps: int,
-                guidance: float, seed: int = 0) -> Metrics:
+def val_metrics(
+    sampler: LocationSampler,
+    features: np.ndarray,
+    coordinates: np.ndarray,
+    n_samples: int,
+    steps: int,
+    guidance: float,
+    seed: int = 0,
+) -> Metrics:
     guesses = point_estimates(sampler, features, n_samples, steps, guidance, seed)
     return summarize(haversine_km(coordinates[:, 0], coordinates[:, 1], guesses[:, 0], guesses[:, 1]))
 
@@ -78,9 +92,17 @@ def training_targets(method: str, coordinates: np.ndarray, network: torch.nn.Mod
     return sh_diffusion.place_coefficients(coordinates[:, 0], coordinates[:, 1], network.config.degree)
 
 
-def train_sampler(train_features: np.ndarray, train_coordinates: np.ndarray, val_features: np.ndarray,
-                  val_coordinates: np.ndarray, config: SamplerTrainConfig, backbone: str, seed: int = 0,
-                  device: str = "cpu", log: Callable[[str], None] = print) -> TrainedSampler:
+def train_sampler(
+    train_features: np.ndarray,
+    train_coordinates: np.ndarray,
+    val_features: np.ndarray,
+    val_coordinates: np.ndarray,
+    config: SamplerTrainConfig,
+    backbone: str,
+    seed: int = 0,
+    device: str = "cpu",
+    log: Callable[[str], None] = print,
+) -> TrainedSampler:
     started = time.monotonic()
     torch.manual_seed(seed)
     network = build_network(config.method, {"embedding_dim": train_features.shape[1], **config.network}).to(device)
@@ -97,19 +119,28 @@ def train_sampler(train_features: np.ndarray, train_coordinates: np.ndarray, val
         return loss_of(network, targets[batch], condition, config.drop_condition)
 
     def evaluate() -> Metrics:
-        return val_metrics(sampler, val_features, val_coordinates, config.eval_samples, config.eval_steps,
-                           config.eval_guidance, seed)
+        return val_metrics(
+            sampler, val_features, val_coordinates, config.eval_samples, config.eval_steps, config.eval_guidance, seed
+        )
 
-    best = train_keeping_best(network, batch_loss, evaluate, config.steps, config.eval_every, config.learning_rate,
-                              config.weight_decay, log)
+    best = train_keeping_best(
+        network, batch_loss, evaluate, config.steps, config.eval_every, config.learning_rate, config.weight_decay, log
+    )
     # The checkpoint stores half precision; keep the model as it will be loaded, so that every
     # figure reported from here on is the shipped file's.
     network.load_state_dict({name: value.float() for name, value in half_precision_weights(network).items()})
     return TrainedSampler(sampler, config, best.step, best.val, best.history, time.monotonic() - started)
 
 
-def choose_guidance(sampler: LocationSampler, features: np.ndarray, coordinates: np.ndarray, n_samples: int,
-                    steps: int, candidates=(0.0, 1.0, 2.0, 4.0), seed: int = 0) -> dict[float, Metrics]:
+def choose_guidance(
+    sampler: LocationSampler,
+    features: np.ndarray,
+    coordinates: np.ndarray,
+    n_samples: int,
+    steps: int,
+    candidates=(0.0, 1.0, 2.0, 4.0),
+    seed: int = 0,
+) -> dict[float, Metrics]:
     """Val metrics at each candidate guidance; sets the sampler's default to the best by GeoScore."""
     results = {g: val_metrics(sampler, features, coordinates, n_samples, steps, g, seed) for g in candidates}
     sampler.default_guidance = max(results, key=lambda g: results[g].geoscore)

@@ -33,8 +33,9 @@ FINAL = {"flow": {"n_samples": 128, "steps": 32}, "sh": {"n_samples": 64, "steps
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("sampler", help="train the sampler expert (flow matching or SH diffusion)",
-                                   description=__doc__)
+    parser = subparsers.add_parser(
+        "sampler", help="train the sampler expert (flow matching or SH diffusion)", description=__doc__
+    )
     parser.add_argument("--method", choices=sorted(GRIDS), required=True)
     add_training_arguments(parser, "models/sampler/METHOD.pt")
     parser.set_defaults(func=run)
@@ -58,8 +59,18 @@ def run(args: argparse.Namespace) -> int:
         choice = {**choice, **({"steps": args.steps} if args.steps else {})}
         config = SamplerTrainConfig(method=args.method, eval_every=max(choice["steps"] // 6, 1), **SELECTION, **choice)
         print(f"config {choice}")
-        runs.append(train_sampler(data.train_features, data.train_places, data.val_features, data.val_places, config,
-                                  backbone="efficientnet-lite2", seed=args.seed, device=args.device))
+        runs.append(
+            train_sampler(
+                data.train_features,
+                data.train_places,
+                data.val_features,
+                data.val_places,
+                config,
+                backbone="efficientnet-lite2",
+                seed=args.seed,
+                device=args.device,
+            )
+        )
         print(f"  kept step {runs[-1].best_step} ({runs[-1].seconds:.0f} s)")
     best = max(runs, key=lambda r: r.val.geoscore)
     final = FINAL[args.method]
@@ -71,16 +82,24 @@ def run(args: argparse.Namespace) -> int:
     chosen = by_guidance[best.sampler.default_guidance]
     prior = evaluate(data.val, PriorPredictions(data.train), progress=False)
     manifest = model_manifest(
-        "sampler", out, sha, {"train": data.train_source, "val": f"{data.val.root} ({len(data.val)} photos)"}, started,
+        "sampler",
+        out,
+        sha,
+        {"train": data.train_source, "val": f"{data.val.root} ({len(data.val)} photos)"},
+        started,
         method=args.method,
         chosen={**asdict(best.config), "best_step": best.best_step, "guidance": best.sampler.default_guidance},
         val_protocol=f"top mode of {final['n_samples']} samples, {final['steps']} steps, seed {args.seed}",
         val_top1=chosen.to_dict(),
         val_by_guidance={str(g): m.to_dict() for g, m in by_guidance.items()},
         val_prior_baseline=prior.metrics.to_dict(),
-        compared_on_val=[{**asdict(r.config), "best_step": r.best_step, "val_geoscore": r.val.geoscore,
-                          "history": r.history} for r in runs],
+        compared_on_val=[
+            {**asdict(r.config), "best_step": r.best_step, "val_geoscore": r.val.geoscore, "history": r.history}
+            for r in runs
+        ],
     )
     manifest_path = write_manifest(out, manifest)
-    print(f"sampler written to {out} (sha256 {sha[:12]}), manifest {manifest_path}; {manifest['train_seconds']:.0f} s in all")
+    print(
+        f"sampler written to {out} (sha256 {sha[:12]}), manifest {manifest_path}; {manifest['train_seconds']:.0f} s in all"
+    )
     return 0

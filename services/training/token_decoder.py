@@ -54,8 +54,9 @@ def cell_centres(tokens: torch.Tensor) -> np.ndarray:
     return np.stack([lat, lon], axis=1)
 
 
-def greedy_metrics(decoder: TokenDecoder, conditions: torch.Tensor, coordinates: np.ndarray,
-                   neighbours: Neighbours | None = None) -> Metrics:
+def greedy_metrics(
+    decoder: TokenDecoder, conditions: torch.Tensor, coordinates: np.ndarray, neighbours: Neighbours | None = None
+) -> Metrics:
     """Scores the greedy level-20 cell's centre as the one guess per photo."""
     guesses = cell_centres(greedy(decoder, conditions, neighbours=neighbours).tokens.cpu())
     return summarize(haversine_km(coordinates[:, 0], coordinates[:, 1], guesses[:, 0], guesses[:, 1]))
@@ -72,10 +73,18 @@ class TrainedDecoder:
     seconds: float
 
 
-def train_decoder(train_features: np.ndarray, train_coordinates: np.ndarray, val_features: np.ndarray,
-                  val_coordinates: np.ndarray, config: TokenTrainConfig, train_neighbours: Neighbours | None = None,
-                  val_neighbours: Neighbours | None = None, seed: int = 0, device: str = "cpu",
-                  log: Callable[[str], None] = print) -> TrainedDecoder:
+def train_decoder(
+    train_features: np.ndarray,
+    train_coordinates: np.ndarray,
+    val_features: np.ndarray,
+    val_coordinates: np.ndarray,
+    config: TokenTrainConfig,
+    train_neighbours: Neighbours | None = None,
+    val_neighbours: Neighbours | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    log: Callable[[str], None] = print,
+) -> TrainedDecoder:
     """Trains a decoder, conditioned on neighbours when given (config.network["neighbours"] slots)."""
     started = time.monotonic()
     torch.manual_seed(seed)
@@ -101,13 +110,21 @@ def train_decoder(train_features: np.ndarray, train_coordinates: np.ndarray, val
     def evaluate() -> Metrics:
         return greedy_metrics(decoder, val_conditions, val_coordinates, val_neighbours)
 
-    best = train_keeping_best(decoder, batch_loss, evaluate,
-                              config.steps, config.eval_every, config.learning_rate, config.weight_decay, log)
+    best = train_keeping_best(
+        decoder, batch_loss, evaluate, config.steps, config.eval_every, config.learning_rate, config.weight_decay, log
+    )
     return TrainedDecoder(decoder, standardiser, config, best.step, best.val, best.history, time.monotonic() - started)
 
 
-def strategy_metrics(model: TokenModel, features: np.ndarray, coordinates: np.ndarray, strategy: Strategy,
-                     neighbours: Neighbours | None = None, seed: int = 0, **options) -> Metrics:
+def strategy_metrics(
+    model: TokenModel,
+    features: np.ndarray,
+    coordinates: np.ndarray,
+    strategy: Strategy,
+    neighbours: Neighbours | None = None,
+    seed: int = 0,
+    **options,
+) -> Metrics:
     """Scores the most probable cell of `strategy` (with decode_photo's options) per photo [n, d]."""
     generator = torch.Generator().manual_seed(seed)
     guesses = []

@@ -55,9 +55,19 @@ def run(args: argparse.Namespace) -> int:
         choice = {**COMMON, **choice, **({"steps": args.steps} if args.steps else {})}
         with_neighbours = choice["network"]["neighbours"] > 0
         print(f"config {choice}")
-        runs.append(train_decoder(data.train_features, data.train_places, data.val_features, data.val_places,
-                                  TokenTrainConfig(**choice), train_neighbours if with_neighbours else None,
-                                  val_neighbours if with_neighbours else None, seed=args.seed, device=args.device))
+        runs.append(
+            train_decoder(
+                data.train_features,
+                data.train_places,
+                data.val_features,
+                data.val_places,
+                TokenTrainConfig(**choice),
+                train_neighbours if with_neighbours else None,
+                val_neighbours if with_neighbours else None,
+                seed=args.seed,
+                device=args.device,
+            )
+        )
         kept = runs[-1]
         print(f"  kept step {kept.best_step}: val greedy GeoScore {kept.val.geoscore:.1f} ({kept.seconds:.0f} s)")
     best = max(runs, key=lambda r: r.val.geoscore)
@@ -65,30 +75,51 @@ def run(args: argparse.Namespace) -> int:
     sha = save_token_model(out, model)
 
     shipped = load_token_model(out, args.device)  # the reported figures are of the stored (half-precision) weights
-    neighbour_cases = {"with neighbours": val_neighbours, "without neighbours": None} if shipped.neighbour_slots else {"": None}
+    neighbour_cases = (
+        {"with neighbours": val_neighbours, "without neighbours": None} if shipped.neighbour_slots else {"": None}
+    )
     by_strategy = {}
     for case, neighbours in neighbour_cases.items():
         for name, options in STRATEGIES.items():
             label = f"{name} {case}".strip()
             strategy = name.split()[0]
-            by_strategy[label] = strategy_metrics(shipped, data.val_features, data.val_places, strategy, neighbours,
-                                                  seed=args.seed, **options)
-            print(f"  {label}: GeoScore {by_strategy[label].geoscore:.1f}, median {by_strategy[label].median_km:.0f} km")
+            by_strategy[label] = strategy_metrics(
+                shipped, data.val_features, data.val_places, strategy, neighbours, seed=args.seed, **options
+            )
+            print(
+                f"  {label}: GeoScore {by_strategy[label].geoscore:.1f}, median {by_strategy[label].median_km:.0f} km"
+            )
     prior = evaluate(data.val, PriorPredictions(data.train), progress=False)
     headline = next(iter(by_strategy))  # greedy (with neighbours, when the decoder has them): the selection rule
     manifest = model_manifest(
-        "tokens", out, sha, {"train": data.train_source, "val": f"{data.val.root} ({len(data.val)} photos)"}, started,
-        neighbours={"count": shipped.neighbour_slots,
-                    "source": "the shipped gallery head (models/gallery) on the default GeoCLIP 100K gallery, top points"},
+        "tokens",
+        out,
+        sha,
+        {"train": data.train_source, "val": f"{data.val.root} ({len(data.val)} photos)"},
+        started,
+        neighbours={
+            "count": shipped.neighbour_slots,
+            "source": "the shipped gallery head (models/gallery) on the default GeoCLIP 100K gallery, top points",
+        },
         chosen={**asdict(best.config), "best_step": best.best_step},
         val_protocol=f"the most probable cell's centre as the one guess per photo, seed {args.seed}",
         val_top1=by_strategy[headline].to_dict(),
         val_by_strategy={label: m.to_dict() for label, m in by_strategy.items()},
         val_prior_baseline=prior.metrics.to_dict(),
-        compared_on_val=[{**asdict(r.config), "best_step": r.best_step, "val_greedy_geoscore": r.val.geoscore,
-                          "history": r.history, "seconds": round(r.seconds, 1)} for r in runs],
+        compared_on_val=[
+            {
+                **asdict(r.config),
+                "best_step": r.best_step,
+                "val_greedy_geoscore": r.val.geoscore,
+                "history": r.history,
+                "seconds": round(r.seconds, 1),
+            }
+            for r in runs
+        ],
     )
     manifest_path = write_manifest(out, manifest)
-    print(f"token decoder written to {out} (sha256 {sha[:12]}), manifest {manifest_path}; "
-          f"{manifest['train_seconds']:.0f} s in all")
+    print(
+        f"token decoder written to {out} (sha256 {sha[:12]}), manifest {manifest_path}; "
+        f"{manifest['train_seconds']:.0f} s in all"
+    )
     return 0

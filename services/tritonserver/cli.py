@@ -13,21 +13,41 @@ from geoloc.tritonserver.launcher import DEFAULT_MODEL_REPOSITORY, DEFAULT_MODEL
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "triton", help="run the Triton Inference Server locally", description=__doc__,
+        "triton",
+        help="run the Triton Inference Server locally",
+        description=__doc__,
         epilog="Production runs NVIDIA's Triton container against the same repository: see docs/triton.md.",
     )
-    parser.add_argument("--model-repository", type=Path, default=DEFAULT_MODEL_REPOSITORY, metavar="DIR",
-                        help="Triton model repository (default: %(default)s)")
-    parser.add_argument("--model", dest="models", action="append", metavar="NAME",
-                        help=f"model to load; repeat for several (default: {', '.join(DEFAULT_MODELS)})")
+    parser.add_argument(
+        "--model-repository",
+        type=Path,
+        default=DEFAULT_MODEL_REPOSITORY,
+        metavar="DIR",
+        help="Triton model repository (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--model",
+        dest="models",
+        action="append",
+        metavar="NAME",
+        help=f"model to load; repeat for several (default: {', '.join(DEFAULT_MODELS)})",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--grpc-port", type=int, default=8001, help="(default: %(default)s)")
     parser.add_argument("--http-port", type=int, help="serve HTTP/REST too, on this port (default: off)")
     parser.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port (default: %(default)s)")
-    parser.add_argument("--config-name", metavar="NAME",
-                        help="use configs/NAME.pbtxt where a model has it, e.g. gpu (default: config.pbtxt)")
-    parser.add_argument("--ready-timeout", type=float, default=300.0, metavar="S",
-                        help="give up if not READY after this many seconds (default: %(default)s)")
+    parser.add_argument(
+        "--config-name",
+        metavar="NAME",
+        help="use configs/NAME.pbtxt where a model has it, e.g. gpu (default: config.pbtxt)",
+    )
+    parser.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="give up if not READY after this many seconds (default: %(default)s)",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -58,7 +78,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"Triton ready: gRPC {launch.grpc_url}, models {', '.join(launch.models)}; log {triton.log_path}", flush=True)
     while not stop.wait(0.5):
         if triton.returncode is not None:
-            print(f"geoloc triton: tritonserver exited with code {triton.returncode}\n{triton.log_tail()}", file=sys.stderr)
+            print(
+                f"geoloc triton: tritonserver exited with code {triton.returncode}\n{triton.log_tail()}",
+                file=sys.stderr,
+            )
             return 1
     code = triton.stop()
     print(f"Triton stopped (exit code {code})", flush=True)

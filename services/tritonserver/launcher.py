@@ -58,8 +58,11 @@ class TritonTls:
 
     def flags(self) -> list[str]:
         """tritonserver's flags for this TLS (checked against tritonserver 2.51's --help)."""
-        flags = ["--grpc-use-ssl=true", f"--grpc-server-cert={Path(self.cert_file).resolve()}",
-                 f"--grpc-server-key={Path(self.key_file).resolve()}"]
+        flags = [
+            "--grpc-use-ssl=true",
+            f"--grpc-server-cert={Path(self.cert_file).resolve()}",
+            f"--grpc-server-key={Path(self.key_file).resolve()}",
+        ]
         if self.client_ca_file is not None:
             flags += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={Path(self.client_ca_file).resolve()}"]
         return flags
@@ -194,8 +197,9 @@ class TritonServer:
         if tls is None:
             client = triton_grpc.InferenceServerClient(self.grpc_url)
         else:
-            client = triton_grpc.InferenceServerClient(self.grpc_url, creds=tls.credentials(),
-                                                       channel_args=tls.channel_options() or None)
+            client = triton_grpc.InferenceServerClient(
+                self.grpc_url, creds=tls.credentials(), channel_args=tls.channel_options() or None
+            )
         try:
             while True:
                 if self.process is None or self.process.poll() is not None:

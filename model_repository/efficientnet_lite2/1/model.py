@@ -35,7 +35,9 @@ class TritonPythonModel:
         self.network = network_from_parameters(parameters, args["model_repository"]).to(self.device)
         declared = int(pb_utils.get_output_config_by_name(config, "EMBEDDING")["dims"][0])
         if declared != FEATURE_DIM:
-            raise pb_utils.TritonModelException(f"EMBEDDING dims is {declared} in config.pbtxt; the network gives {FEATURE_DIM}")
+            raise pb_utils.TritonModelException(
+                f"EMBEDDING dims is {declared} in config.pbtxt; the network gives {FEATURE_DIM}"
+            )
 
     def execute(self, requests: list) -> list:
         # The dynamic batcher hands over several requests: run them as one batch, split after.

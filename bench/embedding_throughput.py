@@ -169,7 +169,8 @@ def main() -> None:
 
     baseline = rates["in-process decode+crop+forward, batch 1"]
     print(
-        f"\n{len(photos)} Im2GPS3k val photos, {sizes[0][0]}x{sizes[0][1]}-ish JPEGs; torch threads: {torch.get_num_threads()}"
+        f"\n{len(photos)} Im2GPS3k val photos, {sizes[0][0]}x{sizes[0][1]}-ish JPEGs; "
+        f"torch threads: {torch.get_num_threads()}"
     )
     print(f"{'mode':<48} {'photos/s':>9} {'x baseline':>11}")
     for mode, rate in rates.items():

@@ -21,8 +21,8 @@ one channel that round-robins over both (health-checked, geoloc.common.channels)
 replica gets SIGTERM halfway through. Expected: not one call fails.
 
 Soak: one level for --seconds (default 600) while the resident memory (VmRSS) of every process
-`geoloc up` started, with its child processes, is sampled every --sample-every seconds; it prints RSS at the start (after
---warm-up seconds of load, once allocators and caches have grown to their working size), at
+`geoloc up` started, with its child processes, is sampled every --sample-every seconds; it prints
+RSS at the start (after --warm-up seconds of load, once allocators and caches have grown to their working size), at
 the end, and the change.
 """
 
@@ -82,7 +82,8 @@ async def levels(args, photos: list[bytes]) -> None:
             print(
                 f"| {clients} | {len(report.records)} | {report.throughput():.2f} | {report.throughput() / base:.2f} "
                 f"| {report.latency_ms(50):.0f} | {report.latency_ms(95):.0f} | {report.latency_ms(99):.0f} "
-                f"| {failures(report)} | {report.partial_share():.0%} | {left_out(report)} | {report.overhead_ms(50):.0f} |"
+                f"| {failures(report)} | {report.partial_share():.0%} | {left_out(report)} "
+                f"| {report.overhead_ms(50):.0f} |"
             )
 
 

@@ -59,7 +59,8 @@ def main() -> None:
     floor = summarize(haversine_km(places[:, 0], places[:, 1], prior.lat, prior.lon))
     settings = SamplerSettings()
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; Im2GPS3k val, {len(places)} of {len(val)} photos "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"Im2GPS3k val, {len(places)} of {len(val)} photos "
         f"(random, seed 0); "
         f"{args.samples} samples per photo when scoring, {args.rate_samples} per request when timing"
     )

@@ -1,4 +1,6 @@
-"""Tests for geoloc.common.sphere, geoloc.common.s2cells and geoloc.tokens.geotokens; S2 results are checked against s2sphere."""
+"""Tests for geoloc.common.sphere, geoloc.common.s2cells and geoloc.tokens.geotokens.
+
+S2 results are checked against s2sphere."""
 
 from __future__ import annotations
 

@@ -201,7 +201,8 @@ def format_answer(name: str, response, round_trip_ms: float | None = None, map_p
     width = max((len(EXPERT_NAMES.get(o.expert, "?")) for o in response.expert_outputs), default=0)
     for i, output in enumerate(response.expert_outputs):
         status = orchestrator_pb2.ExpertStatus.Name(output.status).removeprefix("EXPERT_STATUS_")
-        row = f"{EXPERT_NAMES.get(output.expert, str(output.expert)).ljust(width)}  {status:<17} {output.latency_ms:7.0f} ms"
+        name = EXPERT_NAMES.get(output.expert, str(output.expert))
+        row = f"{name.ljust(width)}  {status:<17} {output.latency_ms:7.0f} ms"
         if output.status == orchestrator_pb2.EXPERT_STATUS_OK:
             row += f"  weight {output.fusion_weight:.2f}"
             if output.model.name:

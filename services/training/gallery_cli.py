@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
             log=lambda line: None,
         )
         print(
-            f"  best epoch {trained.best_epoch}: val GeoScore {trained.val.geoscore:.1f}, median {trained.val.median_km:.0f} km"
+            f"  best epoch {trained.best_epoch}: val GeoScore {trained.val.geoscore:.1f}, "
+            f"median {trained.val.median_km:.0f} km"
         )
         results.append(trained)
     best = max(results, key=lambda r: r.val.geoscore)

@@ -53,7 +53,8 @@ def train_keeping_best(
             metrics = evaluate()
             history.append((step, metrics.geoscore))
             log(
-                f"  step {step}: loss {loss.item():.4f}, val GeoScore {metrics.geoscore:.1f}, median {metrics.median_km:.0f} km"
+                f"  step {step}: loss {loss.item():.4f}, val GeoScore {metrics.geoscore:.1f}, "
+                f"median {metrics.median_km:.0f} km"
             )
             if metrics.geoscore > best[0]:
                 best = (metrics.geoscore, step, copy.deepcopy(network.state_dict()), metrics)

@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     )
     manifest_path = write_manifest(out, manifest)
     print(
-        f"sampler written to {out} (sha256 {sha[:12]}), manifest {manifest_path}; {manifest['train_seconds']:.0f} s in all"
+        f"sampler written to {out} (sha256 {sha[:12]}), manifest {manifest_path}; "
+        f"{manifest['train_seconds']:.0f} s in all"
     )
     return 0

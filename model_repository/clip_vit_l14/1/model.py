@@ -37,7 +37,8 @@ class TritonPythonModel:
         if image_dims != [network.image_size, network.image_size, 3] or feature_dims != [network.feature_dim]:
             raise pb_utils.TritonModelException(
                 f"config.pbtxt declares IMAGE {image_dims} and EMBEDDING {feature_dims}, but the checkpoint in "
-                f"{parameters['weights_dir']} takes {network.image_size}x{network.image_size} images and gives {network.feature_dim}-d features"
+                f"{parameters['weights_dir']} takes {network.image_size}x{network.image_size} images "
+                f"and gives {network.feature_dim}-d features"
             )
         self.network = network.to(self.device)
 

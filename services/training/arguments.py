@@ -50,6 +50,10 @@ class TrainingData:
     val_places: np.ndarray
     train_source: str  # what the features are, for logs and manifests
 
+    def sources(self) -> dict[str, str]:
+        """What was trained on and chosen on, as a manifest's `data`."""
+        return {"train": self.train_source, "val": f"{self.val.root} ({len(self.val)} photos)"}
+
 
 def training_data(args: argparse.Namespace) -> TrainingData:
     """The train split's cached features (or --features) and the val split's, with their places."""

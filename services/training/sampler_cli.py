@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         "sampler",
         out,
         sha,
-        {"train": data.train_source, "val": f"{data.val.root} ({len(data.val)} photos)"},
+        data.sources(),
         started,
         method=args.method,
         chosen={**asdict(best.config), "best_step": best.best_step, "guidance": best.sampler.default_guidance},

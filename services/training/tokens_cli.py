@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         "tokens",
         out,
         sha,
-        {"train": data.train_source, "val": f"{data.val.root} ({len(data.val)} photos)"},
+        data.sources(),
         started,
         neighbours={
             "count": shipped.neighbour_slots,

@@ -1,0 +1,43 @@
+"""Photographer-grouped folds: every photographer on one side, folds near equal, the same every time."""
+
+import numpy as np
+import pytest
+
+from geoloc.evaluation.folds import photographer_folds
+
+
+def _authors(seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    # Bursty, as Im2GPS3k is: a few photographers with many photos, most with one or two.
+    counts = np.concatenate([[167, 60, 40], rng.integers(1, 6, size=400)])
+    return [f"author{i}" for i, c in enumerate(counts) for _ in range(c)] + ["", ""]
+
+
+def test_no_photographer_is_in_two_folds():
+    authors = _authors()
+    folds = photographer_folds(authors, 5)
+    for author in set(authors) - {""}:
+        assert len(set(folds[[i for i, a in enumerate(authors) if a == author]])) == 1
+
+
+def test_folds_are_near_equal_and_all_used():
+    authors = _authors()
+    sizes = np.bincount(photographer_folds(authors, 5), minlength=5)
+    assert sizes.min() > 0
+    assert sizes.max() - sizes.min() <= 167  # the largest burst alone may unbalance them, never more
+
+
+def test_folds_do_not_depend_on_photo_order():
+    authors = [a for a in _authors() if a]  # an authorless photo is named by its place in the list
+    order = np.random.default_rng(1).permutation(len(authors))
+    shuffled = [authors[i] for i in order]
+    assert (photographer_folds(shuffled, 5) == photographer_folds(authors, 5)[order]).all()
+
+
+def test_photos_without_author_stand_alone_and_bad_k_is_refused():
+    folds = photographer_folds(["", "", "", "a", "a"], 2)
+    assert folds[3] == folds[4]
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        photographer_folds(["a", "b"], 1)
+    with pytest.raises(ValueError, match="cannot fill"):
+        photographer_folds(["a", "a", "b"], 3)

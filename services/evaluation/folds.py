@@ -2,9 +2,9 @@
 
 Im2GPS3k's bursts (one photographer has 167 train photos on Skye) make a photo-level split
 optimistic: a model that memorises a burst is scored on the same burst. Folds here are drawn by
-photographer, in a fixed order (sha256 of the author, the rule that split train from val), and
-filled greedily, largest photographer first, into the fold with the fewest photos so far, so the
-folds are near equal in size whatever the bursts. A photo with no author is a photographer of its own.
+photographer: largest photographer first (ties in sha256-of-author order, so the result is fixed),
+each into the fold with the fewest photos so far, so the folds differ in size by at most the
+largest burst. A photo with no author is a photographer of its own.
 """
 
 from __future__ import annotations

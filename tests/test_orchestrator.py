@@ -174,9 +174,14 @@ def test_an_expert_killed_mid_run_leaves_a_partial_answer_that_names_it(embeddin
     assert_answer_is_ranked(after)
 
 
-def test_a_deadline_shorter_than_the_slowest_expert_answers_from_the_others_in_time(embedding_address, experts, photos):
+def test_a_deadline_shorter_than_the_slowest_expert_answers_from_the_others_in_time(
+    embedding_address, experts, photos, monkeypatch
+):
     """The sampler (its own process: it stays busy after the call) is asked for 1024 samples at 256
     steps, about 10 s of work; the caller allows 3 s, of which the orchestrator keeps back its margin."""
+    # One thread for the busy sampler: on two cores, a sampler on both starved the tokens expert
+    # past the deadline too (CI, stop 24), which is a test of the machine, not of the orchestrator.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     process, address = start_service("sampler")
     wait_for_health(address, 120, process)
     try:

@@ -20,6 +20,11 @@ import pytest
 
 PINNED = Path(__file__).parent / "data" / "val_answers.json"
 PHOTOS = 24
+# float32 networks round differently on other CPUs (CI's differs from this machine's by 3.6e-6
+# relative in one probability), so the pin allows 1e-4: about 10 m in position, and far below
+# what any change of a model, a seed or the fusion moves.
+POSITION_DEG = 1e-4
+RELATIVE = 1e-4
 
 pytestmark = [
     pytest.mark.im2gps3k,
@@ -76,10 +81,12 @@ def test_every_answer_is_the_pinned_one(pinned_and_now):
         where = want["image"]
         assert len(got["hypotheses"]) == len(want["hypotheses"]), where
         hyp_want, hyp_got = np.array(want["hypotheses"]), np.array(got["hypotheses"])
-        np.testing.assert_allclose(hyp_got[:, :2], hyp_want[:, :2], atol=1e-6, err_msg=f"{where}: positions")
-        np.testing.assert_allclose(hyp_got[:, 2:], hyp_want[:, 2:], rtol=1e-6, err_msg=f"{where}: probability, radii")
+        np.testing.assert_allclose(hyp_got[:, :2], hyp_want[:, :2], atol=POSITION_DEG, err_msg=f"{where}: positions")
+        np.testing.assert_allclose(
+            hyp_got[:, 2:], hyp_want[:, 2:], rtol=RELATIVE, err_msg=f"{where}: probability, radii"
+        )
         for key in ("radius_50_km", "radius_90_km", "localizability"):
-            assert got[key] == pytest.approx(want[key], rel=1e-6), f"{where}: {key}"
+            assert got[key] == pytest.approx(want[key], rel=RELATIVE), f"{where}: {key}"
 
 
 if __name__ == "__main__":

@@ -8,11 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from geoloc.common.geoscore import GEOSCORE_MAX, GEOSCORE_SCALE_KM, geoscore_of_km  # noqa: F401  (re-exported)
+
 # The street / city / region / country / continent radii used since Im2GPS (Hays & Efros 2008).
 THRESHOLDS_KM: tuple[float, ...] = (1, 25, 200, 750, 2500)
-# GeoGuessr's scoring curve, as used by OSV-5M and PIGEON: 5000 points at 0 km, decaying with this scale.
-GEOSCORE_MAX = 5000.0
-GEOSCORE_SCALE_KM = 1492.7
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ def summarize(distances_km: Sequence[float] | np.ndarray, thresholds_km: Sequenc
         n=int(d.size),
         thresholds_km=thresholds,
         accuracy=tuple(float(np.mean(d <= t)) for t in thresholds),
-        geoscore=float(np.mean(GEOSCORE_MAX * np.exp(-d / GEOSCORE_SCALE_KM))),
+        geoscore=float(np.mean(geoscore_of_km(d))),
         median_km=float(np.median(d)),
         mean_km=float(np.mean(d)),
     )

@@ -10,12 +10,11 @@ rest are renormalised, so with no expert at all the answer is the prior, never l
 share of the uniform density under it all keeps the stated radii honest (fitted on val so that
 the 90 % radius holds the truth for 90 % of photos).
 
-From the mixture: the modes (spherical mean-shift) at least `min_separation_km` apart are the
-hypotheses, each with the mass of its basin, the most probable first and the best guess; the radii
-around a point are quantiles of the great-circle distance from it over a fixed-seed sample of the
-mixture; localizability compares the entropy of where the experts' part of the mixture falls among
-~580 km S2 cells with the prior's (0) and a single cell's (1). (The prior and the floor are left
-out of it: they are the same for every photo, and the floor alone would spread any answer.)
+The answer is read off the mixture by decision.py: the best guess is the place with the highest
+expected GeoScore, the hypotheses the best places of distinct regions, with their Voronoi masses
+and radii. Localizability compares the entropy of where the experts' part of the mixture falls
+among ~580 km S2 cells with the prior's (0) and a single cell's (1). (The prior and the floor are
+left out of it: they are the same for every photo, and the floor alone would spread any answer.)
 """
 
 from __future__ import annotations
@@ -32,10 +31,17 @@ from geoloc.common.sphere import (
     great_circle_angle,
     latlon_to_unit,
     mixture_log_density,
-    responsible_modes,
     unit_to_latlon,
     vmf_kappa_for_radius_km,
     vmf_mixture_sample,
+)
+from geoloc.orchestrator.decision import (
+    LATTICE_POINTS,
+    FixedCandidates,
+    expected_geoscore,
+    fibonacci_lattice,
+    radius_holding_mass,
+    regions_of,
 )
 
 PRIOR = "prior"
@@ -71,8 +77,9 @@ class FusionParameters:
     bandwidth_km: dict[str, float]  # per expert and "prior": the kernel half-mass radius added to a point's own
     gallery_density_power: float = 0.0  # gallery weights ÷ (prior density)^power
     uniform_weight: float = 0.0  # a floor of the uniform density, for radii that hold what they state
-    min_separation_km: float = 100.0
+    min_separation_km: float = 100.0  # an expert's kernels' modes closer than this are one candidate
     samples: int = 2000  # drawn from the mixture for radii, hypotheses' masses and entropy
+    region_km: float = 1000.0  # hypotheses are the best places within this of themselves
     version: str = "unfitted"
 
     def to_dict(self) -> dict:
@@ -83,6 +90,7 @@ class FusionParameters:
             "uniform_weight": self.uniform_weight,
             "min_separation_km": self.min_separation_km,
             "samples": self.samples,
+            "region_km": self.region_km,
         }
 
 
@@ -116,6 +124,24 @@ class Prior:
         self.weights = np.full(len(self.centres), 1.0 / len(self.centres))
         self._density_kappa = float(kappa_for_half_mass_km(np.array(DENSITY_BANDWIDTH_KM)))
         self._answer_entropy: dict[int, float] = {}
+        self.lattice = fibonacci_lattice(LATTICE_POINTS)
+        # Every answer's candidates begin with these, so the prior's scores on them are computed once.
+        self.fixed_candidates = np.concatenate([self.lattice, self.centres])
+        self._fixed_scores: np.ndarray | None = None
+        self._fixed_by_region: dict[float, FixedCandidates] = {}
+
+    def fixed(self, region_km: float) -> FixedCandidates:
+        if region_km not in self._fixed_by_region:
+            self._fixed_by_region[region_km] = FixedCandidates(self.fixed_candidates, region_km)
+        return self._fixed_by_region[region_km]
+
+    def expected_geoscore(self, candidates: np.ndarray) -> np.ndarray:
+        """The prior's expected GeoScore [c] at candidates that begin with `fixed_candidates`."""
+        radius = np.full(len(self.centres), self.bandwidth_km)
+        if self._fixed_scores is None:
+            self._fixed_scores = expected_geoscore(self.centres, self.weights, radius, self.fixed_candidates)
+        extra = candidates[len(self.fixed_candidates) :]
+        return np.concatenate([self._fixed_scores, expected_geoscore(self.centres, self.weights, radius, extra)])
 
     def answer_entropy(self, params: FusionParameters) -> float:
         """Cell entropy of this prior alone, drawn as many times as an answer is: the localizability's zero."""
@@ -173,9 +199,14 @@ def expert_components(answer: ExpertPoints, params: FusionParameters, prior: Pri
     return centres[held], weights[held], radius[held]
 
 
-def build_mixture(answers: list[ExpertPoints], params: FusionParameters, prior: Prior) -> Mixture:
+def weighted_parts(answers: list[ExpertPoints], params: FusionParameters, prior: Prior) -> dict[str, tuple]:
+    """{expert: (centres, weights, half-mass radii km)} of the experts that carry weight in the mixture."""
     parts = {a.expert: expert_components(a, params, prior) for a in answers}
-    parts = {expert: p for expert, p in parts.items() if p is not None and params.weights.get(expert, 0) > 0}
+    return {expert: p for expert, p in parts.items() if p is not None and params.weights.get(expert, 0) > 0}
+
+
+def build_mixture(answers: list[ExpertPoints], params: FusionParameters, prior: Prior) -> Mixture:
+    parts = weighted_parts(answers, params, prior)
     present = {expert: params.weights[expert] for expert in parts}
     present[PRIOR] = params.weights[PRIOR]
     total = sum(present.values())
@@ -203,11 +234,6 @@ def sample_mixture(mixture: Mixture, n: int, seed: int, components: np.ndarray |
     return vmf_mixture_sample(
         mixture.centres[keep], mixture.weights[keep], mixture.kappa[keep], n, np.random.default_rng(seed)
     )
-
-
-def radius_holding(distances_km: np.ndarray, mass: float) -> float:
-    """The smallest great-circle radius around the point that holds `mass` of equally weighted draws."""
-    return float(np.quantile(distances_km, mass, method="inverted_cdf"))
 
 
 @dataclass(frozen=True)
@@ -251,64 +277,56 @@ def localizability(entropy: float, prior_entropy: float) -> float:
     return float(np.clip(1.0 - entropy / prior_entropy, 0.0, 1.0))
 
 
+@dataclass(frozen=True)
+class ScoreTable:
+    """Each component's expected GeoScore at the answer's candidates: the decision's whole input."""
+
+    candidates: np.ndarray  # [c, 3]: the prior's fixed candidates, then the answer's own
+    columns: dict[str, np.ndarray]  # per component ("prior", experts): [c], of that component alone
+
+    def expected(self, shares: dict[str, float]) -> np.ndarray:
+        """The mixture's expected GeoScore [c], up to the uniform floor's constant, for these shares."""
+        return sum(shares.get(name, 0.0) * column for name, column in self.columns.items())
+
+
+def score_table(answers: list[ExpertPoints], params: FusionParameters, prior: Prior) -> ScoreTable:
+    """The one definition of the decision's input, for serving (one answer) and fitting (each photo)."""
+    parts = weighted_parts(answers, params, prior)
+    own = []
+    for centres, weights, radius in parts.values():
+        modes = find_modes(centres, weights, kappa_for_half_mass_km(radius), params.min_separation_km, max_starts=32)
+        own += [centres, np.stack([m.xyz for m in modes])]
+    candidates = np.concatenate([prior.fixed_candidates, *own])
+    columns = {PRIOR: prior.expected_geoscore(candidates)}
+    for expert, (centres, weights, radius) in parts.items():
+        columns[expert] = expected_geoscore(centres, weights, radius, candidates)
+    return ScoreTable(candidates, columns)
+
+
 def fuse(
     answers: list[ExpertPoints], params: FusionParameters, prior: Prior, top_k: int = 5, seed: int = 0
 ) -> FusedAnswer:
     """The fused answer of the experts' points (any subset, none included)."""
     mixture = build_mixture(answers, params, prior)
-    # The uniform floor adds a constant density: it moves no mode, so modes and their basins' masses
-    # are those of the rest. The most probable basin is the best guess: the densest point alone would
-    # be whichever kernel is narrowest (a token cell), however little mass it holds.
-    structured = mixture.kappa > 0
-    modes = find_modes(
-        mixture.centres[structured],
-        mixture.weights[structured],
-        mixture.kappa[structured],
-        merge_km=params.min_separation_km,
-        max_starts=256,
-    )
-    modes = sorted(modes, key=lambda m: -m.mass)
-    structured_share = 1.0 - mixture.expert_weights.get(UNIFORM, 0.0)
-    draws = sample_mixture(mixture, params.samples, seed)
+    table = score_table(answers, params, prior)
+    floor = mixture.expert_weights.get(UNIFORM, 0.0)
+    draws = sample_mixture(mixture, params.samples, seed, components=mixture.kappa > 0)
+    scores = table.expected(mixture.expert_weights)
+    regions = regions_of(prior.fixed(params.region_km), table.candidates, scores, draws, floor, prior.lattice, top_k)
     experts = mixture.from_experts
     if experts.any():  # how concentrated what the experts said is; with no expert there is nothing to localize by
         said = sample_mixture(mixture, params.samples, seed, components=experts)
         located = localizability(cell_entropy(said), prior.answer_entropy(params))
     else:
         located = 0.0
+    lat, lon = unit_to_latlon(table.candidates[[r.index for r in regions]])
     hypotheses = [
-        Hypothesis(mode.lat_deg, mode.lon_deg, mode.mass * structured_share, *radii)
-        for mode, radii in zip(
-            modes[:top_k], basin_radii_km(mixture, structured, modes, top_k, params.samples, seed), strict=True
-        )
+        Hypothesis(float(a), float(o), r.probability, r.radius_50_km, r.radius_90_km)
+        for a, o, r in zip(np.atleast_1d(lat), np.atleast_1d(lon), regions, strict=True)
     ]
-    to_best = great_circle_angle(draws, modes[0].xyz) * EARTH_RADIUS_KM
-    return FusedAnswer(hypotheses, radius_holding(to_best, 0.5), radius_holding(to_best, 0.9), located, mixture)
-
-
-def basin_radii_km(
-    mixture: Mixture, structured: np.ndarray, modes: list, top_k: int, samples: int, seed: int
-) -> list[tuple[float, float]]:
-    """(r50, r90) of the first `top_k` modes' own basins: draws from the components each owns, around it.
-
-    A component belongs to the mode most responsible for it (sphere.responsible_modes, the rule
-    find_modes gives the masses of the components it did not start from by). Nearest-mode draws
-    would not do: a broad kernel's best guess can sit among the prior's 10 km kernels, each with a
-    mode of its own nearer to most of its draws, and would be left with no draws and no radius."""
-    searched = np.flatnonzero(structured)
-    centres, kappa = mixture.centres[searched], mixture.kappa[searched]
-    owner = responsible_modes(
-        centres, kappa, np.stack([m.xyz for m in modes]), np.array([m.log_density for m in modes])
-    )
-    radii = []
-    for j, mode in enumerate(modes[:top_k]):
-        own = owner == j
-        if not own.any():  # no component is its most responsible mode's: its nearest kernel stands in
-            own = np.arange(len(centres)) == np.argmax(centres @ mode.xyz)
-        draws = sample_mixture(mixture, max(samples // 4, 200), seed + 1 + j, components=searched[own])
-        distance = great_circle_angle(draws, mode.xyz) * EARTH_RADIUS_KM
-        radii.append((radius_holding(distance, 0.5), radius_holding(distance, 0.9)))
-    return radii
+    to_best = great_circle_angle(draws, table.candidates[regions[0].index]) * EARTH_RADIUS_KM
+    radii = (radius_holding_mass(to_best, floor, mass) for mass in (0.5, 0.9))
+    return FusedAnswer(hypotheses, *radii, located, mixture)
 
 
 def mixture_points(mixture: Mixture) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

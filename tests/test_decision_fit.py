@@ -1,0 +1,83 @@
+"""The decision's fit on synthetic experts: it reads the best guesses and radii serving gives, it
+weighs an informative expert over a misleading one, and the photo weightings count as stated."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from geoloc.common.sphere import haversine_km, unit_to_latlon
+from geoloc.orchestrator.decision import radius_holding_mass
+from geoloc.orchestrator.fusion import PRIOR, FusionParameters, Prior, fuse
+from geoloc.training.decision_fit import (
+    best_guess_distances,
+    best_guess_xyz,
+    decision_tables,
+    fit_decision,
+    photo_weights,
+    with_decision,
+)
+from geoloc.training.expert_outputs import photo_answers
+
+RNG = np.random.default_rng(0)
+GALLERY = np.concatenate(
+    [
+        np.stack([RNG.normal(48, 5, 1500), RNG.normal(8, 8, 1500)], axis=1),
+        np.stack([RNG.uniform(-60, 70, 1500), RNG.uniform(-180, 180, 1500)], axis=1),
+    ]
+)
+PRIORS = {b: Prior(GALLERY, b) for b in (200.0, 800.0)}
+
+
+def synthetic_case(n: int = 60, seed: int = 1):
+    """True places anywhere; "gallery" answers near the truth (within ~100 km), "tokens" answers a
+    random place with the same confidence."""
+    rng = np.random.default_rng(seed)
+    truth = np.stack([rng.uniform(-50, 60, n), rng.uniform(-180, 180, n)], axis=1)
+    near = truth + rng.normal(0, 1.0, (n, 2))
+    far = np.stack([rng.uniform(-50, 60, n), rng.uniform(-180, 180, n)], axis=1)
+
+    def points(places):
+        return np.stack([places[:, 0], places[:, 1], np.ones(n), np.full(n, 50.0)], axis=1)[:, None, :]
+
+    return {"gallery": points(near), "tokens": points(far)}, truth
+
+
+def test_the_fit_reads_off_the_best_guesses_and_radii_that_serving_gives():
+    outputs, truth = synthetic_case(12)
+    params = FusionParameters(
+        weights={"gallery": 0.3, "tokens": 0.2, PRIOR: 0.5},
+        bandwidth_km={"gallery": 100.0, "tokens": 100.0, PRIOR: 800.0},
+        uniform_weight=0.1,
+    )
+    tables = decision_tables(outputs, truth, params, PRIORS)
+    rows = np.arange(len(truth))
+    lat, lon = unit_to_latlon(best_guess_xyz(params, tables, rows))
+    distances = best_guess_distances(outputs, params, PRIORS[800.0], tables, rows)
+    for row in rows:
+        served = fuse(photo_answers(outputs, row), params, PRIORS[800.0])
+        assert haversine_km(lat[row], lon[row], served.best_guess.lat_deg, served.best_guess.lon_deg) < 1e-6
+        assert radius_holding_mass(distances[row], 0.1, 0.9) == pytest.approx(served.radius_90_km, rel=1e-9)
+
+
+def test_the_fit_trusts_the_informative_expert_and_not_the_misleading_one():
+    outputs, truth = synthetic_case(80)
+    params = FusionParameters(
+        weights={"gallery": 1.0, "tokens": 1.0, PRIOR: 1.0},
+        bandwidth_km={"gallery": 150.0, "tokens": 150.0, PRIOR: 800.0},
+    )
+    tables = decision_tables(outputs, truth, params, PRIORS)
+    fit = fit_decision(tables, np.ones(len(truth)))
+    assert fit.weights["gallery"] > 0.5 and fit.weights["tokens"] < fit.weights["gallery"] / 4, fit
+    fitted = with_decision(params, fit, 0.0)
+    lat, lon = unit_to_latlon(best_guess_xyz(fitted, tables, np.arange(len(truth))))
+    assert np.median(haversine_km(lat, lon, truth[:, 0], truth[:, 1])) < 300
+
+
+def test_photo_weightings_count_photographers_as_stated():
+    authors = ["a"] * 20 + ["b"] * 5 + ["", "c"]
+    assert photo_weights(authors, "photo").sum() == 27
+    assert photo_weights(authors, "inverse").sum() == pytest.approx(4.0)  # a, b, c, and the authorless one
+    assert photo_weights(authors, "cap10").sum() == pytest.approx(10 + 5 + 1 + 1)
+    with pytest.raises(ValueError, match="unknown photo weighting"):
+        photo_weights(authors, "square")

@@ -8,6 +8,7 @@
     sampler.py        the sampler's flow-matching and SH-diffusion networks
     token_decoder.py  the token expert's decoder
     expert_outputs.py every expert's answer for every photo of a split, as the services give it
+    out_of_fold.py    the same answers from experts trained per fold without the photos asked about
     fusion.py         the orchestrator's fusion, fitted on those answers
     *_cli.py, cli.py  `geoloc train gallery|sampler|tokens|fusion`
 

@@ -4,6 +4,10 @@ Fitting the fusion needs each expert's weighted points on the 360 val photos, an
 token decoder needs the gallery's points as neighbours; asking the live services would give the
 same points (the services call these same functions) but needs the suite running. The answers
 are cached per split and per model version under the cache dir.
+
+`outputs_of` answers for any `ExpertModels` held in memory; `compute_expert_outputs` is it on the
+shipped models, and the out-of-fold answers (geoloc.training.out_of_fold) are it on models
+trained without the photos asked about.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,6 +23,12 @@ import torch
 from geoloc.orchestrator.config import OrchestratorSettings
 from geoloc.orchestrator.fusion import ExpertPoints
 from geoloc.tokens.decoder import Neighbours
+
+if TYPE_CHECKING:  # the models' modules load faiss and the networks: imported where they are used
+    from geoloc.gallery.index import GalleryIndex
+    from geoloc.gallery.retrieval import GalleryRetrieval
+    from geoloc.sampler.model import LocationSampler
+    from geoloc.tokens.model import TokenModel
 
 
 def _orchestrator_default(name: str):
@@ -48,23 +59,51 @@ def _padded(rows: list[tuple[np.ndarray, ...]], width: int) -> np.ndarray:
     return out
 
 
-def compute_expert_outputs(features: np.ndarray, requests: ExpertRequests, seed: int = 0) -> dict[str, np.ndarray]:
-    """{expert: [n, points, 4] (lat, lon, weight, radius_km)} for backbone features [n, d]."""
-    from geoloc.common.sphere import unit_to_latlon
-    from geoloc.gallery.retrieval import GalleryRetrieval
-    from geoloc.sampler.model import SHIPPED_SAMPLERS, load_sampler
-    from geoloc.tokens.cells import decode_photo
-    from geoloc.tokens.model import SHIPPED_TOKENS, load_token_model
+@dataclass(frozen=True)
+class ExpertModels:
+    """The four experts as the services hold them in memory: the shipped ones (`shipped`) or any
+    trained in-process (geoloc.training.out_of_fold), answered by the same `outputs_of`."""
 
-    places = GalleryRetrieval.load().top_places(features, requests.gallery_k)
+    gallery: GalleryRetrieval
+    flow: LocationSampler
+    sh: LocationSampler
+    tokens: TokenModel
+
+    @classmethod
+    def shipped(cls, gallery: GalleryIndex | None = None) -> ExpertModels:
+        """The shipped checkpoints; the gallery head over `gallery` (default: the default 100K
+        gallery, built first if missing)."""
+        from geoloc.gallery.heads import SHIPPED_HEAD, load_head
+        from geoloc.gallery.retrieval import GalleryRetrieval, loaded_gallery
+        from geoloc.sampler.model import SHIPPED_SAMPLERS, load_sampler
+        from geoloc.tokens.model import SHIPPED_TOKENS, load_token_model
+
+        return cls(
+            gallery=GalleryRetrieval(load_head(SHIPPED_HEAD), gallery if gallery is not None else loaded_gallery()),
+            flow=load_sampler(SHIPPED_SAMPLERS / "flow.pt"),
+            sh=load_sampler(SHIPPED_SAMPLERS / "sh.pt"),
+            tokens=load_token_model(SHIPPED_TOKENS / "decoder.pt"),
+        )
+
+
+def outputs_of(
+    models: ExpertModels, features: np.ndarray, requests: ExpertRequests, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """{expert: [n, points, 4] (lat, lon, weight, radius_km)} for backbone features [n, d], through the
+    serving code's own calls: points gallery_k, sampler_samples (each weighing 1/samples) and
+    tokens_beam_width (zero-weight padding where the beam holds fewer distinct cells). The samplers'
+    noise depends on `seed` and the row's 40-row chunk only, so the same rows give the same points."""
+    from geoloc.common.sphere import unit_to_latlon
+    from geoloc.tokens.cells import decode_photo
+
+    places = models.gallery.top_places(features, requests.gallery_k)
     outputs = {
         "gallery": np.stack(
             [places.lat_deg, places.lon_deg, places.probability, np.zeros_like(places.probability)], axis=-1
         )
     }
     n = requests.sampler_samples
-    for method in ("flow", "sh"):
-        sampler = load_sampler(SHIPPED_SAMPLERS / f"{method}.pt")
+    for method, sampler in (("flow", models.flow), ("sh", models.sh)):
         chunks = []
         for start in range(0, len(features), 40):  # bounds the SH decoding's grid products in memory
             generator = torch.Generator().manual_seed(seed + start)
@@ -73,15 +112,19 @@ def compute_expert_outputs(features: np.ndarray, requests: ExpertRequests, seed:
             lat, lon = unit_to_latlon(xyz)
             chunks.append(np.stack([lat, lon, np.full_like(lat, 1.0 / n), np.zeros_like(lat)], axis=-1))
         outputs[method] = np.concatenate(chunks)
-    model = load_token_model(SHIPPED_TOKENS / "decoder.pt")
     rows = []
     for feature in features:
-        cells = decode_photo(model, feature, "beam", beam_width=requests.tokens_beam_width)
+        cells = decode_photo(models.tokens, feature, "beam", beam_width=requests.tokens_beam_width)
         rows.append(
             tuple(np.array([getattr(c, f) for c in cells]) for f in ("lat_deg", "lon_deg", "probability", "radius_km"))
         )
     outputs["tokens"] = _padded(rows, requests.tokens_beam_width)
     return outputs
+
+
+def compute_expert_outputs(features: np.ndarray, requests: ExpertRequests, seed: int = 0) -> dict[str, np.ndarray]:
+    """{expert: [n, points, 4] (lat, lon, weight, radius_km)} of the shipped experts, for backbone features [n, d]."""
+    return outputs_of(ExpertModels.shipped(), features, requests, seed)
 
 
 def models_fingerprint() -> str:

@@ -1,0 +1,257 @@
+"""Out-of-fold expert answers: every photo answered by experts trained without its fold.
+
+Cross-validating the fusion by photographer needs, for each photo, what the four experts answer
+when neither that photo nor any photo of its fold was among their training or stopping data. For
+each fold f the experts are trained here on the other folds' photos, in the shipped
+configurations (each shipped manifest's `chosen`) at a smaller budget (FoldBudget), each stopping
+on an inner photographer-grouped hold-out of those same photos; then fold f's photos are answered
+through `outputs_of`, the code the shipped models answer through. Each fold's answers are cached.
+
+    folds = photographer_folds(authors, 5)
+    outputs = out_of_fold_outputs(features, coords, authors, folds, FoldBudget(), ExpertRequests(), cache_dir())
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from geoloc.common.checkpoints import half_precision_weights
+from geoloc.evaluation.folds import photographer_folds
+from geoloc.gallery.heads import SHIPPED_HEADS, GalleryHead
+from geoloc.gallery.index import GalleryIndex
+from geoloc.gallery.location_encoder import LocationEncoder
+from geoloc.gallery.retrieval import GalleryRetrieval, loaded_gallery
+from geoloc.sampler.model import SHIPPED_SAMPLERS
+from geoloc.tokens.model import SHIPPED_TOKENS, TokenModel
+from geoloc.training.expert_outputs import ExpertModels, ExpertRequests, outputs_of
+from geoloc.training.gallery_head import HeadConfig, train_head
+from geoloc.training.sampler import SamplerTrainConfig, train_sampler
+from geoloc.training.token_decoder import TokenTrainConfig, train_decoder
+
+BACKBONE = "efficientnet-lite2"
+VERSION = "out-of-fold"
+INNER_FOLDS = 5  # the inner hold-out is one fifth of the training photographers, as val is of Im2GPS3k's
+SHIPPED_MANIFESTS = {
+    "gallery": SHIPPED_HEADS / "efficientnet_lite2_head.json",
+    "flow": SHIPPED_SAMPLERS / "flow.json",
+    "sh": SHIPPED_SAMPLERS / "sh.json",
+    "tokens": SHIPPED_TOKENS / "decoder.json",
+}
+
+
+@dataclass(frozen=True)
+class FoldBudget:
+    """How long each fold's experts train. Everything else is the shipped configuration."""
+
+    gallery_epochs: int = 3  # the shipped head's best epoch was 2
+    flow_steps: int = 1500
+    sh_steps: int = 750
+    tokens_steps: int = 400
+    evaluations: int = 5  # early-stopping evaluations per sampler and decoder run, evenly spaced
+    eval_samples: int = 16  # samples per inner hold-out photo in the samplers' evaluations
+    eval_steps: int = 8  # integration steps of those samples
+
+
+@dataclass(frozen=True)
+class FoldConfigs:
+    """The training configuration of each expert for one fold."""
+
+    gallery: HeadConfig
+    flow: SamplerTrainConfig
+    sh: SamplerTrainConfig
+    tokens: TokenTrainConfig
+
+
+def _shipped_choice(expert: str) -> dict:
+    return json.loads(SHIPPED_MANIFESTS[expert].read_text())["chosen"]
+
+
+def _config_of(config_type: type, chosen: dict):
+    """`config_type` with the fields the manifest's `chosen` names (it also holds outcomes, such as best_step)."""
+    return config_type(**{f.name: chosen[f.name] for f in fields(config_type) if f.name in chosen})
+
+
+def fold_configs(budget: FoldBudget) -> FoldConfigs:
+    """The shipped configurations with the budget's epochs, steps and evaluations.
+
+    A sampler is stopped at, and serves at, the guidance the shipped one serves at (0 for both
+    shipped samplers); no guidance is chosen here. Raises ValueError for a shipped token decoder
+    that attends to gallery neighbours: outputs_of asks the token expert without them.
+    """
+
+    def every(steps: int) -> int:
+        return max(steps // budget.evaluations, 1)
+
+    def sampler(method: str, steps: int) -> SamplerTrainConfig:
+        chosen = _shipped_choice(method)
+        return replace(
+            _config_of(SamplerTrainConfig, chosen),
+            steps=steps,
+            eval_every=every(steps),
+            eval_samples=budget.eval_samples,
+            eval_steps=budget.eval_steps,
+            eval_guidance=float(chosen.get("guidance", chosen["eval_guidance"])),
+        )
+
+    tokens = _config_of(TokenTrainConfig, _shipped_choice("tokens"))
+    if tokens.network.get("neighbours", 0):
+        raise ValueError("the shipped token decoder attends to gallery neighbours; out-of-fold answers have none")
+    return FoldConfigs(
+        gallery=replace(_config_of(HeadConfig, _shipped_choice("gallery")), epochs=budget.gallery_epochs),
+        flow=sampler("flow", budget.flow_steps),
+        sh=sampler("sh", budget.sh_steps),
+        tokens=replace(tokens, steps=budget.tokens_steps, eval_every=every(budget.tokens_steps)),
+    )
+
+
+def _as_checkpointed(network: torch.nn.Module) -> None:
+    """Rounds the learnt weights to half precision in place, as the token checkpoint stores them, so
+    that a fold's decoder answers as it would once saved and loaded (train_sampler does the same)."""
+    network.load_state_dict({name: value.float() for name, value in half_precision_weights(network).items()})
+
+
+def _quiet(line: str) -> None:
+    """Drops the training loops' per-step lines: four runs' worth per fold would bury the summaries."""
+
+
+def train_fold_experts(
+    features: np.ndarray,
+    coords: np.ndarray,
+    authors: Sequence[str],
+    budget: FoldBudget,
+    gallery: GalleryIndex,
+    encoder: LocationEncoder,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> ExpertModels:
+    """The four experts trained on these photos alone (features [n, d], coords [n, 2] lat/lon, one
+    author each): each fits the photos outside an inner photographer-grouped hold-out
+    (photographer_folds(authors, 5) == 0) and keeps its epoch or step by its score on that hold-out.
+    `gallery` must be a flat (exact) index: the head's negatives are drawn from its vectors, and the
+    gallery expert retrieves from it. Logs the seconds each expert took."""
+    features = np.asarray(features, dtype=np.float32)
+    coords = np.asarray(coords, dtype=np.float64)
+    if not len(features) == len(coords) == len(authors):
+        raise ValueError(f"{len(features)} features, {len(coords)} coordinates and {len(authors)} authors")
+    held_out = photographer_folds(authors, INNER_FOLDS) == 0
+    fit, stop = ~held_out, held_out
+    configs = fold_configs(budget)
+    data = (features[fit], coords[fit], features[stop], coords[stop])
+    log(f"  training on {fit.sum()} photos, stopping on {stop.sum()} held out by photographer")
+
+    started = time.monotonic()
+    head = train_head(*data, gallery.vectors(), gallery.coordinates, encoder, configs.gallery, seed, _quiet)
+    log(f"  gallery head: {time.monotonic() - started:.1f} s, epoch {head.best_epoch} kept")
+    samplers = {}
+    for method in ("flow", "sh"):
+        trained = train_sampler(*data, getattr(configs, method), BACKBONE, seed, log=_quiet)
+        log(f"  {method} sampler: {trained.seconds:.1f} s, step {trained.best_step} kept")
+        samplers[method] = trained.sampler
+    decoder = train_decoder(*data, configs.tokens, seed=seed, log=_quiet)
+    _as_checkpointed(decoder.decoder)
+    log(f"  token decoder: {decoder.seconds:.1f} s, step {decoder.best_step} kept")
+    return ExpertModels(
+        gallery=GalleryRetrieval(GalleryHead(head.mlp, head.logit_scale, BACKBONE, VERSION), gallery),
+        flow=samplers["flow"],
+        sh=samplers["sh"],
+        tokens=TokenModel(decoder.decoder, decoder.standardiser, BACKBONE, VERSION),
+    )
+
+
+def _cache_key(
+    features: np.ndarray,
+    coords: np.ndarray,
+    authors: Sequence[str],
+    folds: np.ndarray,
+    budget: FoldBudget,
+    requests: ExpertRequests,
+    seed: int,
+    gallery: GalleryIndex | None,
+) -> str:
+    """A hash of everything the answers depend on that is passed in, plus the shipped configurations
+    they are trained in (a retrained shipped model may have been chosen in another)."""
+    digest = hashlib.sha256()
+    for array in (np.asarray(features, dtype=np.float32), np.asarray(coords, dtype=np.float64), folds):
+        digest.update(repr((array.shape, array.dtype.str)).encode() + array.tobytes())
+    described = [list(authors), repr(budget), repr(requests), seed, repr(fold_configs(budget))]
+    if gallery is not None:
+        described.append([gallery.manifest.encoder_sha256, gallery.manifest.count, gallery.manifest.sources])
+    digest.update(json.dumps(described).encode())
+    return digest.hexdigest()[:16]
+
+
+def out_of_fold_outputs(
+    features: np.ndarray,
+    coords: np.ndarray,
+    authors: Sequence[str],
+    folds: np.ndarray,
+    budget: FoldBudget,
+    requests: ExpertRequests,
+    cache_dir: Path,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+    *,
+    gallery: GalleryIndex | None = None,
+    encoder: LocationEncoder | None = None,
+) -> dict[str, np.ndarray]:
+    """{expert: [n, points, 4] (lat, lon, weight, radius_km)}, as compute_expert_outputs gives them, where
+    row i comes from experts trained (train_fold_experts) on the photos of the folds other than
+    folds[i] only. `gallery` (a flat index) and `encoder` default to the default 100K gallery and
+    GeoCLIP's location encoder, loaded only if some fold is not cached. Each fold's answers are
+    cached under cache_dir / "cv", keyed by every argument but `log`."""
+    folds = np.asarray(folds, dtype=np.int64)
+    if not len(features) == len(coords) == len(authors) == len(folds):
+        raise ValueError(
+            f"{len(features)} features, {len(coords)} coordinates, {len(authors)} authors, {len(folds)} folds"
+        )
+    key = _cache_key(features, coords, authors, folds, budget, requests, seed, gallery)
+    outputs: dict[str, np.ndarray] = {}
+    for fold in np.unique(folds):
+        answered_rows = folds == fold
+        path = Path(cache_dir) / "cv" / f"{key}-fold{fold}.npz"
+        if path.exists():
+            with np.load(path) as saved:
+                answers = dict(saved)
+            log(f"fold {fold}: {answered_rows.sum()} photos' answers from {path}")
+        else:
+            log(f"fold {fold}: {answered_rows.sum()} photos answered by experts trained on the other folds")
+            gallery = gallery if gallery is not None else loaded_gallery()
+            encoder = encoder if encoder is not None else LocationEncoder.pretrained()
+            training_rows = np.flatnonzero(~answered_rows)
+            models = train_fold_experts(
+                features[training_rows],
+                coords[training_rows],
+                [authors[i] for i in training_rows],
+                budget,
+                gallery,
+                encoder,
+                seed,
+                log,
+            )
+            started = time.monotonic()
+            answers = outputs_of(models, features[answered_rows], requests, seed)
+            log(f"  answers: {time.monotonic() - started:.1f} s")
+            _save_atomically(path, answers)
+        for expert, array in answers.items():
+            if expert not in outputs:
+                outputs[expert] = np.zeros((len(folds), *array.shape[1:]))
+            outputs[expert][answered_rows] = array
+    return outputs
+
+
+def _save_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Writes the .npz under a temporary name first, so an interrupted run never leaves a partial cache."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + f".{os.getpid()}.partial")
+    with open(partial, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    partial.replace(path)

@@ -1,0 +1,159 @@
+"""Out-of-fold expert answers (geoloc.training.out_of_fold) on seeded synthetic photos.
+
+60 made-up EfficientNet-Lite2 features and places from 12 photographers in 3 photographer-grouped
+folds, every expert trained for a few steps (the answers are meaningless; what is held is where
+they come from), over the real default 100K GPS gallery that compute_expert_outputs uses (built
+first if missing, as every caller of loaded_gallery builds it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from geoloc.evaluation.folds import photographer_folds
+from geoloc.gallery.heads import load_head, save_head
+from geoloc.gallery.location_encoder import LocationEncoder
+from geoloc.gallery.retrieval import GalleryRetrieval, loaded_gallery
+from geoloc.sampler.model import load_sampler, save_sampler
+from geoloc.tokens.model import load_token_model, save_token_model
+from geoloc.training import out_of_fold
+from geoloc.training.expert_outputs import ExpertModels, ExpertRequests, compute_expert_outputs, outputs_of
+from geoloc.training.out_of_fold import FoldBudget, out_of_fold_outputs, train_fold_experts
+
+PHOTOS, PHOTOGRAPHERS, FOLDS = 60, 12, 3
+TINY = FoldBudget(
+    gallery_epochs=1, flow_steps=2, sh_steps=2, tokens_steps=2, evaluations=1, eval_samples=2, eval_steps=2
+)
+REQUESTS = ExpertRequests(gallery_k=8, sampler_samples=4, sampler_steps=2, tokens_beam_width=3)
+EXPERTS = ("gallery", "flow", "sh", "tokens")
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> dict:
+    """features [60, 1280] float32 (non-negative, as pooled activations are), coords [60, 2], authors, folds."""
+    rng = np.random.default_rng(0)
+    authors = [f"photographer {i}" for i in rng.integers(0, PHOTOGRAPHERS, PHOTOS)]
+    return {
+        "features": rng.gamma(1.0, 0.3, (PHOTOS, 1280)).astype(np.float32),
+        "coords": np.stack([rng.uniform(-60, 70, PHOTOS), rng.uniform(-180, 180, PHOTOS)], axis=1),
+        "authors": authors,
+        "folds": photographer_folds(authors, FOLDS),
+    }
+
+
+@pytest.fixture(scope="module")
+def gallery():
+    return loaded_gallery()
+
+
+@pytest.fixture(scope="module")
+def encoder() -> LocationEncoder:
+    return LocationEncoder.pretrained()
+
+
+def oof(synthetic, gallery, encoder, cache_dir, coords=None, log=None) -> dict[str, np.ndarray]:
+    return out_of_fold_outputs(
+        synthetic["features"],
+        synthetic["coords"] if coords is None else coords,
+        synthetic["authors"],
+        synthetic["folds"],
+        TINY,
+        REQUESTS,
+        cache_dir,
+        seed=0,
+        log=log or (lambda line: None),
+        gallery=gallery,
+        encoder=encoder,
+    )
+
+
+@pytest.fixture(scope="module")
+def first(synthetic, gallery, encoder, tmp_path_factory) -> tuple[dict[str, np.ndarray], object, list[str]]:
+    """The out-of-fold answers, the cache dir they were written to, and the lines logged."""
+    cache_dir, lines = tmp_path_factory.mktemp("cache"), []
+    return oof(synthetic, gallery, encoder, cache_dir, log=lines.append), cache_dir, lines
+
+
+def test_every_row_gets_answers_as_wide_as_compute_expert_outputs_gives(first, synthetic):
+    """Each expert's array is [60, points, 4] with compute_expert_outputs' widths, and every row was
+    written by its fold (no row left at the zero weights it starts at); each fold's training logs
+    the seconds of each expert."""
+    outputs, _, lines = first
+    shipped = compute_expert_outputs(synthetic["features"][:2], REQUESTS)
+    assert sorted(outputs) == sorted(shipped) == sorted(EXPERTS)
+    for expert in EXPERTS:
+        assert outputs[expert].shape == (PHOTOS, *shipped[expert].shape[1:]), expert
+        assert (outputs[expert][:, :, 2].sum(axis=1) > 0).all(), f"{expert}: a row without answers"
+    for label in ("gallery head", "flow sampler", "sh sampler", "token decoder"):
+        assert sum(line.strip().startswith(f"{label}:") and " s" in line for line in lines) == FOLDS, label
+
+
+def test_a_folds_answers_do_not_depend_on_its_own_photos_places(first, synthetic, gallery, encoder, tmp_path):
+    """Moving fold 0's photos elsewhere leaves fold 0's answers bit-identical (its experts neither
+    fit nor stopped on them), and changes the other folds' answers from every expert (theirs did)."""
+    outputs, _, _ = first
+    in_fold_0 = synthetic["folds"] == 0
+    moved = synthetic["coords"].copy()
+    moved[in_fold_0] = np.stack([-moved[in_fold_0, 0], (moved[in_fold_0, 1] + 270) % 360 - 180], axis=1)
+    after = oof(synthetic, gallery, encoder, tmp_path, coords=moved)
+    for expert in EXPERTS:
+        np.testing.assert_array_equal(after[expert][in_fold_0], outputs[expert][in_fold_0], err_msg=expert)
+        assert not np.array_equal(after[expert][~in_fold_0], outputs[expert][~in_fold_0]), expert
+
+
+def test_each_folds_answers_are_read_back_from_the_cache(first, synthetic, gallery, encoder, monkeypatch):
+    """The same arguments again train nothing: every fold's answers come from cache_dir/cv, equal."""
+    outputs, cache_dir, _ = first
+    assert len(list((cache_dir / "cv").glob("*.npz"))) == FOLDS
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a fold was trained again")
+
+    monkeypatch.setattr(out_of_fold, "train_fold_experts", no_training)
+    again = oof(synthetic, gallery, encoder, cache_dir)
+    for expert in EXPERTS:
+        np.testing.assert_array_equal(again[expert], outputs[expert], err_msg=expert)
+
+
+def test_fold_experts_answer_as_they_would_once_saved_and_loaded(synthetic, gallery, encoder, tmp_path):
+    """The in-memory experts of a fold give the answers their checkpoints would: the token decoder's
+    weights are rounded as its checkpoint stores them, as the samplers' are, and every network is
+    in eval mode (dropout off)."""
+    rows = synthetic["folds"] != 0
+    trained = train_fold_experts(
+        synthetic["features"][rows],
+        synthetic["coords"][rows],
+        [a for a, keep in zip(synthetic["authors"], rows, strict=True) if keep],
+        TINY,
+        gallery,
+        encoder,
+        log=lambda line: None,
+    )
+    head = trained.gallery.head
+    save_head(tmp_path / "head.pt", head.mlp, head.logit_scale, head.backbone)
+    save_sampler(tmp_path / "flow.pt", trained.flow)
+    save_sampler(tmp_path / "sh.pt", trained.sh)
+    save_token_model(tmp_path / "tokens.pt", trained.tokens)
+    loaded = ExpertModels(
+        gallery=GalleryRetrieval(load_head(tmp_path / "head.pt"), gallery),
+        flow=load_sampler(tmp_path / "flow.pt"),
+        sh=load_sampler(tmp_path / "sh.pt"),
+        tokens=load_token_model(tmp_path / "tokens.pt"),
+    )
+    asked = synthetic["features"][~rows]
+    in_memory, from_files = outputs_of(trained, asked, REQUESTS), outputs_of(loaded, asked, REQUESTS)
+    for expert in EXPERTS:
+        np.testing.assert_array_equal(in_memory[expert], from_files[expert], err_msg=expert)
+
+
+def test_outputs_of_the_shipped_models_is_compute_expert_outputs(synthetic, gallery):
+    """ExpertModels.shipped over a gallery loaded once and shared (as the folds share it) answers as
+    compute_expert_outputs, which loads its own, bit for bit, for the seed given."""
+    rows = synthetic["features"][:3]
+    expected = compute_expert_outputs(rows, REQUESTS, seed=7)
+    got = outputs_of(ExpertModels.shipped(gallery), rows, REQUESTS, seed=7)
+    for expert in EXPERTS:
+        np.testing.assert_array_equal(got[expert], expected[expert], err_msg=expert)

@@ -14,6 +14,7 @@ from geoloc.training.decision_fit import (
     best_guess_xyz,
     decision_tables,
     fit_decision,
+    mass_levels,
     photo_weights,
     with_decision,
 )
@@ -81,3 +82,15 @@ def test_photo_weightings_count_photographers_as_stated():
     assert photo_weights(authors, "cap10").sum() == pytest.approx(10 + 5 + 1 + 1)
     with pytest.raises(ValueError, match="unknown photo weighting"):
         photo_weights(authors, "square")
+
+
+def test_fitted_levels_make_the_radii_hold_what_they_state_on_the_photos_fitted():
+    """Per photo the truth lies at some mass level of its answer; the levels stated as 50 % and 90 %
+    are those levels' quantiles, so the radii at them hold the truth for 50 % and 90 % of the photos."""
+    rng = np.random.default_rng(5)
+    distances = [rng.exponential(scale, 500) for scale in rng.uniform(100, 3000, 200)]
+    errors = rng.exponential(2000, 200)
+    levels = mass_levels(distances, errors, np.ones(200), 0.1)
+    held = [np.mean(errors <= [radius_holding_mass(d, 0.1, m) for d in distances]) for m in levels]
+    assert held == pytest.approx([0.5, 0.9], abs=0.01)
+    assert 0 < levels[0] < levels[1] < 1

@@ -21,7 +21,7 @@ import numpy as np
 
 from geoloc.common.geoscore import geoscore_of_km
 from geoloc.common.sphere import EARTH_RADIUS_KM, great_circle_angle, latlon_to_unit
-from geoloc.orchestrator.decision import radius_holding_mass
+from geoloc.orchestrator.decision import radius_holding_mass, uniform_cap_mass
 from geoloc.orchestrator.fusion import PRIOR, FusionParameters, Prior, build_mixture, sample_mixture, score_table
 from geoloc.training.expert_outputs import photo_answers
 
@@ -187,3 +187,23 @@ def fit_uniform_share(distances: list[np.ndarray], errors_km: np.ndarray, photo_
         if float((errors_km <= radii) @ share) >= TARGET_COVERAGE_90:
             return float(u)
     return float(UNIFORM_SHARES[-1])
+
+
+def mass_levels(
+    distances: list[np.ndarray], errors_km: np.ndarray, photo_weight: np.ndarray, uniform_share: float
+) -> list[float]:
+    """The mixture masses [m50, m90] whose radii hold the truth for 50 % and 90 % of the photos' weight.
+
+    Each photo's truth lies at some mass level of its own answer (the mass within the error, floor
+    included); the levels stated as 50 % and 90 % are those levels' weighted quantiles, so that on
+    the photos fitted the radii hold exactly what they state (split-conformal, on the mass)."""
+    level = np.array(
+        [
+            (1 - uniform_share) * np.mean(d <= e) + uniform_share * float(uniform_cap_mass(e))
+            for d, e in zip(distances, errors_km, strict=True)
+        ]
+    )
+    order = np.argsort(level)
+    cumulative = np.cumsum(photo_weight[order]) / photo_weight.sum()
+    picked = [float(level[order][min(np.searchsorted(cumulative, q), len(level) - 1)]) for q in (0.5, 0.9)]
+    return [float(np.clip(m, 1e-3, 1 - 1e-6)) for m in picked]

@@ -1,0 +1,197 @@
+"""`geoloc cv`: photographer-grouped K-fold cross-validation of the whole answer over train + val.
+
+Pools Im2GPS3k train and val (1,902 photos, 119 photographers), splits them into K folds by
+photographer (evaluation/folds.py), trains every expert once per fold on the other folds
+(training/out_of_fold.py, cached), then for each fold fits the fusion and the decision on the
+other folds' out-of-fold answers and scores the fold: the fused best guess, each expert's own top
+point, the constant (the GPS gallery's densest point) and a random gallery point, and the 50 %
+and 90 % radii's coverage for every subset of experts. Each photo weighting of the fit is
+compared. Prints the table (mean ± spread over folds) and writes the figures as JSON;
+`--write-fusion` then refits the fusion on all the photos' out-of-fold answers, with the
+weighting that did best, and ships it with the CV figures in its manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from geoloc.training.arguments import DATA_HELP
+
+CV_FIGURES = Path("models/fusion/cv.json")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "cv", help="photographer-grouped cross-validation of the answer", description=__doc__
+    )
+    parser.add_argument("--data", type=Path, metavar="DIR", help=DATA_HELP)
+    parser.add_argument("--folds", type=int, default=5, help="K, at least 5 for reported figures (default: 5)")
+    parser.add_argument("--out", type=Path, help=f"where the figures go (default: {CV_FIGURES} in the checkout)")
+    parser.add_argument("--write-fusion", action="store_true", help="refit and ship models/fusion/fusion.json")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    import numpy as np
+
+    return {"mean": float(np.mean(values)), "spread": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
+
+
+def summarise_folds(results) -> dict:
+    """Per answer, each figure's mean and spread (sample standard deviation) over the folds."""
+    answers = results[0].metrics.keys()
+    table = {}
+    for answer in answers:
+        rows = [r.metrics[answer] for r in results]
+        table[answer] = {
+            **{f"acc_{t:g}km": summary([m.accuracy_at(t) for m in rows]) for t in rows[0].thresholds_km},
+            "geoscore": summary([m.geoscore for m in rows]),
+            "median_km": summary([m.median_km for m in rows]),
+        }
+    coverage = {
+        subset: {
+            "within_r50": summary([r.coverage[subset][0] for r in results]),
+            "within_r90": summary([r.coverage[subset][1] for r in results]),
+        }
+        for subset in results[0].coverage
+    }
+    return {"answers": table, "coverage": coverage}
+
+
+def markdown_table(answers: dict) -> str:
+    lines = [
+        "| answer | acc % ≤ 1 km | ≤ 25 km | ≤ 200 km | ≤ 750 km | ≤ 2500 km | GeoScore | median km |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, figures in answers.items():
+        acc = [figures[f"acc_{t}km"] for t in ("1", "25", "200", "750", "2500")]
+        cells = [f"{100 * a['mean']:.1f} ± {100 * a['spread']:.1f}" for a in acc]
+        cells += [f"{figures[k]['mean']:.0f} ± {figures[k]['spread']:.0f}" for k in ("geoscore", "median_km")]
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from geoloc.evaluation.dataset import im2gps3k_split
+    from geoloc.evaluation.folds import photographer_folds
+    from geoloc.gallery.build import default_gallery_csv, read_gps_csv
+    from geoloc.training.cross_validation import CONSTANT_PLACE, score_fold, table_cache, top_points
+    from geoloc.training.decision_fit import WEIGHTINGS
+    from geoloc.training.expert_outputs import ExpertRequests
+    from geoloc.training.features import default_cache_dir, split_features
+    from geoloc.training.out_of_fold import FoldBudget, out_of_fold_outputs
+
+    started = time.monotonic()
+    splits = [im2gps3k_split(name, args.data) for name in ("train", "val")]
+    images = [i for s in splits for i in s.images]
+    features = np.concatenate([split_features(s) for s in splits])
+    truth = np.array([(i.lat, i.lon) for i in images])
+    authors = [i.author for i in images]
+    folds = photographer_folds(authors, args.folds)
+    print(f"{len(images)} photos by {len(set(authors))} photographers in {args.folds} folds: {np.bincount(folds)}")
+    requests, budget = ExpertRequests(), FoldBudget()
+    outputs = out_of_fold_outputs(
+        features, truth, authors, folds, budget, requests, default_cache_dir(), seed=args.seed
+    )
+    print(f"out-of-fold answers ready ({time.monotonic() - started:.0f} s)")
+    gallery_coordinates, _ = read_gps_csv(default_gallery_csv())
+    tops = top_points(outputs)
+    tables = table_cache(outputs, truth, gallery_coordinates)
+
+    def cross_validate(weighting: str, calibrate: bool) -> dict:
+        results = []
+        for fold in range(args.folds):
+            result = score_fold(
+                fold, folds, outputs, truth, authors, gallery_coordinates, weighting, tables, tops, calibrate
+            )
+            results.append(result)
+            print(
+                f"  {weighting} fold {fold} ({result.n} photos): fused GeoScore {result.metrics['fused'].geoscore:.0f}"
+                f" (constant {result.metrics['constant'].geoscore:.0f}); chose {result.fitted} "
+                f"({time.monotonic() - started:.0f} s)"
+            )
+        return {"summary": summarise_folds(results), "folds": [fold_dict(r) for r in results]}
+
+    # The weightings are compared on the best guess alone; the radii are calibrated for the winner.
+    by_weighting = {w: cross_validate(w, calibrate=False) for w in WEIGHTINGS}
+    for weighting, figures in by_weighting.items():
+        print(f"photo weighting {weighting}:\n{markdown_table(figures['summary']['answers'])}")
+    chosen = max(by_weighting, key=lambda w: by_weighting[w]["summary"]["answers"]["fused"]["geoscore"]["mean"])
+    print(f"calibrating the radii under the {chosen!r} weighting")
+    calibrated = cross_validate(chosen, calibrate=True)
+    print(markdown_table(calibrated["summary"]["answers"]))
+    for subset, c in calibrated["summary"]["coverage"].items():
+        print(f"  {subset}: r50 holds {c['within_r50']['mean']:.1%}, r90 holds {c['within_r90']['mean']:.1%}")
+    figures = {
+        "what": f"photographer-grouped {args.folds}-fold cross-validation over Im2GPS3k train + val",
+        "photos": len(images),
+        "photographers": len(set(authors)),
+        "fold_sizes": np.bincount(folds).tolist(),
+        "constant": list(CONSTANT_PLACE),
+        "expert_requests": requests.__dict__,
+        "fold_budget": budget.__dict__,
+        "chosen_weighting": chosen,
+        "weightings_compared": {w: f["summary"]["answers"]["fused"] for w, f in by_weighting.items()},
+        "chosen": calibrated,
+        "seconds": round(time.monotonic() - started),
+    }
+    out = args.out or CV_FIGURES
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=1) + "\n")
+    print(f"figures written to {out}; the fit weighted by {chosen!r} did best ({figures['seconds']} s in all)")
+    if args.write_fusion:
+        write_fusion(outputs, truth, authors, gallery_coordinates, tables, chosen, figures, requests)
+    return 0
+
+
+def write_fusion(outputs, truth, authors, gallery_coordinates, tables, weighting, figures, requests) -> None:
+    """The fusion and decision fitted on every photo's out-of-fold answers, shipped with the CV figures."""
+    import numpy as np
+
+    from geoloc.orchestrator.config import SHIPPED_FUSION
+    from geoloc.orchestrator.parameters import save_fusion
+    from geoloc.training.cross_validation import fit_answer
+    from geoloc.training.expert_outputs import models_fingerprint
+
+    params, prior, _, chosen = fit_answer(
+        outputs, truth, authors, np.arange(len(truth)), gallery_coordinates, weighting, tables
+    )
+    summary_of = figures["chosen"]["summary"]
+    manifest = {
+        "what": "the orchestrator's fusion and decision: expert weights, kernel bandwidths, prior, uniform floor",
+        "data": {
+            "fitted_on": f"out-of-fold expert answers to all {figures['photos']} Im2GPS3k train + val photos",
+            "prior": f"{len(prior.lat_deg)} points sampled (seed 0) from the GPS gallery",
+        },
+        "experts": {"requests": requests.__dict__, "shipped_models_fingerprint": models_fingerprint()},
+        "command": shlex.join(["geoloc", *sys.argv[1:]]),
+        "photo_weighting": weighting,
+        "fitted": chosen,
+        "cv": {
+            "what": figures["what"],
+            "fold_sizes": figures["fold_sizes"],
+            "answers": summary_of["answers"],
+            "coverage": summary_of["coverage"],
+        },
+    }
+    version = save_fusion(SHIPPED_FUSION, params, prior, manifest)
+    print(f"fusion written to {SHIPPED_FUSION} (version {version})")
+
+
+def fold_dict(result) -> dict:
+    return {
+        "fold": result.fold,
+        "n": result.n,
+        "metrics": {k: m.to_dict() for k, m in result.metrics.items()},
+        "coverage": {k: {"within_r50": v[0], "within_r90": v[1]} for k, v in result.coverage.items()},
+        "fitted": result.fitted,
+    }

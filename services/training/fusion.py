@@ -4,7 +4,8 @@ Each expert's bandwidth (and, for the gallery, the density power) is the grid va
 its own kernels give the true places the highest mean log-likelihood; the prior's bandwidth
 likewise. With the components fixed, the mixing weights that maximise the mixture's likelihood are
 found exactly by EM (a concave problem on the simplex). Likelihood is a proper scoring rule, so the
-fit rewards calibrated spreads, not confident ones; `calibration` then checks the radii.
+fit rewards calibrated spreads, not confident ones. Its bandwidths are kept; the weights, the
+prior's bandwidth and the radii are then fitted on GeoScore and coverage (training/decision_fit.py).
 """
 
 from __future__ import annotations
@@ -13,10 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geoloc.common.sphere import haversine_km, latlon_to_unit, vmf_log_density
-from geoloc.evaluation.metrics import Metrics, summarize
-from geoloc.orchestrator.fusion import PRIOR, FusionParameters, Prior, expert_kernels, fuse, kappa_for_half_mass_km
-from geoloc.training.expert_outputs import photo_answers
+from geoloc.common.sphere import latlon_to_unit, vmf_log_density
+from geoloc.orchestrator.fusion import PRIOR, FusionParameters, Prior, expert_kernels, kappa_for_half_mass_km
 
 BANDWIDTHS_KM = (10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0)
 DENSITY_POWERS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -98,85 +97,3 @@ def fit_fusion(
         gallery_density_power=chosen.get("gallery", (0.0, 0.0))[1],
     )
     return FusionFit(parameters, priors[chosen[PRIOR][0]], report)
-
-
-@dataclass
-class Calibration:
-    n: int
-    coverage_50: float  # share of photos whose true place lies within the answer's radius_50_km
-    coverage_90: float
-    median_radius_90_km: float
-    best_guess: Metrics
-    mean_localizability: float
-
-    def to_dict(self) -> dict:
-        return {
-            "n": self.n,
-            "coverage_50": self.coverage_50,
-            "coverage_90": self.coverage_90,
-            "median_radius_90_km": self.median_radius_90_km,
-            "best_guess": self.best_guess.to_dict(),
-            "mean_localizability": self.mean_localizability,
-        }
-
-
-def calibration(
-    outputs: dict[str, np.ndarray],
-    truth_latlon: np.ndarray,
-    parameters: FusionParameters,
-    prior: Prior,
-    rows: np.ndarray | None = None,
-    experts=None,
-) -> Calibration:
-    """The fused answers' radii and best guesses scored against the true places of `rows`."""
-    rows = np.arange(len(truth_latlon)) if rows is None else rows
-    within_50, within_90, radii, errors, localizability = [], [], [], [], []
-    for row in rows:
-        answer = fuse(photo_answers(outputs, row, experts), parameters, prior, top_k=1)
-        best = answer.best_guess
-        error = float(haversine_km(best.lat_deg, best.lon_deg, truth_latlon[row, 0], truth_latlon[row, 1]))
-        within_50.append(error <= answer.radius_50_km)
-        within_90.append(error <= answer.radius_90_km)
-        radii.append(answer.radius_90_km)
-        errors.append(error)
-        localizability.append(answer.localizability)
-    return Calibration(
-        len(rows),
-        float(np.mean(within_50)),
-        float(np.mean(within_90)),
-        float(np.median(radii)),
-        summarize(errors),
-        float(np.mean(localizability)),
-    )
-
-
-UNIFORM_WEIGHTS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
-COVERAGE_90 = (0.85, 0.95)  # the issue's band for the 90 % radius on val
-
-
-def with_uniform_floor(parameters: FusionParameters, weight: float) -> FusionParameters:
-    return FusionParameters(**{**parameters.__dict__, "uniform_weight": weight})
-
-
-def calibrate(
-    outputs: dict[str, np.ndarray], truth_latlon: np.ndarray, fit: FusionFit, rows: np.ndarray, log=print
-) -> tuple[FusionParameters, list[tuple[float, Calibration]]]:
-    """The likelihood fit with the smallest uniform floor whose 90 % radius holds the truth for the
-    middle of the band (90 %) of `rows`.
-
-    The likelihood fit leaves the radii overconfident (its 90 % radius held 82.5 % of val photos,
-    the prior's alone 80.6 %: Im2GPS3k is spread wider than the photo gallery it is drawn from);
-    a floor of the uniform density moves mass to everywhere and so widens every radius.
-    """
-    target = sum(COVERAGE_90) / 2
-    trials = []
-    for weight in UNIFORM_WEIGHTS:
-        candidate = with_uniform_floor(fit.parameters, weight)
-        check = calibration(outputs, truth_latlon, candidate, fit.prior, rows=rows)
-        trials.append((weight, check))
-        log(f"  uniform floor {weight}: 90 % radius holds {check.coverage_90:.1%} of {len(rows)} photos")
-        if check.coverage_90 >= target:
-            break
-    inside = [t for t in trials if COVERAGE_90[0] <= t[1].coverage_90 <= COVERAGE_90[1]]
-    weight, _ = min(inside or trials, key=lambda t: abs(t[1].coverage_90 - target))
-    return with_uniform_floor(fit.parameters, weight), trials

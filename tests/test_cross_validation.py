@@ -7,32 +7,11 @@ import numpy as np
 
 from geoloc.evaluation.folds import photographer_folds
 from geoloc.training.cross_validation import CONSTANT, FUSED, RANDOM, score_fold, table_cache, top_points
-
-RNG = np.random.default_rng(0)
-GALLERY = np.concatenate(
-    [
-        np.stack([RNG.normal(48, 5, 1500), RNG.normal(8, 8, 1500)], axis=1),
-        np.stack([RNG.uniform(-60, 70, 1500), RNG.uniform(-180, 180, 1500)], axis=1),
-    ]
-)
-
-
-def synthetic_case(n: int = 90, seed: int = 1):
-    """ "gallery" answers within ~100 km of the truth, "tokens" a random place; 15 photographers."""
-    rng = np.random.default_rng(seed)
-    truth = np.stack([rng.uniform(-50, 60, n), rng.uniform(-180, 180, n)], axis=1)
-    near = truth + rng.normal(0, 1.0, (n, 2))
-    far = np.stack([rng.uniform(-50, 60, n), rng.uniform(-180, 180, n)], axis=1)
-
-    def points(places):
-        return np.stack([places[:, 0], places[:, 1], np.ones(n), np.full(n, 50.0)], axis=1)[:, None, :]
-
-    authors = [f"p{i % 15}" for i in range(n)]
-    return {"gallery": points(near), "tokens": points(far)}, truth, authors
+from tests.synthetic_experts import GALLERY, informative_and_misleading
 
 
 def test_a_fold_is_scored_by_a_fit_that_never_saw_it():
-    outputs, truth, authors = synthetic_case()
+    outputs, truth, authors = informative_and_misleading(90)
     folds = photographer_folds(authors, 3)
     tables = table_cache(outputs, truth, GALLERY)
     result = score_fold(0, folds, outputs, truth, authors, GALLERY, "inverse", tables, top_points(outputs))

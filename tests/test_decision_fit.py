@@ -19,29 +19,14 @@ from geoloc.training.decision_fit import (
     with_decision,
 )
 from geoloc.training.expert_outputs import photo_answers
+from tests.synthetic_experts import GALLERY, informative_and_misleading
 
-RNG = np.random.default_rng(0)
-GALLERY = np.concatenate(
-    [
-        np.stack([RNG.normal(48, 5, 1500), RNG.normal(8, 8, 1500)], axis=1),
-        np.stack([RNG.uniform(-60, 70, 1500), RNG.uniform(-180, 180, 1500)], axis=1),
-    ]
-)
 PRIORS = {b: Prior(GALLERY, b) for b in (200.0, 800.0)}
 
 
-def synthetic_case(n: int = 60, seed: int = 1):
-    """True places anywhere; "gallery" answers near the truth (within ~100 km), "tokens" answers a
-    random place with the same confidence."""
-    rng = np.random.default_rng(seed)
-    truth = np.stack([rng.uniform(-50, 60, n), rng.uniform(-180, 180, n)], axis=1)
-    near = truth + rng.normal(0, 1.0, (n, 2))
-    far = np.stack([rng.uniform(-50, 60, n), rng.uniform(-180, 180, n)], axis=1)
-
-    def points(places):
-        return np.stack([places[:, 0], places[:, 1], np.ones(n), np.full(n, 50.0)], axis=1)[:, None, :]
-
-    return {"gallery": points(near), "tokens": points(far)}, truth
+def synthetic_case(n: int):
+    outputs, truth, _ = informative_and_misleading(n)
+    return outputs, truth
 
 
 def test_the_fit_reads_off_the_best_guesses_and_radii_that_serving_gives():

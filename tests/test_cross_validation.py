@@ -27,3 +27,20 @@ def test_a_fold_is_scored_by_a_fit_that_never_saw_it():
     )
     assert again.fitted == result.fitted
     assert again.metrics[FUSED].geoscore != result.metrics[FUSED].geoscore
+
+
+def test_a_weighting_that_stays_at_or_above_the_constant_on_more_figures_ranks_first():
+    from geoloc.training.cv_cli import standing
+
+    def answers(fused_geoscore, fused_2500):
+        figure = lambda mean: {"mean": mean, "spread": 0.0}
+        constant = {"geoscore": figure(1000), "acc_200km": figure(0.01), "acc_750km": figure(0.1)}
+        fused = {"geoscore": figure(fused_geoscore), "acc_200km": figure(0.02), "acc_750km": figure(0.1)}
+        return {
+            "constant": {**constant, "acc_2500km": figure(0.3)},
+            "fused": {**fused, "acc_2500km": figure(fused_2500)},
+        }
+
+    higher_geoscore, holds_everywhere = answers(1200, 0.29), answers(1010, 0.30)
+    assert standing(higher_geoscore) == (3, 1200) and standing(holds_everywhere) == (4, 1010)
+    assert max([higher_geoscore, holds_everywhere], key=standing) is holds_everywhere

@@ -157,3 +157,56 @@ def test_outputs_of_the_shipped_models_is_compute_expert_outputs(synthetic, gall
     got = outputs_of(ExpertModels.shipped(gallery), rows, REQUESTS, seed=7)
     for expert in EXPERTS:
         np.testing.assert_array_equal(got[expert], expected[expert], err_msg=expert)
+
+
+def test_shipping_trains_on_every_photo_and_writes_manifests_with_the_cv_figures(
+    synthetic, gallery, encoder, tmp_path, monkeypatch
+):
+    """ship_experts writes four checkpoints the loaders read, each with a manifest that matches its
+    bytes, counts every photo, carries its expert's CV row, and records a configuration from which
+    fold_configs gives the same fold configurations (so the next CV's cached answers still apply)."""
+    import hashlib
+    import json
+
+    from geoloc.training.shipped_experts import ship_experts
+
+    before = out_of_fold.fold_configs(TINY)
+    cv = {
+        "what": "photographer-grouped 3-fold cross-validation",
+        "chosen": {"summary": {"answers": {e: {"geoscore": {"mean": 100.0 + i}} for i, e in enumerate(EXPERTS)}}},
+    }
+    cv["chosen"]["summary"]["answers"]["constant"] = {"geoscore": {"mean": 50.0}}
+    paths = {
+        "gallery": tmp_path / "head.pt",
+        "flow": tmp_path / "flow.pt",
+        "sh": tmp_path / "sh.pt",
+        "tokens": tmp_path / "tokens.pt",
+    }
+    manifests = ship_experts(
+        synthetic["features"],
+        synthetic["coords"],
+        synthetic["authors"],
+        TINY,
+        cv,
+        "geoloc cv --ship",
+        gallery,
+        encoder,
+        paths=paths,
+        log=lambda line: None,
+    )
+    for i, expert in enumerate(EXPERTS):
+        fields = json.loads(manifests[expert].read_text())
+        assert fields["sha256"] == hashlib.sha256(paths[expert].read_bytes()).hexdigest(), expert
+        assert f"({PHOTOS} photos, {PHOTOGRAPHERS} photographers)" in fields["data"]["train"], expert
+        assert fields["cv_top1"]["geoscore"]["mean"] == 100.0 + i and fields["command"] == "geoloc cv --ship"
+    loaded = ExpertModels(
+        gallery=GalleryRetrieval(load_head(paths["gallery"]), gallery),
+        flow=load_sampler(paths["flow"]),
+        sh=load_sampler(paths["sh"]),
+        tokens=load_token_model(paths["tokens"]),
+    )
+    answers = outputs_of(loaded, synthetic["features"][:2], REQUESTS)
+    assert all(np.isfinite(answers[e][..., :2]).all() for e in EXPERTS)
+
+    monkeypatch.setattr(out_of_fold, "SHIPPED_MANIFESTS", {e: p.with_suffix(".json") for e, p in paths.items()})
+    assert out_of_fold.fold_configs(TINY) == before

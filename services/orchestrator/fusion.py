@@ -7,8 +7,9 @@ the gallery density to a fitted power, since retrieval favours where photos are 
 experts they are mixed with fitted weights, and the prior of where photos are taken (a sample of
 the GPS gallery, as kernels) is one more component. Experts left out of a call drop out and the
 rest are renormalised, so with no expert at all the answer is the prior, never less. A fixed
-share of the uniform density under it all keeps the stated radii honest (fitted on val so that
-the 90 % radius holds the truth for 90 % of photos).
+share of the uniform density under it all, and mass levels per set of experts answering, keep the
+stated radii honest (fitted on out-of-fold answers so that they hold the truth as often as they
+state on photographers the experts never saw; training/cross_validation.py).
 
 The answer is read off the mixture by decision.py: the best guess is the place with the highest
 expected GeoScore, the hypotheses the best places of distinct regions, with their Voronoi masses

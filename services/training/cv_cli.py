@@ -8,7 +8,9 @@ point, the constant (the GPS gallery's densest point) and a random gallery point
 and 90 % radii's coverage for every subset of experts. Each photo weighting of the fit is
 compared. Prints the table (mean ± spread over folds) and writes the figures as JSON;
 `--write-fusion` then refits the fusion on all the photos' out-of-fold answers, with the
-weighting that did best, and ships it with the CV figures in its manifest.
+weighting that did best, and ships it with the CV figures in its manifest. `--ship` first
+retrains the four shipped experts on all the photos by the folds' own procedure
+(training/shipped_experts.py), so that what ships is what the figures measured.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ from pathlib import Path
 from geoloc.training.arguments import DATA_HELP
 
 CV_FIGURES = Path("models/fusion/cv.json")
+# The issue's two ways of giving each photographer one vote. One vote per photo ("photo") lost to
+# both by about 45 GeoScore under the same CV before the fit's group guard existed, and is left out
+# to keep the run within its time.
+COMPARED_WEIGHTINGS = ("inverse", "cap10")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -33,6 +39,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--folds", type=int, default=5, help="K, at least 5 for reported figures (default: 5)")
     parser.add_argument("--out", type=Path, help=f"where the figures go (default: {CV_FIGURES} in the checkout)")
     parser.add_argument("--write-fusion", action="store_true", help="refit and ship models/fusion/fusion.json")
+    parser.add_argument(
+        "--ship",
+        action="store_true",
+        help="retrain the shipped experts on all the photos as the folds' were, then --write-fusion",
+    )
+    parser.add_argument(
+        "--weighting",
+        choices=COMPARED_WEIGHTINGS,
+        help="the decision fit's photo weighting, instead of comparing them all under CV and taking the best",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=run)
     return parser
@@ -65,6 +81,17 @@ def summarise_folds(results) -> dict:
     return {"answers": table, "coverage": coverage}
 
 
+GUARDED = ("geoscore", "acc_200km", "acc_750km", "acc_2500km")  # where the fused must match the constant
+
+
+def standing(answers: dict) -> tuple[int, float]:
+    """How a weighting ranks on CV: first by on how many GUARDED figures the fused answer's mean is
+    at least the constant's, then by its mean GeoScore."""
+    fused, constant = answers["fused"], answers["constant"]
+    level = sum(fused[k]["mean"] >= constant[k]["mean"] for k in GUARDED)
+    return level, fused["geoscore"]["mean"]
+
+
 def markdown_table(answers: dict) -> str:
     lines = [
         "| answer | acc % ≤ 1 km | ≤ 25 km | ≤ 200 km | ≤ 750 km | ≤ 2500 km | GeoScore | median km |",
@@ -85,7 +112,6 @@ def run(args: argparse.Namespace) -> int:
     from geoloc.evaluation.folds import photographer_folds
     from geoloc.gallery.build import default_gallery_csv, read_gps_csv
     from geoloc.training.cross_validation import CONSTANT_PLACE, score_fold, table_cache, top_points
-    from geoloc.training.decision_fit import WEIGHTINGS
     from geoloc.training.expert_outputs import ExpertRequests
     from geoloc.training.features import default_cache_dir, split_features
     from geoloc.training.out_of_fold import FoldBudget, out_of_fold_outputs
@@ -122,10 +148,10 @@ def run(args: argparse.Namespace) -> int:
         return {"summary": summarise_folds(results), "folds": [fold_dict(r) for r in results]}
 
     # The weightings are compared on the best guess alone; the radii are calibrated for the winner.
-    by_weighting = {w: cross_validate(w, calibrate=False) for w in WEIGHTINGS}
+    by_weighting = {w: cross_validate(w, calibrate=False) for w in ([] if args.weighting else COMPARED_WEIGHTINGS)}
     for weighting, figures in by_weighting.items():
         print(f"photo weighting {weighting}:\n{markdown_table(figures['summary']['answers'])}")
-    chosen = max(by_weighting, key=lambda w: by_weighting[w]["summary"]["answers"]["fused"]["geoscore"]["mean"])
+    chosen = args.weighting or max(by_weighting, key=lambda w: standing(by_weighting[w]["summary"]["answers"]))
     print(f"calibrating the radii under the {chosen!r} weighting")
     calibrated = cross_validate(chosen, calibrate=True)
     print(markdown_table(calibrated["summary"]["answers"]))
@@ -140,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
         "expert_requests": requests.__dict__,
         "fold_budget": budget.__dict__,
         "chosen_weighting": chosen,
+        "weighting_chosen_by": "this CV (weightings_compared)" if by_weighting else "--weighting",
         "weightings_compared": {w: f["summary"]["answers"]["fused"] for w, f in by_weighting.items()},
         "chosen": calibrated,
         "seconds": round(time.monotonic() - started),
@@ -148,7 +175,24 @@ def run(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(figures, indent=1) + "\n")
     print(f"figures written to {out}; the fit weighted by {chosen!r} did best ({figures['seconds']} s in all)")
-    if args.write_fusion:
+    if args.ship:
+        from geoloc.gallery.location_encoder import LocationEncoder
+        from geoloc.gallery.retrieval import loaded_gallery
+        from geoloc.training.shipped_experts import ship_experts
+
+        command = shlex.join(["geoloc", *sys.argv[1:]])
+        ship_experts(
+            features,
+            truth,
+            authors,
+            budget,
+            figures,
+            command,
+            loaded_gallery(),
+            LocationEncoder.pretrained(),
+            args.seed,
+        )
+    if args.write_fusion or args.ship:  # after the experts: the fusion records which ones it was fitted for
         write_fusion(outputs, truth, authors, gallery_coordinates, tables, chosen, figures, requests)
     return 0
 

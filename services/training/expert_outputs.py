@@ -13,7 +13,7 @@ trained without the photos asked about.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -68,6 +68,8 @@ class ExpertModels:
     flow: LocationSampler
     sh: LocationSampler
     tokens: TokenModel
+    # Per expert, what its training kept (best epoch or step, seconds), for models trained in-process.
+    kept: dict[str, dict] = field(default_factory=dict)
 
     @classmethod
     def shipped(cls, gallery: GalleryIndex | None = None) -> ExpertModels:

@@ -1,4 +1,4 @@
-"""Fitting the fusion on val: bandwidths and the gallery-density power per expert, then the experts' weights.
+"""Fitting the fusion's likelihood: bandwidths and the gallery-density power per expert, then EM weights.
 
 Each expert's bandwidth (and, for the gallery, the density power) is the grid value under which
 its own kernels give the true places the highest mean log-likelihood; the prior's bandwidth

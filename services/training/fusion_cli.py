@@ -28,4 +28,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from geoloc.training import cv_cli
 
-    return cv_cli.run(argparse.Namespace(data=args.data, folds=args.folds, out=None, write_fusion=True, seed=args.seed))
+    return cv_cli.run(
+        argparse.Namespace(data=args.data, folds=args.folds, out=None, write_fusion=True, ship=False, seed=args.seed)
+    )

@@ -25,17 +25,27 @@ def command_line(job: str) -> str:
     return shlex.join(["geoloc", "train", job, *given])
 
 
-def model_manifest(job: str, checkpoint: Path, sha256: str, data: dict, started: float, **fields) -> dict:
-    """The manifest of `checkpoint`: identity, backbone, data and command first, then `fields`, the note
-    and the seconds since `started` (time.monotonic())."""
+def model_manifest(
+    job: str,
+    checkpoint: Path,
+    sha256: str,
+    data: dict,
+    started: float,
+    command: str | None = None,
+    note: str = DEMO_NOTE,
+    **fields,
+) -> dict:
+    """The manifest of `checkpoint`: identity, backbone, data and command (default: this process's
+    `geoloc train JOB ...`) first, then `fields`, the note and the seconds since `started`
+    (time.monotonic())."""
     return {
         "file": checkpoint.name,
         "sha256": sha256,
         "backbone": BACKBONE,
         "data": data,
-        "command": command_line(job),
+        "command": command or command_line(job),
         **fields,
-        "note": DEMO_NOTE,
+        "note": note,
         "train_seconds": round(time.monotonic() - started, 1),
     }
 

@@ -150,20 +150,24 @@ def train_fold_experts(
 
     started = time.monotonic()
     head = train_head(*data, gallery.vectors(), gallery.coordinates, encoder, configs.gallery, seed, _quiet)
-    log(f"  gallery head: {time.monotonic() - started:.1f} s, epoch {head.best_epoch} kept")
+    kept = {"gallery": {"best_epoch": head.best_epoch, "seconds": round(time.monotonic() - started, 1)}}
+    log(f"  gallery head: {kept['gallery']['seconds']} s, epoch {head.best_epoch} kept")
     samplers = {}
     for method in ("flow", "sh"):
         trained = train_sampler(*data, getattr(configs, method), BACKBONE, seed, log=_quiet)
         log(f"  {method} sampler: {trained.seconds:.1f} s, step {trained.best_step} kept")
         samplers[method] = trained.sampler
+        kept[method] = {"best_step": trained.best_step, "seconds": round(trained.seconds, 1)}
     decoder = train_decoder(*data, configs.tokens, seed=seed, log=_quiet)
     _as_checkpointed(decoder.decoder)
     log(f"  token decoder: {decoder.seconds:.1f} s, step {decoder.best_step} kept")
+    kept["tokens"] = {"best_step": decoder.best_step, "seconds": round(decoder.seconds, 1)}
     return ExpertModels(
         gallery=GalleryRetrieval(GalleryHead(head.mlp, head.logit_scale, BACKBONE, VERSION), gallery),
         flow=samplers["flow"],
         sh=samplers["sh"],
         tokens=TokenModel(decoder.decoder, decoder.standardiser, BACKBONE, VERSION),
+        kept={e: {**k, "fit_photos": int(fit.sum()), "stopping_photos": int(stop.sum())} for e, k in kept.items()},
     )
 
 

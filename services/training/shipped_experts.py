@@ -1,0 +1,111 @@
+"""The shipped experts, retrained on every photo by the procedure that cross-validation measured.
+
+`geoloc cv --ship` ends here. Each fold's experts were trained by train_fold_experts (the shipped
+configurations at the fold budget, each stopping on an inner photographer-grouped hold-out) on the
+other folds; the shipped ones are trained the same way on all the photos, train and val together,
+and written where the services load them. Each manifest carries the CV figures of its expert's own
+answer: they describe this procedure on photographers it had not seen, which is what the shipped
+model is an instance of. (Its configuration is recorded as trained, so the next cross-validation
+trains its folds in the same one and finds its cached answers.)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from geoloc.gallery.heads import SHIPPED_HEAD, save_head
+from geoloc.gallery.index import GalleryIndex
+from geoloc.gallery.location_encoder import LocationEncoder
+from geoloc.sampler.model import SHIPPED_SAMPLERS, save_sampler
+from geoloc.tokens.model import SHIPPED_TOKENS, save_token_model
+from geoloc.training.manifest import model_manifest, write_manifest
+from geoloc.training.out_of_fold import FoldBudget, fold_configs, train_fold_experts
+
+SHIPPED_PATHS = {
+    "gallery": SHIPPED_HEAD,
+    "flow": SHIPPED_SAMPLERS / "flow.pt",
+    "sh": SHIPPED_SAMPLERS / "sh.pt",
+    "tokens": SHIPPED_TOKENS / "decoder.pt",
+}
+NOTE = (
+    "demo-grade: 1902 Im2GPS3k photos by 119 photographers; EfficientNet ImageNet features cap accuracy near the"
+    " prior (docs/design.md §5). Its figures are cross-validated (cv_top1), not measured on photos it was trained on"
+)
+
+
+def ship_experts(
+    features: np.ndarray,
+    coords: np.ndarray,
+    authors: Sequence[str],
+    budget: FoldBudget,
+    cv: dict,
+    command: str,
+    gallery: GalleryIndex,
+    encoder: LocationEncoder,
+    seed: int = 0,
+    paths: dict[str, Path] = SHIPPED_PATHS,
+    log: Callable[[str], None] = print,
+) -> dict[str, Path]:
+    """Trains the four experts on all these photos as train_fold_experts trains a fold's, writes each
+    checkpoint to `paths` with its manifest, and returns the manifests' paths. `cv` is the CV
+    figures (geoloc cv's JSON): each manifest records its expert's row and the constant's."""
+    started = time.monotonic()
+    log(f"training the shipped experts on all {len(features)} photos")
+    models = train_fold_experts(features, coords, authors, budget, gallery, encoder, seed, log)
+    configs = fold_configs(budget)
+    head = models.gallery.head
+    shas = {
+        "gallery": save_head(paths["gallery"], head.mlp, head.logit_scale, head.backbone),
+        "flow": save_sampler(paths["flow"], models.flow),
+        "sh": save_sampler(paths["sh"], models.sh),
+        "tokens": save_token_model(paths["tokens"], models.tokens),
+    }
+    chosen = {
+        "gallery": {**asdict(configs.gallery), "logit_scale": head.logit_scale},
+        "flow": {**asdict(configs.flow), "guidance": models.flow.default_guidance},
+        "sh": {**asdict(configs.sh), "guidance": models.sh.default_guidance},
+        "tokens": asdict(configs.tokens),
+    }
+    extra = {
+        "gallery": {
+            "gallery": {"count": gallery.manifest.count, "sources": gallery.manifest.sources},
+            "location_encoder_sha256": gallery.manifest.encoder_sha256,
+        },
+        "flow": {"method": "flow"},
+        "sh": {"method": "sh"},
+        "tokens": {"neighbours": {"count": 0, "source": "none: the decoder reads the backbone feature alone"}},
+    }
+    photographers = len({a for a in authors if a})
+    written = {}
+    for expert, path in paths.items():
+        kept = models.kept[expert]
+        manifest = model_manifest(
+            expert,
+            path,
+            shas[expert],
+            {
+                "train": f"Im2GPS3k train + val ({len(features)} photos, {photographers} photographers)",
+                "fit": f"{kept['fit_photos']} of them; stopped on the other {kept['stopping_photos']}, held out by "
+                "photographer",
+            },
+            started,
+            **extra[expert],
+            command=command,
+            chosen={**chosen[expert], **{k: v for k, v in kept.items() if k.startswith("best_")}},
+            fold_budget=asdict(budget),
+            cv_protocol=f"{cv['what']}: per fold, this procedure trained on the other folds answered the fold's "
+            "photos; the figure is of its own top point, mean and spread over folds",
+            cv_top1=cv["chosen"]["summary"]["answers"][expert],
+            cv_constant=cv["chosen"]["summary"]["answers"]["constant"],
+            note=NOTE,
+        )
+        manifest["train_seconds"] = kept["seconds"]
+        written[expert] = write_manifest(path, manifest)
+        log(f"  {expert}: {path} (sha256 {shas[expert][:12]})")
+    log(f"shipped experts written ({time.monotonic() - started:.0f} s)")
+    return written

@@ -29,14 +29,62 @@ def test_the_manifest_names_the_files_hash_data_command_and_val_figures(manifest
     assert fields["val_top1"]["n"] == 360 and 0 < fields["val_top1"]["geoscore"] < 5000
 
 
-def test_the_shipped_fusion_loads_matches_its_version_and_records_its_calibration_on_val():
+def shipped_fusion():
     from geoloc.orchestrator.parameters import load_fusion
 
     path = MODELS / "fusion" / "fusion.json"
-    fitted = load_fusion(path)  # refuses a file whose parameters do not match its version
-    fields = json.loads(path.read_text())
-    assert fitted.version == fields["version"] and fields["command"].startswith("geoloc train fusion")
-    calibrated = fields["val_calibration"]["all experts"]
-    assert calibrated["n"] == 360 and 0.85 <= calibrated["coverage_90"] <= 0.95
-    assert 0.85 <= fields["val_calibration_2fold"]["coverage_90"] <= 0.95
-    assert abs(sum(fitted.parameters.weights.values()) - 1) < 1e-6 and 0 <= fitted.parameters.uniform_weight < 1
+    return load_fusion(path), json.loads(path.read_text())  # load_fusion refuses a file not matching its version
+
+
+def test_the_shipped_fusion_is_the_one_its_cross_validation_figures_describe():
+    """The manifest's photographer-grouped CV (K >= 5, all 1,902 train + val photos) is of this
+    fit's procedure: the parameters it records are the file's own, fitted for the shipped experts."""
+    from geoloc.training.expert_outputs import models_fingerprint
+
+    fitted, fields = shipped_fusion()
+    assert fitted.version == fields["version"] and fields["command"].startswith("geoloc cv")
+    cv = fields["cv"]
+    assert len(cv["fold_sizes"]) >= 5 and sum(cv["fold_sizes"]) == 1902
+    recorded = fields["fitted"]
+    assert recorded["weights"] == fitted.parameters.weights
+    assert recorded["bandwidth_km"] == fitted.parameters.bandwidth_km
+    assert recorded["uniform_weight"] == fitted.parameters.uniform_weight
+    assert recorded["radius_levels"] == fitted.parameters.radius_levels
+    assert abs(sum(fitted.parameters.weights.values()) - 1) < 1e-6
+    assert fields["experts"]["shipped_models_fingerprint"] == models_fingerprint()
+
+
+def test_under_cv_the_radii_hold_what_they_state_with_every_subset_of_experts():
+    """Issue 18's calibration: the 90 % radius holds the truth for 85-95 % of CV photos and the 50 %
+    one for 45-55 %, with all experts and with each subset of them (levels fitted per subset)."""
+    from geoloc.orchestrator.fusion import subset_key
+    from geoloc.training.cross_validation import expert_subsets
+
+    fitted, fields = shipped_fusion()
+    coverage = fields["cv"]["coverage"]
+    subsets = {subset_key(s) for s in expert_subsets(["gallery", "flow", "sh", "tokens"])}
+    assert set(coverage) == subsets == set(fitted.parameters.radius_levels)
+    for subset, held in coverage.items():
+        assert 0.85 <= held["within_r90"]["mean"] <= 0.95, subset
+        assert 0.45 <= held["within_r50"]["mean"] <= 0.55, subset
+
+
+GUARDED = ("geoscore", "acc_200km", "acc_750km", "acc_2500km")
+# Where the shipped fusion's CV figure is still below the constant's: issue 18 is open on these.
+# A figure that rises to the constant's fails its test, so that it leaves this list.
+BELOW_THE_CONSTANT = {
+    "acc_750km": "CV 14.8 % within 750 km against the constant's 15.3 % (issue 18 open)",
+    "acc_2500km": "CV 35.4 % within 2500 km against the constant's 37.7 % (issue 18 open)",
+}
+
+
+@pytest.mark.parametrize("figure", GUARDED)
+def test_under_cv_the_fused_answer_is_at_least_the_constant_guess(figure: str):
+    """Issue 18's guard: the fused best guess's CV mean at least the constant's (the GPS gallery's
+    densest point), in GeoScore and within 200, 750 and 2500 km."""
+    _, fields = shipped_fusion()
+    fused, constant = fields["cv"]["answers"]["fused"], fields["cv"]["answers"]["constant"]
+    if figure in BELOW_THE_CONSTANT:
+        assert fused[figure]["mean"] < constant[figure]["mean"], "no longer below: take it out of BELOW_THE_CONSTANT"
+        pytest.xfail(BELOW_THE_CONSTANT[figure])
+    assert fused[figure]["mean"] >= constant[figure]["mean"]

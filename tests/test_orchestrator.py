@@ -136,7 +136,10 @@ def test_with_no_expert_the_answer_is_the_prior_whatever_the_photo_and_localizab
     embedding_address, kauai_answer, photos
 ):
     """Without an expert nothing speaks for one place over another: localizability is 0, and the
-    answer is the prior's for every photo. The same photo with every expert is localized above 0."""
+    answer is the prior's for every photo. The same photo with every expert is localized above 0,
+    and its answer is no longer the prior's. (Not necessarily narrower: the radii are calibrated per
+    set of experts answering, and where the experts disagree, as on this photo with the models
+    retrained on train + val, the honest 90 % radius is wider than the prior's.)"""
     nobody = dict.fromkeys(("gallery", "sampler", "tokens"), "none")
     first, second = locate_all(settings(embedding_address, nobody), [locate(kauai()), locate(photos[3].read_bytes())])
     for answer in (first, second):
@@ -146,7 +149,7 @@ def test_with_no_expert_the_answer_is_the_prior_whatever_the_photo_and_localizab
     assert first.hypotheses == second.hypotheses and first.radius_90_km == second.radius_90_km
     located, _ = kauai_answer
     assert located.localizability > 0.0, located.localizability
-    assert located.radius_90_km < first.radius_90_km  # the experts narrow the prior down
+    assert located.hypotheses != first.hypotheses and located.radius_90_km != first.radius_90_km
 
 
 def test_an_expert_killed_mid_run_leaves_a_partial_answer_that_names_it(embedding_address, experts, photos):

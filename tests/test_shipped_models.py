@@ -19,14 +19,18 @@ def test_every_checkpoint_has_a_manifest():
 
 
 @pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_the_manifest_names_the_files_hash_data_command_and_val_figures(manifest: Path):
+def test_the_manifest_names_the_files_hash_data_command_and_cv_figures(manifest: Path):
+    """Each expert was trained on all 1,902 train + val photos by `geoloc cv --ship`, and carries
+    the CV figures of its own answer: the same row as the shipped cv.json's."""
     fields = json.loads(manifest.read_text())
     checkpoint = manifest.parent / fields["file"]
     assert hashlib.sha256(checkpoint.read_bytes()).hexdigest() == fields["sha256"]
-    assert "im2gps3k/train" in fields["data"]["train"] or fields["data"]["train"].endswith("features)")
-    assert "im2gps3k/val" in fields["data"]["val"]
-    assert fields["command"].startswith("geoloc train ")
-    assert fields["val_top1"]["n"] == 360 and 0 < fields["val_top1"]["geoscore"] < 5000
+    assert "train + val (1902 photos, 119 photographers)" in fields["data"]["train"]
+    assert fields["command"].startswith("geoloc cv") and "--ship" in fields["command"]
+    expert = {"efficientnet_lite2_head.json": "gallery", "decoder.json": "tokens"}.get(manifest.name, manifest.stem)
+    figures = json.loads((MODELS / "fusion" / "cv.json").read_text())["chosen"]["summary"]["answers"]
+    assert fields["cv_top1"] == figures[expert] and fields["cv_constant"] == figures["constant"]
+    assert 0 < fields["cv_top1"]["geoscore"]["mean"] < 5000
 
 
 def shipped_fusion():

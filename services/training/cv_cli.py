@@ -26,8 +26,8 @@ from geoloc.training.arguments import DATA_HELP
 
 CV_FIGURES = Path("models/fusion/cv.json")
 # The two ways of giving each photographer one vote. One vote per photo ("photo") lost to
-# both by about 45 GeoScore under the same CV before the fit's group guard existed, and is left out
-# to keep the run within its time.
+# both by about 45 GeoScore under the same CV (docs/evaluation.md), and is left out to keep the run
+# within its time.
 COMPARED_WEIGHTINGS = ("inverse", "cap10")
 
 
@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or CV_FIGURES
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(figures, indent=1) + "\n")
-    print(f"figures written to {out}; the fit weighted by {chosen!r} did best ({figures['seconds']} s in all)")
+    print(f"figures written to {out}; the fit is weighted by {chosen!r} ({figures['seconds']} s in all)")
     if args.ship:
         from geoloc.gallery.location_encoder import LocationEncoder
         from geoloc.gallery.retrieval import loaded_gallery

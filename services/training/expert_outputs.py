@@ -75,17 +75,32 @@ class ExpertModels:
     def shipped(cls, gallery: GalleryIndex | None = None) -> ExpertModels:
         """The shipped checkpoints; the gallery head over `gallery` (default: the default 100K
         gallery, built first if missing)."""
-        from geoloc.gallery.heads import SHIPPED_HEAD, load_head
+        from geoloc.gallery.heads import load_head
         from geoloc.gallery.retrieval import GalleryRetrieval, loaded_gallery
-        from geoloc.sampler.model import SHIPPED_SAMPLERS, load_sampler
-        from geoloc.tokens.model import SHIPPED_TOKENS, load_token_model
+        from geoloc.sampler.model import load_sampler
+        from geoloc.tokens.model import load_token_model
 
+        paths = shipped_checkpoints()
         return cls(
-            gallery=GalleryRetrieval(load_head(SHIPPED_HEAD), gallery if gallery is not None else loaded_gallery()),
-            flow=load_sampler(SHIPPED_SAMPLERS / "flow.pt"),
-            sh=load_sampler(SHIPPED_SAMPLERS / "sh.pt"),
-            tokens=load_token_model(SHIPPED_TOKENS / "decoder.pt"),
+            gallery=GalleryRetrieval(load_head(paths["gallery"]), gallery if gallery is not None else loaded_gallery()),
+            flow=load_sampler(paths["flow"]),
+            sh=load_sampler(paths["sh"]),
+            tokens=load_token_model(paths["tokens"]),
         )
+
+
+def shipped_checkpoints() -> dict[str, Path]:
+    """Where each shipped expert's checkpoint lives, as the services load it."""
+    from geoloc.gallery.heads import SHIPPED_HEAD
+    from geoloc.sampler.model import SHIPPED_SAMPLERS
+    from geoloc.tokens.model import SHIPPED_TOKENS
+
+    return {
+        "gallery": SHIPPED_HEAD,
+        "flow": SHIPPED_SAMPLERS / "flow.pt",
+        "sh": SHIPPED_SAMPLERS / "sh.pt",
+        "tokens": SHIPPED_TOKENS / "decoder.pt",
+    }
 
 
 def outputs_of(
@@ -131,12 +146,8 @@ def compute_expert_outputs(features: np.ndarray, requests: ExpertRequests, seed:
 
 def models_fingerprint() -> str:
     """A short hash of the shipped expert checkpoints: cached outputs are only reused for the same models."""
-    from geoloc.gallery.heads import SHIPPED_HEAD
-    from geoloc.sampler.model import SHIPPED_SAMPLERS
-    from geoloc.tokens.model import SHIPPED_TOKENS
-
     digest = hashlib.sha256()
-    for path in (SHIPPED_HEAD, SHIPPED_SAMPLERS / "flow.pt", SHIPPED_SAMPLERS / "sh.pt", SHIPPED_TOKENS / "decoder.pt"):
+    for path in shipped_checkpoints().values():
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 

@@ -18,20 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from geoloc.gallery.heads import SHIPPED_HEAD, save_head
+from geoloc.gallery.heads import save_head
 from geoloc.gallery.index import GalleryIndex
 from geoloc.gallery.location_encoder import LocationEncoder
-from geoloc.sampler.model import SHIPPED_SAMPLERS, save_sampler
-from geoloc.tokens.model import SHIPPED_TOKENS, save_token_model
+from geoloc.sampler.model import save_sampler
+from geoloc.tokens.model import save_token_model
+from geoloc.training.expert_outputs import shipped_checkpoints
 from geoloc.training.manifest import model_manifest, write_manifest
 from geoloc.training.out_of_fold import FoldBudget, fold_configs, train_fold_experts
 
-SHIPPED_PATHS = {
-    "gallery": SHIPPED_HEAD,
-    "flow": SHIPPED_SAMPLERS / "flow.pt",
-    "sh": SHIPPED_SAMPLERS / "sh.pt",
-    "tokens": SHIPPED_TOKENS / "decoder.pt",
-}
 NOTE = (
     "demo-grade: 1902 Im2GPS3k photos by 119 photographers; EfficientNet ImageNet features cap accuracy near the"
     " prior (docs/design.md §5). Its figures are cross-validated (cv_top1), not measured on photos it was trained on"
@@ -48,12 +43,14 @@ def ship_experts(
     gallery: GalleryIndex,
     encoder: LocationEncoder,
     seed: int = 0,
-    paths: dict[str, Path] = SHIPPED_PATHS,
+    paths: dict[str, Path] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Path]:
     """Trains the four experts on all these photos as train_fold_experts trains a fold's, writes each
-    checkpoint to `paths` with its manifest, and returns the manifests' paths. `cv` is the CV
-    figures (geoloc cv's JSON): each manifest records its expert's row and the constant's."""
+    checkpoint to `paths` (default: where the services load them) with its manifest, and returns the
+    manifests' paths. `cv` is the CV figures (geoloc cv's JSON): each manifest records its expert's
+    row and the constant's."""
+    paths = paths or shipped_checkpoints()
     started = time.monotonic()
     log(f"training the shipped experts on all {len(features)} photos")
     models = train_fold_experts(features, coords, authors, budget, gallery, encoder, seed, log)

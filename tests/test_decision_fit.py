@@ -15,7 +15,6 @@ from geoloc.training.decision_fit import (
     decision_tables,
     fit_decision,
     mass_levels,
-    photo_weights,
     with_decision,
 )
 from geoloc.training.expert_outputs import photo_answers
@@ -58,15 +57,6 @@ def test_the_fit_trusts_the_informative_expert_and_not_the_misleading_one():
     fitted = with_decision(params, fit, 0.0)
     lat, lon = unit_to_latlon(best_guess_xyz(fitted, tables, np.arange(len(truth))))
     assert np.median(haversine_km(lat, lon, truth[:, 0], truth[:, 1])) < 300
-
-
-def test_photo_weightings_count_photographers_as_stated():
-    authors = ["a"] * 20 + ["b"] * 5 + ["", "c"]
-    assert photo_weights(authors, "photo").sum() == 27
-    assert photo_weights(authors, "inverse").sum() == pytest.approx(4.0)  # a, b, c, and the authorless one
-    assert photo_weights(authors, "cap10").sum() == pytest.approx(10 + 5 + 1 + 1)
-    with pytest.raises(ValueError, match="unknown photo weighting"):
-        photo_weights(authors, "square")
 
 
 def test_fitted_levels_make_the_radii_hold_what_they_state_on_the_photos_fitted():

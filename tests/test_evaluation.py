@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from geoloc.cli import main
@@ -519,3 +520,24 @@ def test_real_im2gps3k_val_labels_load() -> None:
     assert split.name == "val"
     assert len({r.image for r in split.images}) == 360
     assert all(-90 <= r.lat <= 90 and -180 <= r.lon <= 180 for r in split.images)
+
+
+def test_weighted_figures_are_those_of_the_photos_repeated_by_their_weights() -> None:
+    """Integer weights (an odd total, so that the median is one photo's) give exactly the figures of
+    the distances repeated that many times; a weight of zero drops its photo."""
+    rng = np.random.default_rng(3)
+    distances = rng.exponential(2000.0, 41)
+    weights = rng.integers(0, 5, 41)
+    weights[0] += 1 - weights.sum() % 2
+    weighted, repeated = summarize(distances, weights=weights), summarize(np.repeat(distances, weights))
+    assert weighted.accuracy == pytest.approx(repeated.accuracy, abs=1e-12)
+    assert weighted.geoscore == pytest.approx(repeated.geoscore, rel=1e-12)
+    assert weighted.mean_km == pytest.approx(repeated.mean_km, rel=1e-12)
+    assert weighted.median_km == repeated.median_km
+    assert summarize(distances, weights=weights / 7).geoscore == pytest.approx(weighted.geoscore, rel=1e-12)
+
+
+@pytest.mark.parametrize("weights", [[1.0, -1.0], [0.0, 0.0], [1.0], [1.0, float("nan")]])
+def test_summarize_rejects_weights_that_are_not_one_non_negative_number_per_distance(weights) -> None:
+    with pytest.raises(ValueError, match="weights must be 2 finite non-negative numbers"):
+        summarize([10.0, 20.0], weights=weights)

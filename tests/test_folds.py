@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from geoloc.evaluation.folds import photographer_folds
+from geoloc.evaluation.folds import WEIGHTINGS, photo_weights, photographer_folds
 
 
 def _authors(seed: int = 0) -> list[str]:
@@ -41,3 +41,18 @@ def test_photos_without_author_stand_alone_and_bad_k_is_refused():
         photographer_folds(["a", "b"], 1)
     with pytest.raises(ValueError, match="cannot fill"):
         photographer_folds(["a", "a", "b"], 3)
+
+
+def test_photo_weightings_count_photographers_as_stated():
+    authors = ["a"] * 20 + ["b"] * 5 + ["", "c"]
+    assert photo_weights(authors, "photo").sum() == 27
+    assert photo_weights(authors, "inverse").sum() == pytest.approx(4.0)  # a, b, c, and the authorless one
+    assert photo_weights(authors, "cap10").sum() == pytest.approx(10 + 5 + 1 + 1)
+    with pytest.raises(ValueError, match="unknown photo weighting"):
+        photo_weights(authors, "square")
+
+
+def test_the_cv_commands_weighting_choices_are_the_weightings_there_are():
+    from geoloc.training.cv_cli import TRAINING_WEIGHTINGS
+
+    assert sorted(TRAINING_WEIGHTINGS) == sorted(WEIGHTINGS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import torch
 
 from geoloc.cli import main
 from geoloc.common.sphere import haversine_km
@@ -76,3 +77,45 @@ def test_geoclips_released_head_loads_strictly_with_its_logit_scale():
     assert torch.equal(head.mlp.shift, torch.zeros(768)) and torch.equal(head.mlp.scale, torch.ones(768))
     queries = head.queries(np.random.default_rng(0).normal(0, 1, (3, 768)))
     np.testing.assert_allclose(np.linalg.norm(queries, axis=1), 1, atol=1e-6)
+
+
+def test_a_burst_weighted_out_of_the_loss_and_the_stopping_does_not_decide_the_answer():
+    """Features that say nothing (all the same): unweighted, the head's one answer is the majority's
+    place (a burst of 200 photos in Paris); with the burst's photos weighted to zero in the loss and
+    the epoch's score, it is the minority's (Sydney)."""
+    rng = np.random.default_rng(1)
+    encoder = LocationEncoder.pretrained()
+    paris, sydney = [48.86, 2.35], [-33.87, 151.21]
+    gallery_coordinates = np.concatenate(
+        [[paris, sydney], np.stack([rng.uniform(-60, 70, 1500), rng.uniform(-180, 180, 1500)], 1)]
+    )
+    gallery_vectors = embed_locations(encoder, gallery_coordinates, progress=False)
+    which = rng.permutation(np.r_[np.zeros(200, int), np.ones(100, int)])
+    coordinates = np.array([paris, sydney])[which]
+    features = np.ones((300, 32), dtype=np.float32)
+    weight = (which == 1).astype(float)
+    config = HeadConfig(hidden_dim=64, dropout=0.0, gps_noise_km=10.0, epochs=10, batch_size=64, negatives=512)
+    train, val = slice(0, 250), slice(250, 300)
+
+    def answer(**weights) -> np.ndarray:
+        trained = train_head(
+            features[train],
+            coordinates[train],
+            features[val],
+            coordinates[val],
+            gallery_vectors,
+            gallery_coordinates,
+            encoder,
+            config,
+            log=lambda _: None,
+            **weights,
+        )
+        with torch.inference_mode():
+            query = torch.nn.functional.normalize(trained.mlp(torch.from_numpy(features[:1])), dim=1).numpy()
+        return gallery_coordinates[np.argmax(query @ gallery_vectors.T)]
+
+    def km(a, b) -> float:
+        return float(haversine_km(a[0], a[1], b[0], b[1]))
+
+    assert km(answer(), paris) < 500
+    assert km(answer(train_weight=weight[train], val_weight=weight[val]), sydney) < 500

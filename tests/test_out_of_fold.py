@@ -8,6 +8,8 @@ first if missing, as every caller of loaded_gallery builds it).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -210,3 +212,25 @@ def test_shipping_trains_on_every_photo_and_writes_manifests_with_the_cv_figures
 
     monkeypatch.setattr(out_of_fold, "SHIPPED_MANIFESTS", {e: p.with_suffix(".json") for e, p in paths.items()})
     assert out_of_fold.fold_configs(TINY) == before
+
+
+def test_the_photo_weighting_trains_other_experts_cached_apart(first, synthetic, gallery, encoder, tmp_path):
+    """Weighting each photographer once ("inverse") changes what every expert answers, and its
+    answers are cached under another key than one vote per photo's, in the same cache dir."""
+    outputs, cache_dir, _ = first
+    budget = replace(TINY, photo_weighting="inverse")
+    weighted = out_of_fold_outputs(
+        synthetic["features"],
+        synthetic["coords"],
+        synthetic["authors"],
+        synthetic["folds"],
+        budget,
+        REQUESTS,
+        tmp_path,
+        log=lambda line: None,
+        gallery=gallery,
+        encoder=encoder,
+    )
+    for expert in EXPERTS:
+        assert not np.array_equal(weighted[expert], outputs[expert]), expert
+    assert not {p.name for p in (tmp_path / "cv").glob("*.npz")} & {p.name for p in (cache_dir / "cv").glob("*.npz")}

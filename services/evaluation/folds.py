@@ -5,6 +5,9 @@ optimistic: a model that memorises a burst is scored on the same burst. Folds he
 photographer: largest photographer first (ties in sha256-of-author order, so the result is fixed),
 each into the fold with the fewest photos so far, so the folds differ in size by at most the
 largest burst. A photo with no author is a photographer of its own.
+
+The same bursts would decide any fit that counts photos: `photo_weights` gives each photo its
+share of its photographer's vote, for the experts' training losses and the fusion's fit alike.
 """
 
 from __future__ import annotations
@@ -35,3 +38,21 @@ def photographer_folds(authors: Sequence[str], k: int) -> np.ndarray:
         fold_of[author] = fold
         sizes[fold] += counts[author]
     return np.array([fold_of[a] for a in names], dtype=int)
+
+
+WEIGHTINGS = ("photo", "inverse", "cap10")
+
+
+def photo_weights(authors: Sequence[str], scheme: str) -> np.ndarray:
+    """Per photo, its weight in a training loss or a fit: "photo" 1 each; "inverse" 1 / (photos by its photographer), so
+    every photographer counts once; "cap10" min(1, 10 / photos by its photographer). Authorless
+    photos stand alone."""
+    count = Counter(a for a in authors if a)
+    by = np.array([count[a] if a else 1 for a in authors], dtype=np.float64)
+    if scheme == "photo":
+        return np.ones(len(by))
+    if scheme == "inverse":
+        return 1.0 / by
+    if scheme == "cap10":
+        return np.minimum(1.0, 10.0 / by)
+    raise ValueError(f"unknown photo weighting {scheme!r}; choose from {WEIGHTINGS}")

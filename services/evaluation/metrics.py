@@ -40,18 +40,43 @@ class Metrics:
         }
 
 
-def summarize(distances_km: Sequence[float] | np.ndarray, thresholds_km: Sequence[float] = THRESHOLDS_KM) -> Metrics:
+def summarize(
+    distances_km: Sequence[float] | np.ndarray,
+    thresholds_km: Sequence[float] = THRESHOLDS_KM,
+    weights: Sequence[float] | np.ndarray | None = None,
+) -> Metrics:
+    """The figures of these errors; with `weights` (one per error, non-negative, not all zero) each
+    figure is the weighted one (the median a weighted median), as when every photographer gets one
+    vote."""
     d = np.asarray(distances_km, dtype=np.float64).ravel()
     if d.size == 0:
         raise ValueError("no distances to summarise")
     if not np.all(np.isfinite(d)) or np.any(d < 0):
         raise ValueError("distances must be finite and non-negative")
+    if weights is None:
+        share = None
+    else:
+        w = np.asarray(weights, dtype=np.float64).ravel()
+        if w.shape != d.shape or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+            raise ValueError(f"weights must be {d.size} finite non-negative numbers, not all zero")
+        share = w / w.sum()
+
+    def mean(values: np.ndarray) -> float:
+        return float(np.mean(values)) if share is None else float(share @ values)
+
     thresholds = tuple(thresholds_km)
     return Metrics(
         n=int(d.size),
         thresholds_km=thresholds,
-        accuracy=tuple(float(np.mean(d <= t)) for t in thresholds),
-        geoscore=float(np.mean(geoscore_of_km(d))),
-        median_km=float(np.median(d)),
-        mean_km=float(np.mean(d)),
+        accuracy=tuple(mean(d <= t) for t in thresholds),
+        geoscore=mean(geoscore_of_km(d)),
+        median_km=float(np.median(d)) if share is None else _weighted_median(d, share),
+        mean_km=mean(d),
     )
+
+
+def _weighted_median(values: np.ndarray, share: np.ndarray) -> float:
+    """The smallest value at which the cumulative share reaches one half."""
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(share[order])
+    return float(values[order][min(np.searchsorted(cumulative, 0.5 - 1e-12), len(values) - 1)])

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from geoloc.common.sphere import haversine_km, latlon_to_unit, unit_to_latlon
+from geoloc.evaluation.folds import photo_weights
 from geoloc.evaluation.metrics import Metrics, summarize
 from geoloc.orchestrator.decision import radius_holding_mass
 from geoloc.orchestrator.fusion import Prior, subset_key
@@ -30,7 +31,6 @@ from geoloc.training.decision_fit import (
     fit_decision,
     fit_uniform_share,
     mass_levels,
-    photo_weights,
     with_decision,
 )
 from geoloc.training.fusion import fit_fusion

@@ -29,6 +29,7 @@ CV_FIGURES = Path("models/fusion/cv.json")
 # both by about 45 GeoScore under the same CV (docs/evaluation.md), and is left out to keep the run
 # within its time.
 COMPARED_WEIGHTINGS = ("inverse", "cap10")
+TRAINING_WEIGHTINGS = ("photo", *COMPARED_WEIGHTINGS)  # evaluation/folds.WEIGHTINGS, named here: --help loads no numpy
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -48,6 +49,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--weighting",
         choices=COMPARED_WEIGHTINGS,
         help="the decision fit's photo weighting, instead of comparing them all under CV and taking the best",
+    )
+    parser.add_argument(
+        "--train-weighting",
+        choices=TRAINING_WEIGHTINGS,
+        help="each photo's weight in the experts' training losses and stopping scores (default: the shipped "
+        "procedure's, training/out_of_fold.FoldBudget, which cross-validation chose: docs/evaluation.md)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=run)
@@ -124,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
     authors = [i.author for i in images]
     folds = photographer_folds(authors, args.folds)
     print(f"{len(images)} photos by {len(set(authors))} photographers in {args.folds} folds: {np.bincount(folds)}")
-    requests, budget = ExpertRequests(), FoldBudget()
+    requests = ExpertRequests()
+    budget = FoldBudget(**({"photo_weighting": args.train_weighting} if args.train_weighting else {}))
     outputs = out_of_fold_outputs(
         features, truth, authors, folds, budget, requests, default_cache_dir(), seed=args.seed
     )

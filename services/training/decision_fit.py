@@ -13,8 +13,6 @@ which the 90 % radius holds the truth for 90 % of the photos (radii as serving c
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -30,22 +28,6 @@ PRIOR_SHARES = (0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.96, 0.98, 0.99, 1.0)
 EXPERT_FACTORS = (0.0, 0.25, 0.5, 2.0, 4.0)  # an expert's relative weight is tried at these multiples
 UNIFORM_SHARES = tuple(np.round(np.arange(0.0, 0.61, 0.02), 2))
 TARGET_COVERAGE_90 = 0.90
-WEIGHTINGS = ("photo", "inverse", "cap10")
-
-
-def photo_weights(authors: Sequence[str], scheme: str) -> np.ndarray:
-    """Per photo, its weight in a fit: "photo" 1 each; "inverse" 1 / (photos by its photographer), so
-    every photographer counts once; "cap10" min(1, 10 / photos by its photographer). Authorless
-    photos stand alone."""
-    count = Counter(a for a in authors if a)
-    by = np.array([count[a] if a else 1 for a in authors], dtype=np.float64)
-    if scheme == "photo":
-        return np.ones(len(by))
-    if scheme == "inverse":
-        return 1.0 / by
-    if scheme == "cap10":
-        return np.minimum(1.0, 10.0 / by)
-    raise ValueError(f"unknown photo weighting {scheme!r}; choose from {WEIGHTINGS}")
 
 
 @dataclass

@@ -5,8 +5,9 @@ own GPS, perturbed by Gaussian noise of a few km so that nearby places share the
 negatives are the other positives of the batch and a fresh draw of 4096 points from the 100K
 GPS gallery (GeoCLIP keeps a queue of recent GPS; since the encoder is frozen, drawing from the
 gallery's precomputed embeddings is the same idea, without re-encoding). The loss is the
-cross-entropy of logit_scale * cosine, with the scale learnt. The epoch and the configuration
-are chosen on the val split by GeoScore of the top-1 gallery point.
+cross-entropy of logit_scale * cosine, with the scale learnt; with photo weights, each photo's
+term counts by its weight (evaluation/folds.photo_weights), so a burst cannot dominate. The
+epoch is kept by the (weighted) GeoScore of the top-1 gallery point on the stopping photos.
 """
 
 from __future__ import annotations
@@ -63,14 +64,16 @@ def top1_metrics(
     coordinates: np.ndarray,
     gallery_vectors: np.ndarray,
     gallery_coordinates: np.ndarray,
+    weights: np.ndarray | None = None,
 ) -> Metrics:
-    """Accuracy of the top-1 gallery point for each photo (the gallery expert's point estimate)."""
+    """Accuracy of the top-1 gallery point for each photo (the gallery expert's point estimate),
+    weighted by `weights` when given."""
     mlp.eval()
     with torch.inference_mode():
         queries = nn.functional.normalize(mlp(torch.as_tensor(features)), dim=1).numpy()
     best = np.argmax(queries @ gallery_vectors.T, axis=1)
     guesses = gallery_coordinates[best]
-    return summarize(haversine_km(coordinates[:, 0], coordinates[:, 1], guesses[:, 0], guesses[:, 1]))
+    return summarize(haversine_km(coordinates[:, 0], coordinates[:, 1], guesses[:, 0], guesses[:, 1]), weights=weights)
 
 
 def train_head(
@@ -84,7 +87,12 @@ def train_head(
     config: HeadConfig,
     seed: int = 0,
     log=print,
+    *,
+    train_weight: np.ndarray | None = None,
+    val_weight: np.ndarray | None = None,
 ) -> TrainedHead:
+    """The head trained on the train photos, kept at its best epoch on the val photos; the weights
+    (one per photo, default all alike) weight the loss and the stopping score."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     positives = embed_locations(
@@ -94,6 +102,7 @@ def train_head(
     ).reshape(config.perturbations, len(train_coordinates), -1)
     positives, gallery = torch.from_numpy(positives), torch.from_numpy(gallery_vectors)
     features = torch.from_numpy(train_features)
+    weight = None if train_weight is None else torch.as_tensor(train_weight, dtype=torch.float32)
 
     mlp = ImageMLP(train_features.shape[1], config.hidden_dim, config.dropout)
     mlp.shift.copy_(features.mean(0))
@@ -112,12 +121,16 @@ def train_head(
             keys = torch.cat([positives[pick, batch], gallery[torch.randint(0, len(gallery), (config.negatives,))]])
             queries = nn.functional.normalize(mlp(features[batch]), dim=1)
             logits = log_scale.clamp(max=math.log(100)).exp() * queries @ keys.T
-            loss = nn.functional.cross_entropy(logits, torch.arange(len(batch)))
+            if weight is None:
+                loss = nn.functional.cross_entropy(logits, torch.arange(len(batch)))
+            else:
+                terms = nn.functional.cross_entropy(logits, torch.arange(len(batch)), reduction="none")
+                loss = terms @ weight[batch] / weight[batch].sum().clamp_min(1e-12)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
         scale = float(log_scale.detach().clamp(max=math.log(100)).exp())
-        val = top1_metrics(mlp, val_features, val_coordinates, gallery_vectors, gallery_coordinates)
+        val = top1_metrics(mlp, val_features, val_coordinates, gallery_vectors, gallery_coordinates, val_weight)
         if best is None or val.geoscore > best[0]:
             best = (val.geoscore, epoch, {k: v.clone() for k, v in mlp.state_dict().items()}, scale, val)
         log(

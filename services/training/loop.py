@@ -11,9 +11,24 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from geoloc.evaluation.metrics import Metrics
+
+
+def minibatch_draw(
+    n: int, batch_size: int, photo_weight: np.ndarray | None, device: str = "cpu"
+) -> Callable[[], torch.Tensor]:
+    """A function giving a fresh minibatch of photo indices [batch_size] per call: uniform draws, or,
+    with weights [n], draws in proportion to them, so that the mean loss is the weighted one in
+    expectation (a photographer's burst then counts as the weights say, not as its size)."""
+    if photo_weight is None:
+        return lambda: torch.randint(n, (batch_size,), device=device)
+    weight = torch.as_tensor(np.asarray(photo_weight, dtype=np.float64), dtype=torch.float64)
+    if weight.shape != (n,) or not bool(torch.all(weight >= 0)) or float(weight.sum()) <= 0:
+        raise ValueError(f"photo weights must be {n} non-negative numbers, not all zero")
+    return lambda: torch.multinomial(weight, batch_size, replacement=True).to(device)
 
 
 @dataclass

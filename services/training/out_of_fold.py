@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from geoloc.common.checkpoints import half_precision_weights
-from geoloc.evaluation.folds import photographer_folds
+from geoloc.evaluation.folds import photo_weights, photographer_folds
 from geoloc.gallery.heads import SHIPPED_HEADS, GalleryHead
 from geoloc.gallery.index import GalleryIndex
 from geoloc.gallery.location_encoder import LocationEncoder
@@ -50,7 +50,8 @@ SHIPPED_MANIFESTS = {
 
 @dataclass(frozen=True)
 class FoldBudget:
-    """How long each fold's experts train. Everything else is the shipped configuration."""
+    """How long each fold's experts train, and how they weight its photos. Everything else is the
+    shipped configuration."""
 
     gallery_epochs: int = 3  # the shipped head's best epoch was 2
     flow_steps: int = 1500
@@ -59,6 +60,9 @@ class FoldBudget:
     evaluations: int = 5  # early-stopping evaluations per sampler and decoder run, evenly spaced
     eval_samples: int = 16  # samples per inner hold-out photo in the samplers' evaluations
     eval_steps: int = 8  # integration steps of those samples
+    # Each training photo's weight in the experts' losses and stopping scores (evaluation/folds.WEIGHTINGS).
+    # One vote per photo: cap10 lowered the fused CV GeoScore from 1101 to 1033 (docs/evaluation.md).
+    photo_weighting: str = "photo"
 
 
 @dataclass(frozen=True)
@@ -135,7 +139,8 @@ def train_fold_experts(
 ) -> ExpertModels:
     """The four experts trained on these photos alone (features [n, d], coords [n, 2] lat/lon, one
     author each): each fits the photos outside an inner photographer-grouped hold-out
-    (photographer_folds(authors, 5) == 0) and keeps its epoch or step by its score on that hold-out.
+    (photographer_folds(authors, 5) == 0) and keeps its epoch or step by its score on that hold-out,
+    every photo weighted in both as budget.photo_weighting says (photo_weights of the photos' own authors).
     `gallery` must be a flat (exact) index: the head's negatives are drawn from its vectors, and the
     gallery expert retrieves from it. Logs the seconds each expert took."""
     features = np.asarray(features, dtype=np.float32)
@@ -146,19 +151,25 @@ def train_fold_experts(
     fit, stop = ~held_out, held_out
     configs = fold_configs(budget)
     data = (features[fit], coords[fit], features[stop], coords[stop])
+    weights = {}
+    if budget.photo_weighting != "photo":  # one vote per photo: the unweighted loops, as they always drew
+        weights = {
+            "train_weight": photo_weights([a for a, f in zip(authors, fit, strict=True) if f], budget.photo_weighting),
+            "val_weight": photo_weights([a for a, s in zip(authors, stop, strict=True) if s], budget.photo_weighting),
+        }
     log(f"  training on {fit.sum()} photos, stopping on {stop.sum()} held out by photographer")
 
     started = time.monotonic()
-    head = train_head(*data, gallery.vectors(), gallery.coordinates, encoder, configs.gallery, seed, _quiet)
+    head = train_head(*data, gallery.vectors(), gallery.coordinates, encoder, configs.gallery, seed, _quiet, **weights)
     kept = {"gallery": {"best_epoch": head.best_epoch, "seconds": round(time.monotonic() - started, 1)}}
     log(f"  gallery head: {kept['gallery']['seconds']} s, epoch {head.best_epoch} kept")
     samplers = {}
     for method in ("flow", "sh"):
-        trained = train_sampler(*data, getattr(configs, method), BACKBONE, seed, log=_quiet)
+        trained = train_sampler(*data, getattr(configs, method), BACKBONE, seed, log=_quiet, **weights)
         log(f"  {method} sampler: {trained.seconds:.1f} s, step {trained.best_step} kept")
         samplers[method] = trained.sampler
         kept[method] = {"best_step": trained.best_step, "seconds": round(trained.seconds, 1)}
-    decoder = train_decoder(*data, configs.tokens, seed=seed, log=_quiet)
+    decoder = train_decoder(*data, configs.tokens, seed=seed, log=_quiet, **weights)
     _as_checkpointed(decoder.decoder)
     log(f"  token decoder: {decoder.seconds:.1f} s, step {decoder.best_step} kept")
     kept["tokens"] = {"best_step": decoder.best_step, "seconds": round(decoder.seconds, 1)}

@@ -2,9 +2,11 @@
 
 One loop serves both methods: minibatches of (feature, place) pairs, the method's own loss
 (flow matching or coefficient denoising, both with 10 % condition dropout), AdamW with a
-cosine decay. Every `eval_every` steps the model draws samples for every val photo, takes the
-top mode of each photo's samples as its one guess (docs/design.md §3.6's protocol), and the step with the
-best val GeoScore is kept. The guidance is then chosen on val among a few values. Nothing here
+cosine decay. With photo weights, minibatches draw each photo with probability proportional to
+its weight (the weighted loss, in expectation), and the stopping score is weighted too. Every
+`eval_every` steps the model draws samples for every val photo, takes the top mode of each
+photo's samples as its one guess (docs/design.md §3.6's protocol), and the step with the best
+val GeoScore is kept. The guidance is then chosen on val among a few values. Nothing here
 assumes a CPU or a small set: pass device="cuda" and any number of features.
 """
 
@@ -23,7 +25,7 @@ from geoloc.evaluation.metrics import Metrics, summarize
 from geoloc.sampler import flow, sh_diffusion
 from geoloc.sampler.density import summarize_samples
 from geoloc.sampler.model import LocationSampler, build_network
-from geoloc.training.loop import train_keeping_best
+from geoloc.training.loop import minibatch_draw, train_keeping_best
 
 
 @dataclass(frozen=True)
@@ -80,9 +82,10 @@ def val_metrics(
     steps: int,
     guidance: float,
     seed: int = 0,
+    weights: np.ndarray | None = None,
 ) -> Metrics:
     guesses = point_estimates(sampler, features, n_samples, steps, guidance, seed)
-    return summarize(haversine_km(coordinates[:, 0], coordinates[:, 1], guesses[:, 0], guesses[:, 1]))
+    return summarize(haversine_km(coordinates[:, 0], coordinates[:, 1], guesses[:, 0], guesses[:, 1]), weights=weights)
 
 
 def training_targets(method: str, coordinates: np.ndarray, network: torch.nn.Module) -> torch.Tensor:
@@ -102,7 +105,12 @@ def train_sampler(
     seed: int = 0,
     device: str = "cpu",
     log: Callable[[str], None] = print,
+    *,
+    train_weight: np.ndarray | None = None,
+    val_weight: np.ndarray | None = None,
 ) -> TrainedSampler:
+    """The sampler trained on the train photos, kept at its best step on the val photos; the weights
+    (one per photo, default all alike) weight the minibatch draws and the stopping score."""
     started = time.monotonic()
     torch.manual_seed(seed)
     network = build_network(config.method, {"embedding_dim": train_features.shape[1], **config.network}).to(device)
@@ -113,14 +121,23 @@ def train_sampler(
     targets = training_targets(config.method, train_coordinates, network).to(device)
     loss_of = flow.flow_matching_loss if config.method == "flow" else sh_diffusion.denoising_loss
 
+    draw = minibatch_draw(len(conditions), config.batch_size, train_weight, device)
+
     def batch_loss() -> torch.Tensor:
-        batch = torch.randint(len(conditions), (config.batch_size,), device=device)
+        batch = draw()
         condition = torch.nn.functional.dropout(conditions[batch], config.feature_dropout)
         return loss_of(network, targets[batch], condition, config.drop_condition)
 
     def evaluate() -> Metrics:
         return val_metrics(
-            sampler, val_features, val_coordinates, config.eval_samples, config.eval_steps, config.eval_guidance, seed
+            sampler,
+            val_features,
+            val_coordinates,
+            config.eval_samples,
+            config.eval_steps,
+            config.eval_guidance,
+            seed,
+            val_weight,
         )
 
     best = train_keeping_best(

@@ -4,8 +4,9 @@ Each photo's target is its level-20 S2 cell as 11 tokens. Minibatches of standar
 (with feature dropout against memorising a small set) and tokens, the position-weighted loss,
 optionally the gallery's neighbours of each photo (whole sets dropped at `neighbour_dropout`, so
 that the decoder also answers when the orchestrator has no gallery answer to pass),
-AdamW with a cosine decay; every `eval_every` steps the greedy decode of every val photo is
-scored (the cell centre as the one guess) and the best step is kept. Pass device="cuda" and any
+AdamW with a cosine decay (with photo weights, minibatches drawn in proportion to them); every
+`eval_every` steps the greedy decode of every val photo is scored (the cell centre as the one
+guess, weighted as the photos are) and the best step is kept. Pass device="cuda" and any
 number of features: nothing here assumes a CPU or a small set.
 """
 
@@ -26,7 +27,7 @@ from geoloc.tokens.decoder import Neighbours, TokenDecoder, TokenDecoderConfig, 
 from geoloc.tokens.geotokens import cell_id_to_tokens, tokens_to_cell_id
 from geoloc.tokens.model import Standardiser, TokenModel
 from geoloc.tokens.search import greedy
-from geoloc.training.loop import train_keeping_best
+from geoloc.training.loop import minibatch_draw, train_keeping_best
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,15 @@ def cell_centres(tokens: torch.Tensor) -> np.ndarray:
 
 
 def greedy_metrics(
-    decoder: TokenDecoder, conditions: torch.Tensor, coordinates: np.ndarray, neighbours: Neighbours | None = None
+    decoder: TokenDecoder,
+    conditions: torch.Tensor,
+    coordinates: np.ndarray,
+    neighbours: Neighbours | None = None,
+    weights: np.ndarray | None = None,
 ) -> Metrics:
-    """Scores the greedy level-20 cell's centre as the one guess per photo."""
+    """Scores the greedy level-20 cell's centre as the one guess per photo (weighted by `weights`)."""
     guesses = cell_centres(greedy(decoder, conditions, neighbours=neighbours).tokens.cpu())
-    return summarize(haversine_km(coordinates[:, 0], coordinates[:, 1], guesses[:, 0], guesses[:, 1]))
+    return summarize(haversine_km(coordinates[:, 0], coordinates[:, 1], guesses[:, 0], guesses[:, 1]), weights=weights)
 
 
 @dataclass
@@ -84,8 +89,12 @@ def train_decoder(
     seed: int = 0,
     device: str = "cpu",
     log: Callable[[str], None] = print,
+    *,
+    train_weight: np.ndarray | None = None,
+    val_weight: np.ndarray | None = None,
 ) -> TrainedDecoder:
-    """Trains a decoder, conditioned on neighbours when given (config.network["neighbours"] slots)."""
+    """Trains a decoder, conditioned on neighbours when given (config.network["neighbours"] slots);
+    the weights (one per photo, default all alike) weight the minibatch draws and the stopping score."""
     started = time.monotonic()
     torch.manual_seed(seed)
     standardiser = Standardiser.fitted(train_features).to(device)
@@ -97,8 +106,10 @@ def train_decoder(
     if train_neighbours is not None:
         train_neighbours, val_neighbours = train_neighbours.to(device), val_neighbours.to(device)
 
+    draw = minibatch_draw(len(conditions), config.batch_size, train_weight, device)
+
     def batch_loss() -> torch.Tensor:
-        batch = torch.randint(len(conditions), (config.batch_size,), device=device)
+        batch = draw()
         condition = torch.nn.functional.dropout(conditions[batch], config.feature_dropout)
         neighbours = None
         if train_neighbours is not None:
@@ -108,7 +119,7 @@ def train_decoder(
         return token_loss(decoder, condition, targets[batch], neighbours)
 
     def evaluate() -> Metrics:
-        return greedy_metrics(decoder, val_conditions, val_coordinates, val_neighbours)
+        return greedy_metrics(decoder, val_conditions, val_coordinates, val_neighbours, val_weight)
 
     best = train_keeping_best(
         decoder, batch_loss, evaluate, config.steps, config.eval_every, config.learning_rate, config.weight_decay, log

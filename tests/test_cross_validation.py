@@ -44,3 +44,19 @@ def test_a_weighting_that_stays_at_or_above_the_constant_on_more_figures_ranks_f
     higher_geoscore, holds_everywhere = answers(1200, 0.29), answers(1010, 0.30)
     assert standing(higher_geoscore) == (3, 1200) and standing(holds_everywhere) == (4, 1010)
     assert max([higher_geoscore, holds_everywhere], key=standing) is holds_everywhere
+
+
+def test_geoloc_train_fusion_runs_cv_write_fusion_with_every_other_option_at_cvs_default(monkeypatch, tmp_path):
+    """`geoloc train fusion` hands cv.run exactly the options `geoloc cv --write-fusion` parses to.
+    cv.run itself is replaced by a recorder here: the real run retrains every expert per fold
+    (over an hour on this machine); what is held is the options it would be given."""
+    from geoloc.cli import main
+    from geoloc.training import cv_cli
+
+    given = []
+    monkeypatch.setattr(cv_cli, "run", lambda args: given.append(vars(args)) or 0)
+    assert main(["train", "fusion", "--folds", "6", "--seed", "3", "--data", str(tmp_path)]) == 0
+    assert main(["cv", "--write-fusion", "--folds", "6", "--seed", "3", "--data", str(tmp_path)]) == 0
+    # "command" is the top-level parser's record of which subcommand ran; cv.run does not read it.
+    through_train, through_cv = ({k: v for k, v in g.items() if k not in ("func", "command")} for g in given)
+    assert through_train == through_cv and through_train["write_fusion"] and through_train["weighting"] is None

@@ -44,9 +44,9 @@ WEIGHTINGS = ("photo", "inverse", "cap10")
 
 
 def photo_weights(authors: Sequence[str], scheme: str) -> np.ndarray:
-    """Per photo, its weight in a training loss or a fit: "photo" 1 each; "inverse" 1 / (photos by its photographer), so
-    every photographer counts once; "cap10" min(1, 10 / photos by its photographer). Authorless
-    photos stand alone."""
+    """Per photo, its weight in a training loss or a fit: "photo" 1 each; "inverse" 1 / (photos by
+    its photographer), so every photographer counts once; "cap10" min(1, 10 / photos by its
+    photographer). Authorless photos stand alone."""
     count = Counter(a for a in authors if a)
     by = np.array([count[a] if a else 1 for a in authors], dtype=np.float64)
     if scheme == "photo":

@@ -26,8 +26,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Runs `geoloc cv --write-fusion` with these options, parsed by cv's own parser so that every
+    option this command does not name takes cv's default."""
     from geoloc.training import cv_cli
 
-    return cv_cli.run(
-        argparse.Namespace(data=args.data, folds=args.folds, out=None, write_fusion=True, ship=False, seed=args.seed)
-    )
+    cv = cv_cli.add_parser(argparse.ArgumentParser(prog="geoloc").add_subparsers())
+    options = ["--write-fusion", "--folds", str(args.folds), "--seed", str(args.seed)]
+    return cv_cli.run(cv.parse_args(options + (["--data", str(args.data)] if args.data else [])))

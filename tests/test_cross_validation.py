@@ -60,3 +60,20 @@ def test_geoloc_train_fusion_runs_cv_write_fusion_with_every_other_option_at_cvs
     # "command" is the top-level parser's record of which subcommand ran; cv.run does not read it.
     through_train, through_cv = ({k: v for k, v in g.items() if k not in ("func", "command")} for g in given)
     assert through_train == through_cv and through_train["write_fusion"] and through_train["weighting"] is None
+
+
+def test_geoloc_cv_refuses_an_expert_configuration_it_cannot_train_before_loading_any_photo(tmp_path, capsys):
+    """A misspelt field, an unknown expert or fields that are not a JSON object are refused with a
+    message that names the problem, before the photos (here an empty folder) are read."""
+    import pytest
+
+    from geoloc.cli import main
+
+    assert main(["cv", "--data", str(tmp_path), "--expert-config", 'sh={"widht": 256}']) == 2
+    assert "no field widht" in capsys.readouterr().err
+    assert main(["cv", "--data", str(tmp_path), "--expert-config", 'shh={"width": 256}']) == 2
+    assert "no expert named shh" in capsys.readouterr().err
+    for bad in ('sh={"width": 256', "sh=[1]", "sh"):
+        with pytest.raises(SystemExit):
+            main(["cv", "--data", str(tmp_path), "--expert-config", bad])
+        assert "expert-config" in capsys.readouterr().err

@@ -8,6 +8,7 @@ first if missing, as every caller of loaded_gallery builds it).
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -21,7 +22,7 @@ from geoloc.sampler.model import load_sampler, save_sampler
 from geoloc.tokens.model import load_token_model, save_token_model
 from geoloc.training import out_of_fold
 from geoloc.training.expert_outputs import ExpertModels, ExpertRequests, compute_expert_outputs, outputs_of
-from geoloc.training.out_of_fold import FoldBudget, out_of_fold_outputs, train_fold_experts
+from geoloc.training.out_of_fold import FoldBudget, fold_configs, out_of_fold_outputs, train_fold_experts
 
 PHOTOS, PHOTOGRAPHERS, FOLDS = 60, 12, 3
 TINY = FoldBudget(
@@ -56,7 +57,7 @@ def encoder() -> LocationEncoder:
     return LocationEncoder.pretrained()
 
 
-def oof(synthetic, gallery, encoder, cache_dir, coords=None, log=None) -> dict[str, np.ndarray]:
+def oof(synthetic, gallery, encoder, cache_dir, coords=None, log=None, configs=None) -> dict[str, np.ndarray]:
     return out_of_fold_outputs(
         synthetic["features"],
         synthetic["coords"] if coords is None else coords,
@@ -69,6 +70,7 @@ def oof(synthetic, gallery, encoder, cache_dir, coords=None, log=None) -> dict[s
         log=log or (lambda line: None),
         gallery=gallery,
         encoder=encoder,
+        configs=configs,
     )
 
 
@@ -107,23 +109,64 @@ def test_a_folds_answers_do_not_depend_on_its_own_photos_places(first, synthetic
 
 
 def test_each_folds_answers_are_read_back_from_the_cache(first, synthetic, gallery, encoder, monkeypatch):
-    """The same arguments again train nothing: every fold's answers come from cache_dir/cv, equal."""
+    """The same arguments again train nothing: every expert's answers to every fold come from
+    cache_dir/cv, one file each, equal."""
     outputs, cache_dir, _ = first
-    assert len(list((cache_dir / "cv").glob("*.npz"))) == FOLDS
+    assert len(list((cache_dir / "cv").glob("*.npz"))) == FOLDS * len(EXPERTS)
 
     def no_training(*args, **kwargs):
         raise AssertionError("a fold was trained again")
 
-    monkeypatch.setattr(out_of_fold, "train_fold_experts", no_training)
+    monkeypatch.setattr(out_of_fold, "train_fold_expert", no_training)
     again = oof(synthetic, gallery, encoder, cache_dir)
     for expert in EXPERTS:
         np.testing.assert_array_equal(again[expert], outputs[expert], err_msg=expert)
 
 
-def test_fold_experts_answer_as_they_would_once_saved_and_loaded(synthetic, gallery, encoder, tmp_path):
+def test_another_configuration_of_one_expert_retrains_that_expert_alone(
+    first, synthetic, gallery, encoder, tmp_path, monkeypatch
+):
+    """A narrower token decoder (configs) trains the token expert of every fold again and nothing
+    else: its answers change, the other experts' are read back from the cache unchanged."""
+    outputs, cache_dir, _ = first
+    shutil.copytree(cache_dir, tmp_path, dirs_exist_ok=True)
+    trained, train = [], out_of_fold.train_fold_expert
+    monkeypatch.setattr(
+        out_of_fold, "train_fold_expert", lambda expert, *a, **k: trained.append(expert) or train(expert, *a, **k)
+    )
+    narrower = oof(synthetic, gallery, encoder, tmp_path, configs={"tokens": {"network": {"width": 32}}})
+    assert trained == ["tokens"] * FOLDS
+    assert not np.array_equal(narrower["tokens"], outputs["tokens"])
+    for expert in ("gallery", "flow", "sh"):
+        np.testing.assert_array_equal(narrower[expert], outputs[expert], err_msg=expert)
+
+
+@pytest.mark.parametrize(
+    ("configs", "named"),
+    [
+        ({"sh": {"widht": 256}}, "no field widht"),
+        ({"shh": {"dropout": 0.5}}, "no expert named shh"),
+        ({"tokens": {"steps": 10}}, "the fold budget sets"),
+        ({"tokens": {"network": {"neighbours": 4}}}, "gallery neighbours"),
+    ],
+)
+def test_a_configuration_that_cannot_be_trained_is_refused_by_name(configs, named):
+    with pytest.raises(ValueError, match=named):
+        fold_configs(TINY, configs)
+
+
+def test_a_configurations_network_fields_merge_into_the_shipped_ones():
+    """Changing one network field keeps the others at the shipped configuration's."""
+    shipped, changed = fold_configs(TINY).sh, fold_configs(TINY, {"sh": {"network": {"width": 64}}}).sh
+    assert changed.network == {**shipped.network, "width": 64} and changed.network != shipped.network
+    assert replace(changed, network=shipped.network) == shipped
+
+
+def test_fold_experts_answer_as_they_would_once_saved_and_loaded(first, synthetic, gallery, encoder, tmp_path):
     """The in-memory experts of a fold give the answers their checkpoints would: the token decoder's
     weights are rounded as its checkpoint stores them, as the samplers' are, and every network is
-    in eval mode (dropout off)."""
+    in eval mode (dropout off). The four trained together (as shipping trains them) answer fold 0
+    exactly as out_of_fold_outputs' experts, each trained alone, did."""
     rows = synthetic["folds"] != 0
     trained = train_fold_experts(
         synthetic["features"][rows],
@@ -149,6 +192,7 @@ def test_fold_experts_answer_as_they_would_once_saved_and_loaded(synthetic, gall
     in_memory, from_files = outputs_of(trained, asked, REQUESTS), outputs_of(loaded, asked, REQUESTS)
     for expert in EXPERTS:
         np.testing.assert_array_equal(in_memory[expert], from_files[expert], err_msg=expert)
+        np.testing.assert_array_equal(in_memory[expert], first[0][expert][~rows], err_msg=expert)
 
 
 def test_outputs_of_the_shipped_models_is_compute_expert_outputs(synthetic, gallery):
@@ -165,14 +209,16 @@ def test_shipping_trains_on_every_photo_and_writes_manifests_with_the_cv_figures
     synthetic, gallery, encoder, tmp_path, monkeypatch
 ):
     """ship_experts writes four checkpoints the loaders read, each with a manifest that matches its
-    bytes, counts every photo, carries its expert's CV row, and records a configuration from which
-    fold_configs gives the same fold configurations (so the next CV's cached answers still apply)."""
+    bytes, counts every photo, carries its expert's CV row, and records the configuration it was
+    trained in (here with a changed token decoder, as --expert-config gives), from which
+    fold_configs alone gives the same fold configurations (so the next CV's cached answers apply)."""
     import hashlib
     import json
 
     from geoloc.training.shipped_experts import ship_experts
 
-    before = out_of_fold.fold_configs(TINY)
+    changed = {"tokens": {"network": {"width": 32}}}
+    before = out_of_fold.fold_configs(TINY, changed)
     cv = {
         "what": "photographer-grouped 3-fold cross-validation",
         "chosen": {"summary": {"answers": {e: {"geoscore": {"mean": 100.0 + i}} for i, e in enumerate(EXPERTS)}}},
@@ -195,6 +241,7 @@ def test_shipping_trains_on_every_photo_and_writes_manifests_with_the_cv_figures
         encoder,
         paths=paths,
         log=lambda line: None,
+        configs=changed,
     )
     for i, expert in enumerate(EXPERTS):
         fields = json.loads(manifests[expert].read_text())
@@ -211,7 +258,7 @@ def test_shipping_trains_on_every_photo_and_writes_manifests_with_the_cv_figures
     assert all(np.isfinite(answers[e][..., :2]).all() for e in EXPERTS)
 
     monkeypatch.setattr(out_of_fold, "SHIPPED_MANIFESTS", {e: p.with_suffix(".json") for e, p in paths.items()})
-    assert out_of_fold.fold_configs(TINY) == before
+    assert out_of_fold.fold_configs(TINY) == before and before.tokens.network["width"] == 32
 
 
 def test_the_photo_weighting_trains_other_experts_cached_apart(first, synthetic, gallery, encoder, tmp_path):

@@ -56,9 +56,31 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="each photo's weight in the experts' training losses and stopping scores (default: the shipped "
         "procedure's, training/out_of_fold.FoldBudget, which cross-validation chose: docs/evaluation.md)",
     )
+    parser.add_argument(
+        "--expert-config",
+        action="append",
+        type=expert_config,
+        default=[],
+        metavar="EXPERT=JSON",
+        help="train EXPERT's folds (and, with --ship, the shipped one) with these fields of its training "
+        'configuration changed, e.g. \'sh={"network": {"width": 256}}\': a size or regularisation to '
+        "compare under CV (docs/evaluation.md); only that expert is retrained. Repeatable",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=run)
     return parser
+
+
+def expert_config(text: str) -> tuple[str, dict]:
+    """'EXPERT=JSON object' as (expert, fields); checked against the configurations when the run starts."""
+    expert, sep, fields = text.partition("=")
+    try:
+        parsed = json.loads(fields) if sep else None
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: the fields are not JSON ({error})") from None
+    if not isinstance(parsed, dict) or not expert:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected EXPERT={{JSON object of fields}}")
+    return expert, parsed
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -121,8 +143,17 @@ def run(args: argparse.Namespace) -> int:
     from geoloc.training.cross_validation import CONSTANT_PLACE, score_fold, table_cache, top_points
     from geoloc.training.expert_outputs import ExpertRequests
     from geoloc.training.features import default_cache_dir, split_features
-    from geoloc.training.out_of_fold import FoldBudget, out_of_fold_outputs
+    from geoloc.training.out_of_fold import FoldBudget, fold_configs, out_of_fold_outputs
 
+    budget = FoldBudget(**({"photo_weighting": args.train_weighting} if args.train_weighting else {}))
+    configs: dict[str, dict] = {}
+    for expert, fields in args.expert_config:
+        configs.setdefault(expert, {}).update(fields)
+    try:
+        fold_configs(budget, configs)
+    except ValueError as error:
+        print(f"geoloc cv: --expert-config: {error}", file=sys.stderr)
+        return 2
     started = time.monotonic()
     splits = [im2gps3k_split(name, args.data) for name in ("train", "val")]
     images = [i for s in splits for i in s.images]
@@ -132,9 +163,8 @@ def run(args: argparse.Namespace) -> int:
     folds = photographer_folds(authors, args.folds)
     print(f"{len(images)} photos by {len(set(authors))} photographers in {args.folds} folds: {np.bincount(folds)}")
     requests = ExpertRequests()
-    budget = FoldBudget(**({"photo_weighting": args.train_weighting} if args.train_weighting else {}))
     outputs = out_of_fold_outputs(
-        features, truth, authors, folds, budget, requests, default_cache_dir(), seed=args.seed
+        features, truth, authors, folds, budget, requests, default_cache_dir(), seed=args.seed, configs=configs
     )
     print(f"out-of-fold answers ready ({time.monotonic() - started:.0f} s)")
     gallery_coordinates, _ = read_gps_csv(default_gallery_csv())
@@ -173,6 +203,7 @@ def run(args: argparse.Namespace) -> int:
         "constant": list(CONSTANT_PLACE),
         "expert_requests": requests.__dict__,
         "fold_budget": budget.__dict__,
+        "expert_configs": configs,  # changed from the shipped configurations (--expert-config)
         "chosen_weighting": chosen,
         "weighting_chosen_by": "this CV (weightings_compared)" if by_weighting else "--weighting",
         "weightings_compared": {w: f["summary"]["answers"]["fused"] for w, f in by_weighting.items()},
@@ -199,6 +230,7 @@ def run(args: argparse.Namespace) -> int:
             loaded_gallery(),
             LocationEncoder.pretrained(),
             args.seed,
+            configs=configs,
         )
     if args.write_fusion or args.ship:  # after the experts: the fusion records which ones it was fitted for
         write_fusion(outputs, truth, authors, gallery_coordinates, tables, chosen, figures, requests)

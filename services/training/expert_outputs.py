@@ -31,6 +31,9 @@ if TYPE_CHECKING:  # the models' modules load faiss and the networks: imported w
     from geoloc.tokens.model import TokenModel
 
 
+EXPERTS = ("gallery", "flow", "sh", "tokens")  # the fusion's experts, as the orchestrator names their answers
+
+
 def _orchestrator_default(name: str):
     return OrchestratorSettings.model_fields[name].default
 
@@ -106,37 +109,45 @@ def shipped_checkpoints() -> dict[str, Path]:
 def outputs_of(
     models: ExpertModels, features: np.ndarray, requests: ExpertRequests, seed: int = 0
 ) -> dict[str, np.ndarray]:
-    """{expert: [n, points, 4] (lat, lon, weight, radius_km)} for backbone features [n, d], through the
-    serving code's own calls: points gallery_k, sampler_samples (each weighing 1/samples) and
-    tokens_beam_width (zero-weight padding where the beam holds fewer distinct cells). The samplers'
-    noise depends on `seed` and the row's 40-row chunk only, so the same rows give the same points."""
+    """{expert: [n, points, 4] (lat, lon, weight, radius_km)} for backbone features [n, d]: each
+    expert's expert_answers."""
+    return {e: expert_answers(e, getattr(models, e), features, requests, seed) for e in EXPERTS}
+
+
+def expert_answers(expert: str, model, features: np.ndarray, requests: ExpertRequests, seed: int = 0) -> np.ndarray:
+    """[n, points, 4] (lat, lon, weight, radius_km): what `model` (the expert's, as its service holds
+    it) answers for backbone features [n, d], through the serving code's own calls: points gallery_k,
+    sampler_samples (each weighing 1/samples) and tokens_beam_width (zero-weight padding where the
+    beam holds fewer distinct cells). A sampler's noise depends on `seed` and the row's 40-row chunk
+    only, so the same rows give the same points."""
     from geoloc.common.sphere import unit_to_latlon
     from geoloc.tokens.cells import decode_photo
 
-    places = models.gallery.top_places(features, requests.gallery_k)
-    outputs = {
-        "gallery": np.stack(
+    if expert == "gallery":
+        places = model.top_places(features, requests.gallery_k)
+        return np.stack(
             [places.lat_deg, places.lon_deg, places.probability, np.zeros_like(places.probability)], axis=-1
         )
-    }
-    n = requests.sampler_samples
-    for method, sampler in (("flow", models.flow), ("sh", models.sh)):
-        chunks = []
+    if expert in ("flow", "sh"):
+        n, chunks = requests.sampler_samples, []
         for start in range(0, len(features), 40):  # bounds the SH decoding's grid products in memory
             generator = torch.Generator().manual_seed(seed + start)
             batch = features[start : start + 40]
-            xyz = sampler.sample_places(batch, n, requests.sampler_steps, sampler.default_guidance, generator)
+            xyz = model.sample_places(batch, n, requests.sampler_steps, model.default_guidance, generator)
             lat, lon = unit_to_latlon(xyz)
             chunks.append(np.stack([lat, lon, np.full_like(lat, 1.0 / n), np.zeros_like(lat)], axis=-1))
-        outputs[method] = np.concatenate(chunks)
-    rows = []
-    for feature in features:
-        cells = decode_photo(models.tokens, feature, "beam", beam_width=requests.tokens_beam_width)
-        rows.append(
-            tuple(np.array([getattr(c, f) for c in cells]) for f in ("lat_deg", "lon_deg", "probability", "radius_km"))
-        )
-    outputs["tokens"] = _padded(rows, requests.tokens_beam_width)
-    return outputs
+        return np.concatenate(chunks)
+    if expert == "tokens":
+        rows = []
+        for feature in features:
+            cells = decode_photo(model, feature, "beam", beam_width=requests.tokens_beam_width)
+            rows.append(
+                tuple(
+                    np.array([getattr(c, f) for c in cells]) for f in ("lat_deg", "lon_deg", "probability", "radius_km")
+                )
+            )
+        return _padded(rows, requests.tokens_beam_width)
+    raise ValueError(f"no expert named {expert!r}; the experts are {', '.join(EXPERTS)}")
 
 
 def compute_expert_outputs(features: np.ndarray, requests: ExpertRequests, seed: int = 0) -> dict[str, np.ndarray]:

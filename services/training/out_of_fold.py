@@ -5,7 +5,9 @@ when neither that photo nor any photo of its fold was among their training or st
 each fold f the experts are trained here on the other folds' photos, in the shipped
 configurations (each shipped manifest's `chosen`) at a smaller budget (FoldBudget), each stopping
 on an inner photographer-grouped hold-out of those same photos; then fold f's photos are answered
-through `outputs_of`, the code the shipped models answer through. Each fold's answers are cached.
+through `expert_answers`, the code the shipped models answer through. Each expert's answers to
+each fold are cached apart, keyed by what that expert depends on: comparing another configuration
+of one expert (`configs`, as `geoloc cv --expert-config` gives) retrains that expert alone.
 
     folds = photographer_folds(authors, 5)
     outputs = out_of_fold_outputs(features, coords, authors, folds, FoldBudget(), ExpertRequests(), cache_dir())
@@ -17,7 +19,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -32,7 +34,7 @@ from geoloc.gallery.location_encoder import LocationEncoder
 from geoloc.gallery.retrieval import GalleryRetrieval, loaded_gallery
 from geoloc.sampler.model import SHIPPED_SAMPLERS
 from geoloc.tokens.model import SHIPPED_TOKENS, TokenModel
-from geoloc.training.expert_outputs import ExpertModels, ExpertRequests, outputs_of
+from geoloc.training.expert_outputs import EXPERTS, ExpertModels, ExpertRequests, expert_answers
 from geoloc.training.gallery_head import HeadConfig, train_head
 from geoloc.training.sampler import SamplerTrainConfig, train_sampler
 from geoloc.training.token_decoder import TokenTrainConfig, train_decoder
@@ -51,7 +53,7 @@ SHIPPED_MANIFESTS = {
 @dataclass(frozen=True)
 class FoldBudget:
     """How long each fold's experts train, and how they weight its photos. Everything else is the
-    shipped configuration."""
+    shipped configuration, or one compared under CV (fold_configs' `configs`)."""
 
     gallery_epochs: int = 3  # the shipped head's best epoch was 2
     flow_steps: int = 1500
@@ -84,12 +86,15 @@ def _config_of(config_type: type, chosen: dict):
     return config_type(**{f.name: chosen[f.name] for f in fields(config_type) if f.name in chosen})
 
 
-def fold_configs(budget: FoldBudget) -> FoldConfigs:
-    """The shipped configurations with the budget's epochs, steps and evaluations.
+def fold_configs(budget: FoldBudget, configs: Mapping[str, Mapping] | None = None) -> FoldConfigs:
+    """The shipped configurations with the budget's epochs, steps and evaluations, then `configs`:
+    per expert, fields of its training configuration to use instead (a dict-valued field such as
+    `network` is merged key by key), as a configuration compared under cross-validation.
 
     A sampler is stopped at, and serves at, the guidance the shipped one serves at (0 for both
-    shipped samplers); no guidance is chosen here. Raises ValueError for a shipped token decoder
-    that attends to gallery neighbours: outputs_of asks the token expert without them.
+    shipped samplers); no guidance is chosen here. Raises ValueError for an unknown expert or
+    field, and for a token decoder that attends to gallery neighbours: expert_answers asks the
+    token expert without them.
     """
 
     def every(steps: int) -> int:
@@ -107,14 +112,39 @@ def fold_configs(budget: FoldBudget) -> FoldConfigs:
         )
 
     tokens = _config_of(TokenTrainConfig, _shipped_choice("tokens"))
-    if tokens.network.get("neighbours", 0):
-        raise ValueError("the shipped token decoder attends to gallery neighbours; out-of-fold answers have none")
-    return FoldConfigs(
+    shipped = FoldConfigs(
         gallery=replace(_config_of(HeadConfig, _shipped_choice("gallery")), epochs=budget.gallery_epochs),
         flow=sampler("flow", budget.flow_steps),
         sh=sampler("sh", budget.sh_steps),
         tokens=replace(tokens, steps=budget.tokens_steps, eval_every=every(budget.tokens_steps)),
     )
+    unknown = sorted(set(configs or {}) - set(EXPERTS))
+    if unknown:
+        raise ValueError(f"no expert named {', '.join(unknown)}; the experts are {', '.join(EXPERTS)}")
+    chosen = replace(shipped, **{e: with_fields(getattr(shipped, e), c, e) for e, c in (configs or {}).items()})
+    if chosen.tokens.network.get("neighbours", 0):
+        raise ValueError("the token decoder would attend to gallery neighbours; out-of-fold answers have none")
+    return chosen
+
+
+# Set by the fold budget for every expert alike: a change to one of them belongs in FoldBudget.
+BUDGET_FIELDS = ("epochs", "steps", "eval_every", "eval_samples", "eval_steps", "eval_guidance")
+
+
+def with_fields(config, changes: Mapping, expert: str = "the expert"):
+    """`config` (a training configuration dataclass) with `changes`; dict-valued fields merged."""
+    names = {f.name for f in fields(config)} - set(BUDGET_FIELDS)
+    unknown = sorted(set(changes) - names)
+    if unknown:
+        raise ValueError(
+            f"{expert}'s training configuration has no field {', '.join(unknown)} to change; "
+            f"it has {', '.join(sorted(names))} (the fold budget sets {', '.join(BUDGET_FIELDS)})"
+        )
+    merged = {
+        k: {**getattr(config, k), **v} if isinstance(getattr(config, k), dict) and isinstance(v, Mapping) else v
+        for k, v in changes.items()
+    }
+    return replace(config, **merged)
 
 
 def _as_checkpointed(network: torch.nn.Module) -> None:
@@ -127,6 +157,65 @@ def _quiet(line: str) -> None:
     """Drops the training loops' per-step lines: four runs' worth per fold would bury the summaries."""
 
 
+def train_fold_expert(
+    expert: str,
+    features: np.ndarray,
+    coords: np.ndarray,
+    authors: Sequence[str],
+    budget: FoldBudget,
+    gallery: GalleryIndex | None,
+    encoder: LocationEncoder | None,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+    configs: Mapping[str, Mapping] | None = None,
+):
+    """One expert trained on these photos alone (features [n, d], coords [n, 2] lat/lon, one author
+    each), as the model its service holds, and what its training kept: it fits the photos outside an
+    inner photographer-grouped hold-out (photographer_folds(authors, 5) == 0) and keeps its epoch or
+    step by its score on that hold-out, every photo weighted in both as budget.photo_weighting says
+    (photo_weights of the photos' own authors). Every trainer seeds its own generators, so an
+    expert trains the same alone as beside the others. The gallery head needs `gallery` (a flat,
+    exact index: its negatives are drawn from its vectors, and it retrieves from it) and `encoder`."""
+    features = np.asarray(features, dtype=np.float32)
+    coords = np.asarray(coords, dtype=np.float64)
+    if not len(features) == len(coords) == len(authors):
+        raise ValueError(f"{len(features)} features, {len(coords)} coordinates and {len(authors)} authors")
+    held_out = photographer_folds(authors, INNER_FOLDS) == 0
+    fit, stop = ~held_out, held_out
+    config = getattr(fold_configs(budget, configs), expert)
+    data = (features[fit], coords[fit], features[stop], coords[stop])
+    weights = {}
+    if budget.photo_weighting != "photo":  # one vote per photo: the unweighted loops, as they always drew
+        weights = {
+            "train_weight": photo_weights([a for a, f in zip(authors, fit, strict=True) if f], budget.photo_weighting),
+            "val_weight": photo_weights([a for a, s in zip(authors, stop, strict=True) if s], budget.photo_weighting),
+        }
+    started = time.monotonic()
+    if expert == "gallery":
+        head = train_head(*data, gallery.vectors(), gallery.coordinates, encoder, config, seed, _quiet, **weights)
+        model, kept = (
+            GalleryRetrieval(GalleryHead(head.mlp, head.logit_scale, BACKBONE, VERSION), gallery),
+            {"best_epoch": head.best_epoch},
+        )
+        log(f"  gallery head: {time.monotonic() - started:.1f} s, epoch {head.best_epoch} kept")
+    elif expert in ("flow", "sh"):
+        trained = train_sampler(*data, config, BACKBONE, seed, log=_quiet, **weights)
+        model, kept = trained.sampler, {"best_step": trained.best_step}
+        log(f"  {expert} sampler: {trained.seconds:.1f} s, step {trained.best_step} kept")
+    else:
+        decoder = train_decoder(*data, config, seed=seed, log=_quiet, **weights)
+        _as_checkpointed(decoder.decoder)
+        model, kept = (
+            TokenModel(decoder.decoder, decoder.standardiser, BACKBONE, VERSION),
+            {"best_step": decoder.best_step},
+        )
+        log(f"  token decoder: {decoder.seconds:.1f} s, step {decoder.best_step} kept")
+    kept.update(
+        seconds=round(time.monotonic() - started, 1), fit_photos=int(fit.sum()), stopping_photos=int(stop.sum())
+    )
+    return model, kept
+
+
 def train_fold_experts(
     features: np.ndarray,
     coords: np.ndarray,
@@ -136,53 +225,20 @@ def train_fold_experts(
     encoder: LocationEncoder,
     seed: int = 0,
     log: Callable[[str], None] = print,
+    configs: Mapping[str, Mapping] | None = None,
 ) -> ExpertModels:
-    """The four experts trained on these photos alone (features [n, d], coords [n, 2] lat/lon, one
-    author each): each fits the photos outside an inner photographer-grouped hold-out
-    (photographer_folds(authors, 5) == 0) and keeps its epoch or step by its score on that hold-out,
-    every photo weighted in both as budget.photo_weighting says (photo_weights of the photos' own authors).
-    `gallery` must be a flat (exact) index: the head's negatives are drawn from its vectors, and the
-    gallery expert retrieves from it. Logs the seconds each expert took."""
-    features = np.asarray(features, dtype=np.float32)
-    coords = np.asarray(coords, dtype=np.float64)
-    if not len(features) == len(coords) == len(authors):
-        raise ValueError(f"{len(features)} features, {len(coords)} coordinates and {len(authors)} authors")
+    """The four experts trained on these photos alone, each as train_fold_expert trains it."""
     held_out = photographer_folds(authors, INNER_FOLDS) == 0
-    fit, stop = ~held_out, held_out
-    configs = fold_configs(budget)
-    data = (features[fit], coords[fit], features[stop], coords[stop])
-    weights = {}
-    if budget.photo_weighting != "photo":  # one vote per photo: the unweighted loops, as they always drew
-        weights = {
-            "train_weight": photo_weights([a for a, f in zip(authors, fit, strict=True) if f], budget.photo_weighting),
-            "val_weight": photo_weights([a for a, s in zip(authors, stop, strict=True) if s], budget.photo_weighting),
-        }
-    log(f"  training on {fit.sum()} photos, stopping on {stop.sum()} held out by photographer")
-
-    started = time.monotonic()
-    head = train_head(*data, gallery.vectors(), gallery.coordinates, encoder, configs.gallery, seed, _quiet, **weights)
-    kept = {"gallery": {"best_epoch": head.best_epoch, "seconds": round(time.monotonic() - started, 1)}}
-    log(f"  gallery head: {kept['gallery']['seconds']} s, epoch {head.best_epoch} kept")
-    samplers = {}
-    for method in ("flow", "sh"):
-        trained = train_sampler(*data, getattr(configs, method), BACKBONE, seed, log=_quiet, **weights)
-        log(f"  {method} sampler: {trained.seconds:.1f} s, step {trained.best_step} kept")
-        samplers[method] = trained.sampler
-        kept[method] = {"best_step": trained.best_step, "seconds": round(trained.seconds, 1)}
-    decoder = train_decoder(*data, configs.tokens, seed=seed, log=_quiet, **weights)
-    _as_checkpointed(decoder.decoder)
-    log(f"  token decoder: {decoder.seconds:.1f} s, step {decoder.best_step} kept")
-    kept["tokens"] = {"best_step": decoder.best_step, "seconds": round(decoder.seconds, 1)}
-    return ExpertModels(
-        gallery=GalleryRetrieval(GalleryHead(head.mlp, head.logit_scale, BACKBONE, VERSION), gallery),
-        flow=samplers["flow"],
-        sh=samplers["sh"],
-        tokens=TokenModel(decoder.decoder, decoder.standardiser, BACKBONE, VERSION),
-        kept={e: {**k, "fit_photos": int(fit.sum()), "stopping_photos": int(stop.sum())} for e, k in kept.items()},
-    )
+    log(f"  training on {(~held_out).sum()} photos, stopping on {held_out.sum()} held out by photographer")
+    trained = {
+        e: train_fold_expert(e, features, coords, authors, budget, gallery, encoder, seed, log, configs)
+        for e in EXPERTS
+    }
+    return ExpertModels(**{e: model for e, (model, _) in trained.items()}, kept={e: k for e, (_, k) in trained.items()})
 
 
 def _cache_key(
+    expert: str,
     features: np.ndarray,
     coords: np.ndarray,
     authors: Sequence[str],
@@ -191,14 +247,18 @@ def _cache_key(
     requests: ExpertRequests,
     seed: int,
     gallery: GalleryIndex | None,
+    configs: Mapping[str, Mapping] | None,
 ) -> str:
-    """A hash of everything the answers depend on that is passed in, plus the shipped configurations
-    they are trained in (a retrained shipped model may have been chosen in another)."""
+    """A hash of everything one expert's answers depend on: the photos and folds, the photo
+    weighting, what is asked of it, the seed and its own training configuration (the shipped one
+    as changed by the budget and `configs`: a retrained shipped model may have been chosen in
+    another), and for the gallery expert the gallery it retrieves from."""
     digest = hashlib.sha256()
     for array in (np.asarray(features, dtype=np.float32), np.asarray(coords, dtype=np.float64), folds):
         digest.update(repr((array.shape, array.dtype.str)).encode() + array.tobytes())
-    described = [list(authors), repr(budget), repr(requests), seed, repr(fold_configs(budget))]
-    if gallery is not None:
+    config = getattr(fold_configs(budget, configs), expert)
+    described = [expert, list(authors), budget.photo_weighting, repr(requests), seed, repr(config)]
+    if expert == "gallery" and gallery is not None:
         described.append([gallery.manifest.encoder_sha256, gallery.manifest.count, gallery.manifest.sources])
     digest.update(json.dumps(described).encode())
     return digest.hexdigest()[:16]
@@ -217,49 +277,57 @@ def out_of_fold_outputs(
     *,
     gallery: GalleryIndex | None = None,
     encoder: LocationEncoder | None = None,
+    configs: Mapping[str, Mapping] | None = None,
 ) -> dict[str, np.ndarray]:
     """{expert: [n, points, 4] (lat, lon, weight, radius_km)}, as compute_expert_outputs gives them, where
-    row i comes from experts trained (train_fold_experts) on the photos of the folds other than
-    folds[i] only. `gallery` (a flat index) and `encoder` default to the default 100K gallery and
-    GeoCLIP's location encoder, loaded only if some fold is not cached. Each fold's answers are
-    cached under cache_dir / "cv", keyed by every argument but `log`."""
+    row i comes from experts trained (train_fold_expert) on the photos of the folds other than
+    folds[i] only, in the configurations fold_configs(budget, configs) gives. `gallery` (a flat index)
+    and `encoder` default to the default 100K gallery and GeoCLIP's location encoder, loaded only if
+    the gallery expert of some fold is not cached. Each expert's answers to each fold are cached
+    under cache_dir / "cv", keyed by what they depend on (_cache_key)."""
     folds = np.asarray(folds, dtype=np.int64)
     if not len(features) == len(coords) == len(authors) == len(folds):
         raise ValueError(
             f"{len(features)} features, {len(coords)} coordinates, {len(authors)} authors, {len(folds)} folds"
         )
-    key = _cache_key(features, coords, authors, folds, budget, requests, seed, gallery)
+    # Keyed before any fold loads the default gallery, so that every fold's key is the same.
+    keys = {
+        e: _cache_key(e, features, coords, authors, folds, budget, requests, seed, gallery, configs) for e in EXPERTS
+    }
     outputs: dict[str, np.ndarray] = {}
     for fold in np.unique(folds):
         answered_rows = folds == fold
-        path = Path(cache_dir) / "cv" / f"{key}-fold{fold}.npz"
-        if path.exists():
-            with np.load(path) as saved:
-                answers = dict(saved)
-            log(f"fold {fold}: {answered_rows.sum()} photos' answers from {path}")
-        else:
-            log(f"fold {fold}: {answered_rows.sum()} photos answered by experts trained on the other folds")
-            gallery = gallery if gallery is not None else loaded_gallery()
-            encoder = encoder if encoder is not None else LocationEncoder.pretrained()
-            training_rows = np.flatnonzero(~answered_rows)
-            models = train_fold_experts(
-                features[training_rows],
-                coords[training_rows],
-                [authors[i] for i in training_rows],
-                budget,
-                gallery,
-                encoder,
-                seed,
-                log,
-            )
-            started = time.monotonic()
-            answers = outputs_of(models, features[answered_rows], requests, seed)
-            log(f"  answers: {time.monotonic() - started:.1f} s")
-            _save_atomically(path, answers)
-        for expert, array in answers.items():
+        training_rows = np.flatnonzero(~answered_rows)
+        for expert in EXPERTS:
+            path = Path(cache_dir) / "cv" / f"{keys[expert]}-{expert}-fold{fold}.npz"
+            if path.exists():
+                with np.load(path) as saved:
+                    answers = saved["answers"]
+                log(f"fold {fold}: {expert}'s answers to {answered_rows.sum()} photos from {path}")
+            else:
+                log(f"fold {fold}: {answered_rows.sum()} photos answered by {expert} trained on the other folds")
+                if expert == "gallery":
+                    gallery = gallery if gallery is not None else loaded_gallery()
+                    encoder = encoder if encoder is not None else LocationEncoder.pretrained()
+                model, _ = train_fold_expert(
+                    expert,
+                    features[training_rows],
+                    coords[training_rows],
+                    [authors[i] for i in training_rows],
+                    budget,
+                    gallery,
+                    encoder,
+                    seed,
+                    log,
+                    configs,
+                )
+                started = time.monotonic()
+                answers = expert_answers(expert, model, features[answered_rows], requests, seed)
+                log(f"  answers: {time.monotonic() - started:.1f} s")
+                _save_atomically(path, {"answers": answers})
             if expert not in outputs:
-                outputs[expert] = np.zeros((len(folds), *array.shape[1:]))
-            outputs[expert][answered_rows] = array
+                outputs[expert] = np.zeros((len(folds), *answers.shape[1:]))
+            outputs[expert][answered_rows] = answers
     return outputs
 
 

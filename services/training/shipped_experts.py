@@ -12,7 +12,7 @@ trains its folds in the same one and finds its cached answers.)
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -45,16 +45,18 @@ def ship_experts(
     seed: int = 0,
     paths: dict[str, Path] | None = None,
     log: Callable[[str], None] = print,
+    configs: Mapping[str, Mapping] | None = None,
 ) -> dict[str, Path]:
-    """Trains the four experts on all these photos as train_fold_experts trains a fold's, writes each
-    checkpoint to `paths` (default: where the services load them) with its manifest, and returns the
-    manifests' paths. `cv` is the CV figures (geoloc cv's JSON): each manifest records its expert's
-    row and the constant's."""
+    """Trains the four experts on all these photos as train_fold_experts trains a fold's (in the
+    configurations `configs` changes, as cross-validation compared them), writes each checkpoint to
+    `paths` (default: where the services load them) with its manifest, and returns the manifests'
+    paths. `cv` is the CV figures (geoloc cv's JSON): each manifest records its expert's row and the
+    constant's."""
     paths = paths or shipped_checkpoints()
     started = time.monotonic()
     log(f"training the shipped experts on all {len(features)} photos")
-    models = train_fold_experts(features, coords, authors, budget, gallery, encoder, seed, log)
-    configs = fold_configs(budget)
+    models = train_fold_experts(features, coords, authors, budget, gallery, encoder, seed, log, configs)
+    trained_in = fold_configs(budget, configs)
     head = models.gallery.head
     shas = {
         "gallery": save_head(paths["gallery"], head.mlp, head.logit_scale, head.backbone),
@@ -63,10 +65,10 @@ def ship_experts(
         "tokens": save_token_model(paths["tokens"], models.tokens),
     }
     chosen = {
-        "gallery": {**asdict(configs.gallery), "logit_scale": head.logit_scale},
-        "flow": {**asdict(configs.flow), "guidance": models.flow.default_guidance},
-        "sh": {**asdict(configs.sh), "guidance": models.sh.default_guidance},
-        "tokens": asdict(configs.tokens),
+        "gallery": {**asdict(trained_in.gallery), "logit_scale": head.logit_scale},
+        "flow": {**asdict(trained_in.flow), "guidance": models.flow.default_guidance},
+        "sh": {**asdict(trained_in.sh), "guidance": models.sh.default_guidance},
+        "tokens": asdict(trained_in.tokens),
     }
     extra = {
         "gallery": {

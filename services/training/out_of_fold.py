@@ -252,7 +252,8 @@ def _cache_key(
     """A hash of everything one expert's answers depend on: the photos and folds, the photo
     weighting, what is asked of it, the seed and its own training configuration (the shipped one
     as changed by the budget and `configs`: a retrained shipped model may have been chosen in
-    another), and for the gallery expert the gallery it retrieves from."""
+    another), and for the gallery expert the gallery it retrieves from when one is passed (None
+    stands for the default 100K gallery)."""
     digest = hashlib.sha256()
     for array in (np.asarray(features, dtype=np.float32), np.asarray(coords, dtype=np.float64), folds):
         digest.update(repr((array.shape, array.dtype.str)).encode() + array.tobytes())

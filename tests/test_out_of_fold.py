@@ -21,7 +21,7 @@ from geoloc.gallery.retrieval import GalleryRetrieval, loaded_gallery
 from geoloc.sampler.model import load_sampler, save_sampler
 from geoloc.tokens.model import load_token_model, save_token_model
 from geoloc.training import out_of_fold
-from geoloc.training.expert_outputs import ExpertModels, ExpertRequests, compute_expert_outputs, outputs_of
+from geoloc.training.expert_outputs import EXPERTS, ExpertModels, ExpertRequests, compute_expert_outputs, outputs_of
 from geoloc.training.out_of_fold import FoldBudget, fold_configs, out_of_fold_outputs, train_fold_experts
 
 PHOTOS, PHOTOGRAPHERS, FOLDS = 60, 12, 3
@@ -29,7 +29,6 @@ TINY = FoldBudget(
     gallery_epochs=1, flow_steps=2, sh_steps=2, tokens_steps=2, evaluations=1, eval_samples=2, eval_steps=2
 )
 REQUESTS = ExpertRequests(gallery_k=8, sampler_samples=4, sampler_steps=2, tokens_beam_width=3)
-EXPERTS = ("gallery", "flow", "sh", "tokens")
 
 pytestmark = pytest.mark.timeout(300)
 

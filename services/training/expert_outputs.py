@@ -53,6 +53,9 @@ class ExpertRequests:
         return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
 
 
+CELL_FIELDS = ("lat_deg", "lon_deg", "probability", "radius_km")  # a decoded cell's, as answer columns
+
+
 def _padded(rows: list[tuple[np.ndarray, ...]], width: int) -> np.ndarray:
     """[n, width, 4] of (lat, lon, weight, radius) rows, padded with zero weights."""
     out = np.zeros((len(rows), width, 4))
@@ -141,11 +144,7 @@ def expert_answers(expert: str, model, features: np.ndarray, requests: ExpertReq
         rows = []
         for feature in features:
             cells = decode_photo(model, feature, "beam", beam_width=requests.tokens_beam_width)
-            rows.append(
-                tuple(
-                    np.array([getattr(c, f) for c in cells]) for f in ("lat_deg", "lon_deg", "probability", "radius_km")
-                )
-            )
+            rows.append(tuple(np.array([getattr(c, f) for c in cells]) for f in CELL_FIELDS))
         return _padded(rows, requests.tokens_beam_width)
     raise ValueError(f"no expert named {expert!r}; the experts are {', '.join(EXPERTS)}")
 

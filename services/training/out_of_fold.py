@@ -32,7 +32,7 @@ from geoloc.gallery.heads import SHIPPED_HEADS, GalleryHead
 from geoloc.gallery.index import GalleryIndex
 from geoloc.gallery.location_encoder import LocationEncoder
 from geoloc.gallery.retrieval import GalleryRetrieval, loaded_gallery
-from geoloc.sampler.model import SHIPPED_SAMPLERS
+from geoloc.sampler.model import METHODS, SHIPPED_SAMPLERS
 from geoloc.tokens.model import SHIPPED_TOKENS, TokenModel
 from geoloc.training.expert_outputs import EXPERTS, ExpertModels, ExpertRequests, expert_answers
 from geoloc.training.gallery_head import HeadConfig, train_head
@@ -159,6 +159,7 @@ def _quiet(line: str) -> None:
 
 def train_fold_expert(
     expert: str,
+    config,
     features: np.ndarray,
     coords: np.ndarray,
     authors: Sequence[str],
@@ -167,22 +168,21 @@ def train_fold_expert(
     encoder: LocationEncoder | None,
     seed: int = 0,
     log: Callable[[str], None] = print,
-    configs: Mapping[str, Mapping] | None = None,
 ):
-    """One expert trained on these photos alone (features [n, d], coords [n, 2] lat/lon, one author
-    each), as the model its service holds, and what its training kept: it fits the photos outside an
-    inner photographer-grouped hold-out (photographer_folds(authors, 5) == 0) and keeps its epoch or
-    step by its score on that hold-out, every photo weighted in both as budget.photo_weighting says
-    (photo_weights of the photos' own authors). Every trainer seeds its own generators, so an
-    expert trains the same alone as beside the others. The gallery head needs `gallery` (a flat,
-    exact index: its negatives are drawn from its vectors, and it retrieves from it) and `encoder`."""
+    """One expert trained in `config` (its FoldConfigs entry) on these photos alone (features [n, d],
+    coords [n, 2] lat/lon, one author each), as the model its service holds, and what its training
+    kept: it fits the photos outside an inner photographer-grouped hold-out
+    (photographer_folds(authors, 5) == 0) and keeps its epoch or step by its score on that hold-out,
+    every photo weighted in both as budget.photo_weighting says (photo_weights of the photos' own
+    authors). Every trainer seeds its own generators, so an expert trains the same alone as beside
+    the others. The gallery head needs `gallery` (a flat, exact index: its negatives are drawn from
+    its vectors, and it retrieves from it) and `encoder`."""
     features = np.asarray(features, dtype=np.float32)
     coords = np.asarray(coords, dtype=np.float64)
     if not len(features) == len(coords) == len(authors):
         raise ValueError(f"{len(features)} features, {len(coords)} coordinates and {len(authors)} authors")
     held_out = photographer_folds(authors, INNER_FOLDS) == 0
     fit, stop = ~held_out, held_out
-    config = getattr(fold_configs(budget, configs), expert)
     data = (features[fit], coords[fit], features[stop], coords[stop])
     weights = {}
     if budget.photo_weighting != "photo":  # one vote per photo: the unweighted loops, as they always drew
@@ -193,22 +193,18 @@ def train_fold_expert(
     started = time.monotonic()
     if expert == "gallery":
         head = train_head(*data, gallery.vectors(), gallery.coordinates, encoder, config, seed, _quiet, **weights)
-        model, kept = (
-            GalleryRetrieval(GalleryHead(head.mlp, head.logit_scale, BACKBONE, VERSION), gallery),
-            {"best_epoch": head.best_epoch},
-        )
+        model = GalleryRetrieval(GalleryHead(head.mlp, head.logit_scale, BACKBONE, VERSION), gallery)
+        kept = {"best_epoch": head.best_epoch}
         log(f"  gallery head: {time.monotonic() - started:.1f} s, epoch {head.best_epoch} kept")
-    elif expert in ("flow", "sh"):
+    elif expert in METHODS:
         trained = train_sampler(*data, config, BACKBONE, seed, log=_quiet, **weights)
         model, kept = trained.sampler, {"best_step": trained.best_step}
         log(f"  {expert} sampler: {trained.seconds:.1f} s, step {trained.best_step} kept")
     else:
         decoder = train_decoder(*data, config, seed=seed, log=_quiet, **weights)
         _as_checkpointed(decoder.decoder)
-        model, kept = (
-            TokenModel(decoder.decoder, decoder.standardiser, BACKBONE, VERSION),
-            {"best_step": decoder.best_step},
-        )
+        model = TokenModel(decoder.decoder, decoder.standardiser, BACKBONE, VERSION)
+        kept = {"best_step": decoder.best_step}
         log(f"  token decoder: {decoder.seconds:.1f} s, step {decoder.best_step} kept")
     kept.update(
         seconds=round(time.monotonic() - started, 1), fit_photos=int(fit.sum()), stopping_photos=int(stop.sum())
@@ -225,13 +221,13 @@ def train_fold_experts(
     encoder: LocationEncoder,
     seed: int = 0,
     log: Callable[[str], None] = print,
-    configs: Mapping[str, Mapping] | None = None,
+    trained_in: FoldConfigs | None = None,
 ) -> ExpertModels:
-    """The four experts trained on these photos alone, each as train_fold_expert trains it."""
-    held_out = photographer_folds(authors, INNER_FOLDS) == 0
-    log(f"  training on {(~held_out).sum()} photos, stopping on {held_out.sum()} held out by photographer")
+    """The four experts trained on these photos alone, each as train_fold_expert trains it, in
+    `trained_in` (default: fold_configs(budget))."""
+    trained_in = trained_in or fold_configs(budget)
     trained = {
-        e: train_fold_expert(e, features, coords, authors, budget, gallery, encoder, seed, log, configs)
+        e: train_fold_expert(e, getattr(trained_in, e), features, coords, authors, budget, gallery, encoder, seed, log)
         for e in EXPERTS
     }
     return ExpertModels(**{e: model for e, (model, _) in trained.items()}, kept={e: k for e, (_, k) in trained.items()})
@@ -239,6 +235,7 @@ def train_fold_experts(
 
 def _cache_key(
     expert: str,
+    config,
     features: np.ndarray,
     coords: np.ndarray,
     authors: Sequence[str],
@@ -247,17 +244,14 @@ def _cache_key(
     requests: ExpertRequests,
     seed: int,
     gallery: GalleryIndex | None,
-    configs: Mapping[str, Mapping] | None,
 ) -> str:
     """A hash of everything one expert's answers depend on: the photos and folds, the photo
-    weighting, what is asked of it, the seed and its own training configuration (the shipped one
-    as changed by the budget and `configs`: a retrained shipped model may have been chosen in
-    another), and for the gallery expert the gallery it retrieves from when one is passed (None
-    stands for the default 100K gallery)."""
+    weighting, what is asked of it, the seed and `config`, its own training configuration (a
+    retrained shipped model may have been chosen in another), and for the gallery expert the
+    gallery it retrieves from when one is passed (None stands for the default 100K gallery)."""
     digest = hashlib.sha256()
     for array in (np.asarray(features, dtype=np.float32), np.asarray(coords, dtype=np.float64), folds):
         digest.update(repr((array.shape, array.dtype.str)).encode() + array.tobytes())
-    config = getattr(fold_configs(budget, configs), expert)
     described = [expert, list(authors), budget.photo_weighting, repr(requests), seed, repr(config)]
     if expert == "gallery" and gallery is not None:
         described.append([gallery.manifest.encoder_sha256, gallery.manifest.count, gallery.manifest.sources])
@@ -291,9 +285,11 @@ def out_of_fold_outputs(
         raise ValueError(
             f"{len(features)} features, {len(coords)} coordinates, {len(authors)} authors, {len(folds)} folds"
         )
+    trained_in = fold_configs(budget, configs)  # a configuration that cannot be trained fails before any training
     # Keyed before any fold loads the default gallery, so that every fold's key is the same.
     keys = {
-        e: _cache_key(e, features, coords, authors, folds, budget, requests, seed, gallery, configs) for e in EXPERTS
+        e: _cache_key(e, getattr(trained_in, e), features, coords, authors, folds, budget, requests, seed, gallery)
+        for e in EXPERTS
     }
     outputs: dict[str, np.ndarray] = {}
     for fold in np.unique(folds):
@@ -312,6 +308,7 @@ def out_of_fold_outputs(
                     encoder = encoder if encoder is not None else LocationEncoder.pretrained()
                 model, _ = train_fold_expert(
                     expert,
+                    getattr(trained_in, expert),
                     features[training_rows],
                     coords[training_rows],
                     [authors[i] for i in training_rows],
@@ -320,7 +317,6 @@ def out_of_fold_outputs(
                     encoder,
                     seed,
                     log,
-                    configs,
                 )
                 started = time.monotonic()
                 answers = expert_answers(expert, model, features[answered_rows], requests, seed)

@@ -55,8 +55,8 @@ def ship_experts(
     paths = paths or shipped_checkpoints()
     started = time.monotonic()
     log(f"training the shipped experts on all {len(features)} photos")
-    models = train_fold_experts(features, coords, authors, budget, gallery, encoder, seed, log, configs)
     trained_in = fold_configs(budget, configs)
+    models = train_fold_experts(features, coords, authors, budget, gallery, encoder, seed, log, trained_in)
     head = models.gallery.head
     shas = {
         "gallery": save_head(paths["gallery"], head.mlp, head.logit_scale, head.backbone),

@@ -29,6 +29,22 @@ def test_a_fold_is_scored_by_a_fit_that_never_saw_it():
     assert again.metrics[FUSED].geoscore != result.metrics[FUSED].geoscore
 
 
+def test_folds_scored_in_forked_workers_are_the_folds_scored_one_after_another():
+    from geoloc.training.cv_cli import scored_folds
+
+    outputs, truth, authors = informative_and_misleading(60)
+    folds = photographer_folds(authors, 3)
+    tables, tops = table_cache(outputs, truth, GALLERY), top_points(outputs)
+
+    def score(fold):
+        return score_fold(fold, folds, outputs, truth, authors, GALLERY, "cap10", tables, tops, calibrate=False)
+
+    alone = list(scored_folds(score, 3, 1))
+    forked = sorted(scored_folds(score, 3, 2), key=lambda r: r.fold)
+    assert [r.fold for r in alone] == [0, 1, 2]
+    assert [(r.metrics, r.fitted) for r in forked] == [(r.metrics, r.fitted) for r in alone]
+
+
 def test_a_weighting_that_stays_at_or_above_the_constant_on_more_figures_ranks_first():
     from geoloc.training.cv_cli import standing
 
@@ -63,8 +79,9 @@ def test_geoloc_train_fusion_runs_cv_write_fusion_with_every_other_option_at_cvs
 
 
 def test_geoloc_cv_refuses_an_expert_configuration_it_cannot_train_before_loading_any_photo(tmp_path, capsys):
-    """A misspelt field, an unknown expert or fields that are not a JSON object are refused with a
-    message that names the problem, before the photos (here an empty folder) are read."""
+    """A misspelt field, an unknown expert, fields that are not a JSON object, or no worker for the
+    folds are refused with a message that names the problem, before the photos (here an empty
+    folder) are read."""
     import pytest
 
     from geoloc.cli import main
@@ -77,3 +94,5 @@ def test_geoloc_cv_refuses_an_expert_configuration_it_cannot_train_before_loadin
         with pytest.raises(SystemExit):
             main(["cv", "--data", str(tmp_path), "--expert-config", bad])
         assert "expert-config" in capsys.readouterr().err
+    assert main(["cv", "--data", str(tmp_path), "--jobs", "0"]) == 2
+    assert "--jobs must be at least 1, got 0" in capsys.readouterr().err

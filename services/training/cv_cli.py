@@ -66,6 +66,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         'configuration changed, e.g. \'sh={"network": {"width": 256}}\': a size or regularisation to '
         "compare under CV (docs/evaluation.md); only that expert is retrained. Repeatable",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="folds fitted and scored at once, each in its own process (default: 1; the fits are "
+        "mostly single-threaded, so up to one per core)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=run)
     return parser
@@ -154,6 +161,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"geoloc cv: --expert-config: {error}", file=sys.stderr)
         return 2
+    if args.jobs < 1:
+        print(f"geoloc cv: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
+        return 2
     started = time.monotonic()
     splits = [im2gps3k_split(name, args.data) for name in ("train", "val")]
     images = [i for s in splits for i in s.images]
@@ -172,17 +182,22 @@ def run(args: argparse.Namespace) -> int:
     tables = table_cache(outputs, truth, gallery_coordinates)
 
     def cross_validate(weighting: str, calibrate: bool) -> dict:
-        results = []
-        for fold in range(args.folds):
-            result = score_fold(
+        def score(fold: int):
+            return score_fold(
                 fold, folds, outputs, truth, authors, gallery_coordinates, weighting, tables, tops, calibrate
             )
+
+        results = []
+        for result in scored_folds(score, args.folds, args.jobs):
             results.append(result)
             print(
-                f"  {weighting} fold {fold} ({result.n} photos): fused GeoScore {result.metrics['fused'].geoscore:.0f}"
-                f" (constant {result.metrics['constant'].geoscore:.0f}); chose {result.fitted} "
-                f"({time.monotonic() - started:.0f} s)"
+                f"  {weighting} fold {result.fold} ({result.n} photos): "
+                f"fused GeoScore {result.metrics['fused'].geoscore:.0f} "
+                f"(constant {result.metrics['constant'].geoscore:.0f}); chose {result.fitted} "
+                f"({time.monotonic() - started:.0f} s)",
+                flush=True,  # folds finish minutes apart: show each as it does, also into a file
             )
+        results.sort(key=lambda r: r.fold)
         return {"summary": summarise_folds(results), "folds": [fold_dict(r) for r in results]}
 
     # The weightings are compared on the best guess alone; the radii are calibrated for the winner.
@@ -269,6 +284,29 @@ def write_fusion(outputs, truth, authors, gallery_coordinates, tables, weighting
     }
     version = save_fusion(SHIPPED_FUSION, params, prior, manifest)
     print(f"fusion written to {SHIPPED_FUSION} (version {version})")
+
+
+_FORKED_SCORE = None  # what a forked worker of scored_folds runs: closures do not pickle, and fork copies it
+
+
+def _score_in_worker(fold: int):
+    return _FORKED_SCORE(fold)
+
+
+def scored_folds(score, folds: int, jobs: int):
+    """score(fold) for every fold, as each finishes; with jobs > 1 in that many forked processes,
+    which inherit the out-of-fold answers and any decision tables already built instead of
+    receiving them pickled."""
+    if jobs == 1:
+        yield from (score(fold) for fold in range(folds))
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    global _FORKED_SCORE
+    _FORKED_SCORE = score
+    with ProcessPoolExecutor(min(jobs, folds), mp_context=multiprocessing.get_context("fork")) as pool:
+        yield from (done.result() for done in as_completed([pool.submit(_score_in_worker, f) for f in range(folds)]))
 
 
 def fold_dict(result) -> dict:

@@ -71,7 +71,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="folds fitted and scored at once, each in its own process (default: 1; the fits are "
-        "mostly single-threaded, so up to one per core)",
+        "mostly single-threaded, so up to one per core). Each worker builds its folds' decision tables "
+        "itself, and no later pass reuses them: it pays with --weighting (one pass over the folds)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=run)
@@ -295,8 +296,8 @@ def _score_in_worker(fold: int):
 
 def scored_folds(score, folds: int, jobs: int):
     """score(fold) for every fold, as each finishes; with jobs > 1 in that many forked processes,
-    which inherit the out-of-fold answers and any decision tables already built instead of
-    receiving them pickled."""
+    which inherit the out-of-fold answers instead of receiving them pickled. What a worker builds
+    (a fold's decision tables) stays in that worker: the caller's cache does not grow."""
     if jobs == 1:
         yield from (score(fold) for fold in range(folds))
         return

@@ -34,7 +34,6 @@ from geoloc.common.logs import configure_logging
 from geoloc.common.paths import data_root
 from geoloc.common.server import serving
 from geoloc.embedding.config import EmbeddingSettings
-from geoloc.embedding.photos import PhotoLimits
 from geoloc.embedding.preprocessing import CropSpec, model_input_from_photo
 from geoloc.embedding.server import EmbeddingServicer, embedding_spec
 from geoloc.tritonserver.launcher import TritonLaunch, TritonServer, free_port
@@ -44,8 +43,7 @@ from geoloc.v1 import embedding_pb2, embedding_pb2_grpc
 MODEL = "efficientnet_lite2"
 CONFIG = read_model_config(MODEL)
 CROP = CropSpec.from_model_config(CONFIG)
-_settings = EmbeddingSettings()
-LIMITS = PhotoLimits(_settings.max_image_bytes, _settings.max_image_pixels, _settings.min_image_side)
+LIMITS = EmbeddingSettings().photo_limits()
 
 
 def in_process_network():

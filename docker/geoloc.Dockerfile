@@ -33,6 +33,9 @@ WORKDIR /opt/geoloc
 COPY pyproject.toml setup.py README.md ./
 COPY services/ services/
 COPY models/ models/
+# `geoloc features` (the k8s/jobs Job) reads the backbone's config and code from here and hashes
+# them with its weights into the features' manifest; the services do not need it.
+COPY model_repository/ model_repository/
 RUN pip install -e . \
     && pip install --no-deps "geoclip==1.3.0" \
     && if [ "$VARIANT" = gpu ]; then pip uninstall -y faiss-cpu && pip install "faiss-gpu==1.15.1"; fi \

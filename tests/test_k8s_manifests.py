@@ -139,14 +139,20 @@ def test_every_overlay_renders_every_object_of_every_workload(overlay: str) -> N
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_rendered_object_validates_strictly(overlay: str, version: str) -> None:
+    problems = strict_validation_problems(render(f"overlays/{overlay}"), version)
+    assert not problems, "\n".join(problems)
+
+
+def strict_validation_problems(docs, version: str) -> list[str]:
+    """Each object checked against `version`'s schemas, unknown fields refused: what is wrong, by object."""
     problems = []
-    for doc in render(f"overlays/{overlay}"):
+    for doc in docs:
         try:
             checked = kubernetes_validate.validate(doc, version, strict=True)
             assert checked == version.rsplit(".", 1)[0], "validated against another release's schemas"
         except kubernetes_validate.ValidationError as exc:
             problems.append(f"{doc['kind']}/{doc['metadata']['name']}: {exc.message} at {list(exc.path)}")
-    assert not problems, "\n".join(problems)
+    return problems
 
 
 def test_the_validation_is_strict_and_catches_a_misspelt_field() -> None:
@@ -164,17 +170,27 @@ def test_every_container_has_probes_limits_a_non_root_user_and_a_read_only_root(
         pod = deployment["spec"]["template"]["spec"]
         for c in pod["containers"]:
             assert {"startupProbe", "readinessProbe", "livenessProbe"} <= c.keys(), name
-            assert {"cpu", "memory"} <= c["resources"]["limits"].keys(), name
-            assert {"cpu", "memory"} <= c["resources"]["requests"].keys(), name
-            security = c["securityContext"]
-            assert security["runAsNonRoot"] is True and security["readOnlyRootFilesystem"] is True, name
-            assert security["allowPrivilegeEscalation"] is False and security["capabilities"]["drop"] == ["ALL"], name
-            # A numeric, non-zero user, so that the kubelet can verify runAsNonRoot.
-            assert isinstance(pod["securityContext"]["runAsUser"], int) and pod["securityContext"]["runAsUser"] > 0
-            assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
-            # The root is read-only: /tmp is an emptyDir.
-            assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"]), name
-        assert pod["automountServiceAccountToken"] is False, name
+        assert_limited_non_root_and_read_only(name, pod)
+
+
+def assert_limited_non_root_and_read_only(name: str, pod: dict) -> None:
+    """A pod spec's containers: CPU and memory requests and limits, a numeric non-root user, a
+    read-only root with /tmp an emptyDir, no privilege escalation, no capabilities, the
+    RuntimeDefault seccomp profile, and no service account token."""
+    volumes = {v["name"]: v for v in pod.get("volumes", ())}
+    for c in pod["containers"]:
+        assert {"cpu", "memory"} <= c["resources"]["limits"].keys(), name
+        assert {"cpu", "memory"} <= c["resources"]["requests"].keys(), name
+        security = c["securityContext"]
+        assert security["runAsNonRoot"] is True and security["readOnlyRootFilesystem"] is True, name
+        assert security["allowPrivilegeEscalation"] is False and security["capabilities"]["drop"] == ["ALL"], name
+        # A numeric, non-zero user, so that the kubelet can verify runAsNonRoot.
+        assert isinstance(pod["securityContext"]["runAsUser"], int) and pod["securityContext"]["runAsUser"] > 0
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        # The root is read-only: /tmp is an emptyDir.
+        (tmp,) = [m for m in c["volumeMounts"] if m["mountPath"] == "/tmp"]
+        assert "emptyDir" in volumes[tmp["name"]], name
+    assert pod["automountServiceAccountToken"] is False, name
 
 
 def env_of(deployment: dict) -> dict[str, str]:
@@ -423,15 +439,18 @@ def test_configmaps_hold_valid_settings_that_match_the_container(service: str, m
 def test_network_policies_allow_exactly_the_call_graph(overlay: str) -> None:
     docs = render(f"overlays/{overlay}")
     policies = list(of_kind(docs, "NetworkPolicy").values())
-    pods = workload_pods(docs)
-    edges = {
+    assert allowed_edges(policies, workload_pods(docs)) == {(a, b, "grpc") for a, b in CALL_GRAPH}
+
+
+def allowed_edges(policies: list[dict], pods: dict[str, Pod]) -> set[tuple[str, str, str]]:
+    """(caller, callee, callee's port name) for every connection between `pods` the policies allow."""
+    return {
         (a, b, port_name)
         for a in pods
         for b in pods
         for port_name, (number, protocol) in pods[b].ports.items()
         if allows(policies, pods[a], pods[b], number, protocol, NAMESPACE_LABELS)
     }
-    assert edges == {(a, b, "grpc") for a, b in CALL_GRAPH}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -604,3 +623,188 @@ def test_the_images_are_pinned_non_root_and_agree_with_setup_and_the_manifests()
         assert re.findall(r"^USER (\S+)$", text, re.M)[-1] == f"{user}:{user}"
     assert "COPY model_repository/ /models/" in triton
     assert "--model-repository=/models" in container(of_kind(cpu, "Deployment")["triton"])["args"]
+
+
+# k8s/jobs: batch Jobs applied beside an overlay (`kubectl apply -k k8s/jobs`).
+FEATURES_JOB = "features"
+
+
+def features_job() -> dict:
+    return of_kind(render("jobs"), "Job")[FEATURES_JOB]
+
+
+def features_arguments(job: dict):
+    """The Job's command line as `geoloc` itself parses it (so every flag must be one it has)."""
+    from geoloc.cli import build_parser
+
+    c = container(job)
+    assert c["command"][0] == "geoloc", c["command"]
+    args = build_parser().parse_args([*c["command"][1:], *c.get("args", ())])
+    assert args.command == "features"
+    return args
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_the_jobs_render_in_the_namespace_and_validate_strictly(version: str) -> None:
+    docs = render("jobs")
+    assert {d["kind"] for d in docs} == {"ServiceAccount", "Job", "NetworkPolicy"}
+    assert {d["metadata"]["namespace"] for d in docs} == {"geoloc"}
+    for doc in docs:
+        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "geoloc", doc["metadata"]["name"]
+    problems = strict_validation_problems(docs, version)
+    assert not problems, "\n".join(problems)
+    # The same geoloc image as the overlays name, the release of the Triton the Job calls.
+    for overlay in OVERLAYS:
+        orchestrator = of_kind(render(f"overlays/{overlay}"), "Deployment")["orchestrator"]
+        assert container(features_job())["image"] == container(orchestrator)["image"], overlay
+
+
+def test_the_features_job_is_indexed_and_retries_each_index_on_its_own() -> None:
+    job = features_job()
+    spec = job["spec"]
+    pod = spec["template"]["spec"]
+    assert spec["completionMode"] == "Indexed"
+    assert spec["completions"] >= 1 and spec["parallelism"] == spec["completions"]
+    # What the API server requires of these fields, which the schemas do not say.
+    assert spec["backoffLimitPerIndex"] >= 1 and pod["restartPolicy"] == "Never"
+    assert 0 <= spec["maxFailedIndexes"] <= spec["completions"]
+    assert spec["ttlSecondsAfterFinished"] > 0
+    for rule in spec.get("podFailurePolicy", {}).get("rules", ()):
+        if "onExitCodes" in rule:
+            assert rule["onExitCodes"]["containerName"] == container(job)["name"]
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert labels["app.kubernetes.io/name"] == FEATURES_JOB
+    assert pod["serviceAccountName"] in of_kind(render("jobs"), "ServiceAccount")
+
+
+def test_the_features_workers_are_the_completions_and_take_their_index_from_kubernetes(monkeypatch) -> None:
+    from geoloc.evaluation.csvio import InputError
+    from geoloc.training import features_cli
+    from geoloc.training.feature_shards import my_shards
+
+    job = features_job()
+    completions = job["spec"]["completions"]
+    args = features_arguments(job)
+    assert args.worker_count == completions
+    # No --worker-index, and no local worker processes: each pod is one worker, index from Kubernetes.
+    assert not any(a.startswith("--worker-index") for a in container(job).get("args", ()))
+    assert args.worker_index is None and args.workers == 1
+    assert features_cli.JOB_INDEX_ENV == "JOB_COMPLETION_INDEX"
+    monkeypatch.delenv("JOB_COMPLETION_INDEX", raising=False)
+    with pytest.raises(InputError):
+        features_cli._worker_slot(args)
+    for index in range(completions):
+        monkeypatch.setenv("JOB_COMPLETION_INDEX", str(index))
+        assert features_cli._worker_slot(args) == (index, completions)
+    # The pods' indexes 0..completions-1 share out every shard exactly once.
+    shards = list(range(3 * completions + 1))
+    assert sorted(s for i in range(completions) for s in my_shards(shards, i, completions)) == shards
+
+
+def test_the_features_job_reads_and_writes_on_its_claim_and_calls_the_suites_triton_and_model() -> None:
+    job = features_job()
+    args = features_arguments(job)
+    pod = job["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for path in (args.input, args.out):
+        (mount,) = [m for m in container(job)["volumeMounts"] if PurePosixPath(path).is_relative_to(m["mountPath"])]
+        assert "persistentVolumeClaim" in volumes[mount["name"]] and not mount.get("readOnly"), path
+    assert not args.start_triton and args.triton_url
+    host, port = args.triton_url.rsplit(":", 1)
+    for overlay in OVERLAYS:
+        docs = render(f"overlays/{overlay}")
+        deployments = of_kind(docs, "Deployment")
+        # The Service the embedding service dials, on its grpc port, which reaches Triton's.
+        assert args.triton_url == config_of(docs, deployments["embedding"])["GEOLOC_EMBEDDING_TRITON_URL"]
+        service = of_kind(docs, "Service")[host]
+        assert (
+            service["spec"]["selector"].items()
+            <= deployments["triton"]["spec"]["template"]["metadata"]["labels"].items()
+        )
+        (grpc,) = [p for p in service["spec"]["ports"] if p["name"] == "grpc"]
+        assert (
+            grpc["port"] == int(port) and grpc["targetPort"] == "grpc" and "grpc" in named_ports(deployments["triton"])
+        )
+        # The model Triton loads, as the embedding service asks for it.
+        assert args.model == config_of(docs, deployments["triton"])["TRITON_LOAD_MODEL"]
+        assert args.model == config_of(docs, deployments["embedding"])["GEOLOC_EMBEDDING_MODEL_NAME"]
+    assert (REPO / "model_repository" / args.model / "config.pbtxt").exists()
+
+
+def test_the_features_job_pod_is_locked_down_like_the_services() -> None:
+    pod = features_job()["spec"]["template"]["spec"]
+    assert_limited_non_root_and_read_only(FEATURES_JOB, pod)
+    # The image's user, as the services run; only the volume types the restricted standard allows.
+    for overlay in OVERLAYS:
+        for name, deployment in of_kind(render(f"overlays/{overlay}"), "Deployment").items():
+            assert (
+                pod["securityContext"]["runAsUser"]
+                == deployment["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
+            ), name
+    assert {key for v in pod["volumes"] for key in v if key != "name"} <= {
+        "persistentVolumeClaim",
+        "emptyDir",
+        "secret",
+    }
+    (account,) = of_kind(render("jobs"), "ServiceAccount").values()
+    assert account["metadata"]["name"] == pod["serviceAccountName"]
+    assert account["automountServiceAccountToken"] is False
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_let_the_features_job_reach_tritons_grpc_port_and_nothing_else(overlay: str) -> None:
+    docs, jobs = render(f"overlays/{overlay}"), render("jobs")
+    suite_policies = list(of_kind(docs, "NetworkPolicy").values())
+    policies = [*suite_policies, *of_kind(jobs, "NetworkPolicy").values()]
+    pods = workload_pods(docs)
+    template = features_job()["spec"]["template"]
+    job_pod = Pod(FEATURES_JOB, "geoloc", template["metadata"]["labels"])
+    triton_port = pods["triton"].ports["grpc"]
+    # The suite's policies alone keep it out: k8s/jobs must add the edge.
+    assert not allows(suite_policies, job_pod, pods["triton"], *triton_port, NAMESPACE_LABELS)
+    reached = {
+        (name, port_name)
+        for name, pod in pods.items()
+        for port_name, (number, protocol) in pod.ports.items()
+        if allows(policies, job_pod, pod, number, protocol, NAMESPACE_LABELS)
+    }
+    assert reached == {("triton", "grpc")}
+    dns = Pod("coredns", "kube-system", {"k8s-app": "kube-dns"}, {"dns": (53, "UDP")})
+    assert allows(policies, job_pod, dns, 53, "UDP", NAMESPACE_LABELS)
+    outside = Pod("anything", "elsewhere", {"app": "x"}, {"https": (443, "TCP")})
+    assert not allows(policies, job_pod, outside, 443, "TCP", NAMESPACE_LABELS)
+    # Nothing connects to the Job's pods, and the suite's own graph is unchanged.
+    listening = Pod(FEATURES_JOB, "geoloc", template["metadata"]["labels"], {"any": (8080, "TCP")})
+    for caller in [*pods.values(), Pod("prometheus", "monitoring", {}), Pod("client", "web", {})]:
+        assert not allows(policies, caller, listening, 8080, "TCP", NAMESPACE_LABELS), caller.name
+    assert allowed_edges(policies, pods) == {(a, b, "grpc") for a, b in CALL_GRAPH}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_features_job_speaks_the_mutual_tls_the_overlays_triton_requires(overlay: str) -> None:
+    docs = render(f"overlays/{overlay}")
+    flags = triton_flags(of_kind(docs, "Deployment")["triton"])
+    assert flags.get("--grpc-use-ssl-mutual") == "true"
+    job = features_job()
+    args = features_arguments(job)
+    (mount,) = [m for m in container(job)["volumeMounts"] if PurePosixPath(m["mountPath"]) == TLS_DIR]
+    assert mount["readOnly"]
+    secret = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}[mount["name"]]["secret"]["secretName"]
+    # cert-manager's layout: the CA that signed Triton's certificate, and a client certificate it signed.
+    assert (args.triton_ca, args.triton_cert, args.triton_key) == (
+        TLS_DIR / "ca.crt",
+        TLS_DIR / "tls.crt",
+        TLS_DIR / "tls.key",
+    )
+    certificates = {c["spec"]["secretName"]: c["spec"] for c in of_kind(render("cert-manager"), "Certificate").values()}
+    assert "client auth" in certificates[secret]["usages"]
+    assert certificates[secret]["issuerRef"] == certificates["geoloc-triton-tls"]["issuerRef"]
+    host = args.triton_server_name or args.triton_url.rsplit(":", 1)[0]
+    assert host in certificates["geoloc-triton-tls"]["dnsNames"]
+
+
+def test_the_geoloc_image_holds_the_model_repository_geoloc_features_reads() -> None:
+    from geoloc.training.feature_shards import DEFAULT_MODEL_REPOSITORY
+
+    assert DEFAULT_MODEL_REPOSITORY == REPO / "model_repository"
+    assert re.search(r"^COPY\s+model_repository/ model_repository/$", dockerfile("geoloc.Dockerfile"), re.M)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -292,7 +293,7 @@ def test_the_servers_max_call_s_ends_a_call_without_a_deadline_and_the_server_ke
     asyncio.run(scenario())
 
 
-def test_triton_with_mutual_tls_serves_the_backbone_to_a_client_with_its_certificate_only(pki):
+def test_triton_with_mutual_tls_serves_the_backbone_to_a_client_with_its_certificate_only(pki, tmp_path, capsys):
     from geoloc.embedding.triton_backbone import TritonBackbone
     from geoloc.tritonserver.launcher import TritonLaunch, TritonServer, TritonTls, free_port, triton_command
 
@@ -318,6 +319,27 @@ def test_triton_with_mutual_tls_serves_the_backbone_to_a_client_with_its_certifi
 
     with TritonServer(launch) as triton:  # its readiness wait speaks mTLS too
         asyncio.run(scenario(triton.grpc_url))
+        # `geoloc features` through the same Triton, with the client certificate (k8s/jobs' Job does so).
+        from tests.photos import write_photos
+
+        split = write_split(
+            tmp_path / "split", [("kauai.jpg", 22.07, -159.66, "a")], {"kauai.jpg": write_photos(tmp_path, 1)[0]}
+        )
+        tls_flags = [
+            "--triton-ca",
+            str(pki.ca),
+            "--triton-cert",
+            str(pki.client_cert),
+            "--triton-key",
+            str(pki.client_key),
+        ]
+        out = tmp_path / "features"
+        assert (
+            main(["features", "--input", str(split), "--out", str(out), "--triton-url", triton.grpc_url, *tls_flags])
+            == 0
+        )
+        assert "1 photos, 0 failed" in capsys.readouterr().out
+        assert json.loads((out / "manifest.json").read_text())["computed_by"] == f"triton at {triton.grpc_url}"
 
 
 class FixedOrchestrator(orchestrator_pb2_grpc.OrchestratorServiceServicer):

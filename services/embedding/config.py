@@ -6,6 +6,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from geoloc.common.settings import MIB, ClientTlsSettings, ServerSettings
+from geoloc.embedding.photos import PhotoLimits
 
 
 # ClientTlsSettings: the CLIENT_TLS_* settings of the calls to Triton (its --grpc-use-ssl flags).
@@ -27,6 +28,10 @@ class EmbeddingSettings(ServerSettings, ClientTlsSettings):
     )
     min_image_side: int = Field(32, gt=0, description="Smallest width or height accepted, in pixels.")
     max_batch_images: int = Field(64, gt=0, description="Most photos in one EmbedBatch call.")
+
+    def photo_limits(self) -> PhotoLimits:
+        """The limits every photo is checked against, in the service and in the training pipeline alike."""
+        return PhotoLimits(self.max_image_bytes, self.max_image_pixels, self.min_image_side)
 
     @model_validator(mode="after")
     def _photo_fits_in_a_message(self) -> EmbeddingSettings:

@@ -15,7 +15,6 @@ import numpy as np
 from geoloc.common.errors import DeadlineExceeded, InvalidArgument, NotReady
 from geoloc.common.server import ServiceSpec, run_service, servicer_spec
 from geoloc.embedding.config import EmbeddingSettings
-from geoloc.embedding.photos import PhotoLimits
 from geoloc.embedding.preprocessing import model_input_from_photo
 from geoloc.embedding.triton_backbone import TritonBackbone
 from geoloc.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc
@@ -27,7 +26,7 @@ DEADLINE_MARGIN_S = 0.02
 class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
     def __init__(self, settings: EmbeddingSettings):
         self.settings = settings
-        self.limits = PhotoLimits(settings.max_image_bytes, settings.max_image_pixels, settings.min_image_side)
+        self.limits = settings.photo_limits()
         self._backbone: TritonBackbone | None = None
 
     async def warm_up(self) -> None:

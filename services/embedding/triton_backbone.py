@@ -69,7 +69,7 @@ class TritonBackbone:
         )
         try:
             await _wait_until_model_ready(client, model_name, model_version, ready_timeout_s)
-            info = _describe((await client.get_model_config(model_name, model_version, as_json=True))["config"])
+            info = describe_backbone((await client.get_model_config(model_name, model_version, as_json=True))["config"])
             backbone = cls(client, url, info, model_version)
             await backbone.check()
         except BaseException:
@@ -115,6 +115,10 @@ class TritonBackbone:
             )
         return features.astype(np.float32, copy=False), result.get_response().model_version
 
+    async def model_config(self) -> dict:
+        """The served model's config (Triton's JSON form of its config.pbtxt)."""
+        return (await self._client.get_model_config(self.info.model_name, self.model_version, as_json=True))["config"]
+
     async def close(self) -> None:
         await self._client.close()
 
@@ -130,7 +134,8 @@ def triton_channel_args() -> list[tuple[str, int]]:
     ]
 
 
-def _describe(config: dict) -> BackboneInfo:
+def describe_backbone(config: dict) -> BackboneInfo:
+    """What a backbone model takes and returns, from its config (Triton's JSON form of config.pbtxt)."""
     parameters = model_parameters(config)
     if len(config["input"]) != 1 or len(config["output"]) != 1:
         raise BackboneError(f"{config['name']} must have one input and one output to serve as a backbone")

@@ -11,6 +11,10 @@ if TYPE_CHECKING:  # numpy loads in the handlers only, so that `geoloc --help` s
     import numpy as np
 
 
+# What `geoloc train` embeds with unless a features folder names another model.
+DEFAULT_MODEL = "efficientnet_lite2"
+DEFAULT_BACKBONE = "efficientnet-lite2"
+
 DATA_HELP = (
     "data root holding im2gps3k/train and im2gps3k/val, each with images/ and labels.csv "
     "(default: $GEOLOC_DATA_DIR, else ../shared/data beside the checkout)"
@@ -32,8 +36,10 @@ def add_training_arguments(parser: argparse.ArgumentParser, default_out: str, on
         parser.add_argument(
             "--features",
             type=Path,
-            metavar="FILE.npz",
-            help="train on these features and places instead of the train split's",
+            metavar="FILE.npz|DIR",
+            help="train on these features and places instead of the train split's: an .npz with `features` "
+            "and `latlon`, or a folder of feature shards from `geoloc features` (its backbone then also "
+            "embeds the val split, in-process, and names the trained model's input)",
         )
         parser.add_argument("--steps", type=int, help="optimiser steps per configuration (default: the grid's)")
         parser.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
@@ -49,6 +55,14 @@ class TrainingData:
     val_features: np.ndarray
     val_places: np.ndarray
     train_source: str  # what the features are, for logs and manifests
+    backbone: str = DEFAULT_BACKBONE  # whose features: a served model refuses another backbone's
+
+    @property
+    def backbone_description(self) -> str:
+        """The backbone as a model's manifest names it."""
+        from geoloc.training.manifest import BACKBONE
+
+        return BACKBONE if self.backbone == DEFAULT_BACKBONE else f"{self.backbone} (features: {self.train_source})"
 
     def sources(self) -> dict[str, str]:
         """What was trained on and chosen on, as a manifest's `data`."""
@@ -59,11 +73,25 @@ def training_data(args: argparse.Namespace) -> TrainingData:
     """The train split's cached features (or --features) and the val split's, with their places."""
     import numpy as np
 
+    from geoloc.evaluation.csvio import InputError
     from geoloc.evaluation.dataset import im2gps3k_split
     from geoloc.training.features import split_features
 
     train, val = im2gps3k_split("train", args.data), im2gps3k_split("val", args.data)
-    if args.features:
+    model, backbone = DEFAULT_MODEL, DEFAULT_BACKBONE
+    if args.features and args.features.is_dir():
+        from geoloc.training.feature_shards import load_feature_set, model_sha256
+
+        loaded = load_feature_set(args.features)
+        model, backbone = loaded.manifest["model"], loaded.backbone
+        if loaded.manifest["model_sha256"] != model_sha256(model):
+            raise InputError(
+                f"{args.features} was made by another {model} than model_repository/{model} "
+                "(its model_sha256 differs): val would be embedded by a different network"
+            )
+        train_features, train_places = loaded.features, loaded.places
+        train_source = f"{args.features} ({len(train_features)} features of {backbone})"
+    elif args.features:
         loaded = np.load(args.features)
         train_features, train_places = loaded["features"].astype(np.float32), loaded["latlon"].astype(np.float64)
         train_source = f"{args.features} ({len(train_features)} features)"
@@ -75,7 +103,8 @@ def training_data(args: argparse.Namespace) -> TrainingData:
         val,
         train_features,
         train_places,
-        split_features(val),
+        split_features(val, model),
         np.array([(i.lat, i.lon) for i in val.images]),
         train_source,
+        backbone,
     )

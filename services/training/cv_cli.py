@@ -21,8 +21,12 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from geoloc.training.arguments import DATA_HELP
+
+if TYPE_CHECKING:  # numpy loads in the handler only, so that `geoloc --help` stays quick
+    import numpy as np
 
 CV_FIGURES = Path("models/fusion/cv.json")
 # The issue's two ways of giving each photographer one vote. One vote per photo ("photo") lost to
@@ -74,9 +78,37 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "mostly single-threaded, so up to one per core). Each worker builds its folds' decision tables "
         "itself, and no later pass reuses them: it pays with --weighting (one pass over the folds)",
     )
+    parser.add_argument(
+        "--features",
+        type=Path,
+        metavar="DIR",
+        help="cross-validate over a features folder (`geoloc features`: its photos, places and "
+        "photographers) instead of Im2GPS3k train + val; not with --ship or --write-fusion, which "
+        "write the default backbone's shipped models",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=run)
     return parser
+
+
+def cv_photos(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, list[str], str]:
+    """The photos cross-validated: features [n, d], places [n, 2], photographers, and what they are.
+    Im2GPS3k train + val (features cached), or a features folder's photos with --features."""
+    import numpy as np
+
+    if args.features:
+        from geoloc.training.feature_shards import load_feature_set
+
+        loaded = load_feature_set(args.features)
+        return loaded.features, loaded.places, list(loaded.authors), f"{args.features} ({loaded.backbone})"
+    from geoloc.evaluation.dataset import im2gps3k_split
+    from geoloc.training.features import split_features
+
+    splits = [im2gps3k_split(name, args.data) for name in ("train", "val")]
+    images = [i for s in splits for i in s.images]
+    features = np.concatenate([split_features(s) for s in splits])
+    truth = np.array([(i.lat, i.lon) for i in images])
+    return features, truth, [i.author for i in images], "Im2GPS3k train + val"
 
 
 def expert_config(text: str) -> tuple[str, dict]:
@@ -145,12 +177,11 @@ def markdown_table(answers: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from geoloc.evaluation.dataset import im2gps3k_split
     from geoloc.evaluation.folds import photographer_folds
     from geoloc.gallery.build import default_gallery_csv, read_gps_csv
     from geoloc.training.cross_validation import CONSTANT_PLACE, score_fold, table_cache, top_points
     from geoloc.training.expert_outputs import ExpertRequests
-    from geoloc.training.features import default_cache_dir, split_features
+    from geoloc.training.features import default_cache_dir
     from geoloc.training.out_of_fold import FoldBudget, fold_configs, out_of_fold_outputs
 
     budget = FoldBudget(**({"photo_weighting": args.train_weighting} if args.train_weighting else {}))
@@ -165,14 +196,13 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         print(f"geoloc cv: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
         return 2
+    if args.features and (args.ship or args.write_fusion):
+        print("geoloc cv: --features cross-validates only; --ship and --write-fusion are for Im2GPS3k", file=sys.stderr)
+        return 2
     started = time.monotonic()
-    splits = [im2gps3k_split(name, args.data) for name in ("train", "val")]
-    images = [i for s in splits for i in s.images]
-    features = np.concatenate([split_features(s) for s in splits])
-    truth = np.array([(i.lat, i.lon) for i in images])
-    authors = [i.author for i in images]
+    features, truth, authors, what = cv_photos(args)
     folds = photographer_folds(authors, args.folds)
-    print(f"{len(images)} photos by {len(set(authors))} photographers in {args.folds} folds: {np.bincount(folds)}")
+    print(f"{len(authors)} photos by {len(set(authors))} photographers in {args.folds} folds: {np.bincount(folds)}")
     requests = ExpertRequests()
     outputs = out_of_fold_outputs(
         features, truth, authors, folds, budget, requests, default_cache_dir(), seed=args.seed, configs=configs
@@ -212,8 +242,8 @@ def run(args: argparse.Namespace) -> int:
     for subset, c in calibrated["summary"]["coverage"].items():
         print(f"  {subset}: r50 holds {c['within_r50']['mean']:.1%}, r90 holds {c['within_r90']['mean']:.1%}")
     figures = {
-        "what": f"photographer-grouped {args.folds}-fold cross-validation over Im2GPS3k train + val",
-        "photos": len(images),
+        "what": f"photographer-grouped {args.folds}-fold cross-validation over {what}",
+        "photos": len(authors),
         "photographers": len(set(authors)),
         "fold_sizes": np.bincount(folds).tolist(),
         "constant": list(CONSTANT_PLACE),

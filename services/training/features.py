@@ -5,8 +5,8 @@ photo. On a machine without Triton running, this runs the model's own `backbone.
 in-process with the same preprocessing (config.pbtxt's, through `model_input_from_photo`),
 which the model-repository tests hold equal to Triton's output. The cache is keyed by the
 model's config, its network code and the split's file list, so a change to any of them
-recomputes. A larger feature set made elsewhere (on a GPU, over MP-16) can be saved in the
-same `.npz` form: `images` (names) and `features` [n, d] float32.
+recomputes. Larger sets (MP-16 on a GPU, say) go through `geoloc features` instead
+(feature_shards.py: shards, workers, Triton), whose in-process backbone this uses.
 """
 
 from __future__ import annotations
@@ -16,22 +16,14 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from geoloc.common.paths import cache_dir as default_cache_dir
 from geoloc.embedding.config import EmbeddingSettings
-from geoloc.embedding.photos import PhotoLimits
-from geoloc.embedding.preprocessing import CropSpec, model_input_from_photo
+from geoloc.embedding.preprocessing import model_input_from_photo
 from geoloc.evaluation.dataset import Split
-from geoloc.tritonserver.repository import (
-    DEFAULT_MODEL_REPOSITORY,
-    load_backbone_module,
-    model_parameters,
-    read_model_config,
-)
-
-BATCH = 16
+from geoloc.training.feature_shards import BATCH, InProcessFeatures
+from geoloc.tritonserver.repository import DEFAULT_MODEL_REPOSITORY, read_model_config
 
 
 def split_features(
@@ -51,22 +43,23 @@ def split_features(
         cached = np.load(path)
         if list(cached["images"]) == names:
             return cached["features"]
-    features = compute_features([image.path for image in split.images], model, config, repository, progress)
+    features = compute_features([image.path for image in split.images], model, repository, progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, images=np.asarray(names), features=features)
     return features
 
 
-@torch.inference_mode()
-def compute_features(photos: list[Path], model: str, config: dict, repository: Path, progress: bool) -> np.ndarray:
-    network = load_backbone_module(model, repository).network_from_parameters(
-        model_parameters(config), str(Path(repository) / model)
-    )
-    crop = CropSpec.from_model_config(config)
-    settings = EmbeddingSettings()
-    limits = PhotoLimits(settings.max_image_bytes, settings.max_image_pixels, settings.min_image_side)
+def compute_features(photos: list[Path], model: str, repository: Path, progress: bool) -> np.ndarray:
+    """Features [len(photos), d] float32 of photo files, in order: the feature pipeline's in-process
+    backbone and the embedding service's decode and crop, in batches of BATCH."""
+    backbone = InProcessFeatures(model, repository)
+    limits = EmbeddingSettings().photo_limits()
     chunks = []
     for start in tqdm(range(0, len(photos), BATCH), desc=f"{model} features", unit="batch", disable=not progress):
-        crops = np.stack([model_input_from_photo(p.read_bytes(), limits, crop) for p in photos[start : start + BATCH]])
-        chunks.append(network(torch.from_numpy(crops)).numpy())
+        batch = photos[start : start + BATCH]
+        chunks.append(
+            backbone.features(
+                np.stack([model_input_from_photo(p.read_bytes(), limits, backbone.info.crop) for p in batch])
+            )
+        )
     return np.concatenate(chunks).astype(np.float32)

@@ -33,15 +33,16 @@ def model_manifest(
     started: float,
     command: str | None = None,
     note: str = DEMO_NOTE,
+    backbone: str = BACKBONE,
     **fields,
 ) -> dict:
-    """The manifest of `checkpoint`: identity, backbone, data and command (default: this process's
-    `geoloc train JOB ...`) first, then `fields`, the note and the seconds since `started`
-    (time.monotonic())."""
+    """The manifest of `checkpoint`: identity, backbone (default: the shipped one's description), data
+    and command (default: this process's `geoloc train JOB ...`) first, then `fields`, the note and
+    the seconds since `started` (time.monotonic())."""
     return {
         "file": checkpoint.name,
         "sha256": sha256,
-        "backbone": BACKBONE,
+        "backbone": backbone,
         "data": data,
         "command": command or command_line(job),
         **fields,

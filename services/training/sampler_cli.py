@@ -4,7 +4,8 @@ Trains each configuration of the method's small grid on the Im2GPS3k train split
 (computed once and cached), keeps each run's best step by val GeoScore, picks the best run, then
 the guidance, both on val. Writes the checkpoint and a manifest beside it: sha256, data, command,
 choices and val figures next to the prior baseline's. `--features` trains on a larger feature
-set instead (an .npz with `features` [n, d] and `latlon` [n, 2], made on a GPU for example);
+set instead (an .npz with `features` [n, d] and `latlon` [n, 2], or a folder of feature shards
+from `geoloc features`, whose backbone then embeds val too), made on a GPU for example;
 `--device cuda` trains there.
 """
 
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
                 data.val_features,
                 data.val_places,
                 config,
-                backbone="efficientnet-lite2",
+                backbone=data.backbone,
                 seed=args.seed,
                 device=args.device,
             )
@@ -87,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         sha,
         data.sources(),
         started,
+        backbone=data.backbone_description,
         method=args.method,
         chosen={**asdict(best.config), "best_step": best.best_step, "guidance": best.sampler.default_guidance},
         val_protocol=f"top mode of {final['n_samples']} samples, {final['steps']} steps, seed {args.seed}",

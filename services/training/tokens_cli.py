@@ -6,7 +6,8 @@ configuration asks for them, keeps each run's best step by val greedy GeoScore, 
 run. It then scores every strategy on val (greedy, beam search, sampling; with and without
 neighbours) and writes the checkpoint and a manifest beside it: sha256, data, command, choices and
 val figures next to the prior baseline's. `--features` trains on a larger feature set (an .npz with
-`features` [n, d] and `latlon` [n, 2], made on a GPU for example); `--device cuda` trains there.
+`features` [n, d] and `latlon` [n, 2], or a folder of feature shards from `geoloc features`, whose
+backbone then embeds val too), made on a GPU for example; `--device cuda` trains there.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         kept = runs[-1]
         print(f"  kept step {kept.best_step}: val greedy GeoScore {kept.val.geoscore:.1f} ({kept.seconds:.0f} s)")
     best = max(runs, key=lambda r: r.val.geoscore)
-    model = TokenModel(best.decoder, best.standardiser, backbone="efficientnet-lite2")
+    model = TokenModel(best.decoder, best.standardiser, backbone=data.backbone)
     sha = save_token_model(out, model)
 
     shipped = load_token_model(out, args.device)  # the reported figures are of the stored (half-precision) weights
@@ -97,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         sha,
         data.sources(),
         started,
+        backbone=data.backbone_description,
         neighbours={
             "count": shipped.neighbour_slots,
             "source": "the shipped gallery head (models/gallery) on the default GeoCLIP 100K gallery, top points",

@@ -329,26 +329,39 @@ def test_training_reads_a_features_folder(data_root, backbone, tmp_path, monkeyp
 
 
 @pytest.mark.slow
-def test_a_sampler_trains_on_feature_shards_end_to_end(data_root, tmp_path):
-    """`geoloc shards`, `geoloc features --workers 2`, then `geoloc train sampler --features DIR`, as a
-    user would run them; the manifest names the features it was trained on."""
+def test_the_experts_train_on_feature_shards_end_to_end(data_root, tmp_path):
+    """`geoloc shards`, `geoloc features --workers 2`, then `geoloc train sampler` and `geoloc train
+    gallery` with `--features DIR` (the gallery head against a small GPS gallery built here), as a
+    user would run them; each manifest names the features it was trained on."""
     env = {"GEOLOC_CACHE_DIR": str(tmp_path / "cache")}
+    rng = np.random.default_rng(1)
+    gps = [
+        f"{lat:.4f},{lon:.4f}" for lat, lon in zip(rng.uniform(-70, 70, 200), rng.uniform(-180, 180, 200), strict=True)
+    ]
+    (tmp_path / "gps.csv").write_text("lat,lon\n" + "\n".join(gps) + "\n")
+    features = str(tmp_path / "features")
+    trained_on = ("--data", str(data_root), "--features", features)
     steps = [
         ("shards", str(data_root / "im2gps3k" / "train"), "--out", str(tmp_path / "shards"), "--photos-per-shard", "3"),
-        ("features", "--input", str(tmp_path / "shards"), "--out", str(tmp_path / "features"), "--workers", "2"),
-        ("train", "sampler", "--method", "flow", "--data", str(data_root), "--features", str(tmp_path / "features")),
+        ("features", "--input", str(tmp_path / "shards"), "--out", features, "--workers", "2"),
+        ("train", "sampler", "--method", "flow", *trained_on, "--steps", "6", "--out", str(tmp_path / "flow.pt")),
+        ("gallery", "build", "--gps", str(tmp_path / "gps.csv"), "--out", str(tmp_path / "gallery")),
+        ("train", "gallery", *trained_on, "--gallery", str(tmp_path / "gallery"), "--epochs", "1"),
     ]
     for step in steps:
-        extra = ("--steps", "6", "--out", str(tmp_path / "flow.pt")) if step[0] == "train" else ()
+        extra = ("--out", str(tmp_path / "head.pt")) if step[:2] == ("train", "gallery") else ()
         process = geoloc(*step, *extra, env=env)
         stdout, stderr = process.communicate(timeout=900)
         assert process.returncode == 0, stderr[-3000:]
-    manifest = json.loads((tmp_path / "flow.json").read_text())
-    assert manifest["backbone"].startswith("efficientnet-lite2")
-    assert manifest["data"]["train"] == f"{tmp_path / 'features'} (8 features of efficientnet-lite2)"
+    from geoloc.gallery.heads import load_head
     from geoloc.sampler.model import load_sampler
 
+    for model in ("flow", "head"):
+        manifest = json.loads((tmp_path / f"{model}.json").read_text())
+        assert manifest["backbone"].startswith("efficientnet-lite2"), model
+        assert manifest["data"]["train"] == f"{features} (8 features of efficientnet-lite2)", model
     assert load_sampler(tmp_path / "flow.pt").backbone == "efficientnet-lite2"
+    assert load_head(tmp_path / "head.pt").backbone == "efficientnet-lite2"
 
 
 def test_cross_validation_reads_a_features_folder(split, backbone, tmp_path, capsys):

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # numpy loads in the handlers only, so that `geoloc --help` stays quick
+if TYPE_CHECKING:  # numpy and torch load in the handlers only, so that `geoloc --help` stays quick
     import numpy as np
+
+    from geoloc.training.loop import BatchShards
 
 
 # What `geoloc train` embeds with unless a features folder names another model.
@@ -29,18 +33,18 @@ def add_data_arguments(parser: argparse.ArgumentParser, default_out: str) -> Non
 
 
 def add_training_arguments(parser: argparse.ArgumentParser, default_out: str, on_features: bool = True) -> None:
-    """The data options and the seed; for experts trained on backbone features (on_features), also the
-    feature set, steps and device."""
+    """The data options, the feature set and the seed; for experts trained by steps (on_features),
+    also the steps and the device."""
     add_data_arguments(parser, default_out)
+    parser.add_argument(
+        "--features",
+        type=Path,
+        metavar="FILE.npz|DIR",
+        help="train on these features and places instead of the train split's: an .npz with `features` "
+        "and `latlon`, or a folder of feature shards from `geoloc features` (its backbone then also "
+        "embeds the val split, in-process, and names the trained model's input)",
+    )
     if on_features:
-        parser.add_argument(
-            "--features",
-            type=Path,
-            metavar="FILE.npz|DIR",
-            help="train on these features and places instead of the train split's: an .npz with `features` "
-            "and `latlon`, or a folder of feature shards from `geoloc features` (its backbone then also "
-            "embeds the val split, in-process, and names the trained model's input)",
-        )
         parser.add_argument("--steps", type=int, help="optimiser steps per configuration (default: the grid's)")
         parser.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
@@ -108,3 +112,34 @@ def training_data(args: argparse.Namespace) -> TrainingData:
         train_source,
         backbone,
     )
+
+
+@contextmanager
+def data_parallel(args: argparse.Namespace) -> Iterator[tuple[BatchShards | None, dict | None]]:
+    """Under torchrun (WORLD_SIZE above 1): this process joins the group (NCCL when --device is
+    cuda, its rank's GPU then; gloo on CPU) and computes its rank's shard of every minibatch. Yields
+    the shards and what a manifest records of them, or (None, None) for one plain process."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        yield None, None
+        return
+    import torch.distributed as dist
+
+    from geoloc.training.loop import BatchShards
+
+    cuda = str(args.device).startswith("cuda")
+    if cuda:
+        args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        shards = BatchShards.of_process_group(args.seed)
+        yield shards, {"processes": world, "backend": dist.get_backend(), "shards_per_step": shards.count}
+    finally:
+        dist.destroy_process_group()
+
+
+def lead_print(shards: BatchShards | None) -> Callable[..., None]:
+    """print for the process that reports (the first rank, or the only process); silence for the rest."""
+    return print if shards is None or shards.leads else (lambda *_, **__: None)

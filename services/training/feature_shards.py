@@ -149,12 +149,12 @@ def feature_shard_path(out_dir: Path, shard: PhotoShard) -> Path:
 
 
 def write_feature_shard(path: Path, shard: FeatureShard) -> None:
-    with _partial(path) as stream:
+    with written_atomically(path) as stream:
         np.savez(stream, **asdict(shard))
 
 
 @contextmanager
-def _partial(path: Path):
+def written_atomically(path: Path):
     """A file written under a temporary name and renamed to `path` once whole. The name is unique
     across machines: the pods of a Job share one volume and often one pid (1)."""
     descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.partial-")
@@ -226,7 +226,7 @@ def claim_folder(out_dir: Path, manifest: dict) -> None:
                 "use another --out folder"
             )
         return
-    with _partial(path) as stream:
+    with written_atomically(path) as stream:
         stream.write((json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
 
 

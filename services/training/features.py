@@ -22,7 +22,7 @@ from geoloc.common.paths import cache_dir as default_cache_dir
 from geoloc.embedding.config import EmbeddingSettings
 from geoloc.embedding.preprocessing import model_input_from_photo
 from geoloc.evaluation.dataset import Split
-from geoloc.training.feature_shards import BATCH, InProcessFeatures
+from geoloc.training.feature_shards import BATCH, InProcessFeatures, written_atomically
 from geoloc.tritonserver.repository import DEFAULT_MODEL_REPOSITORY, read_model_config
 
 
@@ -45,7 +45,8 @@ def split_features(
             return cached["features"]
     features = compute_features([image.path for image in split.images], model, repository, progress)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, images=np.asarray(names), features=features)
+    with written_atomically(path) as stream:  # torchrun's ranks may compute and write it at once
+        np.savez(stream, images=np.asarray(names), features=features)
     return features
 
 

@@ -1,5 +1,8 @@
 """`geoloc train gallery`: the EfficientNet-Lite2 -> GeoCLIP head, trained on train, chosen on val.
 
+`--features DIR` trains it on a folder of feature shards instead (`geoloc features`: another
+backbone's, say), the folder's model then embedding val too.
+
 Writes the head checkpoint and, beside it, a manifest: its sha256, the data and command that
 made it, the configuration chosen, and the val figures next to the prior baseline's.
 """
@@ -12,7 +15,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from geoloc.training.arguments import add_training_arguments
+from geoloc.training.arguments import add_training_arguments, training_data
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -31,26 +34,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from geoloc.evaluation.dataset import im2gps3k_split
     from geoloc.evaluation.harness import evaluate
     from geoloc.evaluation.prior import PriorPredictions
     from geoloc.gallery.build import DEFAULT_GALLERY_DIR, build_gallery, default_gallery_csv
     from geoloc.gallery.heads import SHIPPED_HEADS, save_head
     from geoloc.gallery.index import GalleryIndex
     from geoloc.gallery.location_encoder import LocationEncoder
-    from geoloc.training.features import split_features
     from geoloc.training.gallery_head import config_grid, train_head
     from geoloc.training.manifest import model_manifest, write_manifest
 
     started = time.monotonic()
     args.gallery = args.gallery or DEFAULT_GALLERY_DIR
     args.out = args.out or SHIPPED_HEADS / "efficientnet_lite2_head.pt"
-    train, val = im2gps3k_split("train", args.data), im2gps3k_split("val", args.data)
-    coords = {s.name: np.array([(i.lat, i.lon) for i in s.images]) for s in (train, val)}
-    print(f"features: EfficientNet-Lite2 on {len(train)} train and {len(val)} val photos (cached after the first run)")
-    features = {s.name: split_features(s) for s in (train, val)}
+    data = training_data(args)
+    print(f"training the gallery head on {data.train_source}; choosing on {len(data.val)} val photos")
     if not (args.gallery / "manifest.json").exists():
         print(f"building the GPS gallery in {args.gallery}")
         build_gallery(default_gallery_csv(), args.gallery)
@@ -65,10 +62,10 @@ def run(args: argparse.Namespace) -> int:
         config = type(config)(**{**asdict(config), "epochs": args.epochs})
         print(f"config {asdict(config)}")
         trained = train_head(
-            features["train"],
-            coords["train"],
-            features["val"],
-            coords["val"],
+            data.train_features,
+            data.train_places,
+            data.val_features,
+            data.val_places,
             gallery.vectors(),
             gallery.coordinates,
             encoder,
@@ -82,14 +79,15 @@ def run(args: argparse.Namespace) -> int:
         )
         results.append(trained)
     best = max(results, key=lambda r: r.val.geoscore)
-    sha = save_head(args.out, best.mlp, best.logit_scale, "efficientnet-lite2")
-    prior = evaluate(val, PriorPredictions(train), progress=False)
+    sha = save_head(args.out, best.mlp, best.logit_scale, data.backbone)
+    prior = evaluate(data.val, PriorPredictions(data.train), progress=False)
     manifest = model_manifest(
         "gallery",
         args.out,
         sha,
-        {"train": f"{train.root} ({len(train)} photos)", "val": f"{val.root} ({len(val)} photos)"},
+        data.sources(),
         started,
+        backbone=data.backbone_description,
         gallery={"path": str(args.gallery), "count": gallery.manifest.count, "sources": gallery.manifest.sources},
         location_encoder_sha256=gallery.manifest.encoder_sha256,
         chosen={**asdict(best.config), "best_epoch": best.best_epoch, "logit_scale": best.logit_scale},

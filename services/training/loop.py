@@ -31,6 +31,47 @@ def minibatch_draw(
     return lambda: torch.multinomial(weight, batch_size, replacement=True).to(device)
 
 
+@dataclass(frozen=True)
+class BatchShards:
+    """Each optimiser step's minibatch cut into `count` equal shards, each drawn and its loss
+    computed under its own random stream (seeded by seed, shard and step); this process computes
+    the shards in `mine`. Run as `count` processes of a torch.distributed group (torchrun: gloo on
+    CPU, NCCL on GPU), each computes its rank's shard and the gradients are summed across ranks:
+    the same draws, the same global batch and the same update as one process computing every
+    shard, up to the order of the floating-point sums."""
+
+    count: int = 1
+    mine: tuple[int, ...] = (0,)
+    seed: int = 0
+    distributed: bool = False
+
+    @classmethod
+    def in_one_process(cls, count: int, seed: int = 0) -> BatchShards:
+        if count < 1:
+            raise ValueError(f"a minibatch is cut into at least 1 shard, got {count}")
+        return cls(count, tuple(range(count)), seed, False)
+
+    @classmethod
+    def of_process_group(cls, seed: int = 0) -> BatchShards:
+        """One shard per rank of the initialised default process group."""
+        import torch.distributed as dist
+
+        return cls(dist.get_world_size(), (dist.get_rank(),), seed, True)
+
+    @property
+    def leads(self) -> bool:
+        """Whether this process writes results and logs: the first rank, or the only process."""
+        return 0 in self.mine
+
+    def shard_size(self, batch_size: int) -> int:
+        if batch_size % self.count:
+            raise ValueError(f"a minibatch of {batch_size} does not cut into {self.count} equal shards")
+        return batch_size // self.count
+
+    def stream_seed(self, shard: int, step: int) -> int:
+        return (self.seed * 1_000_003 + shard) * 1_000_033 + step
+
+
 @dataclass
 class BestStep:
     step: int
@@ -47,9 +88,13 @@ def train_keeping_best(
     learning_rate: float,
     weight_decay: float,
     log: Callable[[str], None] = print,
+    shards: BatchShards | None = None,
 ) -> BestStep:
     """Runs `steps` optimiser steps on batch_loss() (a fresh minibatch each call) and loads the weights
-    of the evaluation with the highest val GeoScore into `network`, left in eval mode."""
+    of the evaluation with the highest val GeoScore into `network`, left in eval mode. With `shards`,
+    batch_loss() gives one shard's loss (its draws of shards.shard_size photos), called once per shard
+    of this process under that shard's random stream; every process evaluates the same weights alike,
+    so all keep the same step."""
     optimizer = torch.optim.AdamW(network.parameters(), lr=learning_rate, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(step / steps, 1.0)))
@@ -58,9 +103,12 @@ def train_keeping_best(
     history = []
     for step in range(1, steps + 1):
         network.train()
-        loss = batch_loss()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if shards is None:
+            loss = batch_loss()
+            loss.backward()
+        else:
+            loss = _sharded_backward(network, batch_loss, shards, step)
         optimizer.step()
         schedule.step()
         if step % eval_every == 0 or step == steps:
@@ -76,3 +124,29 @@ def train_keeping_best(
     network.load_state_dict(best[2])
     network.eval()
     return BestStep(best[1], best[3], history)
+
+
+def _sharded_backward(
+    network: torch.nn.Module, batch_loss: Callable[[], torch.Tensor], shards: BatchShards, step: int
+) -> torch.Tensor:
+    """The gradient of the mean shard loss, summed over the processes' shards; returns that mean."""
+    devices = [p.device for p in network.parameters()]
+    cuda = sorted({d.index or 0 for d in devices if d.type == "cuda"})
+    total = torch.zeros((), device=devices[0])
+    for shard in shards.mine:
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(shards.stream_seed(shard, step))
+            loss = batch_loss() / shards.count
+        loss.backward()
+        total = total + loss.detach()
+    parameters = [p for p in network.parameters() if p.requires_grad]
+    for p in parameters:  # a parameter some shard left without gradient still takes part in the sum
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    if shards.distributed:
+        import torch.distributed as dist
+
+        for p in parameters:
+            dist.all_reduce(p.grad)
+        dist.all_reduce(total)
+    return total

@@ -25,7 +25,7 @@ from geoloc.evaluation.metrics import Metrics, summarize
 from geoloc.sampler import flow, sh_diffusion
 from geoloc.sampler.density import summarize_samples
 from geoloc.sampler.model import LocationSampler, build_network
-from geoloc.training.loop import minibatch_draw, train_keeping_best
+from geoloc.training.loop import BatchShards, minibatch_draw, train_keeping_best
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,7 @@ def train_sampler(
     *,
     train_weight: np.ndarray | None = None,
     val_weight: np.ndarray | None = None,
+    shards: BatchShards | None = None,
 ) -> TrainedSampler:
     """The sampler trained on the train photos, kept at its best step on the val photos; the weights
     (one per photo, default all alike) weight the minibatch draws and the stopping score."""
@@ -121,7 +122,8 @@ def train_sampler(
     targets = training_targets(config.method, train_coordinates, network).to(device)
     loss_of = flow.flow_matching_loss if config.method == "flow" else sh_diffusion.denoising_loss
 
-    draw = minibatch_draw(len(conditions), config.batch_size, train_weight, device)
+    batch_size = config.batch_size if shards is None else shards.shard_size(config.batch_size)
+    draw = minibatch_draw(len(conditions), batch_size, train_weight, device)
 
     def batch_loss() -> torch.Tensor:
         batch = draw()
@@ -141,7 +143,15 @@ def train_sampler(
         )
 
     best = train_keeping_best(
-        network, batch_loss, evaluate, config.steps, config.eval_every, config.learning_rate, config.weight_decay, log
+        network,
+        batch_loss,
+        evaluate,
+        config.steps,
+        config.eval_every,
+        config.learning_rate,
+        config.weight_decay,
+        log,
+        shards=shards,
     )
     # The checkpoint stores half precision; keep the model as it will be loaded, so that every
     # figure reported from here on is the shipped file's.

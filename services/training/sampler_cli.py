@@ -15,7 +15,7 @@ import argparse
 import time
 from dataclasses import asdict
 
-from geoloc.training.arguments import add_training_arguments, training_data
+from geoloc.training.arguments import add_training_arguments, data_parallel, lead_print, training_data
 
 # Each method's grid, small enough that the whole command stays under 20 minutes on 2 CPU cores.
 GRIDS = {
@@ -44,22 +44,29 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    with data_parallel(args) as (shards, parallel):
+        return train(args, shards, parallel)
+
+
+def train(args: argparse.Namespace, shards, parallel: dict | None) -> int:
+    """The grid, the choice and the files; under torchrun every rank trains, the first one reports and writes."""
     from geoloc.evaluation.harness import evaluate
     from geoloc.evaluation.prior import PriorPredictions
     from geoloc.sampler.model import SHIPPED_SAMPLERS, save_sampler
     from geoloc.training.manifest import model_manifest, write_manifest
     from geoloc.training.sampler import SamplerTrainConfig, choose_guidance, train_sampler
 
+    say = lead_print(shards)
     started = time.monotonic()
     out = args.out or SHIPPED_SAMPLERS / f"{args.method}.pt"
     data = training_data(args)
-    print(f"training the {args.method} sampler on {data.train_source}; choosing on {len(data.val)} val photos")
+    say(f"training the {args.method} sampler on {data.train_source}; choosing on {len(data.val)} val photos")
 
     runs = []
     for choice in GRIDS[args.method]:
         choice = {**choice, **({"steps": args.steps} if args.steps else {})}
         config = SamplerTrainConfig(method=args.method, eval_every=max(choice["steps"] // 6, 1), **SELECTION, **choice)
-        print(f"config {choice}")
+        say(f"config {choice}")
         runs.append(
             train_sampler(
                 data.train_features,
@@ -70,15 +77,19 @@ def run(args: argparse.Namespace) -> int:
                 backbone=data.backbone,
                 seed=args.seed,
                 device=args.device,
+                log=say,
+                shards=shards,
             )
         )
-        print(f"  kept step {runs[-1].best_step} ({runs[-1].seconds:.0f} s)")
+        say(f"  kept step {runs[-1].best_step} ({runs[-1].seconds:.0f} s)")
+    if shards is not None and not shards.leads:
+        return 0  # every rank trained alike; the first one chooses, scores and writes
     best = max(runs, key=lambda r: r.val.geoscore)
     final = FINAL[args.method]
-    print(f"choosing the guidance on val with {final['n_samples']} samples and {final['steps']} steps")
+    say(f"choosing the guidance on val with {final['n_samples']} samples and {final['steps']} steps")
     by_guidance = choose_guidance(best.sampler, data.val_features, data.val_places, seed=args.seed, **final)
     for guidance, metrics in by_guidance.items():
-        print(f"  guidance {guidance}: GeoScore {metrics.geoscore:.1f}, median {metrics.median_km:.0f} km")
+        say(f"  guidance {guidance}: GeoScore {metrics.geoscore:.1f}, median {metrics.median_km:.0f} km")
     sha = save_sampler(out, best.sampler)
     chosen = by_guidance[best.sampler.default_guidance]
     prior = evaluate(data.val, PriorPredictions(data.train), progress=False)
@@ -89,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         data.sources(),
         started,
         backbone=data.backbone_description,
+        **({"data_parallel": parallel} if parallel else {}),
         method=args.method,
         chosen={**asdict(best.config), "best_step": best.best_step, "guidance": best.sampler.default_guidance},
         val_protocol=f"top mode of {final['n_samples']} samples, {final['steps']} steps, seed {args.seed}",
@@ -101,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         ],
     )
     manifest_path = write_manifest(out, manifest)
-    print(
+    say(
         f"sampler written to {out} (sha256 {sha[:12]}), manifest {manifest_path}; "
         f"{manifest['train_seconds']:.0f} s in all"
     )

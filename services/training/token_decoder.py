@@ -27,7 +27,7 @@ from geoloc.tokens.decoder import Neighbours, TokenDecoder, TokenDecoderConfig, 
 from geoloc.tokens.geotokens import cell_id_to_tokens, tokens_to_cell_id
 from geoloc.tokens.model import Standardiser, TokenModel
 from geoloc.tokens.search import greedy
-from geoloc.training.loop import minibatch_draw, train_keeping_best
+from geoloc.training.loop import BatchShards, minibatch_draw, train_keeping_best
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,7 @@ def train_decoder(
     *,
     train_weight: np.ndarray | None = None,
     val_weight: np.ndarray | None = None,
+    shards: BatchShards | None = None,
 ) -> TrainedDecoder:
     """Trains a decoder, conditioned on neighbours when given (config.network["neighbours"] slots);
     the weights (one per photo, default all alike) weight the minibatch draws and the stopping score."""
@@ -106,7 +107,8 @@ def train_decoder(
     if train_neighbours is not None:
         train_neighbours, val_neighbours = train_neighbours.to(device), val_neighbours.to(device)
 
-    draw = minibatch_draw(len(conditions), config.batch_size, train_weight, device)
+    batch_size = config.batch_size if shards is None else shards.shard_size(config.batch_size)
+    draw = minibatch_draw(len(conditions), batch_size, train_weight, device)
 
     def batch_loss() -> torch.Tensor:
         batch = draw()
@@ -122,7 +124,15 @@ def train_decoder(
         return greedy_metrics(decoder, val_conditions, val_coordinates, val_neighbours, val_weight)
 
     best = train_keeping_best(
-        decoder, batch_loss, evaluate, config.steps, config.eval_every, config.learning_rate, config.weight_decay, log
+        decoder,
+        batch_loss,
+        evaluate,
+        config.steps,
+        config.eval_every,
+        config.learning_rate,
+        config.weight_decay,
+        log,
+        shards=shards,
     )
     return TrainedDecoder(decoder, standardiser, config, best.step, best.val, best.history, time.monotonic() - started)
 

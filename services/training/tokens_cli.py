@@ -16,7 +16,7 @@ import argparse
 import time
 from dataclasses import asdict
 
-from geoloc.training.arguments import add_training_arguments, training_data
+from geoloc.training.arguments import add_training_arguments, data_parallel, lead_print, training_data
 
 NEIGHBOURS = 15  # GeoToken's count of retrieved neighbours
 # Small enough that the whole command stays under 20 minutes on 2 CPU cores.
@@ -36,6 +36,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    with data_parallel(args) as (shards, parallel):
+        return train(args, shards, parallel)
+
+
+def train(args: argparse.Namespace, shards, parallel: dict | None) -> int:
+    """The grid, the choice and the files; under torchrun every rank trains, the first one reports and writes."""
     from geoloc.evaluation.harness import evaluate
     from geoloc.evaluation.prior import PriorPredictions
     from geoloc.tokens.model import SHIPPED_TOKENS, TokenModel, load_token_model, save_token_model
@@ -43,11 +49,12 @@ def run(args: argparse.Namespace) -> int:
     from geoloc.training.manifest import model_manifest, write_manifest
     from geoloc.training.token_decoder import TokenTrainConfig, strategy_metrics, train_decoder
 
+    say = lead_print(shards)
     started = time.monotonic()
     out = args.out or SHIPPED_TOKENS / "decoder.pt"
     data = training_data(args)
-    print(f"training the token decoder on {data.train_source}; choosing on {len(data.val)} val photos")
-    print(f"the gallery expert's top {NEIGHBOURS} points of every photo, as neighbours")
+    say(f"training the token decoder on {data.train_source}; choosing on {len(data.val)} val photos")
+    say(f"the gallery expert's top {NEIGHBOURS} points of every photo, as neighbours")
     train_neighbours = gallery_neighbours(data.train_features, NEIGHBOURS)
     val_neighbours = gallery_neighbours(data.val_features, NEIGHBOURS)
 
@@ -55,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     for choice in GRID:
         choice = {**COMMON, **choice, **({"steps": args.steps} if args.steps else {})}
         with_neighbours = choice["network"]["neighbours"] > 0
-        print(f"config {choice}")
+        say(f"config {choice}")
         runs.append(
             train_decoder(
                 data.train_features,
@@ -67,10 +74,14 @@ def run(args: argparse.Namespace) -> int:
                 val_neighbours if with_neighbours else None,
                 seed=args.seed,
                 device=args.device,
+                log=say,
+                shards=shards,
             )
         )
         kept = runs[-1]
-        print(f"  kept step {kept.best_step}: val greedy GeoScore {kept.val.geoscore:.1f} ({kept.seconds:.0f} s)")
+        say(f"  kept step {kept.best_step}: val greedy GeoScore {kept.val.geoscore:.1f} ({kept.seconds:.0f} s)")
+    if shards is not None and not shards.leads:
+        return 0  # every rank trained alike; the first one chooses, scores and writes
     best = max(runs, key=lambda r: r.val.geoscore)
     model = TokenModel(best.decoder, best.standardiser, backbone=data.backbone)
     sha = save_token_model(out, model)
@@ -87,9 +98,7 @@ def run(args: argparse.Namespace) -> int:
             by_strategy[label] = strategy_metrics(
                 shipped, data.val_features, data.val_places, strategy, neighbours, seed=args.seed, **options
             )
-            print(
-                f"  {label}: GeoScore {by_strategy[label].geoscore:.1f}, median {by_strategy[label].median_km:.0f} km"
-            )
+            say(f"  {label}: GeoScore {by_strategy[label].geoscore:.1f}, median {by_strategy[label].median_km:.0f} km")
     prior = evaluate(data.val, PriorPredictions(data.train), progress=False)
     headline = next(iter(by_strategy))  # greedy (with neighbours, when the decoder has them): the selection rule
     manifest = model_manifest(
@@ -99,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         data.sources(),
         started,
         backbone=data.backbone_description,
+        **({"data_parallel": parallel} if parallel else {}),
         neighbours={
             "count": shipped.neighbour_slots,
             "source": "the shipped gallery head (models/gallery) on the default GeoCLIP 100K gallery, top points",
@@ -120,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         ],
     )
     manifest_path = write_manifest(out, manifest)
-    print(
+    say(
         f"token decoder written to {out} (sha256 {sha[:12]}), manifest {manifest_path}; "
         f"{manifest['train_seconds']:.0f} s in all"
     )

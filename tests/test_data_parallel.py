@@ -1,5 +1,6 @@
-"""Data-parallel training (issue 21): two real processes in a gloo process group train an expert to
-the weights one process reaches on the same global batch (`training/loop.BatchShards`).
+"""Data-parallel training (issue 21): two real processes in a gloo process group train each expert
+(flow sampler, token decoder, gallery head) to the weights one process reaches on the same global
+batch (`training/loop.BatchShards`).
 
 The single process computes both shards of each minibatch under the shards' own random streams;
 the two processes compute one shard each and sum their gradients with all_reduce. Every process
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 
+from geoloc.training.gallery_head import HeadConfig, train_head
 from geoloc.training.loop import BatchShards
 from geoloc.training.sampler import SamplerTrainConfig, train_sampler
 from geoloc.training.token_decoder import TokenTrainConfig, train_decoder
@@ -34,6 +36,7 @@ SAMPLER = SamplerTrainConfig(
     eval_steps=2,
     feature_dropout=0.2,
 )
+HEAD = HeadConfig(hidden_dim=32, dropout=0.2, epochs=2, batch_size=37, negatives=64, perturbations=2)
 TOKENS = TokenTrainConfig(
     network={"width": 32, "depth": 1, "heads": 2, "dropout": 0.1}, steps=8, batch_size=32, eval_every=4
 )
@@ -54,9 +57,22 @@ def trained_weights(expert: str, shards: BatchShards) -> dict[str, torch.Tensor]
             features[:96], places[:96], features[96:], places[96:], SAMPLER, "test", seed=3, **quiet
         )
         network = trained.sampler.network
-    else:
+    elif expert == "tokens":
         trained = train_decoder(features[:96], places[:96], features[96:], places[96:], TOKENS, seed=3, **quiet)
         network = trained.decoder
+    else:
+        from geoloc.gallery.build import embed_locations
+        from geoloc.gallery.location_encoder import LocationEncoder
+
+        encoder = LocationEncoder.pretrained()
+        gallery = places[::2] + 0.5
+        vectors = embed_locations(encoder, gallery, progress=False)
+        # Batches of 37 photos (and the epoch's last, of 22): the two shards differ in size.
+        trained = train_head(
+            features[:96], places[:96], features[96:], places[96:], vectors, gallery, encoder, HEAD, 3, **quiet
+        )
+        weights = {name: value.detach().clone() for name, value in trained.mlp.state_dict().items()}
+        return {**weights, "logit_scale": torch.tensor(trained.logit_scale)}
     return {name: value.detach().clone() for name, value in network.state_dict().items()}
 
 
@@ -73,7 +89,7 @@ def _rank(rank: int, port: int, expert: str, out: str) -> None:
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("expert", ["flow", "tokens"])
+@pytest.mark.parametrize("expert", ["flow", "tokens", "gallery"])
 def test_two_processes_train_to_one_process_s_weights_on_the_same_global_batch(expert, tmp_path):
     context = multiprocessing.get_context("spawn")
     port, out = free_port(), str(tmp_path / "rank0.pt")
@@ -108,9 +124,13 @@ def test_a_minibatch_that_does_not_cut_evenly_is_refused():
 
 
 @pytest.mark.slow
-def test_torchrun_trains_a_sampler_on_two_cpu_processes_and_one_writes_it(tmp_path):
-    """`torchrun --nproc-per-node 2 -m geoloc.cli train sampler ...` on a data root drawn here: one
-    checkpoint and manifest (the first rank's), recording the two processes."""
+def test_torchrun_trains_the_experts_on_two_cpu_processes_and_one_writes_each(tmp_path):
+    """`torchrun --nproc-per-node 2 -m geoloc.cli train sampler|gallery ...` on a data root drawn
+    here (the gallery head against a small GPS gallery built here): one checkpoint and manifest
+    each (the first rank's), recording the two processes."""
+    import json
+
+    from geoloc.cli import main
     from tests.photos import write_photos
     from tests.test_feature_pipeline import labelled_split
 
@@ -118,25 +138,19 @@ def test_torchrun_trains_a_sampler_on_two_cpu_processes_and_one_writes_it(tmp_pa
     shots = write_photos(tmp_path / "photos", 10)
     labelled_split(root / "im2gps3k" / "train", shots[:7])
     labelled_split(root / "im2gps3k" / "val", shots[7:])
+    (tmp_path / "gps.csv").write_text("lat,lon\n" + "\n".join(f"{-60 + i},{-170 + 2.5 * i}" for i in range(120)) + "\n")
+    assert main(["gallery", "build", "--gps", str(tmp_path / "gps.csv"), "--out", str(tmp_path / "gallery")]) == 0
     torchrun = Path(sys.executable).with_name("torchrun")
-    command = [str(torchrun), "--nproc-per-node", "2", "--master-port", str(free_port()), "-m", "geoloc.cli"]
-    command += [
-        "train",
-        "sampler",
-        "--method",
-        "flow",
-        "--data",
-        str(root),
-        "--steps",
-        "4",
-        "--out",
-        str(tmp_path / "f.pt"),
-    ]
     env = {**os.environ, "GEOLOC_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-    assert finished.returncode == 0, finished.stderr[-3000:]
-    import json
-
-    manifest = json.loads((tmp_path / "f.json").read_text())
-    assert manifest["data_parallel"] == {"processes": 2, "backend": "gloo", "shards_per_step": 2}
-    assert finished.stdout.count("sampler written to") == 1
+    jobs = {
+        "flow": ["sampler", "--method", "flow", "--steps", "4"],
+        "head": ["gallery", "--gallery", str(tmp_path / "gallery"), "--epochs", "1"],
+    }
+    for name, job in jobs.items():
+        command = [str(torchrun), "--nproc-per-node", "2", "--master-port", str(free_port()), "-m", "geoloc.cli"]
+        command += ["train", *job, "--data", str(root), "--out", str(tmp_path / f"{name}.pt")]
+        finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+        assert finished.returncode == 0, finished.stderr[-3000:]
+        manifest = json.loads((tmp_path / f"{name}.json").read_text())
+        assert manifest["data_parallel"] == {"processes": 2, "backend": "gloo", "shards_per_step": 2}, name
+        assert finished.stdout.count("written to") == 1, finished.stdout

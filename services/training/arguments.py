@@ -129,7 +129,7 @@ def data_parallel(args: argparse.Namespace) -> Iterator[tuple[BatchShards | None
 
     from geoloc.training.loop import BatchShards
 
-    cuda = str(args.device).startswith("cuda")
+    cuda = str(getattr(args, "device", "cpu")).startswith("cuda")
     if cuda:
         args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     dist.init_process_group("nccl" if cuda else "gloo")

@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from geoloc.training.arguments import add_training_arguments, training_data
+from geoloc.training.arguments import add_training_arguments, data_parallel, lead_print, training_data
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -34,6 +34,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    with data_parallel(args) as (shards, parallel):
+        return train(args, shards, parallel)
+
+
+def train(args: argparse.Namespace, shards, parallel: dict | None) -> int:
+    """The grid, the choice and the files; under torchrun every rank trains, the first one reports and writes."""
     from geoloc.evaluation.harness import evaluate
     from geoloc.evaluation.prior import PriorPredictions
     from geoloc.gallery.build import DEFAULT_GALLERY_DIR, build_gallery, default_gallery_csv
@@ -43,24 +49,29 @@ def run(args: argparse.Namespace) -> int:
     from geoloc.training.gallery_head import config_grid, train_head
     from geoloc.training.manifest import model_manifest, write_manifest
 
+    say = lead_print(shards)
     started = time.monotonic()
     args.gallery = args.gallery or DEFAULT_GALLERY_DIR
     args.out = args.out or SHIPPED_HEADS / "efficientnet_lite2_head.pt"
     data = training_data(args)
-    print(f"training the gallery head on {data.train_source}; choosing on {len(data.val)} val photos")
-    if not (args.gallery / "manifest.json").exists():
-        print(f"building the GPS gallery in {args.gallery}")
+    say(f"training the gallery head on {data.train_source}; choosing on {len(data.val)} val photos")
+    if not (args.gallery / "manifest.json").exists() and (shards is None or shards.leads):
+        say(f"building the GPS gallery in {args.gallery}")
         build_gallery(default_gallery_csv(), args.gallery)
+    if shards is not None and shards.distributed:
+        import torch.distributed as dist
+
+        dist.barrier()  # the others wait for the first rank's gallery
     gallery = GalleryIndex.load(args.gallery)
     if not gallery.exact:
-        print("geoloc train gallery: the training gallery must be a flat (exact) index", file=sys.stderr)
+        say("geoloc train gallery: the training gallery must be a flat (exact) index", file=sys.stderr)
         return 2
     encoder = LocationEncoder.pretrained()
 
     results = []
     for config in config_grid():
         config = type(config)(**{**asdict(config), "epochs": args.epochs})
-        print(f"config {asdict(config)}")
+        say(f"config {asdict(config)}")
         trained = train_head(
             data.train_features,
             data.train_places,
@@ -72,12 +83,15 @@ def run(args: argparse.Namespace) -> int:
             config,
             seed=args.seed,
             log=lambda line: None,
+            shards=shards,
         )
-        print(
+        say(
             f"  best epoch {trained.best_epoch}: val GeoScore {trained.val.geoscore:.1f}, "
             f"median {trained.val.median_km:.0f} km"
         )
         results.append(trained)
+    if shards is not None and not shards.leads:
+        return 0  # every rank trained alike; the first one writes
     best = max(results, key=lambda r: r.val.geoscore)
     sha = save_head(args.out, best.mlp, best.logit_scale, data.backbone)
     prior = evaluate(data.val, PriorPredictions(data.train), progress=False)
@@ -88,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         data.sources(),
         started,
         backbone=data.backbone_description,
+        **({"data_parallel": parallel} if parallel else {}),
         gallery={"path": str(args.gallery), "count": gallery.manifest.count, "sources": gallery.manifest.sources},
         location_encoder_sha256=gallery.manifest.encoder_sha256,
         chosen={**asdict(best.config), "best_epoch": best.best_epoch, "logit_scale": best.logit_scale},
@@ -98,5 +113,5 @@ def run(args: argparse.Namespace) -> int:
         ],
     )
     manifest_path = write_manifest(args.out, manifest)
-    print(f"head written to {args.out} (sha256 {sha[:12]}), manifest {manifest_path}")
+    say(f"head written to {args.out} (sha256 {sha[:12]}), manifest {manifest_path}")
     return 0

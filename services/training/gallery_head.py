@@ -24,6 +24,7 @@ from geoloc.evaluation.metrics import Metrics, summarize
 from geoloc.gallery.build import embed_locations
 from geoloc.gallery.heads import ImageMLP
 from geoloc.gallery.location_encoder import LocationEncoder
+from geoloc.training.loop import BatchShards, shard_stream, sum_over_processes
 
 KM_PER_DEGREE = 111.195
 
@@ -90,9 +91,11 @@ def train_head(
     *,
     train_weight: np.ndarray | None = None,
     val_weight: np.ndarray | None = None,
+    shards: BatchShards | None = None,
 ) -> TrainedHead:
     """The head trained on the train photos, kept at its best epoch on the val photos; the weights
-    (one per photo, default all alike) weight the loss and the stopping score."""
+    (one per photo, default all alike) weight the loss and the stopping score. With `shards`, each
+    batch's queries are cut into shards (training/loop.BatchShards) against the whole batch's keys."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     positives = embed_locations(
@@ -112,6 +115,7 @@ def train_head(
         [*mlp.parameters(), log_scale], lr=config.learning_rate, weight_decay=config.weight_decay
     )
     best: tuple[float, int, dict, float, Metrics] | None = None
+    step = 0
     for epoch in range(1, config.epochs + 1):
         mlp.train()
         order = torch.randperm(len(features))
@@ -119,15 +123,19 @@ def train_head(
             batch = order[start : start + config.batch_size]
             pick = torch.randint(0, config.perturbations, (len(batch),))
             keys = torch.cat([positives[pick, batch], gallery[torch.randint(0, len(gallery), (config.negatives,))]])
-            queries = nn.functional.normalize(mlp(features[batch]), dim=1)
-            logits = log_scale.clamp(max=math.log(100)).exp() * queries @ keys.T
-            if weight is None:
-                loss = nn.functional.cross_entropy(logits, torch.arange(len(batch)))
-            else:
-                terms = nn.functional.cross_entropy(logits, torch.arange(len(batch)), reduction="none")
-                loss = terms @ weight[batch] / weight[batch].sum().clamp_min(1e-12)
             optimizer.zero_grad()
-            loss.backward()
+            if shards is None:
+                queries = nn.functional.normalize(mlp(features[batch]), dim=1)
+                logits = log_scale.clamp(max=math.log(100)).exp() * queries @ keys.T
+                if weight is None:
+                    loss = nn.functional.cross_entropy(logits, torch.arange(len(batch)))
+                else:
+                    terms = nn.functional.cross_entropy(logits, torch.arange(len(batch)), reduction="none")
+                    loss = terms @ weight[batch] / weight[batch].sum().clamp_min(1e-12)
+                loss.backward()
+            else:
+                step += 1
+                loss = _sharded_contrastive_backward(mlp, log_scale, features, batch, keys, weight, shards, step)
             optimizer.step()
         scale = float(log_scale.detach().clamp(max=math.log(100)).exp())
         val = top1_metrics(mlp, val_features, val_coordinates, gallery_vectors, gallery_coordinates, val_weight)
@@ -140,6 +148,36 @@ def train_head(
     _, epoch, state, scale, val = best
     mlp.load_state_dict(state)
     return TrainedHead(mlp.eval(), scale, config, epoch, val)
+
+
+def _sharded_contrastive_backward(
+    mlp: ImageMLP,
+    log_scale: nn.Parameter,
+    features: torch.Tensor,
+    batch: torch.Tensor,
+    keys: torch.Tensor,
+    weight: torch.Tensor | None,
+    shards: BatchShards,
+    step: int,
+) -> torch.Tensor:
+    """This process's share of the batch's loss gradient. The keys (the batch's positives and the
+    drawn negatives) come from the frozen location encoder and carry no gradient, so each photo's
+    term is a function of its own query alone: the shards' terms, each over the whole batch's
+    keys, add up to the batch's loss. Every process draws the batch and the keys alike; only the
+    queries' dropout is drawn per shard."""
+    weights = torch.ones(len(batch)) if weight is None else weight[batch]
+    norm = weights.sum().clamp_min(1e-12)
+    rows = torch.tensor_split(torch.arange(len(batch)), shards.count)
+    total = torch.zeros(())
+    for shard in shards.mine:
+        with shard_stream(shards, shard, step, mlp):
+            queries = nn.functional.normalize(mlp(features[batch[rows[shard]]]), dim=1)
+        logits = log_scale.clamp(max=math.log(100)).exp() * queries @ keys.T
+        terms = nn.functional.cross_entropy(logits, rows[shard], reduction="none")
+        loss = terms @ weights[rows[shard]] / norm
+        loss.backward()
+        total = total + loss.detach()
+    return sum_over_processes([*mlp.parameters(), log_scale], shards, total)
 
 
 def config_grid() -> list[HeadConfig]:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,17 +131,29 @@ def _sharded_backward(
     network: torch.nn.Module, batch_loss: Callable[[], torch.Tensor], shards: BatchShards, step: int
 ) -> torch.Tensor:
     """The gradient of the mean shard loss, summed over the processes' shards; returns that mean."""
-    devices = [p.device for p in network.parameters()]
-    cuda = sorted({d.index or 0 for d in devices if d.type == "cuda"})
-    total = torch.zeros((), device=devices[0])
+    total = torch.zeros((), device=next(network.parameters()).device)
     for shard in shards.mine:
-        with torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(shards.stream_seed(shard, step))
+        with shard_stream(shards, shard, step, network):
             loss = batch_loss() / shards.count
         loss.backward()
         total = total + loss.detach()
-    parameters = [p for p in network.parameters() if p.requires_grad]
-    for p in parameters:  # a parameter some shard left without gradient still takes part in the sum
+    return sum_over_processes([p for p in network.parameters() if p.requires_grad], shards, total)
+
+
+@contextmanager
+def shard_stream(shards: BatchShards, shard: int, step: int, network: torch.nn.Module) -> Iterator[None]:
+    """Random draws inside come from the shard's own stream for this step; the process's stream is
+    left as it was, so that draws shared by every shard stay in step across processes."""
+    cuda = sorted({p.device.index or 0 for p in network.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(shards.stream_seed(shard, step))
+        yield
+
+
+def sum_over_processes(parameters: list[torch.Tensor], shards: BatchShards, total: torch.Tensor) -> torch.Tensor:
+    """Sums the parameters' gradients (and `total`, a loss to log) over the processes of a
+    distributed run; a parameter some shard left without gradient takes part with zeros."""
+    for p in parameters:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
     if shards.distributed:

@@ -627,10 +627,15 @@ def test_the_images_are_pinned_non_root_and_agree_with_setup_and_the_manifests()
 
 # k8s/jobs: batch Jobs applied beside an overlay (`kubectl apply -k k8s/jobs`).
 FEATURES_JOB = "features"
+TRAIN_JOB = "train-sampler"
 
 
 def features_job() -> dict:
     return of_kind(render("jobs"), "Job")[FEATURES_JOB]
+
+
+def train_job() -> dict:
+    return of_kind(render("jobs"), "Job")[TRAIN_JOB]
 
 
 def features_arguments(job: dict):
@@ -648,6 +653,10 @@ def features_arguments(job: dict):
 def test_the_jobs_render_in_the_namespace_and_validate_strictly(version: str) -> None:
     docs = render("jobs")
     assert {d["kind"] for d in docs} == {"ServiceAccount", "Job", "NetworkPolicy"}
+    assert of_kind(docs, "Job").keys() == {FEATURES_JOB, TRAIN_JOB}
+    assert of_kind(docs, "ServiceAccount").keys() == {FEATURES_JOB, TRAIN_JOB}
+    # The training Job adds no policy: the base's default deny covers it (see the test below).
+    assert of_kind(docs, "NetworkPolicy").keys() == {"features", "triton-from-features"}
     assert {d["metadata"]["namespace"] for d in docs} == {"geoloc"}
     for doc in docs:
         assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "geoloc", doc["metadata"]["name"]
@@ -657,6 +666,10 @@ def test_the_jobs_render_in_the_namespace_and_validate_strictly(version: str) ->
     for overlay in OVERLAYS:
         orchestrator = of_kind(render(f"overlays/{overlay}"), "Deployment")["orchestrator"]
         assert container(features_job())["image"] == container(orchestrator)["image"], overlay
+    # The training Job: the gpu variant, as the gpu overlay names it for the gallery.
+    gallery = of_kind(render("overlays/gpu"), "Deployment")["gallery"]
+    assert container(train_job())["image"] == container(gallery)["image"]
+    assert container(train_job())["image"].endswith("-gpu")
 
 
 def test_the_features_job_is_indexed_and_retries_each_index_on_its_own() -> None:
@@ -746,8 +759,7 @@ def test_the_features_job_pod_is_locked_down_like_the_services() -> None:
         "emptyDir",
         "secret",
     }
-    (account,) = of_kind(render("jobs"), "ServiceAccount").values()
-    assert account["metadata"]["name"] == pod["serviceAccountName"]
+    account = of_kind(render("jobs"), "ServiceAccount")[pod["serviceAccountName"]]
     assert account["automountServiceAccountToken"] is False
 
 
@@ -808,3 +820,141 @@ def test_the_geoloc_image_holds_the_model_repository_geoloc_features_reads() -> 
 
     assert DEFAULT_MODEL_REPOSITORY == REPO / "model_repository"
     assert re.search(r"^COPY\s+model_repository/ model_repository/$", dockerfile("geoloc.Dockerfile"), re.M)
+
+
+# The training Job (k8s/jobs/train.yaml): `geoloc train sampler` under torchrun on one GPU node.
+GPU = "nvidia.com/gpu"
+
+
+def train_command(job: dict):
+    """(torchrun's options, geoloc's) as torchrun and then `geoloc` itself parse them."""
+    from torch.distributed.run import get_args_parser
+
+    from geoloc.cli import build_parser
+
+    c = container(job)
+    assert c["command"] == ["torchrun"], c["command"]
+    torchrun = get_args_parser().parse_args(c["args"])
+    assert torchrun.module and torchrun.training_script == "geoloc.cli"
+    return torchrun, build_parser().parse_args(torchrun.training_script_args)
+
+
+def mount_of(pod: dict, path) -> tuple[dict, dict]:
+    """The container's mount holding `path` (the deepest one) and its volume."""
+    (c,) = pod["containers"]
+    holding = [m for m in c["volumeMounts"] if PurePosixPath(path).is_relative_to(m["mountPath"])]
+    assert holding, f"{path} is on the read-only root"
+    mount = max(holding, key=lambda m: len(PurePosixPath(m["mountPath"]).parts))
+    return mount, {v["name"]: v for v in pod["volumes"]}[mount["name"]]
+
+
+def quantity_bytes(quantity: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    number, unit = re.fullmatch(r"(\d+)([KMGT]i)?", str(quantity)).groups()
+    return int(number) * units.get(unit, 1)
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_the_training_job_validates_strictly(version: str) -> None:
+    docs = render("jobs")
+    # k8s/README.md applies it alone, after the features Job, by this label: it selects the Job and its account.
+    mine = [d for d in docs if d["metadata"]["labels"].get("app.kubernetes.io/name") == TRAIN_JOB]
+    assert sorted(d["kind"] for d in mine) == ["Job", "ServiceAccount"]
+    problems = strict_validation_problems(mine, version)
+    assert not problems, "\n".join(problems)
+
+
+def test_the_training_job_runs_one_pod_retried_whole() -> None:
+    job = train_job()
+    spec, pod = job["spec"], job["spec"]["template"]["spec"]
+    assert "completionMode" not in spec or spec["completionMode"] == "NonIndexed"
+    assert spec["completions"] == 1 and spec.get("parallelism", 1) == 1
+    assert spec["backoffLimit"] == 2 and spec["ttlSecondsAfterFinished"] > 0
+    # podFailurePolicy requires Never, which the API server checks and the schemas do not.
+    assert pod["restartPolicy"] == "Never"
+    assert job["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == TRAIN_JOB
+
+
+def test_the_training_job_runs_geoloc_train_sampler_under_torchrun_on_its_claim() -> None:
+    job = train_job()
+    pod = job["spec"]["template"]["spec"]
+    torchrun, args = train_command(job)
+    assert torchrun.standalone and torchrun.nnodes == "1:1"
+    assert find_spec("geoloc.cli") is not None and "__main__" in Path(find_spec("geoloc.cli").origin).read_text()
+    assert (args.command, args.expert, args.method) == ("train", "sampler", "flow")
+    assert args.device == "cuda"
+    # --data (the splits) and --features (the features Job's --out) read from the claim; the model
+    # and the cache of the val features are written there: the root is read-only.
+    assert args.features == features_arguments(features_job()).out
+    env = {e["name"]: e["value"] for e in container(job).get("env", ())}
+    for path, written in ((args.data, False), (args.features, False), (args.out, True)):
+        mount, volume = mount_of(pod, path)
+        assert volume["persistentVolumeClaim"]["claimName"] == "geoloc-training-data", path
+        assert not (written and mount.get("readOnly")), path
+    from geoloc.common.paths import CACHE_DIR_ENV
+
+    mount, volume = mount_of(pod, env[CACHE_DIR_ENV])
+    assert "persistentVolumeClaim" in volume and not mount.get("readOnly")
+    assert container(job)["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_the_training_job_runs_one_process_per_gpu_it_is_given() -> None:
+    job = train_job()
+    resources = container(job)["resources"]
+    torchrun, _ = train_command(job)
+    gpus = int(resources["limits"][GPU])
+    assert gpus >= 1 and int(torchrun.nproc_per_node) == gpus
+    # An extended resource's request, when given, must equal its limit.
+    assert int(resources.get("requests", {}).get(GPU, gpus)) == gpus
+
+
+def test_the_training_job_has_a_memory_backed_dev_shm_within_its_memory_limit() -> None:
+    job = train_job()
+    pod = job["spec"]["template"]["spec"]
+    mount, volume = mount_of(pod, "/dev/shm")
+    assert mount["mountPath"] == "/dev/shm"
+    assert volume["emptyDir"]["medium"] == "Memory"
+    # Memory-backed: counted against the container's memory, so bounded below its limit.
+    limit = quantity_bytes(container(job)["resources"]["limits"]["memory"])
+    assert 64 * 2**20 < quantity_bytes(volume["emptyDir"]["sizeLimit"]) < limit
+
+
+def test_the_training_job_pod_is_locked_down_like_the_services() -> None:
+    pod = train_job()["spec"]["template"]["spec"]
+    assert_limited_non_root_and_read_only(TRAIN_JOB, pod)
+    # The image's user, as the services and the features Job run.
+    features_pod = features_job()["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsUser"] == features_pod["securityContext"]["runAsUser"]
+    assert {key for v in pod["volumes"] for key in v if key != "name"} <= {"persistentVolumeClaim", "emptyDir"}
+    account = of_kind(render("jobs"), "ServiceAccount")[pod["serviceAccountName"]]
+    assert account["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] != "default"
+
+
+def test_the_training_job_is_scheduled_on_gpu_nodes_like_the_gpu_overlay() -> None:
+    pod = train_job()["spec"]["template"]["spec"]
+    for name in ("triton", "gallery"):
+        gpu_pod = of_kind(render("overlays/gpu"), "Deployment")[name]["spec"]["template"]["spec"]
+        assert pod["nodeSelector"] == gpu_pod["nodeSelector"], name
+        assert pod["tolerations"] == gpu_pod["tolerations"], name
+        (gpu_container,) = gpu_pod["containers"]
+        assert GPU in gpu_container["resources"]["limits"], name
+    assert GPU in container(train_job())["resources"]["limits"]
+    # No other accelerator resource than the overlay's.
+    assert {r for r in container(train_job())["resources"]["limits"] if r not in ("cpu", "memory")} == {GPU}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_base_default_deny_isolates_the_training_job_but_for_dns(overlay: str) -> None:
+    docs, jobs = render(f"overlays/{overlay}"), render("jobs")
+    policies = [*of_kind(docs, "NetworkPolicy").values(), *of_kind(jobs, "NetworkPolicy").values()]
+    pods = workload_pods(docs)
+    template = train_job()["spec"]["template"]
+    job_pod = Pod(TRAIN_JOB, "geoloc", template["metadata"]["labels"], {"any": (29500, "TCP")})
+    for pod in [*pods.values(), Pod("anything", "elsewhere", {"app": "x"}, {"https": (443, "TCP")})]:
+        for number, protocol in pod.ports.values():
+            assert not allows(policies, job_pod, pod, number, protocol, NAMESPACE_LABELS), pod.name
+    for caller in [*pods.values(), Pod("prometheus", "monitoring", {}), Pod("client", "web", {})]:
+        assert not allows(policies, caller, job_pod, 29500, "TCP", NAMESPACE_LABELS), caller.name
+    dns = Pod("coredns", "kube-system", {"k8s-app": "kube-dns"}, {"dns": (53, "UDP")})
+    assert allows(policies, job_pod, dns, 53, "UDP", NAMESPACE_LABELS)

@@ -12,9 +12,11 @@ from pathlib import Path
 
 from geoloc.common.tls import ClientTls
 from geoloc.evaluation.csvio import InputError
+from geoloc.training.arguments import DEFAULT_MODEL
 from geoloc.training.feature_shards import (
     BATCH,
     FAILED_LIST,
+    MANIFEST,
     InProcessFeatures,
     TritonFeatures,
     claim_folder,
@@ -25,7 +27,6 @@ from geoloc.training.feature_shards import (
 )
 from geoloc.training.shards import PHOTOS_PER_SHARD, photo_shards, write_shards
 
-DEFAULT_MODEL = "efficientnet_lite2"
 # Set by Kubernetes on each pod of an Indexed Job: the pod's index is its worker index.
 JOB_INDEX_ENV = "JOB_COMPLETION_INDEX"
 
@@ -184,6 +185,9 @@ def _run_local_workers(args: argparse.Namespace, url: str | None) -> int:
 
 
 def _report(out: Path) -> int:
+    if not (out / MANIFEST).exists():
+        print(f"no features in {out}: no worker got as far as its first shard", file=sys.stderr)
+        return 1
     summary = summarise_folder(out)
     print(
         f"{summary['done']} feature shards in {out}, {len(summary['missing'])} missing; "

@@ -20,8 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     from geoloc.gallery import cli as gallery_cli
     from geoloc.ops import cli as ops_cli
     from geoloc.suite import cli as suite_cli
+    from geoloc.training import bundle_cli, cv_cli, features_cli
     from geoloc.training import cli as train_cli
-    from geoloc.training import cv_cli, features_cli
     from geoloc.tritonserver import cli as triton_cli
 
     smoke.add_parser(subparsers)
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_cli.add_parser(subparsers)
     cv_cli.add_parser(subparsers)
     features_cli.add_parser(subparsers)
+    bundle_cli.add_parser(subparsers)
     ops_cli.add_parser(subparsers)
     suite_cli.add_parser(subparsers)
     locate_cli.add_parser(subparsers)

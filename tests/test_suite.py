@@ -21,8 +21,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from geoloc.common.paths import CHECKOUT
 from geoloc.suite.lifecycle import port_taken
-from geoloc.suite.plan import PlanError, SuiteOptions, build_plan, select, start_order, startable
+from geoloc.suite.plan import PlanError, SuiteOptions, build_plan, read_bundle, select, start_order, startable
 from geoloc.suite.processes import is_ours, spawn, start_ticks, stop
 
 pytestmark = pytest.mark.timeout(300)
@@ -402,3 +403,73 @@ def _pgid(pid: int) -> int | None:
         return os.getpgid(pid)
     except (ProcessLookupError, PermissionError):
         return None
+
+
+def _environment(pid: int) -> dict[str, str]:
+    pairs = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(pair.decode().split("=", 1) for pair in pairs if b"=" in pair)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    """The shipped models and the default backbone, built into a bundle (`geoloc bundle build`)."""
+    from geoloc.training.bundle import build_bundle
+
+    root = tmp_path_factory.mktemp("bundle") / "efficientnet-lite2"
+    build_bundle(root, "efficientnet_lite2", CHECKOUT / "model_repository", CHECKOUT / "models")
+    return root
+
+
+def test_a_bundle_gives_each_service_its_file_and_triton_its_repository(bundle, tmp_path):
+    from geoloc.suite.plan import SuiteOptions, build_plan, select
+
+    plan = {c.name: c for c in build_plan(select(), SuiteOptions(bundle=bundle), tmp_path)}
+    assert plan["sampler"].env["GEOLOC_SAMPLER_FLOW_CHECKPOINT"] == str(bundle / "experts/sampler/flow.pt")
+    assert plan["sampler"].env["GEOLOC_SAMPLER_SH_CHECKPOINT"] == str(bundle / "experts/sampler/sh.pt")
+    assert plan["gallery"].env["GEOLOC_GALLERY_HEAD"] == str(bundle / "experts/gallery/head.pt")
+    assert plan["tokens"].env["GEOLOC_TOKENS_CHECKPOINT"] == str(bundle / "experts/tokens/decoder.pt")
+    assert plan["orchestrator"].env["GEOLOC_ORCHESTRATOR_FUSION_PARAMETERS"] == str(bundle / "fusion/fusion.json")
+    assert f"--model-repository={bundle / 'model_repository'}" in plan["triton"].command
+    without = {c.name: c for c in build_plan(select(), SuiteOptions(), tmp_path)}
+    assert "GEOLOC_SAMPLER_FLOW_CHECKPOINT" not in without["sampler"].env
+
+
+def test_up_refuses_a_bundle_that_does_not_check_out_and_starts_nothing(bundle, tmp_path, suite):
+    import shutil
+
+    changed = tmp_path / "changed"
+    shutil.copytree(bundle, changed)
+    (changed / "fusion" / "fusion.json").write_text("{}")
+    refused = geoloc("up", "--bundle", str(changed), *suite.ports, "--run-dir", str(suite.dir))
+    assert refused.returncode == 2
+    assert "does not check out" in refused.stderr and "fusion/fusion.json: changed since" in refused.stderr
+    both = geoloc("up", "--bundle", str(bundle), "--triton-model", "clip_vit_l14", "--run-dir", str(suite.dir))
+    assert both.returncode == 2 and "--triton-model and --bundle" in both.stderr
+    assert not (suite.dir / "suite.json").exists()
+
+
+@pytest.mark.integration  # the whole suite, serving a bundle
+def test_up_serves_a_bundle_and_locates_a_photo_with_its_models(bundle, suite):
+    triton = free_port_block(2)
+    started = geoloc(
+        "up",
+        "--bundle",
+        str(bundle),
+        *suite.ports,
+        *("--triton-port", str(triton), "--triton-metrics-port", str(triton + 1)),
+        *("--run-dir", str(suite.dir)),
+        timeout_s=600,
+    )
+    assert started.returncode == 0, started.stderr + started.stdout
+    state = recorded(suite.dir)
+    assert f"--model-repository={bundle / 'model_repository'}" in state["triton"]["command"]
+    assert _environment(state["sampler"]["pid"])["GEOLOC_SAMPLER_FLOW_CHECKPOINT"].startswith(str(bundle))
+    assert _environment(state["orchestrator"]["pid"])["GEOLOC_ORCHESTRATOR_FUSION_PARAMETERS"].startswith(str(bundle))
+    address = f"127.0.0.1:{state['orchestrator']['port']}"
+    located = geoloc("locate", str(CHECKOUT / "samples" / "kauai.jpg"), "--json", "--address", address)
+    assert located.returncode == 0, located.stderr
+    answer = json.loads(located.stdout.splitlines()[0])
+    statuses = {output["expert"]: output["status"] for output in answer["expertOutputs"]}
+    assert set(statuses.values()) == {"EXPERT_STATUS_OK"} and len(statuses) == 4, statuses
+    assert {output["model"]["name"].split("/")[-1] for output in answer["expertOutputs"]} == {"efficientnet-lite2"}
+    assert answer["backbone"]["name"] == read_bundle(bundle)["backbone"]["name"]

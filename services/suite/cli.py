@@ -100,6 +100,13 @@ def add_parser(subparsers) -> None:
     )
     up.add_argument("--triton-config-name", metavar="NAME", help="configs/NAME.pbtxt where a model has it, e.g. gpu")
     up.add_argument(
+        "--bundle",
+        type=Path,
+        metavar="DIR",
+        help="serve a model bundle (`geoloc bundle build`): Triton loads its model, every service its files; "
+        "verified first, and refused when anything in it does not check out",
+    )
+    up.add_argument(
         "--timeout",
         type=positive_seconds,
         default=300.0,
@@ -140,16 +147,26 @@ def _interrupt(*_) -> None:
 
 def run_up(args: argparse.Namespace) -> int:
     from geoloc.suite.lifecycle import SuiteError, up
-    from geoloc.suite.plan import DEFAULT_TRITON_MODELS, PlanError, SuiteOptions, build_plan, select
+    from geoloc.suite.plan import DEFAULT_TRITON_MODELS, PlanError, SuiteOptions, build_plan, read_bundle, select
     from geoloc.suite.state import SuiteBusy
 
+    models = tuple(args.triton_models or DEFAULT_TRITON_MODELS)
+    if args.bundle is not None:
+        problems = _bundle_problems(args.bundle, args.triton_models)
+        if problems:
+            print(f"geoloc up: error: the bundle {args.bundle} does not check out:", file=sys.stderr)
+            for problem in problems:
+                print(f"  {problem}", file=sys.stderr)
+            return 2
+        models = (read_bundle(args.bundle)["backbone"]["model"],)
     options = SuiteOptions(
         base_port=args.base_port,
         metrics_base_port=None if args.no_metrics else args.metrics_base_port,
         triton_port=args.triton_port,
         triton_metrics_port=None if args.no_metrics else args.triton_metrics_port,
-        triton_models=tuple(args.triton_models or DEFAULT_TRITON_MODELS),
+        triton_models=models,
         triton_config_name=args.triton_config_name,
+        bundle=args.bundle,
     )
     try:
         names = select(args.only, args.without)
@@ -172,6 +189,16 @@ def run_up(args: argparse.Namespace) -> int:
     _print_status(args.run_dir)
     print(f"\nall {len(plan)} SERVING; `geoloc status` to check, `geoloc down` to stop")
     return 0
+
+
+def _bundle_problems(bundle: Path, triton_models: list[str] | None) -> list[str]:
+    """What stops `bundle` from being served: what `geoloc bundle verify` finds, or other Triton
+    models asked for beside it (the bundle's experts read its model's features only)."""
+    from geoloc.training.bundle import verify_bundle
+
+    if triton_models:
+        return ["--triton-model and --bundle: a bundle names the one Triton model its experts read"]
+    return verify_bundle(bundle)
 
 
 def run_down(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ then reports as SKIPPED. The experts need nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -45,6 +46,8 @@ class SuiteOptions:
     triton_http_port: int | None = None
     triton_models: tuple[str, ...] = DEFAULT_TRITON_MODELS
     triton_config_name: str | None = None
+    # A model bundle (training/bundle.py): Triton serves its model, each service loads its files.
+    bundle: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,30 @@ def _service_env(name: str, options: SuiteOptions) -> dict[str, str]:
     }
 
 
+# Each service's setting for its file in a bundle, by the bundle's role names.
+BUNDLE_SETTINGS = {
+    "gallery": {"gallery": "GEOLOC_GALLERY_HEAD"},
+    "sampler": {"flow": "GEOLOC_SAMPLER_FLOW_CHECKPOINT", "sh": "GEOLOC_SAMPLER_SH_CHECKPOINT"},
+    "tokens": {"tokens": "GEOLOC_TOKENS_CHECKPOINT"},
+    "orchestrator": {"fusion": "GEOLOC_ORCHESTRATOR_FUSION_PARAMETERS"},
+}
+
+
+def read_bundle(root: Path) -> dict:
+    """A bundle's bundle.json (its files, its backbone); PlanError when there is none."""
+    path = Path(root) / "bundle.json"
+    if not path.is_file():
+        raise PlanError(f"{root}: not a model bundle (no bundle.json; `geoloc bundle build` makes one)")
+    return json.loads(path.read_text())
+
+
+def _bundle_env(name: str, options: SuiteOptions) -> dict[str, str]:
+    if options.bundle is None:
+        return {}
+    files = read_bundle(options.bundle)["files"]
+    return {key: str(options.bundle.resolve() / files[role]) for role, key in BUNDLE_SETTINGS.get(name, {}).items()}
+
+
 def build_plan(selected: Sequence[str], options: SuiteOptions, run_dir: Path) -> list[Component]:
     """The components of `selected` (see `select`), in start order; raises PlanError on a port clash.
 
@@ -135,7 +162,7 @@ def build_plan(selected: Sequence[str], options: SuiteOptions, run_dir: Path) ->
         if name == "triton":
             components.append(_triton(options, run_dir))
             continue
-        env = _service_env(name, options)
+        env = {**_service_env(name, options), **_bundle_env(name, options)}
         needs: tuple[str, ...] = ()
         if name == "embedding":
             needs = ("triton",)
@@ -172,7 +199,9 @@ def _triton(options: SuiteOptions, run_dir: Path) -> Component:
 
     if not options.triton_models:
         raise PlanError("Triton needs at least one model")
+    bundle = {} if options.bundle is None else {"model_repository": options.bundle.resolve() / "model_repository"}
     launch = TritonLaunch(
+        **bundle,
         models=options.triton_models,
         host=HOST,
         grpc_port=options.triton_port,

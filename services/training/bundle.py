@@ -1,0 +1,159 @@
+"""A model bundle: one versioned folder with everything a deployment needs for one backbone.
+
+    bundle.json                        what the bundle is: its backbone, its files and their sha256
+    model_repository/<model>/          the Triton model: config.pbtxt, configs/, 1/ (and weights/ where it has them)
+    experts/gallery/head.pt + .json    every expert's checkpoint with its manifest
+    experts/sampler/flow.pt, sh.pt + .json
+    experts/tokens/decoder.pt + .json
+    fusion/fusion.json                 the fusion parameters
+
+`build_bundle` assembles one from a model repository and a models folder (the shipped `models/` by
+default: today's shipped models are the default bundle) and refuses experts trained on another
+backbone or feature width than the Triton model serves. `verify_bundle` lists what is wrong with
+one: a file missing or changed since it was built, an expert of another backbone or width, a Triton
+model whose preprocessing, width or weights differ from those recorded. The version is a hash of
+every file, so two bundles with one version hold the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from geoloc.embedding.triton_backbone import describe_backbone
+from geoloc.evaluation.csvio import InputError
+from geoloc.training.feature_shards import model_sha256, preprocessing, written_atomically
+from geoloc.tritonserver.repository import read_model_config
+
+BUNDLE_FILE = "bundle.json"
+FORMAT = "geoloc-bundle/1"
+# Role -> (place in a models folder, place in a bundle); each checkpoint's manifest (.json) goes with it.
+EXPERTS = {
+    "gallery": ("gallery/{model}_head.pt", "experts/gallery/head.pt"),
+    "flow": ("sampler/flow.pt", "experts/sampler/flow.pt"),
+    "sh": ("sampler/sh.pt", "experts/sampler/sh.pt"),
+    "tokens": ("tokens/decoder.pt", "experts/tokens/decoder.pt"),
+}
+FUSION = ("fusion/fusion.json", "fusion/fusion.json")
+
+
+def expert_identity(role: str, path: Path) -> tuple[str, int]:
+    """(backbone name, feature width) an expert checkpoint was trained on, read as the services load it."""
+    if role == "gallery":
+        from geoloc.gallery.heads import load_head
+
+        model = load_head(path)
+    elif role in ("flow", "sh"):
+        from geoloc.sampler.model import load_sampler
+
+        model = load_sampler(path)
+    else:
+        from geoloc.tokens.model import load_token_model
+
+        model = load_token_model(path)
+    return model.backbone, model.in_dim
+
+
+def backbone_record(model: str, repository: Path) -> dict:
+    config = read_model_config(model, repository)
+    info = describe_backbone(config)
+    return {
+        "name": info.name,
+        "model": model,
+        "dimension": info.dimension,
+        "preprocessing": preprocessing(config),
+        "model_sha256": model_sha256(model, repository),
+    }
+
+
+def build_bundle(out: Path, model: str, repository: Path, models: Path) -> dict:
+    """Assemble a bundle in `out` (which must not exist yet); returns its bundle.json."""
+    out = Path(out)
+    if out.exists():
+        raise InputError(f"{out} exists: a bundle is built into a new folder")
+    backbone = backbone_record(model, repository)
+    sources = {role: Path(models) / place.format(model=model) for role, (place, _) in EXPERTS.items()}
+    for role, path in [*sources.items(), ("fusion", Path(models) / FUSION[0])]:
+        if not path.is_file():
+            raise InputError(f"{path}: no such file (the bundle's {role})")
+    for role, path in sources.items():
+        _check_expert(role, path, backbone)
+    staging = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(Path(repository) / model, staging / "model_repository" / model, ignore=_not_shipped)
+    files = {"triton_model": f"model_repository/{model}", "fusion": FUSION[1]}
+    for role, path in sources.items():
+        target = staging / EXPERTS[role][1]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+        if path.with_suffix(".json").exists():
+            shutil.copy2(path.with_suffix(".json"), target.with_suffix(".json"))
+        files[role] = EXPERTS[role][1]
+    (staging / FUSION[1]).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(Path(models) / FUSION[0], staging / FUSION[1])
+    sha256 = _hashes(staging)
+    version = hashlib.sha256(json.dumps(sha256, sort_keys=True).encode()).hexdigest()[:12]
+    bundle = {"format": FORMAT, "version": version, "backbone": backbone, "files": files, "sha256": sha256}
+    with written_atomically(staging / BUNDLE_FILE) as stream:
+        stream.write((json.dumps(bundle, indent=2, sort_keys=True) + "\n").encode())
+    staging.rename(out)
+    return bundle
+
+
+def verify_bundle(root: Path) -> list[str]:
+    """What is wrong with the bundle at `root`; empty when nothing is."""
+    root = Path(root)
+    path = root / BUNDLE_FILE
+    if not path.is_file():
+        return [f"{root}: no {BUNDLE_FILE}"]
+    bundle = json.loads(path.read_text())
+    if bundle.get("format") != FORMAT:
+        return [f"{path}: format {bundle.get('format')!r}, not {FORMAT!r}"]
+    problems = []
+    recorded, found = bundle["sha256"], _hashes(root)
+    for name in sorted(set(recorded) | set(found)):
+        if name not in found:
+            problems.append(f"{name}: missing")
+        elif name not in recorded:
+            problems.append(f"{name}: not part of the bundle as built")
+        elif found[name] != recorded[name]:
+            problems.append(
+                f"{name}: changed since the bundle was built "
+                f"(sha256 {found[name][:12]}, recorded {recorded[name][:12]})"
+            )
+    if problems:
+        return problems
+    backbone = bundle["backbone"]
+    served = backbone_record(backbone["model"], root / "model_repository")
+    for key in ("name", "dimension", "preprocessing", "model_sha256"):
+        if served[key] != backbone[key]:
+            problems.append(f"the Triton model's {key} is {served[key]!r}; the bundle records {backbone[key]!r}")
+    for role in EXPERTS:
+        try:
+            _check_expert(role, root / bundle["files"][role], backbone)
+        except InputError as error:
+            problems.append(str(error))
+    return problems
+
+
+def _check_expert(role: str, path: Path, backbone: dict) -> None:
+    name, width = expert_identity(role, path)
+    if (name, width) != (backbone["name"], backbone["dimension"]):
+        raise InputError(
+            f"{path}: the {role} expert takes {width}-d {name} features; the bundle's backbone serves "
+            f"{backbone['dimension']}-d {backbone['name']} features"
+        )
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(Path(root).rglob("*"))
+        if path.is_file() and path.name != BUNDLE_FILE and "__pycache__" not in path.parts
+    }
+
+
+def _not_shipped(folder: str, names: list[str]) -> list[str]:
+    return [name for name in names if name == "__pycache__"]

@@ -380,3 +380,12 @@ def test_cross_validation_reads_a_features_folder(split, backbone, tmp_path, cap
     for shipping in ("--ship", "--write-fusion"):
         assert main(["cv", "--features", str(tmp_path), shipping]) == 2
         assert "--features cross-validates only" in capsys.readouterr().err
+
+
+def test_the_help_states_the_pipeline_s_batch(capsys):
+    from geoloc.cli import main
+    from geoloc.training.feature_shards import BATCH
+
+    with pytest.raises(SystemExit):
+        main(["features", "--help"])
+    assert f"photos per inference (default: {BATCH})" in " ".join(capsys.readouterr().out.split())

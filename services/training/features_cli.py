@@ -13,18 +13,6 @@ from pathlib import Path
 from geoloc.common.tls import ClientTls
 from geoloc.evaluation.csvio import InputError
 from geoloc.training.arguments import DEFAULT_MODEL
-from geoloc.training.feature_shards import (
-    BATCH,
-    FAILED_LIST,
-    MANIFEST,
-    InProcessFeatures,
-    TritonFeatures,
-    claim_folder,
-    features_manifest,
-    model_sha256,
-    run_worker,
-    summarise_folder,
-)
 from geoloc.training.shards import PHOTOS_PER_SHARD, photo_shards, write_shards
 
 # Set by Kubernetes on each pod of an Indexed Job: the pod's index is its worker index.
@@ -76,9 +64,7 @@ def add_parser(subparsers) -> None:
     features.add_argument(
         "--photos-per-shard", type=int, default=PHOTOS_PER_SHARD, metavar="N", help="for a split folder's shards"
     )
-    features.add_argument(
-        "--batch", type=int, default=BATCH, metavar="B", help=f"photos per inference (default: {BATCH})"
-    )
+    features.add_argument("--batch", type=int, metavar="B", help="photos per inference (default: 16)")
     features.set_defaults(func=run_features)
 
 
@@ -89,6 +75,18 @@ def run_shards(args: argparse.Namespace) -> int:
 
 
 def run_features(args: argparse.Namespace) -> int:
+    # Imported here: `geoloc --help` must not load numpy and torch (tests/test_evaluation.py).
+    from geoloc.training.feature_shards import (
+        BATCH,
+        InProcessFeatures,
+        TritonFeatures,
+        claim_folder,
+        features_manifest,
+        model_sha256,
+        run_worker,
+    )
+
+    args.batch = BATCH if args.batch is None else args.batch
     if args.workers < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
     if args.batch < 1:
@@ -185,6 +183,8 @@ def _run_local_workers(args: argparse.Namespace, url: str | None) -> int:
 
 
 def _report(out: Path) -> int:
+    from geoloc.training.feature_shards import FAILED_LIST, MANIFEST, summarise_folder
+
     if not (out / MANIFEST).exists():
         print(f"no features in {out}: no worker got as far as its first shard", file=sys.stderr)
         return 1

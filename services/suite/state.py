@@ -12,11 +12,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
+from geoloc.common.files import written_atomically
 
 STATE_FILE = "suite.json"
 LOCK_FILE = ".lock"
@@ -71,9 +72,8 @@ class SuiteState:
             "components": [asdict(c) for c in self.components],
         }
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_suffix(".json.tmp")
-        partial.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        os.replace(partial, self.path)
+        with written_atomically(self.path) as stream:
+            stream.write((json.dumps(document, indent=2) + "\n").encode("utf-8"))
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -22,9 +22,10 @@ import json
 import shutil
 from pathlib import Path
 
+from geoloc.common.files import written_atomically
 from geoloc.embedding.triton_backbone import describe_backbone
 from geoloc.evaluation.csvio import InputError
-from geoloc.training.feature_shards import model_sha256, preprocessing, written_atomically
+from geoloc.training.feature_shards import model_sha256, preprocessing
 from geoloc.tritonserver.repository import read_model_config
 
 BUNDLE_FILE = "bundle.json"

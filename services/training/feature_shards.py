@@ -22,11 +22,8 @@ import asyncio
 import csv
 import hashlib
 import json
-import os
 import sys
-import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,6 +31,7 @@ import numpy as np
 import torch
 
 from geoloc.common.errors import InvalidArgument
+from geoloc.common.files import written_atomically
 from geoloc.common.tls import ClientTls
 from geoloc.embedding.config import EmbeddingSettings
 from geoloc.embedding.photos import PhotoLimits
@@ -151,20 +149,6 @@ def feature_shard_path(out_dir: Path, shard: PhotoShard) -> Path:
 def write_feature_shard(path: Path, shard: FeatureShard) -> None:
     with written_atomically(path) as stream:
         np.savez(stream, **asdict(shard))
-
-
-@contextmanager
-def written_atomically(path: Path):
-    """A file written under a temporary name and renamed to `path` once whole. The name is unique
-    across machines: the pods of a Job share one volume and often one pid (1)."""
-    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.partial-")
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            yield stream
-        os.replace(name, path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
 
 
 def read_feature_shard(path: Path) -> FeatureShard:

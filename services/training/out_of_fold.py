@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 
 from geoloc.common.checkpoints import half_precision_weights
+from geoloc.common.files import written_atomically
 from geoloc.evaluation.folds import photo_weights, photographer_folds
 from geoloc.gallery.heads import SHIPPED_HEADS, GalleryHead
 from geoloc.gallery.index import GalleryIndex
@@ -331,7 +331,5 @@ def out_of_fold_outputs(
 def _save_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Writes the .npz under a temporary name first, so an interrupted run never leaves a partial cache."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + f".{os.getpid()}.partial")
-    with open(partial, "wb") as f:
-        np.savez_compressed(f, **arrays)
-    partial.replace(path)
+    with written_atomically(path) as stream:
+        np.savez_compressed(stream, **arrays)

@@ -18,12 +18,12 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from geoloc.common.files import written_atomically
 from geoloc.evaluation.csvio import InputError
 from geoloc.evaluation.dataset import LABELS_FILE, Split, load_split
 
@@ -143,8 +143,8 @@ def _sample(shard: Path, key: str, members: dict[str, bytes]) -> Sample:
 
 def write_shards(split_folder: str | Path, out_dir: str | Path, photos_per_shard: int = PHOTOS_PER_SHARD) -> list[Path]:
     """Write a split folder as WebDataset shards `<split>-000000.tar`, ... in labels order; returns
-    their paths. Each shard is written under a temporary name and renamed, so a folder never
-    holds a half-written shard under a shard's name."""
+    their paths. Each shard is written atomically, so a folder never holds a half-written shard
+    under a shard's name."""
     shards = photo_shards(split_folder, photos_per_shard)
     if shards[0].split is None:
         raise InputError(f"{split_folder}: not a split folder (no {LABELS_FILE})")
@@ -156,8 +156,10 @@ def write_shards(split_folder: str | Path, out_dir: str | Path, photos_per_shard
     written = []
     for shard in shards:
         path = out_dir / f"{shard.name}{SHARD_SUFFIX}"
-        partial = path.with_name(f".{path.name}.partial")
-        with tarfile.open(partial, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        with (
+            written_atomically(path) as stream,
+            tarfile.open(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT) as archive,
+        ):
             for sample, image in zip(shard.samples(), shard.split.images[shard.start : shard.stop], strict=True):
                 if sample.photo is None:
                     raise InputError(sample.problem)
@@ -165,7 +167,6 @@ def write_shards(split_folder: str | Path, out_dir: str | Path, photos_per_shard
                 label = {"image": image.image, "lat": sample.lat, "lon": sample.lon, "author": sample.author}
                 _add(archive, f"{sample.key}.{extension}", sample.photo)
                 _add(archive, f"{sample.key}.{LABEL_EXTENSION}", json.dumps(label, sort_keys=True).encode())
-        os.replace(partial, path)
         written.append(path)
     return written
 

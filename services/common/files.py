@@ -1,0 +1,27 @@
+"""Files written whole or not at all."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+
+@contextmanager
+def written_atomically(path: Path) -> Iterator[BinaryIO]:
+    """A binary stream whose bytes become `path` only once the block ends without error: they are
+    written under a temporary name beside it and renamed, so a reader (or a process that resumes a
+    killed one) sees the old file or the new one, never half of one. The temporary name is unique
+    across machines and processes (the pods of a Job share one volume and often one pid, 1), and is
+    `.<name>.partial-<random>`, so that what a killed writer left can be found and removed."""
+    descriptor, name = tempfile.mkstemp(dir=Path(path).parent, prefix=f".{Path(path).name}.partial-")
+    try:
+        with os.fdopen(descriptor, "wb") as stream:
+            yield stream
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise

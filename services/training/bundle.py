@@ -83,7 +83,9 @@ def build_bundle(out: Path, model: str, repository: Path, models: Path) -> dict:
         _check_expert(role, path, backbone)
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(Path(repository) / model, staging / "model_repository" / model, ignore=_not_shipped)
+    shutil.copytree(
+        Path(repository) / model, staging / "model_repository" / model, ignore=shutil.ignore_patterns("__pycache__")
+    )
     files = {"triton_model": f"model_repository/{model}", "fusion": FUSION[1]}
     for role, path in sources.items():
         target = staging / EXPERTS[role][1]
@@ -154,7 +156,3 @@ def _hashes(root: Path) -> dict[str, str]:
         for path in sorted(Path(root).rglob("*"))
         if path.is_file() and path.name != BUNDLE_FILE and "__pycache__" not in path.parts
     }
-
-
-def _not_shipped(folder: str, names: list[str]) -> list[str]:
-    return [name for name in names if name == "__pycache__"]

@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1.7
-# One image for all five geoloc services (embedding, gallery, sampler, tokens, orchestrator):
+# One image for all six geoloc services (embedding, gallery, sampler, tokens, text, orchestrator):
 # each Kubernetes Deployment picks its entrypoint, `python -m geoloc.<service>.server`.
 # docs/deploy.md says why one image rather than one per service.
 #
@@ -49,6 +49,17 @@ FROM ${PYTHON_IMAGE} AS runtime
 # A numeric UID/GID, so that the pods' runAsNonRoot can be checked by the kubelet.
 RUN groupadd --gid 10001 geoloc \
     && useradd --uid 10001 --gid 10001 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin geoloc
+# The text expert's second reader: Tesseract with the languages of the scripts PP-OCR cannot
+# read (services/text/config.py, DEFAULT_TESSERACT_LANGUAGES; eng comes with tesseract-ocr).
+# Without it GEOLOC_TEXT_TESSERACT=auto reads with PP-OCR alone. libgl1 and libglib2.0-0 are
+# what opencv-python (rapidocr's dependency) links against and the slim base lacks: without
+# them the text expert cannot import cv2 and fails its start-up.
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        tesseract-ocr tesseract-ocr-rus tesseract-ocr-ell tesseract-ocr-heb tesseract-ocr-ara \
+        tesseract-ocr-tha tesseract-ocr-kor tesseract-ocr-hin tesseract-ocr-kat \
+        libgl1 libglib2.0-0 \
+    && rm -rf /var/lib/apt/lists/*
 # Owned by root and not writable by the service user: nothing under /opt changes at run time.
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/geoloc /opt/geoloc

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # README command 1: sets up a fresh machine, starts the whole suite on loopback (Triton and the
-# five services, `geoloc up`), geolocates the sample photos the project ships (samples/), prints
+# six services, `geoloc up`), geolocates the sample photos the project ships (samples/), prints
 # the answers and a map, and stops the suite. Extra arguments go to `geoloc locate`.
 set -euo pipefail
 cd "$(dirname "$0")/.."

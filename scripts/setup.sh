@@ -12,6 +12,20 @@ import sys
 sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)
 PY
 
+# The text expert's second reader (Tesseract, for the scripts PP-OCR cannot read) and the fonts its
+# tests draw signs with, from Debian's packages where this runs as root with apt-get; elsewhere the
+# expert reads with PP-OCR alone and those tests skip, saying why.
+text_packages="tesseract-ocr tesseract-ocr-rus tesseract-ocr-ell tesseract-ocr-heb tesseract-ocr-ara
+    tesseract-ocr-tha tesseract-ocr-kor tesseract-ocr-hin tesseract-ocr-kat fonts-dejavu-core fonts-noto-cjk"
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    # shellcheck disable=SC2086
+    if ! dpkg -s $text_packages >/dev/null 2>&1; then
+        apt-get update -qq
+        # shellcheck disable=SC2086
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $text_packages >/dev/null
+    fi
+fi
+
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 stamp=.venv/.geoloc-installed
 want=$(cat pyproject.toml setup.py scripts/setup.sh | sha256sum | cut -c1-16)

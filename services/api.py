@@ -13,6 +13,7 @@ EXPERT_ENUMS = {
     "flow": orchestrator_pb2.EXPERT_SAMPLER_FLOW,
     "sh": orchestrator_pb2.EXPERT_SAMPLER_SH_DIFFUSION,
     "tokens": orchestrator_pb2.EXPERT_TOKENS,
+    "text": orchestrator_pb2.EXPERT_TEXT,
 }
 EXPERT_NAMES = {value: name for name, value in EXPERT_ENUMS.items()}
 EXPERTS = tuple(EXPERT_ENUMS)  # in the API's order

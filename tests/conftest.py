@@ -119,13 +119,15 @@ def embedding_stub(embedding_address):
         yield embedding_pb2_grpc.EmbeddingServiceStub(channel)
 
 
-EXPERTS = ("gallery", "sampler", "tokens")
+EXPERTS = ("gallery", "sampler", "tokens", "text")
 
 
 @pytest.fixture(scope="session")
 def experts() -> Iterator[dict[str, str]]:
-    """The gallery, sampler and tokens services, each as its own process with its shipped settings."""
-    started = {name: start_service(name) for name in EXPERTS}
+    """The gallery, sampler, tokens and text services, each as its own process with its shipped settings."""
+    # The text expert reads with one onnxruntime thread: every process here shares two cores, and
+    # a reader on both slows the embedding calls the orchestrator makes at the same time.
+    started = {name: start_service(name, **({"threads": "1"} if name == "text" else {})) for name in EXPERTS}
     try:
         for process, address in started.values():
             wait_for_health(address, 240, process)
@@ -147,6 +149,7 @@ def orchestrator_address(embedding_address, experts) -> Iterator[str]:
         "gallery_timeout_s": "30",
         "sampler_timeout_s": "30",
         "tokens_timeout_s": "30",
+        "text_timeout_s": "30",
     }
     addresses = {f"{name}_address": address for name, address in experts.items()}
     process, address = start_service("orchestrator", embedding_address=embedding_address, **addresses, **patient)

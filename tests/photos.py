@@ -127,3 +127,27 @@ def write_photos(folder: Path, count: int) -> list[Path]:
         path.write_bytes(encode(synthetic_photo(seed), "JPEG", quality=90))
         paths.append(path)
     return paths
+
+
+DEJAVU = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")  # Debian's fonts-dejavu-core
+NOTO_CJK = Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")  # Debian's fonts-noto-cjk
+
+
+def sign_photo(text: str, font: Path, size: tuple[int, int] = (640, 400), seed: int = 0) -> Image.Image:
+    """A street sign: `text` in dark letters on a pale board, over a seeded scene (sky, buildings)."""
+    from PIL import ImageFont
+
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", size, _colour(rng, 90, 200))
+    draw = ImageDraw.Draw(image)
+    width, height = size
+    for _ in range(6):  # buildings along the bottom
+        left = int(rng.integers(0, width - 60))
+        top = int(rng.integers(height // 3, height - 40))
+        draw.rectangle((left, top, left + int(rng.integers(60, 200)), height), fill=_colour(rng, 40, 160))
+    lettering = ImageFont.truetype(str(font), 40)
+    box = draw.textbbox((0, 0), text, font=lettering)
+    left, top = (width - (box[2] - box[0])) // 2, height // 3
+    draw.rectangle((left - 24, top - 20, left + box[2] - box[0] + 24, top + box[3] - box[1] + 28), fill=(240, 240, 232))
+    draw.text((left - box[0], top - box[1] + 4), text, font=lettering, fill=(25, 30, 35))
+    return image

@@ -1,11 +1,12 @@
 """The bad-input matrix against the running suite: Triton, the embedding service, the gallery,
-sampler and tokens experts and the orchestrator, each a real process on loopback.
+sampler, tokens and text experts and the orchestrator, each a real process on loopback.
 
-Every bad photo is sent to Embed, to EmbedBatch among good photos, to Locate and to LocateBatch;
-every bad embedding to each expert; every out-of-range parameter and unknown enum value to its
-service. Each case asserts the status code and that the message names the field and the problem
-(and, for INVALID_ARGUMENT, that the google.rpc.BadRequest detail names the same field). The last
-test checks that every service still answers a good request after the whole matrix.
+Every bad photo is sent to Embed, to EmbedBatch among good photos, to the text expert's Read, to
+Locate and to LocateBatch; every bad embedding to each expert; every out-of-range parameter and
+unknown enum value to its service. Each case asserts the status code and that the message names
+the field and the problem (and, for INVALID_ARGUMENT, that the google.rpc.BadRequest detail names
+the same field). The last test checks that every service still answers a good request after the
+whole matrix.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from geoloc.v1 import (
     orchestrator_pb2_grpc,
     sampler_pb2,
     sampler_pb2_grpc,
+    text_pb2,
+    text_pb2_grpc,
     tokens_pb2,
     tokens_pb2_grpc,
 )
@@ -59,13 +62,21 @@ class Stubs:
     gallery: gallery_pb2_grpc.GalleryServiceStub
     sampler: sampler_pb2_grpc.SamplerServiceStub
     tokens: tokens_pb2_grpc.TokensServiceStub
+    text: text_pb2_grpc.TextServiceStub
     orchestrator: orchestrator_pb2_grpc.OrchestratorServiceStub
     addresses: tuple[str, ...]
 
 
 @pytest.fixture(scope="module")
 def stubs(embedding_address, experts, orchestrator_address):
-    addresses = (embedding_address, experts["gallery"], experts["sampler"], experts["tokens"], orchestrator_address)
+    addresses = (
+        embedding_address,
+        experts["gallery"],
+        experts["sampler"],
+        experts["tokens"],
+        experts["text"],
+        orchestrator_address,
+    )
     # The client must be allowed to send the 40 MiB payload, so that the server is what refuses it.
     channels = [grpc.insecure_channel(a, options=[("grpc.max_send_message_length", 64 << 20)]) for a in addresses]
     try:
@@ -74,7 +85,8 @@ def stubs(embedding_address, experts, orchestrator_address):
             gallery_pb2_grpc.GalleryServiceStub(channels[1]),
             sampler_pb2_grpc.SamplerServiceStub(channels[2]),
             tokens_pb2_grpc.TokensServiceStub(channels[3]),
-            orchestrator_pb2_grpc.OrchestratorServiceStub(channels[4]),
+            text_pb2_grpc.TextServiceStub(channels[4]),
+            orchestrator_pb2_grpc.OrchestratorServiceStub(channels[5]),
             addresses,
         )
     finally:
@@ -146,6 +158,7 @@ def photo_rpcs(stubs: Stubs, good: bytes, bad: bytes) -> dict:
             embedding_pb2.EmbedBatchRequest(images=[good, bad, good]),
             "images[1]",
         ),
+        "Read": (stubs.text.Read, text_pb2.ReadRequest(image=bad), "image"),
         "Locate": (stubs.orchestrator.Locate, orchestrator_pb2.LocateRequest(image=bad), "image"),
         "LocateBatch": (
             stubs.orchestrator.LocateBatch,
@@ -155,7 +168,7 @@ def photo_rpcs(stubs: Stubs, good: bytes, bad: bytes) -> dict:
     }
 
 
-@pytest.mark.parametrize("rpc", ["Embed", "EmbedBatch", "Locate", "LocateBatch"])
+@pytest.mark.parametrize("rpc", ["Embed", "EmbedBatch", "Read", "Locate", "LocateBatch"])
 @pytest.mark.parametrize("case", BAD_PHOTOS)
 def test_a_bad_photo_is_refused_naming_it(stubs, photos, case, rpc):
     make, code, problem = BAD_PHOTOS[case]
@@ -360,9 +373,11 @@ def test_after_the_matrix_every_service_still_answers_a_good_request(stubs, phot
         assert len(drawn.samples) == 16 and sum(m.weight for m in drawn.modes) == pytest.approx(1.0)
     decoded = stubs.tokens.Decode(tokens_pb2.DecodeRequest(embedding=embedded.embedding), timeout=CALL_TIMEOUT_S)
     assert decoded.cells and sum(c.probability for c in decoded.cells) == pytest.approx(1.0)
+    read = stubs.text.Read(text_pb2.ReadRequest(image=photo, include_text=True), timeout=CALL_TIMEOUT_S)
+    assert read.model.name.startswith("text/") and all(0 <= line.confidence <= 1 for line in read.lines)
 
     answer = stubs.orchestrator.Locate(orchestrator_pb2.LocateRequest(image=photo), timeout=CALL_TIMEOUT_S)
     statuses = {o.expert: o.status for o in answer.expert_outputs}
-    assert len(statuses) == 4 and set(statuses.values()) == {orchestrator_pb2.EXPERT_STATUS_OK}, answer.expert_outputs
+    assert len(statuses) == 5 and set(statuses.values()) == {orchestrator_pb2.EXPERT_STATUS_OK}, answer.expert_outputs
     best = answer.best_guess
     assert -90 <= best.lat_deg <= 90 and -180 <= best.lon_deg <= 180 and answer.hypotheses

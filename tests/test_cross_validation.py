@@ -4,6 +4,7 @@ expert subset is scored, and the fused answer beats a misleading expert."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from geoloc.evaluation.folds import photographer_folds
 from geoloc.training.cross_validation import CONSTANT, FUSED, RANDOM, score_fold, table_cache, top_points
@@ -96,3 +97,84 @@ def test_geoloc_cv_refuses_an_expert_configuration_it_cannot_train_before_loadin
         assert "expert-config" in capsys.readouterr().err
     assert main(["cv", "--data", str(tmp_path), "--jobs", "0"]) == 2
     assert "--jobs must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_an_expert_that_answers_some_photos_is_scored_on_those_and_fitted_to_help_where_it_answers():
+    """A text-like expert: exact on a third of the photos, silent on the rest. Its own figures cover
+    the photos it answered; fused with it, the photos it answered are placed better than fused
+    without it (the gallery alone there is off by ~100 km), and the others no worse."""
+    outputs, truth, authors = informative_and_misleading(120)
+    n = len(truth)
+    answered = np.arange(n) % 3 == 0
+    text = np.zeros((n, 2, 4))
+    text[answered, 0] = np.stack(
+        [truth[answered, 0], truth[answered, 1], np.ones(answered.sum()), np.full(answered.sum(), 5.0)], axis=1
+    )
+    with_text = {"gallery": outputs["gallery"], "text": text}
+    folds = photographer_folds(authors, 3)
+    groups = {"with text": answered, "without text": ~answered}
+
+    def scored(answers):
+        return score_fold(
+            0,
+            folds,
+            answers,
+            truth,
+            authors,
+            GALLERY,
+            "inverse",
+            table_cache(answers, truth, GALLERY),
+            top_points(answers),
+            calibrate=False,
+            groups=groups,
+        )
+
+    fused_with, fused_without = scored(with_text), scored({"gallery": outputs["gallery"]})
+    in_fold = folds == 0
+    assert fused_with.metrics["text (answered)"].n == (answered & in_fold).sum()
+    assert "text" not in fused_with.metrics  # never scored where it said nothing
+    assert fused_with.metrics["fused · with text"].n == (answered & in_fold).sum()
+    assert (
+        fused_with.metrics["fused · with text"].median_km < 0.5 * fused_without.metrics["fused · with text"].median_km
+    )
+    assert fused_with.fitted["weights"]["text"] > 0
+    assert (
+        fused_with.metrics["fused · without text"].geoscore
+        >= fused_without.metrics["fused · without text"].geoscore - 1
+    )
+
+
+def test_an_add_on_expert_leaves_every_photo_it_did_not_answer_as_the_others_fusion_answers_it():
+    """The text-like expert is fitted beside the others' fusion: where it said nothing, the fused
+    best guess is exactly the one without it, and the fold reports that fusion as "fused without text"."""
+    outputs, truth, authors = informative_and_misleading(120)
+    n = len(truth)
+    answered = np.arange(n) % 3 == 0
+    text = np.zeros((n, 2, 4))
+    rows = np.stack([truth[answered, 0], truth[answered, 1], np.ones(answered.sum()), np.full(answered.sum(), 5.0)])
+    text[answered, 0] = rows.T
+    with_text = {**outputs, "text": text}
+    folds = photographer_folds(authors, 3)
+    groups = {"with text": answered, "without text": ~answered}
+    result = score_fold(
+        0,
+        folds,
+        with_text,
+        truth,
+        authors,
+        GALLERY,
+        "inverse",
+        table_cache(with_text, truth, GALLERY),
+        top_points(with_text),
+        calibrate=True,
+        groups=groups,
+    )
+    assert result.fitted["add_ons"] == ["text"] and result.fitted["weights"]["text"] > 0
+    assert sum(v for e, v in result.fitted["weights"].items() if e != "text") == pytest.approx(1.0)
+    unanswered = result.metrics["fused · without text"], result.metrics["fused without text · without text"]
+    assert unanswered[0].to_dict() == unanswered[1].to_dict()
+    answered_fold = result.metrics["fused · with text"], result.metrics["fused without text · with text"]
+    assert answered_fold[0].median_km < answered_fold[1].median_km
+    # Calibrated on the photos where the set answered: the text sets on the third that has text.
+    assert result.coverage["gallery+text+tokens"][2] == (answered & (folds == 0)).sum()
+    assert result.coverage["gallery+tokens"][2] == (folds == 0).sum()

@@ -138,3 +138,32 @@ def test_every_hypothesis_has_the_radii_of_its_own_basin():
         # The best guess is the broad kernels' basin: its radius is of their size (points scattered
         # over ~300 km), not a 10 km prior kernel's.
         assert answer.best_guess.radius_90_km > 100, (seed, answer.best_guess)
+
+
+def test_a_set_of_experts_without_levels_of_its_own_takes_those_of_the_largest_set_within_it():
+    """The text expert answers few photos: a set with it that the fit saw too rarely to calibrate
+    states the levels of the same set without it, never uncalibrated defaults."""
+    params = FusionParameters(
+        weights={"prior": 1.0},
+        bandwidth_km={"prior": 800.0},
+        radius_levels={"gallery+tokens": [0.4, 0.8], "gallery": [0.45, 0.85], "none": [0.55, 0.95]},
+    )
+    assert params.levels(["tokens", "gallery"]) == (0.4, 0.8)
+    assert params.levels(["gallery", "text", "tokens"]) == (0.4, 0.8)
+    assert params.levels(["text", "gallery"]) == (0.45, 0.85)
+    assert params.levels(["text"]) == (0.55, 0.95)
+    assert FusionParameters(weights={}, bandwidth_km={}).levels(["text"]) == (0.5, 0.9)
+
+
+def test_an_expert_the_fit_never_saw_is_left_out_of_the_mixture():
+    """A fusion fitted before the text expert existed has no weight or bandwidth for it: its answer
+    is left out, and the answer is the one the others give alone."""
+    before = FusionParameters(weights={"gallery": 0.3, "prior": 0.7}, bandwidth_km={"gallery": 200.0, "prior": 800.0})
+    gallery = points("gallery", 48.85, 2.35)
+    answer = fuse([gallery, points("text", 38.72, -9.14, radius=[10.0])], before, PRIOR)
+    alone = fuse([gallery], before, PRIOR)
+    assert set(answer.mixture.expert_weights) == {"gallery", "prior"}
+    assert (answer.best_guess.lat_deg, answer.best_guess.lon_deg) == (
+        alone.best_guess.lat_deg,
+        alone.best_guess.lon_deg,
+    )

@@ -32,13 +32,14 @@ K8S = REPO / "k8s"
 OVERLAYS = ("cpu", "gpu")
 # The oldest Kubernetes release the manifests support, and the newest the validator bundles.
 KUBERNETES_VERSIONS = ("1.31.0", "1.37.0")
-GEOLOC_SERVICES = ("orchestrator", "embedding", "gallery", "sampler", "tokens")
+GEOLOC_SERVICES = ("orchestrator", "embedding", "gallery", "sampler", "tokens", "text")
 WORKLOADS = (*GEOLOC_SERVICES, "triton")
 CALL_GRAPH = {
     ("orchestrator", "embedding"),
     ("orchestrator", "gallery"),
     ("orchestrator", "sampler"),
     ("orchestrator", "tokens"),
+    ("orchestrator", "text"),
     ("embedding", "triton"),
 }
 NAMESPACE_LABELS = {
@@ -332,6 +333,7 @@ CALLEE_ADDRESSES = {
     ("orchestrator", "gallery"): "GEOLOC_ORCHESTRATOR_GALLERY_ADDRESS",
     ("orchestrator", "sampler"): "GEOLOC_ORCHESTRATOR_SAMPLER_ADDRESS",
     ("orchestrator", "tokens"): "GEOLOC_ORCHESTRATOR_TOKENS_ADDRESS",
+    ("orchestrator", "text"): "GEOLOC_ORCHESTRATOR_TEXT_ADDRESS",
     ("embedding", "triton"): "GEOLOC_EMBEDDING_TRITON_URL",
 }
 

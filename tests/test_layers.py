@@ -7,7 +7,7 @@ The rules:
 - `common` is the base layer: it imports no other geoloc package.
 - `v1` (the generated API stubs) imports nothing of geoloc but itself; `api` (the enums' short
   names) only v1; `places` (offline place names and country shapes) only common and v1.
-- serving packages (the five services and the Triton launcher) import only those and one
+- serving packages (the six services and the Triton launcher) import only those and one
   another: never training, client, evaluation or the tools (suite, ops, the CLIs).
 - `evaluation` scores answers; it imports only common, v1 and api (never a service's internals).
 - `client` talks to the suite over its API: the base, places, and evaluation's data readers.
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 SERVICES = Path(__file__).resolve().parents[1] / "services"
-SERVING = {"embedding", "gallery", "sampler", "tokens", "orchestrator", "tritonserver"}
+SERVING = {"embedding", "gallery", "sampler", "tokens", "text", "orchestrator", "tritonserver"}
 BASE = {"common", "v1", "api"}
 ALLOWED = {
     "common": set(),

@@ -260,7 +260,8 @@ def kubeconfig_text(server: str) -> str:
 
 
 def all_rolled_out() -> list[dict]:
-    return [deployment(name, 2) for name in ("orchestrator", "embedding", "gallery", "sampler", "tokens", "triton")]
+    names = ("orchestrator", "embedding", "gallery", "sampler", "tokens", "text", "triton")
+    return [deployment(name, 2) for name in names]
 
 
 def table_rows(output: str) -> dict[str, list[str]]:
@@ -301,7 +302,7 @@ def test_status_reports_replicas_pods_restarts_age_and_image(serve, capsys) -> N
     )
     assert main(["ops", "status", "--kubeconfig", str(kubeconfig)]) == 0
     rows = table_rows(capsys.readouterr().out)
-    assert list(rows) == ["orchestrator", "embedding", "gallery", "sampler", "tokens", "triton"]
+    assert list(rows) == ["orchestrator", "embedding", "gallery", "sampler", "tokens", "text", "triton"]
     assert rows["orchestrator"] == ["orchestrator", "2", "2", "2", "2", "2/2", "Running=2", "1", "2d", IMAGE]
     assert rows["gallery"] == ["gallery", "2", "1", "2", "1", "1/2", "Pending=1,Running=1", "3", "2d", IMAGE]
     assert rows["triton"][-1] == "registry.example.com/geoloc/geoloc-triton:0.1.0"
@@ -323,7 +324,7 @@ def test_status_as_json(serve, capsys) -> None:
     assert by_name["sampler"]["desired"] == 3 and by_name["sampler"]["ready"] == 2
     assert by_name["sampler"]["restarts"] == 4 and by_name["sampler"]["pod_phases"] == {"Running": 1}
     assert by_name["sampler"]["rolled_out"] is False
-    assert by_name["tokens"]["deployed"] is False
+    assert by_name["tokens"]["deployed"] is False and by_name["text"]["deployed"] is False
 
 
 def test_scale_sends_a_merge_patch_to_the_scale_subresource(serve, capsys) -> None:
@@ -369,7 +370,10 @@ def test_a_bad_service_name_is_refused_with_exit_2_before_any_request(serve) -> 
         timeout=60,
     )
     assert done.returncode == 2
-    assert "unknown service 'galery' (one of: orchestrator, embedding, gallery, sampler, tokens, triton)" in done.stderr
+    assert (
+        "unknown service 'galery' (one of: orchestrator, embedding, gallery, sampler, tokens, text, triton)"
+        in done.stderr
+    )
     assert api.requests == []
 
 
@@ -390,7 +394,7 @@ def test_wait_returns_once_every_deployment_has_rolled_out(serve, capsys) -> Non
     out = capsys.readouterr().out
     assert len(polls) == 3
     assert "gallery: 1/2 updated, 1 available" in out and "gallery: rolled out" in out
-    assert out.strip().endswith(f"all 6 Deployments rolled out in namespace {NAMESPACE}")
+    assert out.strip().endswith(f"all 7 Deployments rolled out in namespace {NAMESPACE}")
 
 
 def test_wait_counts_a_deployment_whose_new_generation_is_unobserved_as_not_rolled_out(serve, capsys) -> None:
@@ -480,5 +484,5 @@ def test_outside_a_cluster_the_client_falls_back_to_the_kubeconfig(serve, monkey
     monkeypatch.setattr("kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
     cluster = connect()
     assert cluster.source == "kubeconfig"
-    assert [s.rolled_out for s in collect_status(cluster, NAMESPACE)] == [True] * 6
+    assert [s.rolled_out for s in collect_status(cluster, NAMESPACE)] == [True] * 7
     assert api.requests, "the calls went to the kubeconfig's server"

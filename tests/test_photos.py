@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from geoloc.common.errors import InvalidArgument
-from geoloc.embedding.photos import PhotoLimits, decode_photo
+from geoloc.common.photos import PhotoLimits, decode_photo
 from geoloc.embedding.preprocessing import CropSpec
 from tests.photos import encode
 

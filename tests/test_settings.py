@@ -49,6 +49,7 @@ def test_the_readme_documents_every_setting_of_every_service():
     from geoloc.gallery.config import GallerySettings
     from geoloc.orchestrator.config import OrchestratorSettings
     from geoloc.sampler.config import SamplerSettings
+    from geoloc.text.config import TextSettings
     from geoloc.tokens.config import TokensSettings
 
     readme = (CHECKOUT / "README.md").read_text()
@@ -58,6 +59,7 @@ def test_the_readme_documents_every_setting_of_every_service():
         GallerySettings,
         SamplerSettings,
         TokensSettings,
+        TextSettings,
         OrchestratorSettings,
     ):
         missing = [name for name in settings_class.model_fields if f"| `{name.upper()}` |" not in readme]

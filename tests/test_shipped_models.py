@@ -54,31 +54,36 @@ def test_the_shipped_fusion_is_the_one_its_cross_validation_figures_describe():
     assert recorded["bandwidth_km"] == fitted.parameters.bandwidth_km
     assert recorded["uniform_weight"] == fitted.parameters.uniform_weight
     assert recorded["radius_levels"] == fitted.parameters.radius_levels
-    assert abs(sum(fitted.parameters.weights.values()) - 1) < 1e-6
+    # The experts that answer every photo and the prior share 1; an add-on (the text expert) is
+    # weighed beside them, and counts only where it says something.
+    add_ons = recorded["add_ons"]
+    assert abs(sum(w for e, w in fitted.parameters.weights.items() if e not in add_ons) - 1) < 1e-6
     assert fields["experts"]["shipped_models_fingerprint"] == models_fingerprint()
 
 
 def test_under_cv_the_radii_hold_what_they_state_with_every_subset_of_experts():
     """Issue 18's calibration: the 90 % radius holds the truth for 85-95 % of CV photos and the 50 %
-    one for 45-55 %, with all experts and with each subset of them (levels fitted per subset)."""
+    one for 45-55 %, with all experts and with each subset of them (levels fitted per subset, on the
+    photos where the subset's experts all said something). A set with the text expert is measured
+    on the few photos with text, so its band is widened by 2.5 binomial standard errors of its count."""
     from geoloc.orchestrator.fusion import subset_key
     from geoloc.training.cross_validation import expert_subsets
 
     fitted, fields = shipped_fusion()
     coverage = fields["cv"]["coverage"]
-    subsets = {subset_key(s) for s in expert_subsets(["gallery", "flow", "sh", "tokens"])}
+    subsets = {subset_key(s) for s in expert_subsets(["gallery", "flow", "sh", "tokens", "text"])}
     assert set(coverage) == subsets == set(fitted.parameters.radius_levels)
     for subset, held in coverage.items():
-        assert 0.85 <= held["within_r90"]["mean"] <= 0.95, subset
-        assert 0.45 <= held["within_r50"]["mean"] <= 0.55, subset
+        for figure, stated in (("within_r90", 0.9), ("within_r50", 0.5)):
+            band = max(0.05, 2.5 * (stated * (1 - stated) / held["photos"]) ** 0.5)
+            assert abs(held[figure]["mean"] - stated) <= band, (subset, figure, held)
 
 
 GUARDED = ("geoscore", "acc_200km", "acc_750km", "acc_2500km")
-# Where the shipped fusion's CV figure is still below the constant's: issue 18 is open on these.
+# Where the shipped fusion's CV figure is still below the constant's (issue 18, declared blocked).
 # A figure that rises to the constant's fails its test, so that it leaves this list.
 BELOW_THE_CONSTANT = {
-    "acc_750km": "CV 14.8 % within 750 km against the constant's 15.3 % (issue 18 open)",
-    "acc_2500km": "CV 35.4 % within 2500 km against the constant's 37.7 % (issue 18 open)",
+    "acc_2500km": "CV 35.7 % within 2500 km against the constant's 37.7 % (issue 18 blocked)",
 }
 
 

@@ -28,7 +28,7 @@ from geoloc.suite.processes import is_ours, spawn, start_ticks, stop
 
 pytestmark = pytest.mark.timeout(300)
 
-FULL = ("triton", "embedding", "gallery", "sampler", "tokens", "orchestrator")
+FULL = ("triton", "embedding", "gallery", "sampler", "tokens", "text", "orchestrator")
 
 
 def plan_of(names, **options):
@@ -40,14 +40,14 @@ def plan_of(names, **options):
 
 def test_the_start_order_puts_each_component_after_what_it_needs_whatever_the_input_order():
     plan = build_plan(select(), SuiteOptions(), Path("/tmp/run"))
-    assert [c.name for c in plan] == ["triton", "embedding", "gallery", "sampler", "tokens", "orchestrator"]
+    assert [c.name for c in plan] == list(FULL)
     shuffled = plan[:]
     random.Random(3).shuffle(shuffled)
     assert [c.name for c in start_order(shuffled)] == [c.name for c in plan]
     position = {c.name: i for i, c in enumerate(plan)}
     for component in plan:
         assert all(position[need] < position[component.name] for need in component.needs), component.name
-    assert plan[-1].needs == ("embedding", "gallery", "sampler", "tokens")
+    assert plan[-1].needs == ("embedding", "gallery", "sampler", "tokens", "text")
 
 
 def test_the_orchestrator_waits_only_for_the_experts_in_the_plan_and_is_told_none_for_the_others():
@@ -58,6 +58,8 @@ def test_the_orchestrator_waits_only_for_the_experts_in_the_plan_and_is_told_non
     assert orchestrator.env["GEOLOC_ORCHESTRATOR_TOKENS_ADDRESS"] == "127.0.0.1:50055"
     assert orchestrator.env["GEOLOC_ORCHESTRATOR_GALLERY_ADDRESS"] == "none"
     assert orchestrator.env["GEOLOC_ORCHESTRATOR_SAMPLER_ADDRESS"] == "none"
+    assert orchestrator.env["GEOLOC_ORCHESTRATOR_TEXT_ADDRESS"] == "none"
+    assert plan_of(None)["orchestrator"].env["GEOLOC_ORCHESTRATOR_TEXT_ADDRESS"] == "127.0.0.1:50056"
     assert orchestrator.command[1:] == ("-m", "geoloc.orchestrator.server")
     assert plan_of(["orchestrator"])["orchestrator"].needs == ("embedding",)
 
@@ -65,8 +67,8 @@ def test_the_orchestrator_waits_only_for_the_experts_in_the_plan_and_is_told_non
 def test_a_component_starts_once_its_needs_are_serving_not_merely_started():
     plan = build_plan(select(), SuiteOptions(), Path("/tmp/run"))
     names = lambda components: [c.name for c in components]
-    assert names(startable(plan, started=[], healthy=[])) == ["triton", "gallery", "sampler", "tokens"]
-    first = ["triton", "gallery", "sampler", "tokens"]
+    assert names(startable(plan, started=[], healthy=[])) == ["triton", "gallery", "sampler", "tokens", "text"]
+    first = ["triton", "gallery", "sampler", "tokens", "text"]
     assert startable(plan, started=first, healthy=[]) == []
     assert names(startable(plan, started=first, healthy=["triton"])) == ["embedding"]
     assert startable(plan, started=[*first, "embedding"], healthy=["triton", "embedding", "gallery", "sampler"]) == []
@@ -82,6 +84,7 @@ def test_default_ports_and_the_addresses_each_component_is_given():
         "gallery": 50053,
         "sampler": 50054,
         "tokens": 50055,
+        "text": 50056,
     }
     assert {n: c.metrics_port for n, c in plan.items()} == {
         "triton": 8002,
@@ -90,6 +93,7 @@ def test_default_ports_and_the_addresses_each_component_is_given():
         "gallery": 9466,
         "sampler": 9467,
         "tokens": 9468,
+        "text": 9469,
     }
     assert plan["gallery"].env["GEOLOC_GALLERY_PORT"] == "50053"
     assert plan["gallery"].env["GEOLOC_GALLERY_HOST"] == "127.0.0.1"
@@ -116,8 +120,8 @@ def test_default_ports_and_the_addresses_each_component_is_given():
 def test_only_adds_what_is_required_and_without_refuses_to_drop_it():
     assert select(["embedding"]) == ("triton", "embedding")
     assert select(["tokens", "gallery"]) == ("gallery", "tokens")
-    assert select(without=["gallery"]) == ("triton", "embedding", "sampler", "tokens", "orchestrator")
-    assert select(without=["triton", "embedding", "orchestrator"]) == ("gallery", "sampler", "tokens")
+    assert select(without=["gallery"]) == ("triton", "embedding", "sampler", "tokens", "text", "orchestrator")
+    assert select(without=["triton", "embedding", "orchestrator"]) == ("gallery", "sampler", "tokens", "text")
     with pytest.raises(PlanError, match="embedding needs triton"):
         select(without=["triton"])
     with pytest.raises(PlanError, match="unknown component 'ranker'"):
@@ -222,9 +226,9 @@ def wait_until_dead(pid: int, ticks: int, timeout_s: float = 10) -> None:
 @pytest.fixture()
 def suite(tmp_path):
     """A run directory and a free port block; whatever a test leaves running is stopped after it."""
-    base = free_port_block(10)
+    base = free_port_block(12)  # six services' gRPC ports, then their six metrics ports
     run = SimpleNamespace(
-        dir=tmp_path / "run", base=base, ports=["--base-port", str(base), "--metrics-base-port", str(base + 5)]
+        dir=tmp_path / "run", base=base, ports=["--base-port", str(base), "--metrics-base-port", str(base + 6)]
     )
     yield run
     geoloc("down", "--run-dir", str(run.dir), "--grace", "5")
@@ -240,7 +244,7 @@ def test_up_status_refusal_a_killed_component_and_down(suite):
     assert sorted(state) == ["sampler", "tokens"]
     assert state["tokens"]["port"] == suite.base + 4 and state["sampler"]["port"] == suite.base + 3
     assert Path(state["tokens"]["log"]).parent == suite.dir / "logs"
-    with urllib.request.urlopen(f"http://127.0.0.1:{suite.base + 9}/metrics", timeout=5) as answer:
+    with urllib.request.urlopen(f"http://127.0.0.1:{suite.base + 10}/metrics", timeout=5) as answer:
         assert answer.status == 200  # the metrics port the suite gave tokens
 
     status = geoloc("status", "--json", *run_dir)
@@ -470,6 +474,8 @@ def test_up_serves_a_bundle_and_locates_a_photo_with_its_models(bundle, suite):
     assert located.returncode == 0, located.stderr
     answer = json.loads(located.stdout.splitlines()[0])
     statuses = {output["expert"]: output["status"] for output in answer["expertOutputs"]}
-    assert set(statuses.values()) == {"EXPERT_STATUS_OK"} and len(statuses) == 4, statuses
-    assert {output["model"]["name"].split("/")[-1] for output in answer["expertOutputs"]} == {"efficientnet-lite2"}
+    assert set(statuses.values()) == {"EXPERT_STATUS_OK"} and len(statuses) == 5, statuses
+    # The embedding experts' models are the bundle's backbone's; the text expert reads pixels.
+    embedding_experts = [o for o in answer["expertOutputs"] if o["expert"] != "EXPERT_TEXT"]
+    assert {output["model"]["name"].split("/")[-1] for output in embedding_experts} == {"efficientnet-lite2"}
     assert answer["backbone"]["name"] == read_bundle(bundle)["backbone"]["name"]

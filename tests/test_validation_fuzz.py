@@ -582,12 +582,13 @@ EXPERT_VALUES = {
     orchestrator_pb2.EXPERT_SAMPLER_FLOW,
     orchestrator_pb2.EXPERT_SAMPLER_SH_DIFFUSION,
     orchestrator_pb2.EXPERT_TOKENS,
+    orchestrator_pb2.EXPERT_TEXT,
 }
 
 
 OPTION_FIELDS = {
     "top_k": (st.integers(0, MAX_TOP_K), int32s(1, MAX_TOP_K)),
-    "experts": (st.lists(st.sampled_from(sorted(EXPERT_VALUES)), max_size=5), st.lists(int32s(0, 4), max_size=5)),
+    "experts": (st.lists(st.sampled_from(sorted(EXPERT_VALUES)), max_size=5), st.lists(int32s(0, 5), max_size=5)),
     "include_distribution": (st.booleans(), st.booleans()),
     "include_expert_outputs": (st.booleans(), st.booleans()),
     "use_exif_gps": (st.booleans(), st.booleans()),

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from geoloc.common.photos import PhotoLimits
 from geoloc.common.settings import MIB, ClientTlsSettings, ServerSettings
-from geoloc.embedding.photos import PhotoLimits
 
 
 # ClientTlsSettings: the CLIENT_TLS_* settings of the calls to Triton (its --grpc-use-ssl flags).

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from geoloc.embedding.photos import PhotoLimits, decode_photo
+from geoloc.common.photos import PhotoLimits, decode_photo
 from geoloc.tritonserver.repository import model_parameters
 
 RESAMPLING = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}

@@ -4,6 +4,6 @@ The names live here, apart from the kubernetes client, so that `geoloc --help` d
 """
 
 # The Deployments of k8s/base, named as the services are.
-SERVICES = ("orchestrator", "embedding", "gallery", "sampler", "tokens", "triton")
+SERVICES = ("orchestrator", "embedding", "gallery", "sampler", "tokens", "text", "triton")
 # The namespace k8s/base deploys into.
 DEFAULT_NAMESPACE = "geoloc"

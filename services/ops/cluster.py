@@ -5,7 +5,7 @@
     scale(api, "geoloc", "gallery", 4)                # the Deployment's scale subresource
     wait_for_rollout(api, "geoloc", timeout_s=300)    # every Deployment rolled out, or raises
 
-The six workloads are the Deployments of k8s/base, named as the services are. The calls used
+The seven workloads are the Deployments of k8s/base, named as the services are. The calls used
 are apps/v1 deployments (list, get, and a merge patch of the scale subresource), the core/v1
 pods list and the autoscaling/v2 HorizontalPodAutoscalers list; tests/test_ops_cli.py serves
 exactly these paths.

@@ -28,6 +28,7 @@ class OrchestratorSettings(ServerSettings, ClientTlsSettings):
         "127.0.0.1:50054", description="The sampler expert (flow and SH); 'none': not deployed."
     )
     tokens_address: str | None = Field("127.0.0.1:50055", description="The tokens expert; 'none': not deployed.")
+    text_address: str | None = Field("127.0.0.1:50056", description="The text expert; 'none': not deployed.")
     default_deadline_s: float = Field(
         10.0, gt=0, description="The whole call's budget when the caller sets no deadline."
     )
@@ -40,6 +41,9 @@ class OrchestratorSettings(ServerSettings, ClientTlsSettings):
     gallery_timeout_s: float = Field(2.0, gt=0, description="The most the gallery expert's call may take.")
     sampler_timeout_s: float = Field(5.0, gt=0, description="The most each sampler method's call may take.")
     tokens_timeout_s: float = Field(2.0, gt=0, description="The most the tokens expert's call may take.")
+    text_timeout_s: float = Field(
+        3.0, gt=0, description="The most the text expert's call may take (it starts with the embedding call)."
+    )
     gallery_k: int = Field(32, ge=1, le=1000, description="Gallery points asked for.")
     sampler_samples: int = Field(128, ge=2, description="Samples asked of each sampler method.")
     sampler_steps: int = Field(16, ge=1, description="Integration or denoising steps asked of each sampler method.")

@@ -6,7 +6,9 @@ the gRPC service config (geoloc.common.channels). An expert that fails, times ou
 deployed comes back as an `ExpertResult` with its status and no points: the call goes on without it.
 
 The token decoder shipped today was trained without neighbours (they did not help on val, see
-docs/tokens.md), so the tokens expert is asked in parallel with the gallery, not after it.
+docs/tokens.md), so the tokens expert is asked in parallel with the gallery, not after it. The
+text expert reads pixels, not the embedding: it is sent the photo, concurrently with the
+embedding call (`ask_text`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from geoloc.v1 import (
     orchestrator_pb2,
     sampler_pb2,
     sampler_pb2_grpc,
+    text_pb2,
+    text_pb2_grpc,
     tokens_pb2,
     tokens_pb2_grpc,
 )
@@ -47,6 +51,7 @@ class ExpertResult:
     points: ExpertPoints | None = None
     wire_points: list = field(default_factory=list)  # the WeightedPoint messages, for include_expert_outputs
     cells: list = field(default_factory=list)  # tokens_pb2.Cell, for include_expert_outputs
+    text: list = field(default_factory=list)  # text_pb2.TextLine, for include_expert_outputs
     model: common_pb2.ModelInfo | None = None
     latency_ms: float = 0.0
 
@@ -71,18 +76,26 @@ class ExpertClients:
         if embedding is None:
             raise ValueError("the orchestrator needs an embedding service address")
         self.embedding = embedding_pb2_grpc.EmbeddingServiceStub(embedding)
-        gallery, sampler, tokens = (
-            channel(a) for a in (settings.gallery_address, settings.sampler_address, settings.tokens_address)
+        s = settings
+        gallery, sampler, tokens, text = (
+            channel(a) for a in (s.gallery_address, s.sampler_address, s.tokens_address, s.text_address)
         )
         self.gallery = gallery_pb2_grpc.GalleryServiceStub(gallery) if gallery else None
         self.sampler = sampler_pb2_grpc.SamplerServiceStub(sampler) if sampler else None
         self.tokens = tokens_pb2_grpc.TokensServiceStub(tokens) if tokens else None
+        self.text = text_pb2_grpc.TextServiceStub(text) if text else None
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self._channels))
 
     def deployed(self) -> list[str]:
-        stubs = {"gallery": self.gallery, "flow": self.sampler, "sh": self.sampler, "tokens": self.tokens}
+        stubs = {
+            "gallery": self.gallery,
+            "flow": self.sampler,
+            "sh": self.sampler,
+            "tokens": self.tokens,
+            "text": self.text,
+        }
         return [name for name, stub in stubs.items() if stub is not None]
 
     def timeout_s(self, expert: str) -> float:
@@ -92,10 +105,33 @@ class ExpertClients:
             "flow": s.sampler_timeout_s,
             "sh": s.sampler_timeout_s,
             "tokens": s.tokens_timeout_s,
+            "text": s.text_timeout_s,
         }[expert]
 
     async def ask(self, expert: str, embedding: common_pb2.Embedding, budget_s: float) -> ExpertResult:
-        """One expert's answer within min(its timeout, budget_s), or its failure as a status."""
+        """One embedding expert's answer within min(its timeout, budget_s), or its failure as a status."""
+        return await self._answer_or_status(expert, budget_s, lambda timeout: self._call(expert, embedding, timeout))
+
+    async def ask_text(self, image: bytes, budget_s: float, include_text: bool) -> ExpertResult:
+        """The text expert's answer for the photo within min(its timeout, budget_s), or its failure as a
+        status; with the lines it read when `include_text` (they travel only when the caller asked)."""
+
+        async def call(timeout: float) -> ExpertResult:
+            request = text_pb2.ReadRequest(image=image, include_text=include_text)
+            answer = await self.text.Read(request, timeout=timeout)
+            points = list(answer.points)
+            return ExpertResult(
+                "text",
+                orchestrator_pb2.EXPERT_STATUS_OK,
+                points=ExpertPoints.of("text", points),
+                wire_points=points,
+                text=list(answer.lines),
+                model=answer.model,
+            )
+
+        return await self._answer_or_status("text", budget_s, call)
+
+    async def _answer_or_status(self, expert: str, budget_s: float, call) -> ExpertResult:
         timeout = min(self.timeout_s(expert), budget_s)
         started = time.perf_counter()
         if timeout <= 0:
@@ -103,7 +139,7 @@ class ExpertClients:
                 expert, orchestrator_pb2.EXPERT_STATUS_DEADLINE_EXCEEDED, "no time left in the caller's deadline"
             )
         try:
-            result = await self._call(expert, embedding, timeout)
+            result = await call(timeout)
         except grpc.aio.AioRpcError as error:
             status = STATUS_OF_CODE.get(error.code(), orchestrator_pb2.EXPERT_STATUS_FAILED)
             result = ExpertResult(expert, status, f"{error.code().name}: {error.details()}")

@@ -20,6 +20,7 @@ left out of it: they are the same for every photo, and the floor alone would spr
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -88,7 +89,14 @@ class FusionParameters:
     version: str = "unfitted"
 
     def levels(self, experts) -> tuple[float, float]:
-        return tuple(self.radius_levels.get(subset_key(experts), (0.5, 0.9)))
+        """The stated masses for this set of experts answering; for a set the fit saw too rarely to
+        calibrate (cross_validation.MIN_CALIBRATION_PHOTOS), the largest set within it that it did."""
+        experts = sorted(experts)
+        for size in range(len(experts), -1, -1):
+            for within in itertools.combinations(experts, size):
+                if subset_key(within) in self.radius_levels:
+                    return tuple(self.radius_levels[subset_key(within)])
+        return (0.5, 0.9)
 
     def to_dict(self) -> dict:
         return {
@@ -215,8 +223,9 @@ def expert_components(answer: ExpertPoints, params: FusionParameters, prior: Pri
 
 def weighted_parts(answers: list[ExpertPoints], params: FusionParameters, prior: Prior) -> dict[str, tuple]:
     """{expert: (centres, weights, half-mass radii km)} of the experts that carry weight in the mixture."""
-    parts = {a.expert: expert_components(a, params, prior) for a in answers}
-    return {expert: p for expert, p in parts.items() if p is not None and params.weights.get(expert, 0) > 0}
+    # An expert the fit gave no weight (or that it never saw, as a newly deployed one) is left out.
+    parts = {a.expert: expert_components(a, params, prior) for a in answers if params.weights.get(a.expert, 0) > 0}
+    return {expert: p for expert, p in parts.items() if p is not None}
 
 
 def build_mixture(answers: list[ExpertPoints], params: FusionParameters, prior: Prior) -> Mixture:

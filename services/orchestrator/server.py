@@ -1,7 +1,8 @@
 """The orchestrator's gRPC edge: a photo in, one fused, calibrated answer out.
 
 Locate validates the request, reads the photo's EXIF GPS as separate evidence, embeds the photo
-once, asks every requested and deployed expert concurrently under the caller's deadline, fuses
+once (the text expert, which reads pixels, is sent the photo at the same time), asks every
+requested and deployed expert concurrently under the caller's deadline, fuses
 the answers that came back with the fitted parameters (the prior always among them), names the
 hypotheses' places offline, and reports every expert's status. An expert that fails only
 leaves the answer with fewer components: with none, the answer is the prior.
@@ -94,8 +95,13 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         options = validated_options(request.options)
         deadline = time.perf_counter() + self._budget_s(context)
         started = time.perf_counter()
-        photo = await self._embedded_photo(image, deadline, "image")
-        return await self._locate(photo, started, request.options, options, deadline)
+        text = self._start_text(image, options, deadline, request.options)
+        try:
+            photo = await self._embedded_photo(image, deadline, "image")
+        except BaseException:
+            _cancel([text])
+            raise
+        return await self._locate(photo, text, started, request.options, options, deadline)
 
     async def LocateBatch(
         self, request: orchestrator_pb2.LocateBatchRequest, context
@@ -109,20 +115,35 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         options = validated_options(request.options)
         deadline = time.perf_counter() + self._budget_s(context)
         started = time.perf_counter()
-        # Every photo is embedded, and so checked, before any expert is asked: a bad photo fails
-        # the whole call naming the first bad index, whichever embedding finished first, and no
-        # expert works on an answer that would be thrown away.
+        texts = [self._start_text(image, options, deadline, request.options) for image in images]
+        # Every photo is embedded, and so checked, before any embedding expert is asked: a bad photo
+        # fails the whole call naming the first bad index, whichever embedding finished first, and
+        # no expert works on an answer that would be thrown away (the text expert's calls, started
+        # with the embeddings, are cancelled).
         photos = await asyncio.gather(
             *(self._embedded_photo(image, deadline, f"images[{i}]") for i, image in enumerate(images)),
             return_exceptions=True,
         )
         for outcome in photos:
             if isinstance(outcome, BaseException):
+                _cancel(texts)
                 raise outcome
         answers = await asyncio.gather(
-            *(self._locate(photo, started, request.options, options, deadline) for photo in photos)
+            *(
+                self._locate(photo, text, started, request.options, options, deadline)
+                for photo, text in zip(photos, texts, strict=True)
+            )
         )
         return orchestrator_pb2.LocateBatchResponse(responses=answers)
+
+    def _start_text(self, image: bytes, options, deadline: float, wire_options) -> asyncio.Task | None:
+        """The text expert's call, started now (it needs the photo, not the embedding), or None when it
+        is not deployed or not asked for."""
+        _, asked = options
+        if "text" not in self._clients.deployed() or (asked is not None and "text" not in asked):
+            return None
+        budget = deadline - time.perf_counter()
+        return asyncio.create_task(self._clients.ask_text(image, budget, wire_options.include_expert_outputs))
 
     async def _embedded_photo(self, image: bytes, deadline: float, field: str) -> tuple:
         """(the photo's EmbedResponse, its EXIF GPS position or None); a bad photo raises InvalidArgument."""
@@ -130,17 +151,20 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         return await self._embed(image, deadline, field), exif
 
     async def _locate(
-        self, photo: tuple, started: float, wire_options, options, deadline: float
+        self, photo: tuple, text: asyncio.Task | None, started: float, wire_options, options, deadline: float
     ) -> orchestrator_pb2.LocateResponse:
-        """The answer for one photo already embedded (`started` is when its call began)."""
+        """The answer for one photo already embedded, with the text expert's call started for it
+        (or None); `started` is when the call began."""
         embedded, exif = photo
         top_k, asked = options
         embed_ms = 1000 * (time.perf_counter() - started)
 
         deployed = self._clients.deployed()
-        calls = [e for e in (asked or deployed) if e in deployed]
+        calls = [e for e in (asked or deployed) if e in deployed and e != "text"]
         budget = deadline - time.perf_counter()
         results = await asyncio.gather(*(self._clients.ask(e, embedded.embedding, budget) for e in calls))
+        if text is not None:
+            results.append(await text)
         by_expert = {r.expert: r for r in results}
         for expert in EXPERT_ENUMS:
             if expert not in by_expert:
@@ -207,6 +231,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             if wire_options.include_expert_outputs:
                 output.points.extend(result.wire_points)
                 output.cells.extend(result.cells)
+                output.text.extend(result.text)
             outputs.append(output)
         response = orchestrator_pb2.LocateResponse(
             best_guess=hypotheses[0],
@@ -243,6 +268,12 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         response.radius_50_km, response.radius_90_km = EXIF_RADIUS_KM
         response.localizability = 1.0
         response.answer_source = orchestrator_pb2.ANSWER_SOURCE_EXIF_GPS
+
+
+def _cancel(tasks: list[asyncio.Task | None]) -> None:
+    for task in tasks:
+        if task is not None:
+            task.cancel()
 
 
 def orchestrator_spec(servicer: OrchestratorServicer) -> ServiceSpec:

@@ -11,5 +11,5 @@ The names live here, apart from grpc and the plan, so that `geoloc --help` stays
 """
 
 # Every component, in the order the tables list them (dependencies first).
-COMPONENTS = ("triton", "embedding", "gallery", "sampler", "tokens", "orchestrator")
-EXPERTS = ("gallery", "sampler", "tokens")
+COMPONENTS = ("triton", "embedding", "gallery", "sampler", "tokens", "text", "orchestrator")
+EXPERTS = ("gallery", "sampler", "tokens", "text")

@@ -51,7 +51,7 @@ def add_parser(subparsers) -> None:
     up = subparsers.add_parser(
         "up",
         parents=[run_dir],
-        help="start Triton and the five services locally",
+        help="start Triton and the six services locally",
         description=__doc__,
         epilog=_UP_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -76,7 +76,7 @@ def add_parser(subparsers) -> None:
         type=port_number,
         default=50051,
         metavar="PORT",
-        help="orchestrator's port; embedding, gallery, sampler, tokens follow (default: %(default)s)",
+        help="orchestrator's port; embedding, gallery, sampler, tokens, text follow (default: %(default)s)",
     )
     up.add_argument(
         "--metrics-base-port",

@@ -4,7 +4,7 @@ Everything here is pure (no process is started, no port is touched), so that the
 components, their ports and the order of their start can be tested as functions.
 
 Dependencies: embedding needs Triton; the orchestrator needs embedding and every expert
-(gallery, sampler, tokens) that is in the plan, and is told `none` for the others, which it
+(gallery, sampler, tokens, text) that is in the plan, and is told `none` for the others, which it
 then reports as SKIPPED. The experts need nothing.
 """
 
@@ -22,7 +22,7 @@ from geoloc.suite import COMPONENTS, EXPERTS
 
 HOST = "127.0.0.1"
 # The gRPC services, in the order their ports follow the base port (orchestrator = base).
-SERVICES = ("orchestrator", "embedding", "gallery", "sampler", "tokens")
+SERVICES = ("orchestrator", "embedding", "gallery", "sampler", "tokens", "text")
 # What a component cannot run without; `--only` adds these, `--without` may not remove them.
 REQUIRED: Mapping[str, tuple[str, ...]] = {"embedding": ("triton",), "orchestrator": ("embedding",)}
 DEFAULT_TRITON_MODELS = ("efficientnet_lite2",)

@@ -28,14 +28,16 @@ from geoloc.training.decision_fit import (
     best_guess_distances,
     best_guess_xyz,
     decision_tables,
+    fit_add_on,
     fit_decision,
     fit_uniform_share,
     mass_levels,
     with_decision,
 )
-from geoloc.training.fusion import fit_fusion
+from geoloc.training.fusion import add_on_bandwidth, fit_fusion
 
 CONSTANT = "constant"
+MIN_CALIBRATION_PHOTOS = 10  # fewer photos on which a set of experts all answered: no levels of its own
 RANDOM = "random gallery point"
 FUSED = "fused"
 
@@ -68,7 +70,9 @@ class FoldResult:
     fold: int
     n: int
     metrics: dict[str, Metrics]  # per answer: fused, each expert's top, the constant, a random point
-    coverage: dict[str, tuple[float, float]]  # per expert subset (subset_key): (within r50, within r90)
+    # Per expert subset (subset_key): (within r50, within r90, photos), on the photos where all of
+    # the subset's experts said something.
+    coverage: dict[str, tuple[float, float, int]]
     fitted: dict  # what was chosen on the other folds
 
 
@@ -90,10 +94,23 @@ def fit_answer(
     """The fusion, prior and decision fitted on `rows` alone: (parameters, prior, tables, what was
     chosen). `tables(params)` gives every photo's decision tables for likelihood-fitted parameters.
     With `calibrate`, also the uniform floor and every expert subset's radius levels."""
-    likelihood = fit_fusion({e: a[rows] for e, a in outputs.items()}, truth[rows], gallery_coordinates)
+    # Experts that answer only some photos (the text expert) are fitted as add-ons to the fusion of
+    # the others, on the photos they answered: where they say nothing, the answer is that fusion's.
+    add_ons = [e for e in outputs if not answered_by(outputs, [e], rows).all()]
+    base = {e: a[rows] for e, a in outputs.items() if e not in add_ons}
+    likelihood = fit_fusion(base, truth[rows], gallery_coordinates)
+    for expert in add_ons:
+        said = rows[answered_by(outputs, [expert], rows)]
+        bandwidth = add_on_bandwidth(outputs[expert][said], truth[said], gallery_coordinates)
+        bandwidths = {**likelihood.parameters.bandwidth_km, expert: bandwidth}
+        likelihood = replace(likelihood, parameters=replace(likelihood.parameters, bandwidth_km=bandwidths))
     table = tables(likelihood.parameters)
     weight = photo_weights([authors[i] for i in rows], weighting)
-    decision = fit_decision(table.rows(rows), weight)
+    fitted_rows = table.rows(rows)
+    decision = fit_decision(replace(fitted_rows, experts={e: fitted_rows.experts[e] for e in base}), weight)
+    for expert in add_ons:
+        said = answered_by(outputs, [expert], rows)
+        decision = fit_add_on(table.rows(rows[said]), decision, expert, weight[said])
     prior = Prior(gallery_coordinates, decision.prior_bandwidth_km)
     params = with_decision(likelihood.parameters, decision, 0.0)
     if calibrate:
@@ -102,10 +119,15 @@ def fit_answer(
         params = with_decision(likelihood.parameters, decision, floor)
         levels = {}
         for experts in expert_subsets(list(outputs)):
+            # A set's levels are stated only when those experts all said something, so they are
+            # fitted on those photos alone (the text expert's sets: the photos with text).
+            said = answered_by(outputs, experts, rows)
+            if said.sum() < MIN_CALIBRATION_PHOTOS:
+                continue  # serving falls back to the largest set within it that has levels
             answering = {e: outputs[e] for e in experts}
-            distances = best_guess_distances(answering, params, prior, table, rows, experts)
-            errors = best_guess_errors(params, table, rows, truth, experts)
-            levels[subset_key(experts)] = mass_levels(distances, errors, weight, floor)
+            distances = best_guess_distances(answering, params, prior, table, rows[said], experts)
+            errors = best_guess_errors(params, table, rows[said], truth, experts)
+            levels[subset_key(experts)] = mass_levels(distances, errors, weight[said], floor)
         params = replace(params, radius_levels=levels)
     chosen = {
         "weights": decision.weights,
@@ -114,8 +136,17 @@ def fit_answer(
         "uniform_weight": params.uniform_weight,
         "radius_levels": params.radius_levels,
         "fit_weighted_geoscore": decision.weighted_geoscore,
+        "add_ons": add_ons,
     }
     return params, prior, table, chosen
+
+
+def answered_by(outputs: dict[str, np.ndarray], experts, rows: np.ndarray) -> np.ndarray:
+    """[len(rows)] bool: every one of `experts` gave the photo a point with weight."""
+    said = np.ones(len(rows), dtype=bool)
+    for expert in experts:
+        said &= np.nan_to_num(outputs[expert][rows, :, 2]).max(axis=1) > 0
+    return said
 
 
 def best_guess_errors(params, table: DecisionTables, rows: np.ndarray, truth: np.ndarray, experts=None):
@@ -135,30 +166,55 @@ def score_fold(
     tables: Callable[[object], DecisionTables],
     tops: dict[str, np.ndarray],
     calibrate: bool = True,
+    groups: dict[str, np.ndarray] | None = None,
 ) -> FoldResult:
     """Fit on the other folds, score this one: every answer's metrics and, with `calibrate`, the
-    radii's coverage for every subset of experts answering."""
+    radii's coverage for every subset of experts answering.
+
+    An expert that answers only some photos (the text expert: photos with text) is scored on those
+    alone, as "EXPERT (answered)". `groups` ({name: mask over all photos}) adds the fused answer's,
+    each expert's and the constant's metrics on each group's photos, as "ANSWER · NAME"."""
     fit_rows, test_rows = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
     params, prior, table, chosen = fit_answer(
         outputs, truth, authors, fit_rows, gallery_coordinates, weighting, tables, calibrate
     )
     lat, lon = truth[test_rows, 0], truth[test_rows, 1]
-    metrics = {FUSED: summarize(best_guess_errors(params, table, test_rows, truth))}
+    errors = {FUSED: best_guess_errors(params, table, test_rows, truth)}
+    for expert in chosen["add_ons"]:  # exactly the fusion of the others, fitted without it
+        others = [e for e in outputs if e != expert]
+        errors[f"{FUSED} without {expert}"] = best_guess_errors(params, table, test_rows, truth, others)
+    answered = {e: np.nan_to_num(a[test_rows, :, 2]).max(axis=1) > 0 for e, a in outputs.items()}
     for expert, top in tops.items():
-        metrics[expert] = summarize(haversine_km(top[test_rows, 0], top[test_rows, 1], lat, lon))
-    metrics[CONSTANT] = summarize(haversine_km(*CONSTANT_PLACE, lat, lon))
+        errors[expert] = haversine_km(top[test_rows, 0], top[test_rows, 1], lat, lon)
+    errors[CONSTANT] = haversine_km(*CONSTANT_PLACE, lat, lon)
     rng = np.random.default_rng(fold)
     random_points = gallery_coordinates[rng.integers(0, len(gallery_coordinates), len(test_rows))]
-    metrics[RANDOM] = summarize(haversine_km(random_points[:, 0], random_points[:, 1], lat, lon))
+    errors[RANDOM] = haversine_km(random_points[:, 0], random_points[:, 1], lat, lon)
+    metrics = {}
+    for answer, error in errors.items():
+        if answer in answered and not answered[answer].all():
+            metrics[f"{answer} (answered)"] = summarize(error[answered[answer]])
+        else:
+            metrics[answer] = summarize(error)
+    for name, mask in (groups or {}).items():
+        inside = mask[test_rows]
+        for answer in (FUSED, *(f"{FUSED} without {e}" for e in chosen["add_ons"]), *tops, CONSTANT):
+            keep = inside & answered.get(answer, True)
+            if keep.any():  # a fold may hold none of a group's photos: that fold leaves the row out
+                metrics[f"{answer} · {name}"] = summarize(errors[answer][keep])
     coverage = {}
     for experts in expert_subsets(list(outputs)) if calibrate else []:
+        said = test_rows[answered_by(outputs, experts, test_rows)]
+        if not len(said):
+            continue
         answering = {e: outputs[e] for e in experts}
-        errors = best_guess_errors(params, table, test_rows, truth, experts)
-        distances = best_guess_distances(answering, params, prior, table, test_rows, experts)
-        coverage[subset_key(experts)] = tuple(
+        errors = best_guess_errors(params, table, said, truth, experts)
+        distances = best_guess_distances(answering, params, prior, table, said, experts)
+        held = (
             float(np.mean(errors <= np.array([radius_holding_mass(d, params.uniform_weight, m) for d in distances])))
             for m in params.levels(experts)
         )
+        coverage[subset_key(experts)] = (*held, len(said))
     return FoldResult(fold, len(test_rows), metrics, coverage, chosen)
 
 

@@ -86,6 +86,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "photographers) instead of Im2GPS3k train + val; not with --ship or --write-fusion, which "
         "write the default backbone's shipped models",
     )
+    parser.add_argument(
+        "--no-text",
+        action="store_true",
+        help="leave the text expert out (it needs the photos' pixels: always left out with --features). "
+        "With it, it is fitted beside the fusion of the others, and the fused answer with and without it "
+        "is reported on all photos, on those with text and on those without; the text read is cached",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=run)
     return parser
@@ -111,6 +118,44 @@ def cv_photos(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, list[st
     return features, truth, [i.author for i in images], "Im2GPS3k train + val"
 
 
+def cv_photo_paths(args: argparse.Namespace) -> list[Path]:
+    """The files of the photos cv_photos gives (Im2GPS3k train + val), in the same order."""
+    from geoloc.evaluation.dataset import im2gps3k_split
+
+    return [i.path for name in ("train", "val") for i in im2gps3k_split(name, args.data).images]
+
+
+FUSED_WITHOUT_TEXT = "fused without text"
+
+
+def text_comparison(answers: dict, groups: dict) -> dict:
+    """The fused answer with and without the text expert (the fusion of the others, which the text
+    expert is fitted beside: training/cross_validation.fit_answer), on all photos and on each group;
+    the text expert alone on the photos it answered; and whether with ≥ without on each guarded figure."""
+    rows = {
+        "text (answered)": answers.get("text (answered)"),
+        "fused": answers["fused"],
+        FUSED_WITHOUT_TEXT: answers.get(FUSED_WITHOUT_TEXT),
+        "constant": answers["constant"],
+    }
+    for name in groups:
+        for answer in ("text", "fused", FUSED_WITHOUT_TEXT, "constant"):
+            rows[f"{answer} · {name}"] = answers.get(f"{answer} · {name}")
+    rows = {k: v for k, v in rows.items() if v is not None}
+    at_least = {
+        scope: {k: rows[f"fused{scope}"][k]["mean"] >= rows[f"{FUSED_WITHOUT_TEXT}{scope}"][k]["mean"] for k in GUARDED}
+        for scope in ("", *(f" · {name}" for name in groups))
+        if f"fused{scope}" in rows and f"{FUSED_WITHOUT_TEXT}{scope}" in rows
+    }
+    return {
+        "photos_with_text": int(groups["with text"].sum()),
+        "share_with_text": float(groups["with text"].mean()),
+        "answers": rows,
+        "with_at_least_without": at_least,
+        "table": markdown_table(rows),
+    }
+
+
 def expert_config(text: str) -> tuple[str, dict]:
     """'EXPERT=JSON object' as (expert, fields); checked against the configurations when the run starts."""
     expert, sep, fields = text.partition("=")
@@ -130,23 +175,27 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 def summarise_folds(results) -> dict:
-    """Per answer, each figure's mean and spread (sample standard deviation) over the folds."""
-    answers = results[0].metrics.keys()
+    """Per answer, each figure's mean and spread (sample standard deviation) over the folds that
+    scored it (a group's rows over the folds that hold photos of the group), and the photos counted."""
+    answers = dict.fromkeys(a for r in results for a in r.metrics)
     table = {}
     for answer in answers:
-        rows = [r.metrics[answer] for r in results]
+        rows = [r.metrics[answer] for r in results if answer in r.metrics]
         table[answer] = {
+            "photos": sum(m.n for m in rows),
+            "folds": len(rows),
             **{f"acc_{t:g}km": summary([m.accuracy_at(t) for m in rows]) for t in rows[0].thresholds_km},
             "geoscore": summary([m.geoscore for m in rows]),
             "median_km": summary([m.median_km for m in rows]),
         }
-    coverage = {
-        subset: {
-            "within_r50": summary([r.coverage[subset][0] for r in results]),
-            "within_r90": summary([r.coverage[subset][1] for r in results]),
+    coverage = {}
+    for subset in dict.fromkeys(s for r in results for s in r.coverage):
+        held = [r.coverage[subset] for r in results if subset in r.coverage]
+        coverage[subset] = {
+            "within_r50": summary([h[0] for h in held]),
+            "within_r90": summary([h[1] for h in held]),
+            "photos": sum(h[2] for h in held),  # where every expert of the subset said something
         }
-        for subset in results[0].coverage
-    }
     return {"answers": table, "coverage": coverage}
 
 
@@ -208,14 +257,22 @@ def run(args: argparse.Namespace) -> int:
         features, truth, authors, folds, budget, requests, default_cache_dir(), seed=args.seed, configs=configs
     )
     print(f"out-of-fold answers ready ({time.monotonic() - started:.0f} s)")
+    groups = None
+    if not (args.no_text or args.features):
+        from geoloc.training.text_outputs import cv_text_answers
+
+        outputs["text"] = cv_text_answers(cv_photo_paths(args), default_cache_dir())
+        has_text = outputs["text"][:, :, 2].max(axis=1) > 0
+        groups = {"with text": has_text, "without text": ~has_text}
+        print(f"text answers ready: {has_text.sum()} of {len(has_text)} photos ({time.monotonic() - started:.0f} s)")
     gallery_coordinates, _ = read_gps_csv(default_gallery_csv())
-    tops = top_points(outputs)
     tables = table_cache(outputs, truth, gallery_coordinates)
+    tops = top_points(outputs)
 
     def cross_validate(weighting: str, calibrate: bool) -> dict:
         def score(fold: int):
             return score_fold(
-                fold, folds, outputs, truth, authors, gallery_coordinates, weighting, tables, tops, calibrate
+                fold, folds, outputs, truth, authors, gallery_coordinates, weighting, tables, tops, calibrate, groups
             )
 
         results = []
@@ -241,6 +298,10 @@ def run(args: argparse.Namespace) -> int:
     print(markdown_table(calibrated["summary"]["answers"]))
     for subset, c in calibrated["summary"]["coverage"].items():
         print(f"  {subset}: r50 holds {c['within_r50']['mean']:.1%}, r90 holds {c['within_r90']['mean']:.1%}")
+    text = None
+    if groups is not None:
+        text = text_comparison(calibrated["summary"]["answers"], groups)
+        print(f"with and without the text expert ({text['photos_with_text']} photos with text):\n{text['table']}")
     figures = {
         "what": f"photographer-grouped {args.folds}-fold cross-validation over {what}",
         "photos": len(authors),
@@ -254,6 +315,7 @@ def run(args: argparse.Namespace) -> int:
         "weighting_chosen_by": "this CV (weightings_compared)" if by_weighting else "--weighting",
         "weightings_compared": {w: f["summary"]["answers"]["fused"] for w, f in by_weighting.items()},
         "chosen": calibrated,
+        "text": text,  # with and without the text expert (None: it was left out)
         "seconds": round(time.monotonic() - started),
     }
     out = args.out or CV_FIGURES
@@ -345,6 +407,6 @@ def fold_dict(result) -> dict:
         "fold": result.fold,
         "n": result.n,
         "metrics": {k: m.to_dict() for k, m in result.metrics.items()},
-        "coverage": {k: {"within_r50": v[0], "within_r90": v[1]} for k, v in result.coverage.items()},
+        "coverage": {k: {"within_r50": v[0], "within_r90": v[1], "photos": v[2]} for k, v in result.coverage.items()},
         "fitted": result.fitted,
     }

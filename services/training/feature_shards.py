@@ -32,9 +32,9 @@ import torch
 
 from geoloc.common.errors import InvalidArgument
 from geoloc.common.files import written_atomically
+from geoloc.common.photos import PhotoLimits
 from geoloc.common.tls import ClientTls
 from geoloc.embedding.config import EmbeddingSettings
-from geoloc.embedding.photos import PhotoLimits
 from geoloc.embedding.preprocessing import model_input_from_photo
 from geoloc.embedding.triton_backbone import BackboneInfo, TritonBackbone, describe_backbone
 from geoloc.evaluation.csvio import InputError

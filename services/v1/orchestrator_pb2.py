@@ -23,44 +23,45 @@ _sym_db = _symbol_database.Default()
 
 
 from geoloc.v1 import common_pb2 as geoloc_dot_v1_dot_common__pb2
+from geoloc.v1 import text_pb2 as geoloc_dot_v1_dot_text__pb2
 from geoloc.v1 import tokens_pb2 as geoloc_dot_v1_dot_tokens__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cgeoloc/v1/orchestrator.proto\x12\tgeoloc.v1\x1a\x16geoloc/v1/common.proto\x1a\x16geoloc/v1/tokens.proto\"\x96\x01\n\rLocateOptions\x12\r\n\x05top_k\x18\x01 \x01(\x05\x12\"\n\x07\x65xperts\x18\x02 \x03(\x0e\x32\x11.geoloc.v1.Expert\x12\x1c\n\x14include_distribution\x18\x03 \x01(\x08\x12\x1e\n\x16include_expert_outputs\x18\x04 \x01(\x08\x12\x14\n\x0cuse_exif_gps\x18\x05 \x01(\x08\"I\n\rLocateRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12)\n\x07options\x18\x02 \x01(\x0b\x32\x18.geoloc.v1.LocateOptions\"\x8f\x01\n\x05Place\x12\"\n\x04kind\x18\x01 \x01(\x0e\x32\x14.geoloc.v1.PlaceKind\x12\x14\n\x0c\x63ountry_code\x18\x02 \x01(\t\x12\x14\n\x0c\x63ountry_name\x18\x03 \x01(\t\x12\x14\n\x0cnearest_city\x18\x04 \x01(\t\x12 \n\x18nearest_city_distance_km\x18\x05 \x01(\x01\"\x90\x01\n\nHypothesis\x12\x0f\n\x07lat_deg\x18\x01 \x01(\x01\x12\x0f\n\x07lon_deg\x18\x02 \x01(\x01\x12\x13\n\x0bprobability\x18\x03 \x01(\x01\x12\x14\n\x0cradius_50_km\x18\x04 \x01(\x01\x12\x14\n\x0cradius_90_km\x18\x05 \x01(\x01\x12\x1f\n\x05place\x18\x06 \x01(\x0b\x32\x10.geoloc.v1.Place\"+\n\x07\x45xifGps\x12\x0f\n\x07lat_deg\x18\x01 \x01(\x01\x12\x0f\n\x07lon_deg\x18\x02 \x01(\x01\"\x8c\x02\n\x0c\x45xpertOutput\x12!\n\x06\x65xpert\x18\x01 \x01(\x0e\x32\x11.geoloc.v1.Expert\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.geoloc.v1.ExpertStatus\x12\x16\n\x0estatus_message\x18\x03 \x01(\t\x12(\n\x06points\x18\x04 \x03(\x0b\x32\x18.geoloc.v1.WeightedPoint\x12\x1e\n\x05\x63\x65lls\x18\x05 \x03(\x0b\x32\x0f.geoloc.v1.Cell\x12\x15\n\rfusion_weight\x18\x06 \x01(\x01\x12#\n\x05model\x18\x07 \x01(\x0b\x32\x14.geoloc.v1.ModelInfo\x12\x12\n\nlatency_ms\x18\x08 \x01(\x01\"T\n\x07Timings\x12\x10\n\x08\x65mbed_ms\x18\x01 \x01(\x01\x12\x12\n\nexperts_ms\x18\x02 \x01(\x01\x12\x11\n\tfusion_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\"\xe8\x03\n\x0eLocateResponse\x12)\n\nbest_guess\x18\x01 \x01(\x0b\x32\x15.geoloc.v1.Hypothesis\x12)\n\nhypotheses\x18\x02 \x03(\x0b\x32\x15.geoloc.v1.Hypothesis\x12\x14\n\x0cradius_50_km\x18\x03 \x01(\x01\x12\x14\n\x0cradius_90_km\x18\x04 \x01(\x01\x12\x16\n\x0elocalizability\x18\x05 \x01(\x01\x12.\n\ranswer_source\x18\x06 \x01(\x0e\x32\x17.geoloc.v1.AnswerSource\x12$\n\x08\x65xif_gps\x18\x07 \x01(\x0b\x32\x12.geoloc.v1.ExifGps\x12/\n\x0e\x65xpert_outputs\x18\x08 \x03(\x0b\x32\x17.geoloc.v1.ExpertOutput\x12.\n\x0c\x64istribution\x18\t \x03(\x0b\x32\x18.geoloc.v1.WeightedPoint\x12&\n\x08\x62\x61\x63kbone\x18\n \x01(\x0b\x32\x14.geoloc.v1.ModelInfo\x12$\n\x06\x66usion\x18\x0b \x01(\x0b\x32\x14.geoloc.v1.ModelInfo\x12#\n\x07timings\x18\x0c \x01(\x0b\x32\x12.geoloc.v1.Timings\x12\x12\n\nrequest_id\x18\r \x01(\t\"O\n\x12LocateBatchRequest\x12\x0e\n\x06images\x18\x01 \x03(\x0c\x12)\n\x07options\x18\x02 \x01(\x0b\x32\x18.geoloc.v1.LocateOptions\"C\n\x13LocateBatchResponse\x12,\n\tresponses\x18\x01 \x03(\x0b\x32\x19.geoloc.v1.LocateResponse*\x81\x01\n\x06\x45xpert\x12\x16\n\x12\x45XPERT_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x45XPERT_GALLERY\x10\x01\x12\x17\n\x13\x45XPERT_SAMPLER_FLOW\x10\x02\x12\x1f\n\x1b\x45XPERT_SAMPLER_SH_DIFFUSION\x10\x03\x12\x11\n\rEXPERT_TOKENS\x10\x04*\xbc\x01\n\x0c\x45xpertStatus\x12\x1d\n\x19\x45XPERT_STATUS_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45XPERT_STATUS_OK\x10\x01\x12#\n\x1f\x45XPERT_STATUS_DEADLINE_EXCEEDED\x10\x02\x12\x1d\n\x19\x45XPERT_STATUS_UNAVAILABLE\x10\x03\x12\x18\n\x14\x45XPERT_STATUS_FAILED\x10\x04\x12\x19\n\x15\x45XPERT_STATUS_SKIPPED\x10\x05*c\n\x0c\x41nswerSource\x12\x1d\n\x19\x41NSWER_SOURCE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41NSWER_SOURCE_FUSION\x10\x01\x12\x1a\n\x16\x41NSWER_SOURCE_EXIF_GPS\x10\x02*r\n\tPlaceKind\x12\x1a\n\x16PLACE_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12PLACE_KIND_COUNTRY\x10\x01\x12\x14\n\x10PLACE_KIND_OCEAN\x10\x02\x12\x1b\n\x17PLACE_KIND_UNKNOWN_LAND\x10\x03\x32\xa2\x01\n\x13OrchestratorService\x12=\n\x06Locate\x12\x18.geoloc.v1.LocateRequest\x1a\x19.geoloc.v1.LocateResponse\x12L\n\x0bLocateBatch\x12\x1d.geoloc.v1.LocateBatchRequest\x1a\x1e.geoloc.v1.LocateBatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cgeoloc/v1/orchestrator.proto\x12\tgeoloc.v1\x1a\x16geoloc/v1/common.proto\x1a\x14geoloc/v1/text.proto\x1a\x16geoloc/v1/tokens.proto\"\x96\x01\n\rLocateOptions\x12\r\n\x05top_k\x18\x01 \x01(\x05\x12\"\n\x07\x65xperts\x18\x02 \x03(\x0e\x32\x11.geoloc.v1.Expert\x12\x1c\n\x14include_distribution\x18\x03 \x01(\x08\x12\x1e\n\x16include_expert_outputs\x18\x04 \x01(\x08\x12\x14\n\x0cuse_exif_gps\x18\x05 \x01(\x08\"I\n\rLocateRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12)\n\x07options\x18\x02 \x01(\x0b\x32\x18.geoloc.v1.LocateOptions\"\x8f\x01\n\x05Place\x12\"\n\x04kind\x18\x01 \x01(\x0e\x32\x14.geoloc.v1.PlaceKind\x12\x14\n\x0c\x63ountry_code\x18\x02 \x01(\t\x12\x14\n\x0c\x63ountry_name\x18\x03 \x01(\t\x12\x14\n\x0cnearest_city\x18\x04 \x01(\t\x12 \n\x18nearest_city_distance_km\x18\x05 \x01(\x01\"\x90\x01\n\nHypothesis\x12\x0f\n\x07lat_deg\x18\x01 \x01(\x01\x12\x0f\n\x07lon_deg\x18\x02 \x01(\x01\x12\x13\n\x0bprobability\x18\x03 \x01(\x01\x12\x14\n\x0cradius_50_km\x18\x04 \x01(\x01\x12\x14\n\x0cradius_90_km\x18\x05 \x01(\x01\x12\x1f\n\x05place\x18\x06 \x01(\x0b\x32\x10.geoloc.v1.Place\"+\n\x07\x45xifGps\x12\x0f\n\x07lat_deg\x18\x01 \x01(\x01\x12\x0f\n\x07lon_deg\x18\x02 \x01(\x01\"\xaf\x02\n\x0c\x45xpertOutput\x12!\n\x06\x65xpert\x18\x01 \x01(\x0e\x32\x11.geoloc.v1.Expert\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.geoloc.v1.ExpertStatus\x12\x16\n\x0estatus_message\x18\x03 \x01(\t\x12(\n\x06points\x18\x04 \x03(\x0b\x32\x18.geoloc.v1.WeightedPoint\x12\x1e\n\x05\x63\x65lls\x18\x05 \x03(\x0b\x32\x0f.geoloc.v1.Cell\x12\x15\n\rfusion_weight\x18\x06 \x01(\x01\x12#\n\x05model\x18\x07 \x01(\x0b\x32\x14.geoloc.v1.ModelInfo\x12\x12\n\nlatency_ms\x18\x08 \x01(\x01\x12!\n\x04text\x18\t \x03(\x0b\x32\x13.geoloc.v1.TextLine\"T\n\x07Timings\x12\x10\n\x08\x65mbed_ms\x18\x01 \x01(\x01\x12\x12\n\nexperts_ms\x18\x02 \x01(\x01\x12\x11\n\tfusion_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\"\xe8\x03\n\x0eLocateResponse\x12)\n\nbest_guess\x18\x01 \x01(\x0b\x32\x15.geoloc.v1.Hypothesis\x12)\n\nhypotheses\x18\x02 \x03(\x0b\x32\x15.geoloc.v1.Hypothesis\x12\x14\n\x0cradius_50_km\x18\x03 \x01(\x01\x12\x14\n\x0cradius_90_km\x18\x04 \x01(\x01\x12\x16\n\x0elocalizability\x18\x05 \x01(\x01\x12.\n\ranswer_source\x18\x06 \x01(\x0e\x32\x17.geoloc.v1.AnswerSource\x12$\n\x08\x65xif_gps\x18\x07 \x01(\x0b\x32\x12.geoloc.v1.ExifGps\x12/\n\x0e\x65xpert_outputs\x18\x08 \x03(\x0b\x32\x17.geoloc.v1.ExpertOutput\x12.\n\x0c\x64istribution\x18\t \x03(\x0b\x32\x18.geoloc.v1.WeightedPoint\x12&\n\x08\x62\x61\x63kbone\x18\n \x01(\x0b\x32\x14.geoloc.v1.ModelInfo\x12$\n\x06\x66usion\x18\x0b \x01(\x0b\x32\x14.geoloc.v1.ModelInfo\x12#\n\x07timings\x18\x0c \x01(\x0b\x32\x12.geoloc.v1.Timings\x12\x12\n\nrequest_id\x18\r \x01(\t\"O\n\x12LocateBatchRequest\x12\x0e\n\x06images\x18\x01 \x03(\x0c\x12)\n\x07options\x18\x02 \x01(\x0b\x32\x18.geoloc.v1.LocateOptions\"C\n\x13LocateBatchResponse\x12,\n\tresponses\x18\x01 \x03(\x0b\x32\x19.geoloc.v1.LocateResponse*\x92\x01\n\x06\x45xpert\x12\x16\n\x12\x45XPERT_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x45XPERT_GALLERY\x10\x01\x12\x17\n\x13\x45XPERT_SAMPLER_FLOW\x10\x02\x12\x1f\n\x1b\x45XPERT_SAMPLER_SH_DIFFUSION\x10\x03\x12\x11\n\rEXPERT_TOKENS\x10\x04\x12\x0f\n\x0b\x45XPERT_TEXT\x10\x05*\xbc\x01\n\x0c\x45xpertStatus\x12\x1d\n\x19\x45XPERT_STATUS_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45XPERT_STATUS_OK\x10\x01\x12#\n\x1f\x45XPERT_STATUS_DEADLINE_EXCEEDED\x10\x02\x12\x1d\n\x19\x45XPERT_STATUS_UNAVAILABLE\x10\x03\x12\x18\n\x14\x45XPERT_STATUS_FAILED\x10\x04\x12\x19\n\x15\x45XPERT_STATUS_SKIPPED\x10\x05*c\n\x0c\x41nswerSource\x12\x1d\n\x19\x41NSWER_SOURCE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41NSWER_SOURCE_FUSION\x10\x01\x12\x1a\n\x16\x41NSWER_SOURCE_EXIF_GPS\x10\x02*r\n\tPlaceKind\x12\x1a\n\x16PLACE_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12PLACE_KIND_COUNTRY\x10\x01\x12\x14\n\x10PLACE_KIND_OCEAN\x10\x02\x12\x1b\n\x17PLACE_KIND_UNKNOWN_LAND\x10\x03\x32\xa2\x01\n\x13OrchestratorService\x12=\n\x06Locate\x12\x18.geoloc.v1.LocateRequest\x1a\x19.geoloc.v1.LocateResponse\x12L\n\x0bLocateBatch\x12\x1d.geoloc.v1.LocateBatchRequest\x1a\x1e.geoloc.v1.LocateBatchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'geoloc.v1.orchestrator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXPERT']._serialized_start=1656
-  _globals['_EXPERT']._serialized_end=1785
-  _globals['_EXPERTSTATUS']._serialized_start=1788
-  _globals['_EXPERTSTATUS']._serialized_end=1976
-  _globals['_ANSWERSOURCE']._serialized_start=1978
-  _globals['_ANSWERSOURCE']._serialized_end=2077
-  _globals['_PLACEKIND']._serialized_start=2079
-  _globals['_PLACEKIND']._serialized_end=2193
-  _globals['_LOCATEOPTIONS']._serialized_start=92
-  _globals['_LOCATEOPTIONS']._serialized_end=242
-  _globals['_LOCATEREQUEST']._serialized_start=244
-  _globals['_LOCATEREQUEST']._serialized_end=317
-  _globals['_PLACE']._serialized_start=320
-  _globals['_PLACE']._serialized_end=463
-  _globals['_HYPOTHESIS']._serialized_start=466
-  _globals['_HYPOTHESIS']._serialized_end=610
-  _globals['_EXIFGPS']._serialized_start=612
-  _globals['_EXIFGPS']._serialized_end=655
-  _globals['_EXPERTOUTPUT']._serialized_start=658
-  _globals['_EXPERTOUTPUT']._serialized_end=926
-  _globals['_TIMINGS']._serialized_start=928
-  _globals['_TIMINGS']._serialized_end=1012
-  _globals['_LOCATERESPONSE']._serialized_start=1015
-  _globals['_LOCATERESPONSE']._serialized_end=1503
-  _globals['_LOCATEBATCHREQUEST']._serialized_start=1505
-  _globals['_LOCATEBATCHREQUEST']._serialized_end=1584
-  _globals['_LOCATEBATCHRESPONSE']._serialized_start=1586
-  _globals['_LOCATEBATCHRESPONSE']._serialized_end=1653
-  _globals['_ORCHESTRATORSERVICE']._serialized_start=2196
-  _globals['_ORCHESTRATORSERVICE']._serialized_end=2358
+  _globals['_EXPERT']._serialized_start=1713
+  _globals['_EXPERT']._serialized_end=1859
+  _globals['_EXPERTSTATUS']._serialized_start=1862
+  _globals['_EXPERTSTATUS']._serialized_end=2050
+  _globals['_ANSWERSOURCE']._serialized_start=2052
+  _globals['_ANSWERSOURCE']._serialized_end=2151
+  _globals['_PLACEKIND']._serialized_start=2153
+  _globals['_PLACEKIND']._serialized_end=2267
+  _globals['_LOCATEOPTIONS']._serialized_start=114
+  _globals['_LOCATEOPTIONS']._serialized_end=264
+  _globals['_LOCATEREQUEST']._serialized_start=266
+  _globals['_LOCATEREQUEST']._serialized_end=339
+  _globals['_PLACE']._serialized_start=342
+  _globals['_PLACE']._serialized_end=485
+  _globals['_HYPOTHESIS']._serialized_start=488
+  _globals['_HYPOTHESIS']._serialized_end=632
+  _globals['_EXIFGPS']._serialized_start=634
+  _globals['_EXIFGPS']._serialized_end=677
+  _globals['_EXPERTOUTPUT']._serialized_start=680
+  _globals['_EXPERTOUTPUT']._serialized_end=983
+  _globals['_TIMINGS']._serialized_start=985
+  _globals['_TIMINGS']._serialized_end=1069
+  _globals['_LOCATERESPONSE']._serialized_start=1072
+  _globals['_LOCATERESPONSE']._serialized_end=1560
+  _globals['_LOCATEBATCHREQUEST']._serialized_start=1562
+  _globals['_LOCATEBATCHREQUEST']._serialized_end=1641
+  _globals['_LOCATEBATCHRESPONSE']._serialized_start=1643
+  _globals['_LOCATEBATCHRESPONSE']._serialized_end=1710
+  _globals['_ORCHESTRATORSERVICE']._serialized_start=2270
+  _globals['_ORCHESTRATORSERVICE']._serialized_end=2432
 # @@protoc_insertion_point(module_scope)

@@ -1,4 +1,5 @@
 from geoloc.v1 import common_pb2 as _common_pb2
+from geoloc.v1 import text_pb2 as _text_pb2
 from geoloc.v1 import tokens_pb2 as _tokens_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -16,6 +17,7 @@ class Expert(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EXPERT_SAMPLER_FLOW: _ClassVar[Expert]
     EXPERT_SAMPLER_SH_DIFFUSION: _ClassVar[Expert]
     EXPERT_TOKENS: _ClassVar[Expert]
+    EXPERT_TEXT: _ClassVar[Expert]
 
 class ExpertStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -43,6 +45,7 @@ EXPERT_GALLERY: Expert
 EXPERT_SAMPLER_FLOW: Expert
 EXPERT_SAMPLER_SH_DIFFUSION: Expert
 EXPERT_TOKENS: Expert
+EXPERT_TEXT: Expert
 EXPERT_STATUS_UNSPECIFIED: ExpertStatus
 EXPERT_STATUS_OK: ExpertStatus
 EXPERT_STATUS_DEADLINE_EXCEEDED: ExpertStatus
@@ -118,7 +121,7 @@ class ExifGps(_message.Message):
     def __init__(self, lat_deg: _Optional[float] = ..., lon_deg: _Optional[float] = ...) -> None: ...
 
 class ExpertOutput(_message.Message):
-    __slots__ = ("expert", "status", "status_message", "points", "cells", "fusion_weight", "model", "latency_ms")
+    __slots__ = ("expert", "status", "status_message", "points", "cells", "fusion_weight", "model", "latency_ms", "text")
     EXPERT_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     STATUS_MESSAGE_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +130,7 @@ class ExpertOutput(_message.Message):
     FUSION_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
     expert: Expert
     status: ExpertStatus
     status_message: str
@@ -135,7 +139,8 @@ class ExpertOutput(_message.Message):
     fusion_weight: float
     model: _common_pb2.ModelInfo
     latency_ms: float
-    def __init__(self, expert: _Optional[_Union[Expert, str]] = ..., status: _Optional[_Union[ExpertStatus, str]] = ..., status_message: _Optional[str] = ..., points: _Optional[_Iterable[_Union[_common_pb2.WeightedPoint, _Mapping]]] = ..., cells: _Optional[_Iterable[_Union[_tokens_pb2.Cell, _Mapping]]] = ..., fusion_weight: _Optional[float] = ..., model: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ..., latency_ms: _Optional[float] = ...) -> None: ...
+    text: _containers.RepeatedCompositeFieldContainer[_text_pb2.TextLine]
+    def __init__(self, expert: _Optional[_Union[Expert, str]] = ..., status: _Optional[_Union[ExpertStatus, str]] = ..., status_message: _Optional[str] = ..., points: _Optional[_Iterable[_Union[_common_pb2.WeightedPoint, _Mapping]]] = ..., cells: _Optional[_Iterable[_Union[_tokens_pb2.Cell, _Mapping]]] = ..., fusion_weight: _Optional[float] = ..., model: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ..., latency_ms: _Optional[float] = ..., text: _Optional[_Iterable[_Union[_text_pb2.TextLine, _Mapping]]] = ...) -> None: ...
 
 class Timings(_message.Message):
     __slots__ = ("embed_ms", "experts_ms", "fusion_ms", "total_ms")

@@ -27,3 +27,20 @@ def informative_and_misleading(n: int, seed: int = 1, photographers: int = 15):
 
     authors = [f"p{i % photographers}" for i in range(n)]
     return {"gallery": points(near), "tokens": points(far)}, truth, authors
+
+
+def text_like(truth: np.ndarray, every: int = 3, misread_every: int = 0, seed: int = 2) -> np.ndarray:
+    """A text-like expert's points [n, 2, 4]: on every `every`-th photo a 5 km point on the true place
+    (a named city), silent (no weighted point) on the rest. With `misread_every`, every such photo of
+    those it answers instead names a place 20° to 40° of latitude away (Paris, Texas for Paris)."""
+    rng = np.random.default_rng(seed)
+    n = len(truth)
+    answered = np.flatnonzero(np.arange(n) % every == 0)
+    places = truth[answered].copy()
+    if misread_every:
+        wrong = np.arange(len(answered)) % misread_every == misread_every - 1
+        shift = rng.uniform(20, 40, wrong.sum()) * np.where(places[wrong, 0] > 0, -1, 1)
+        places[wrong, 0] += shift
+    text = np.zeros((n, 2, 4))
+    text[answered, 0] = np.stack([places[:, 0], places[:, 1], np.ones(len(places)), np.full(len(places), 5.0)], axis=1)
+    return text

@@ -6,9 +6,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from geoloc.common.sphere import haversine_km, unit_to_latlon
 from geoloc.evaluation.folds import photographer_folds
-from geoloc.training.cross_validation import CONSTANT, FUSED, RANDOM, score_fold, table_cache, top_points
-from tests.synthetic_experts import GALLERY, informative_and_misleading
+from geoloc.training.cross_validation import (
+    CONSTANT,
+    FUSED,
+    RANDOM,
+    fit_answer,
+    score_fold,
+    table_cache,
+    top_points,
+)
+from geoloc.training.decision_fit import best_guess_xyz
+from tests.synthetic_experts import GALLERY, informative_and_misleading, text_like
 
 
 def test_a_fold_is_scored_by_a_fit_that_never_saw_it():
@@ -104,13 +114,8 @@ def test_an_expert_that_answers_some_photos_is_scored_on_those_and_fitted_to_hel
     the photos it answered; fused with it, the photos it answered are placed better than fused
     without it (the gallery alone there is off by ~100 km), and the others no worse."""
     outputs, truth, authors = informative_and_misleading(120)
-    n = len(truth)
-    answered = np.arange(n) % 3 == 0
-    text = np.zeros((n, 2, 4))
-    text[answered, 0] = np.stack(
-        [truth[answered, 0], truth[answered, 1], np.ones(answered.sum()), np.full(answered.sum(), 5.0)], axis=1
-    )
-    with_text = {"gallery": outputs["gallery"], "text": text}
+    answered = np.arange(len(truth)) % 3 == 0
+    with_text = {"gallery": outputs["gallery"], "text": text_like(truth)}
     folds = photographer_folds(authors, 3)
     groups = {"with text": answered, "without text": ~answered}
 
@@ -148,12 +153,8 @@ def test_an_add_on_expert_leaves_every_photo_it_did_not_answer_as_the_others_fus
     """The text-like expert is fitted beside the others' fusion: where it said nothing, the fused
     best guess is exactly the one without it, and the fold reports that fusion as "fused without text"."""
     outputs, truth, authors = informative_and_misleading(120)
-    n = len(truth)
-    answered = np.arange(n) % 3 == 0
-    text = np.zeros((n, 2, 4))
-    rows = np.stack([truth[answered, 0], truth[answered, 1], np.ones(answered.sum()), np.full(answered.sum(), 5.0)])
-    text[answered, 0] = rows.T
-    with_text = {**outputs, "text": text}
+    answered = np.arange(len(truth)) % 3 == 0
+    with_text = {**outputs, "text": text_like(truth)}
     folds = photographer_folds(authors, 3)
     groups = {"with text": answered, "without text": ~answered}
     result = score_fold(
@@ -178,3 +179,75 @@ def test_an_add_on_expert_leaves_every_photo_it_did_not_answer_as_the_others_fus
     # Calibrated on the photos where the set answered: the text sets on the third that has text.
     assert result.coverage["gallery+text+tokens"][2] == (answered & (folds == 0)).sum()
     assert result.coverage["gallery+tokens"][2] == (folds == 0).sum()
+
+
+def test_an_add_on_experts_bandwidth_is_chosen_on_geoscore_so_its_sharp_answers_stay_sharp():
+    """Right to 5 km on two photos of three that it answers and thousands of km off on the third (a
+    misread name): alone, its likelihood would widen every kernel to cover the misses. Fitted on the
+    fused GeoScore, the bandwidth stays narrow and the fused best guess lands on the named place."""
+    outputs, truth, authors = informative_and_misleading(120)
+    text = text_like(truth, misread_every=3)
+    with_text = {**outputs, "text": text}
+    folds = photographer_folds(authors, 3)
+    named = np.flatnonzero(text[:, 0, 2] > 0)
+    right = named[haversine_km(text[named, 0, 0], text[named, 0, 1], truth[named, 0], truth[named, 1]) < 1]
+    params, _, tables, chosen = fit_answer(
+        with_text,
+        truth,
+        authors,
+        np.flatnonzero(folds != 0),
+        GALLERY,
+        "inverse",
+        table_cache(with_text, truth, GALLERY),
+    )
+    assert chosen["weights"]["text"] > 0 and chosen["bandwidth_km"]["text"] <= 100
+    tested = right[folds[right] == 0]
+    lat, lon = unit_to_latlon(best_guess_xyz(params, tables, tested))
+    assert np.mean(haversine_km(lat, lon, truth[tested, 0], truth[tested, 1]) <= 25) >= 0.9
+
+
+def test_decision_tables_of_any_photos_in_any_order_are_those_computed_for_them_alone():
+    """table_cache joins the photos without the add-on's answers (shared by all its bandwidths) and
+    those with them; any rows it is asked for match decision_tables run on exactly those photos."""
+    from geoloc.orchestrator.fusion import PRIOR, FusionParameters, Prior
+    from geoloc.training.decision_fit import PRIOR_BANDWIDTHS_KM, decision_tables
+
+    outputs, truth, _ = informative_and_misleading(30)
+    with_text = {**outputs, "text": text_like(truth)}
+    params = FusionParameters(weights={}, bandwidth_km={"gallery": 100.0, "tokens": 400.0, "text": 25.0, PRIOR: 200.0})
+    rows = np.array([7, 3, 0, 12, 4, 29, 6])  # with text: 3, 0, 12, 6
+    joined = table_cache(with_text, truth, GALLERY)(params, rows)
+    priors = {b: Prior(GALLERY, b) for b in PRIOR_BANDWIDTHS_KM}
+    alone = decision_tables({e: a[rows] for e, a in with_text.items()}, truth[rows], params, priors)
+    for i, candidates in enumerate(alone.candidates):
+        c = len(candidates)
+        np.testing.assert_array_equal(joined.candidates[i], candidates)
+        np.testing.assert_array_equal(joined.truth[i, :c], alone.truth[i, :c])
+        assert np.all(joined.truth[i, c:] == -np.inf)
+        for expert in with_text:
+            np.testing.assert_array_equal(joined.experts[expert][i, :c], alone.experts[expert][i, :c])
+        for bandwidth in PRIOR_BANDWIDTHS_KM:
+            np.testing.assert_array_equal(joined.prior[bandwidth][i, :c], alone.prior[bandwidth][i, :c])
+
+
+def test_the_text_comparison_holds_with_against_without_on_every_figure_in_its_direction():
+    from geoloc.training.cv_cli import text_comparison
+
+    def figures(geoscore, acc_25, median):
+        accuracies = {f"acc_{t}km": 0.01 * t**0.5 for t in (1, 200, 750, 2500)}
+        means = {"geoscore": geoscore, "acc_25km": acc_25, "median_km": median, **accuracies}
+        return {"photos": 10, **{k: {"mean": v, "spread": 0.0} for k, v in means.items()}}
+
+    answers = {
+        "fused": figures(1100, 0.02, 5000),
+        "fused without text": figures(1090, 0.03, 5100),
+        "constant": figures(1000, 0.0, 6000),
+        "fused · with text": figures(1500, 0.2, 3000),
+        "fused without text · with text": figures(900, 0.05, 3500),
+    }
+    compared = text_comparison(answers, {"with text": np.arange(10) < 1})
+    overall = compared["with_at_least_without"][""]
+    assert not overall.pop("acc_25km") and all(overall.values())
+    assert set(overall) == {"geoscore", "median_km", "acc_1km", "acc_200km", "acc_750km", "acc_2500km"}
+    assert all(compared["with_at_least_without"][" · with text"].values())
+    assert compared["photos_with_text"] == 1

@@ -31,15 +31,21 @@ from geoloc.training.decision_fit import (
     fit_add_on,
     fit_decision,
     fit_uniform_share,
+    joined_tables,
     mass_levels,
     with_decision,
 )
-from geoloc.training.fusion import add_on_bandwidth, fit_fusion
+from geoloc.training.fusion import BANDWIDTHS_KM, fit_fusion
 
 CONSTANT = "constant"
 MIN_CALIBRATION_PHOTOS = 10  # fewer photos on which a set of experts all answered: no levels of its own
 RANDOM = "random gallery point"
 FUSED = "fused"
+
+
+def fused_without(expert: str) -> str:
+    """The name of the fusion of the others that an add-on expert is fitted beside, as folds report it."""
+    return f"{FUSED} without {expert}"
 
 
 def top_points(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -88,29 +94,32 @@ def fit_answer(
     rows: np.ndarray,
     gallery_coordinates: np.ndarray,
     weighting: str,
-    tables: Callable[[object], DecisionTables],
+    tables: Callable[..., DecisionTables],
     calibrate: bool = True,
 ):
     """The fusion, prior and decision fitted on `rows` alone: (parameters, prior, tables, what was
-    chosen). `tables(params)` gives every photo's decision tables for likelihood-fitted parameters.
-    With `calibrate`, also the uniform floor and every expert subset's radius levels."""
-    # Experts that answer only some photos (the text expert) are fitted as add-ons to the fusion of
-    # the others, on the photos they answered: where they say nothing, the answer is that fusion's.
-    add_ons = [e for e in outputs if not answered_by(outputs, [e], rows).all()]
+    chosen). `tables(params, rows=None)` gives the photos' decision tables for likelihood-fitted
+    parameters (table_cache). With `calibrate`, also the uniform floor and every expert subset's
+    radius levels. An add-on expert's bandwidth and weight are chosen together on GeoScore
+    (decision_fit.fit_add_on), on the photos of `rows` it answered."""
+    # Where an add-on says nothing, the answer is the fusion of the others, fitted without it.
+    add_ons = add_on_experts(outputs, rows)
     base = {e: a[rows] for e, a in outputs.items() if e not in add_ons}
     likelihood = fit_fusion(base, truth[rows], gallery_coordinates)
-    for expert in add_ons:
-        said = rows[answered_by(outputs, [expert], rows)]
-        bandwidth = add_on_bandwidth(outputs[expert][said], truth[said], gallery_coordinates)
-        bandwidths = {**likelihood.parameters.bandwidth_km, expert: bandwidth}
-        likelihood = replace(likelihood, parameters=replace(likelihood.parameters, bandwidth_km=bandwidths))
-    table = tables(likelihood.parameters)
+    # The others' columns do not depend on an add-on's bandwidth; any of the grid's serves their fit.
+    bandwidths = {**likelihood.parameters.bandwidth_km, **dict.fromkeys(add_ons, BANDWIDTHS_KM[-1])}
     weight = photo_weights([authors[i] for i in rows], weighting)
-    fitted_rows = table.rows(rows)
+    fitted_rows = tables(replace(likelihood.parameters, bandwidth_km=bandwidths), rows)
     decision = fit_decision(replace(fitted_rows, experts={e: fitted_rows.experts[e] for e in base}), weight)
     for expert in add_ons:
         said = answered_by(outputs, [expert], rows)
-        decision = fit_add_on(table.rows(rows[said]), decision, expert, weight[said])
+        by_bandwidth = {
+            b: tables(replace(likelihood.parameters, bandwidth_km={**bandwidths, expert: b}), rows[said])
+            for b in BANDWIDTHS_KM
+        }
+        decision, bandwidths[expert] = fit_add_on(by_bandwidth, decision, expert, weight[said])
+    likelihood = replace(likelihood, parameters=replace(likelihood.parameters, bandwidth_km=bandwidths))
+    table = tables(likelihood.parameters)
     prior = Prior(gallery_coordinates, decision.prior_bandwidth_km)
     params = with_decision(likelihood.parameters, decision, 0.0)
     if calibrate:
@@ -163,7 +172,7 @@ def score_fold(
     authors: Sequence[str],
     gallery_coordinates: np.ndarray,
     weighting: str,
-    tables: Callable[[object], DecisionTables],
+    tables: Callable[..., DecisionTables],
     tops: dict[str, np.ndarray],
     calibrate: bool = True,
     groups: dict[str, np.ndarray] | None = None,
@@ -182,7 +191,7 @@ def score_fold(
     errors = {FUSED: best_guess_errors(params, table, test_rows, truth)}
     for expert in chosen["add_ons"]:  # exactly the fusion of the others, fitted without it
         others = [e for e in outputs if e != expert]
-        errors[f"{FUSED} without {expert}"] = best_guess_errors(params, table, test_rows, truth, others)
+        errors[fused_without(expert)] = best_guess_errors(params, table, test_rows, truth, others)
     answered = {e: np.nan_to_num(a[test_rows, :, 2]).max(axis=1) > 0 for e, a in outputs.items()}
     for expert, top in tops.items():
         errors[expert] = haversine_km(top[test_rows, 0], top[test_rows, 1], lat, lon)
@@ -198,7 +207,7 @@ def score_fold(
             metrics[answer] = summarize(error)
     for name, mask in (groups or {}).items():
         inside = mask[test_rows]
-        for answer in (FUSED, *(f"{FUSED} without {e}" for e in chosen["add_ons"]), *tops, CONSTANT):
+        for answer in (FUSED, *(fused_without(e) for e in chosen["add_ons"]), *tops, CONSTANT):
             keep = inside & answered.get(answer, True)
             if keep.any():  # a fold may hold none of a group's photos: that fold leaves the row out
                 metrics[f"{answer} · {name}"] = summarize(errors[answer][keep])
@@ -218,16 +227,45 @@ def score_fold(
     return FoldResult(fold, len(test_rows), metrics, coverage, chosen)
 
 
-def table_cache(outputs, truth, gallery_coordinates) -> Callable[[object], DecisionTables]:
-    """decision_tables for given likelihood-fitted parameters, computed once per distinct choice of
-    the experts' bandwidths and density power (folds often agree on them)."""
+def table_cache(outputs, truth, gallery_coordinates) -> Callable[..., DecisionTables]:
+    """`tables(params, rows=None)`: decision_tables of `rows` (default every photo, in that order) for
+    given likelihood-fitted parameters, computed once per distinct choice of the bandwidths and
+    density power that bear on them (folds often agree). The photos no add-on expert answered do not
+    depend on the add-ons' bandwidths, so trying an add-on's bandwidths recomputes its photos alone."""
     priors = {b: Prior(gallery_coordinates, b) for b in PRIOR_BANDWIDTHS_KM}
+    every = np.arange(len(truth))
+    add_ons = add_on_experts(outputs, every)
+    spoken = np.zeros(len(truth), dtype=bool)
+    for expert in add_ons:
+        spoken |= answered_by(outputs, [expert], every)
+    base = [e for e in outputs if e not in add_ons]
+    groups = [(np.flatnonzero(~spoken), base), (np.flatnonzero(spoken), list(outputs))]
     cache: dict[str, DecisionTables] = {}
 
-    def tables(params) -> DecisionTables:
-        key = repr((sorted(params.bandwidth_km.items()), params.gallery_density_power))
+    def group_tables(params, group: int) -> DecisionTables:
+        photos, keyed = groups[group]
+        key = repr((group, sorted((e, params.bandwidth_km[e]) for e in keyed), params.gallery_density_power))
         if key not in cache:
-            cache[key] = decision_tables(outputs, truth, replace(params), priors)
+            answers = {e: a[photos] for e, a in outputs.items()}
+            cache[key] = decision_tables(answers, truth[photos], replace(params), priors)
         return cache[key]
 
+    def tables(params, rows: np.ndarray | None = None) -> DecisionTables:
+        rows = every if rows is None else np.asarray(rows)
+        parts, order = [], []
+        for group, (photos, _) in enumerate(groups):
+            inside = np.isin(rows, photos)
+            if inside.any():
+                parts.append(group_tables(params, group).rows(np.searchsorted(photos, rows[inside])))
+                order.append(np.flatnonzero(inside))
+        if len(parts) == 1:
+            return parts[0]
+        return joined_tables(parts).rows(np.argsort(np.concatenate(order)))
+
     return tables
+
+
+def add_on_experts(outputs: dict[str, np.ndarray], rows: np.ndarray) -> list[str]:
+    """The experts that answer only some of these photos (the text expert: those with text). They are
+    fitted as add-ons to the fusion of the others, on the photos they answered."""
+    return [e for e in outputs if not answered_by(outputs, [e], rows).all()]

@@ -1,6 +1,7 @@
 """Fitting the decision: the prior's bandwidth, the mixing weights and the uniform floor, on GeoScore.
 
-The likelihood fit (training/fusion.py) gives each expert's kernel bandwidth; it also gives mixing
+The likelihood fit (training/fusion.py) gives each expert's kernel bandwidth (but an add-on's, an
+expert that answers only some photos: fit_add_on chooses it here, with its weight); it also gives mixing
 weights, but those reward the density at the truth, not the answer read off it, and on Im2GPS3k
 they let the experts move the answer further than held-out photographers bear out. Here the
 weights are chosen for the GeoScore of the best guess itself: for each photo, serving's own score
@@ -136,22 +137,48 @@ def fit_decision(tables: DecisionTables, photo_weight: np.ndarray, rounds: int =
     return best
 
 
-# An add-on expert's weight beside the others' shares (which sum to 1), tried on the photos it answered.
-ADD_ON_WEIGHTS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 1.0, 2.0, 4.0)
+# An add-on expert's weight beside the others' shares (which sum to 1), tried on the photos it answered;
+# the largest let it all but decide alone where it speaks.
+ADD_ON_WEIGHTS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 
 
-def fit_add_on(tables: DecisionTables, fit: DecisionFit, expert: str, photo_weight: np.ndarray) -> DecisionFit:
-    """`fit` with `expert` added at the weight that maximises the weighted mean GeoScore of the best
-    guesses on these photos (those it answered), the others' shares kept. Serving renormalises over
-    the experts present, so where it says nothing the answer is `fit`'s own, photo for photo; ties
-    go to the smaller weight."""
+def fit_add_on(
+    tables_by_bandwidth: dict[float, DecisionTables], fit: DecisionFit, expert: str, photo_weight: np.ndarray
+) -> tuple[DecisionFit, float]:
+    """(`fit` with `expert` added, its bandwidth km): the pair of bandwidth (the keys, each with the
+    photos' tables under it) and weight that maximises the weighted mean GeoScore of the best guesses
+    on these photos (those it answered), the others' shares kept. Serving renormalises over the
+    experts present, so where it says nothing the answer is `fit`'s own, photo for photo. Ties go to
+    the smaller weight, then the wider bandwidth: the choice that moves the answer least.
+
+    Its bandwidth is chosen here, on GeoScore, rather than by the likelihood fit: an expert that
+    speaks on few photos mixes sharp evidence (a named city) with broad (a language's countries),
+    and alone its likelihood prefers one wide kernel that blurs the cities away."""
     share = photo_weight / photo_weight.sum()
 
-    def objective(weight: float) -> float:
-        return float(decided_scores(tables, fit.prior_bandwidth_km, {**fit.weights, expert: weight}) @ share)
+    def objective(bandwidth: float, weight: float) -> float:
+        shares = {**fit.weights, expert: weight}
+        return float(decided_scores(tables_by_bandwidth[bandwidth], fit.prior_bandwidth_km, shares) @ share)
 
-    best = max(ADD_ON_WEIGHTS, key=lambda w: (objective(w), -w))
-    return replace(fit, weights={**fit.weights, expert: float(best)})
+    pairs = [(b, w) for b in tables_by_bandwidth for w in ADD_ON_WEIGHTS]
+    bandwidth, weight = max(pairs, key=lambda pair: (objective(*pair), -pair[1], pair[0]))
+    return replace(fit, weights={**fit.weights, expert: float(weight)}), bandwidth
+
+
+def joined_tables(parts: list[DecisionTables]) -> DecisionTables:
+    """The photos of `parts`, in order, as one table padded to the widest (the experts of the first)."""
+    width = max(p.truth.shape[1] for p in parts)
+
+    def joined(arrays: list[np.ndarray]) -> np.ndarray:
+        padded = [np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=-np.inf) for a in arrays]
+        return np.concatenate(padded)
+
+    return DecisionTables(
+        {e: joined([p.experts[e] for p in parts]) for e in parts[0].experts},
+        {b: joined([p.prior[b] for p in parts]) for b in parts[0].prior},
+        joined([p.truth for p in parts]),
+        [c for p in parts for c in p.candidates],
+    )
 
 
 def with_decision(params: FusionParameters, fit: DecisionFit, uniform_share: float) -> FusionParameters:

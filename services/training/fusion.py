@@ -97,12 +97,3 @@ def fit_fusion(
         gallery_density_power=chosen.get("gallery", (0.0, 0.0))[1],
     )
     return FusionFit(parameters, priors[chosen[PRIOR][0]], report)
-
-
-def add_on_bandwidth(points: np.ndarray, truth_latlon: np.ndarray, gallery_coordinates: np.ndarray) -> float:
-    """The bandwidth under which an expert's own kernels give the true places of the photos it
-    answered (points [n, P, 4], every row with a weighted point) the highest mean log-likelihood:
-    an expert that answers few photos is fitted on those, apart from the others' mixture."""
-    truth = latlon_to_unit(truth_latlon[:, 0], truth_latlon[:, 1])
-    reference = Prior(gallery_coordinates, BANDWIDTHS_KM[0])
-    return max(BANDWIDTHS_KM, key=lambda b: expert_log_likelihood(points, truth, b, reference).mean())

@@ -106,7 +106,8 @@ def fit_answer(
     add_ons = add_on_experts(outputs, rows)
     base = {e: a[rows] for e, a in outputs.items() if e not in add_ons}
     likelihood = fit_fusion(base, truth[rows], gallery_coordinates)
-    # The others' columns do not depend on an add-on's bandwidth; any of the grid's serves their fit.
+    # The others' columns do not depend on an add-on's bandwidth (only the candidates on its photos do,
+    # by its kernels' modes): their fit takes the grid's widest, and the add-on's own is chosen after.
     bandwidths = {**likelihood.parameters.bandwidth_km, **dict.fromkeys(add_ons, BANDWIDTHS_KM[-1])}
     weight = photo_weights([authors[i] for i in rows], weighting)
     fitted_rows = tables(replace(likelihood.parameters, bandwidth_km=bandwidths), rows)

@@ -109,6 +109,15 @@ def test_geoloc_cv_refuses_an_expert_configuration_it_cannot_train_before_loadin
     assert "--jobs must be at least 1, got 0" in capsys.readouterr().err
 
 
+def fold_zero_by_text(answers, truth, authors, folds, answered, calibrate: bool):
+    """Fold 0 scored with the "inverse" weighting, with and without text as groups."""
+    groups = {"with text": answered, "without text": ~answered}
+    tables = table_cache(answers, truth, GALLERY)
+    return score_fold(
+        0, folds, answers, truth, authors, GALLERY, "inverse", tables, top_points(answers), calibrate, groups
+    )
+
+
 def test_an_expert_that_answers_some_photos_is_scored_on_those_and_fitted_to_help_where_it_answers():
     """A text-like expert: exact on a third of the photos, silent on the rest. Its own figures cover
     the photos it answered; fused with it, the photos it answered are placed better than fused
@@ -117,22 +126,9 @@ def test_an_expert_that_answers_some_photos_is_scored_on_those_and_fitted_to_hel
     answered = np.arange(len(truth)) % 3 == 0
     with_text = {"gallery": outputs["gallery"], "text": text_like(truth)}
     folds = photographer_folds(authors, 3)
-    groups = {"with text": answered, "without text": ~answered}
 
     def scored(answers):
-        return score_fold(
-            0,
-            folds,
-            answers,
-            truth,
-            authors,
-            GALLERY,
-            "inverse",
-            table_cache(answers, truth, GALLERY),
-            top_points(answers),
-            calibrate=False,
-            groups=groups,
-        )
+        return fold_zero_by_text(answers, truth, authors, folds, answered, calibrate=False)
 
     fused_with, fused_without = scored(with_text), scored({"gallery": outputs["gallery"]})
     in_fold = folds == 0
@@ -156,20 +152,7 @@ def test_an_add_on_expert_leaves_every_photo_it_did_not_answer_as_the_others_fus
     answered = np.arange(len(truth)) % 3 == 0
     with_text = {**outputs, "text": text_like(truth)}
     folds = photographer_folds(authors, 3)
-    groups = {"with text": answered, "without text": ~answered}
-    result = score_fold(
-        0,
-        folds,
-        with_text,
-        truth,
-        authors,
-        GALLERY,
-        "inverse",
-        table_cache(with_text, truth, GALLERY),
-        top_points(with_text),
-        calibrate=True,
-        groups=groups,
-    )
+    result = fold_zero_by_text(with_text, truth, authors, folds, answered, calibrate=True)
     assert result.fitted["add_ons"] == ["text"] and result.fitted["weights"]["text"] > 0
     assert sum(v for e, v in result.fitted["weights"].items() if e != "text") == pytest.approx(1.0)
     unanswered = result.metrics["fused · without text"], result.metrics["fused without text · without text"]

@@ -10,10 +10,12 @@ level's, measured in the same run (these machines are shared and noisy).
     .venv/bin/python bench/load.py --drain [--clients 4] [--seconds 30]   # SIGTERM one of two replicas
     .venv/bin/python bench/load.py --soak [--clients 4] [--seconds 600]   # RSS of every process over time
 
-Levels: throughput (OK answers per second), latency p50 / p95 / p99 of OK answers, failed calls
-by status code, the share of partial answers (an expert left out, mostly past its timeout) and
-which experts were left out with which status, and the orchestrator's own overhead (end to end
-minus the embedding call and the slowest expert call).
+Levels: throughput (OK answers per second), the calls the orchestrator's admission limit refused
+(RESOURCE_EXHAUSTED with a retry delay, which the client waits before its next call), latency p50
+/ p95 / p99 of OK answers and p99 over p50, other failed calls by status code, the share of
+partial answers (an expert left out, mostly past its timeout) and which experts were left out with
+which status, and the orchestrator's own overhead (end to end minus the embedding call and the
+slowest expert call).
 
 Drain: two more orchestrator processes are started on free ports, in front of the suite's
 embedding service and experts, with GEOLOC_ORCHESTRATOR_DRAIN_S; the clients reach them through
@@ -54,7 +56,8 @@ def photos_from_val(count: int) -> list[bytes]:
 
 
 def failures(report: LoadReport) -> str:
-    failed = {code: n for code, n in report.codes().items() if code != "OK"}
+    """Failed calls by code, besides the admission's refusals (a column of their own)."""
+    failed = {code: n for code, n in report.codes().items() if code not in ("OK", "RESOURCE_EXHAUSTED")}
     return ", ".join(f"{code} {n}" for code, n in sorted(failed.items())) or "none"
 
 
@@ -71,17 +74,18 @@ async def levels(args, photos: list[bytes]) -> None:
         )  # warm every service
         print(f"orchestrator {args.address}; {len(photos)} val photos; {args.seconds:g} s per level\n")
         print(
-            "| clients | calls | OK/s | vs first level | p50 ms | p95 ms | p99 ms | failed | partial answers "
-            "| experts left out | overhead p50 ms |"
+            "| clients | calls | OK/s | vs first level | refused | p50 ms | p95 ms | p99 ms | p99 / p50 | failed "
+            "| partial answers | experts left out | overhead p50 ms |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         base = None
         for clients in args.clients:
             report = await drive(channel, args.address, photos, clients, args.seconds, timeout_s=args.timeout)
             base = base or report.throughput()
             print(
                 f"| {clients} | {len(report.records)} | {report.throughput():.2f} | {report.throughput() / base:.2f} "
-                f"| {report.latency_ms(50):.0f} | {report.latency_ms(95):.0f} | {report.latency_ms(99):.0f} "
+                f"| {report.codes()['RESOURCE_EXHAUSTED']} | {report.latency_ms(50):.0f} | {report.latency_ms(95):.0f} "
+                f"| {report.latency_ms(99):.0f} | {report.latency_ms(99) / report.latency_ms(50):.2f} "
                 f"| {failures(report)} | {report.partial_share():.0%} | {left_out(report)} "
                 f"| {report.overhead_ms(50):.0f} |"
             )
@@ -96,6 +100,8 @@ def start_replica(port: int, metrics_port: int, drain_s: float) -> subprocess.Po
         f"{prefix}DRAIN_S": str(drain_s),
         f"{prefix}GRACE_PERIOD_S": "30",
         f"{prefix}LOG_LEVEL": "warning",
+        # This run is about draining: every call of its few clients is admitted.
+        f"{prefix}MAX_IN_FLIGHT": "none",
     }
     return subprocess.Popen([sys.executable, "-m", "geoloc.orchestrator.server"], env=env)
 

@@ -64,6 +64,24 @@ def call_each(
     return asyncio.run(scenario())
 
 
+def call_together(settings, spec, stub_class, rpc: str, requests: Iterable, timeout_s: float = 120) -> Answers:
+    """Serves `spec` in-process on loopback and sends all the requests at once (to `rpc`), so that
+    they queue up together; answers (or errors) in the requests' order."""
+    from geoloc.common.server import serving
+
+    async def scenario() -> Answers:
+        async with serving(settings, [spec]) as (_, port):
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                call = getattr(stub_class(channel), rpc)
+                results = Answers(
+                    await asyncio.gather(*(call(r, timeout=timeout_s) for r in requests), return_exceptions=True)
+                )
+        results.seconds = []
+        return results
+
+    return asyncio.run(scenario())
+
+
 @contextmanager
 def served_in_background(settings, specs, ready_timeout_s: float = 240) -> Iterator[int]:
     """`serving` the specs in an event loop of its own thread, so that this thread may make blocking
@@ -128,3 +146,14 @@ def assert_each_refused(cases: Iterable[tuple[object, str]], errors: Iterable) -
     """Each of `errors` refuses the request of its (request, field) case as INVALID_ARGUMENT naming its field."""
     for (_, field), error in zip(cases, errors, strict=True):
         assert_refused(error, field)
+
+
+def default_statuses(fusion_weights: dict[str, float]) -> dict[int, int]:
+    """What a Locate without options.experts reports per expert when every expert is deployed and
+    answers: OK for those the fitted fusion weighs, SKIPPED for those it gives weight 0 (they
+    cannot move the answer, so the orchestrator does not ask them by default)."""
+    from geoloc.api import EXPERT_ENUMS
+    from geoloc.v1 import orchestrator_pb2
+
+    ok, skipped = orchestrator_pb2.EXPERT_STATUS_OK, orchestrator_pb2.EXPERT_STATUS_SKIPPED
+    return {enum: ok if fusion_weights.get(name, 0.0) > 0 else skipped for name, enum in EXPERT_ENUMS.items()}

@@ -16,7 +16,7 @@ from geoloc.orchestrator.config import SHIPPED_FUSION, OrchestratorSettings
 from geoloc.orchestrator.parameters import load_fusion
 from geoloc.orchestrator.server import OrchestratorServicer, orchestrator_spec
 from geoloc.v1 import orchestrator_pb2, orchestrator_pb2_grpc
-from tests.calls import Answers, assert_each_refused, call_each
+from tests.calls import Answers, assert_each_refused, call_each, default_statuses
 from tests.photos import DEJAVU, KAUAI, encode, sign_photo
 from tests.servers import start_service, stop, wait_for_health
 
@@ -110,10 +110,27 @@ def kauai_answer(embedding_address, experts) -> tuple[orchestrator_pb2.LocateRes
     """The shipped photo located by every expert, with their points and the distribution; and how
     long the call took as the client saw it, in seconds."""
     answers = locate_all(
-        settings(embedding_address, experts),
+        settings(embedding_address, experts, ask_unweighted_experts=True),
         [locate(kauai(), include_expert_outputs=True, include_distribution=True, top_k=3)],
     )
     return answers[0], answers.seconds[0]
+
+
+def test_by_default_an_expert_the_fit_gives_no_weight_is_not_asked_and_the_answer_is_the_same(
+    embedding_address, experts, kauai_answer
+):
+    """The shipped fit gives the SH sampler weight 0: by default it is reported SKIPPED, saying why,
+    and the answer is exactly the one with it asked; naming it in the options asks it."""
+    request = locate(kauai(), include_expert_outputs=True, include_distribution=True, top_k=3)
+    named = locate(kauai(), experts=[orchestrator_pb2.EXPERT_SAMPLER_SH_DIFFUSION])
+    default, asked = locate_all(settings(embedding_address, experts), [request, named])
+    fitted = load_fusion(SHIPPED_FUSION).parameters.weights
+    assert {o.expert: o.status for o in default.expert_outputs} == default_statuses(fitted)
+    (sh,) = [o for o in default.expert_outputs if o.expert == orchestrator_pb2.EXPERT_SAMPLER_SH_DIFFUSION]
+    assert sh.status == orchestrator_pb2.EXPERT_STATUS_SKIPPED and "weight 0" in sh.status_message
+    everyone, _ = kauai_answer
+    assert default.hypotheses == everyone.hypotheses and default.radius_90_km == everyone.radius_90_km
+    assert {o.expert: o.status for o in asked.expert_outputs}[orchestrator_pb2.EXPERT_SAMPLER_SH_DIFFUSION] == OK
 
 
 def test_a_shipped_photo_is_located_by_every_expert_and_the_answer_is_whole(kauai_answer):
@@ -176,7 +193,7 @@ def test_an_expert_killed_mid_run_leaves_a_partial_answer_that_names_it(embeddin
     photo = photos[0].read_bytes()
     try:
         before, after = locate_all(
-            settings(embedding_address, {**experts, "tokens": address}),
+            settings(embedding_address, {**experts, "tokens": address}, ask_unweighted_experts=True),
             [locate(photo), locate(photo)],
             between=lambda i: process.kill() if i == 0 else None,
         )
@@ -245,7 +262,10 @@ def test_exif_gps_is_reported_as_evidence_and_answers_only_when_asked(embedding_
     assert haversine_km(asked.best_guess.lat_deg, asked.best_guess.lon_deg, -33.8568, 151.2153) < 0.01
     assert asked.best_guess.place.country_code == "AU" and asked.radius_90_km < 1
     assert asked.localizability == 1.0 and list(asked.hypotheses) == [asked.best_guess]
-    assert {o.status for o in asked.expert_outputs} == {OK}  # the experts were still asked and reported
+    # The experts were still asked and reported.
+    assert {o.expert: o.status for o in asked.expert_outputs} == default_statuses(
+        load_fusion(SHIPPED_FUSION).parameters.weights
+    )
 
 
 def test_only_the_requested_experts_are_asked_and_a_subset_still_answers(embedding_address, experts, photos):
@@ -324,5 +344,7 @@ def test_bad_requests_get_invalid_argument_naming_the_field_and_the_server_keeps
         settings(embedding_address, experts, max_batch_images=4), [r for r, _ in BAD] + [locate(kauai())]
     )
     assert_each_refused(BAD, refused)
-    assert {o.status for o in good.expert_outputs} == {OK}
+    assert {o.expert: o.status for o in good.expert_outputs} == default_statuses(
+        load_fusion(SHIPPED_FUSION).parameters.weights
+    )
     assert_answer_is_ranked(good)

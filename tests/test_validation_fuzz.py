@@ -32,6 +32,8 @@ from geoloc.common.embeddings import MAX_FEATURE_MAGNITUDE
 from geoloc.common.settings import ServerSettings
 from geoloc.gallery.config import GallerySettings
 from geoloc.gallery.server import MAX_K, GalleryServicer, gallery_spec
+from geoloc.orchestrator.config import SHIPPED_FUSION
+from geoloc.orchestrator.parameters import load_fusion
 from geoloc.orchestrator.server import MAX_TOP_K
 from geoloc.sampler.config import SamplerSettings
 from geoloc.sampler.server import SamplerServicer, sampler_spec
@@ -51,7 +53,7 @@ from geoloc.v1 import (
     tokens_pb2,
     tokens_pb2_grpc,
 )
-from tests.calls import assert_refused, served_in_background
+from tests.calls import assert_refused, default_statuses, served_in_background
 from tests.servers import pooled_feature, small_gallery
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.integration]
@@ -577,6 +579,7 @@ def test_embed_validation(embedding_address, real_photos):
         check_embedding(stub.Embed(good, timeout=CALL_TIMEOUT_S).embedding)
 
 
+SHIPPED_WEIGHTS = load_fusion(SHIPPED_FUSION).parameters.weights
 EXPERT_VALUES = {
     orchestrator_pb2.EXPERT_GALLERY,
     orchestrator_pb2.EXPERT_SAMPLER_FLOW,
@@ -617,12 +620,14 @@ def check_locate_answer(request: orchestrator_pb2.LocateRequest, answer: orchest
     assert all(0 < h.radius_50_km <= h.radius_90_km and math.isfinite(h.radius_90_km) for h in hypotheses)
     assert sum(h.probability for h in hypotheses) <= 1 + 1e-6
     assert 0 < answer.radius_50_km <= answer.radius_90_km and 0 <= answer.localizability <= 1
-    asked = set(options.experts) or EXPERT_VALUES
     statuses = {o.expert: o.status for o in answer.expert_outputs}
     assert set(statuses) == EXPERT_VALUES, statuses
-    for expert, status in statuses.items():
-        wanted = orchestrator_pb2.EXPERT_STATUS_OK if expert in asked else orchestrator_pb2.EXPERT_STATUS_SKIPPED
-        assert status == wanted, answer.expert_outputs
+    if options.experts:
+        ok, skipped = orchestrator_pb2.EXPERT_STATUS_OK, orchestrator_pb2.EXPERT_STATUS_SKIPPED
+        wanted = {expert: ok if expert in options.experts else skipped for expert in EXPERT_VALUES}
+    else:
+        wanted = default_statuses(SHIPPED_WEIGHTS)
+    assert statuses == wanted, answer.expert_outputs
     assert 0 <= sum(o.fusion_weight for o in answer.expert_outputs) < 1  # the prior holds the rest
     if options.include_distribution:
         assert sum(p.weight for p in answer.distribution) == pytest.approx(1.0)
@@ -657,4 +662,4 @@ def test_locate_validation(orchestrator_address, real_photos):
         run()
         assert_both_sides_reached(codes, least=5)
         good = stub.Locate(orchestrator_pb2.LocateRequest(image=real_photos[0]), timeout=CALL_TIMEOUT_S)
-        assert {o.status for o in good.expert_outputs} == {orchestrator_pb2.EXPERT_STATUS_OK}
+        assert {o.expert: o.status for o in good.expert_outputs} == default_statuses(SHIPPED_WEIGHTS)

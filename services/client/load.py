@@ -1,17 +1,19 @@
 """Driving `Locate` with N concurrent clients for T seconds, and what came back.
 
 `drive` is the load generator behind `bench/load.py` and the fault tests: each client sends the
-next photo as soon as its previous answer arrives, so the offered load follows what the suite
-can take. Every call is recorded (when it started, how long it took, its status code, and each
-expert's status in an OK answer), so that a fault injected during the run can be read off the
-records that overlap it. It only ever calls loopback addresses: a load run is a measurement on
-one machine, not a tool to point at someone's service.
+next photo as soon as its previous answer arrives, so the offered load follows what the suite can
+take; a client refused by the orchestrator's admission limit waits the delay it was given (with
+jitter) before its next call, as a retrying client would. Every call is recorded (when it started,
+how long it took, its status code, and each expert's status in an OK answer), so that a fault
+injected during the run can be read off the records that overlap it. It only ever calls loopback
+addresses: a load run is a measurement on one machine, not a tool to point at someone's service.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import random
 import socket
 import time
 from collections import Counter
@@ -21,6 +23,8 @@ import grpc
 import numpy as np
 
 from geoloc.api import EXPERT_NAMES
+from geoloc.common.errors import retry_delay_s
+from geoloc.common.retry import is_overloaded, retry_wait_s
 from geoloc.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
 MAX_CLIENTS = 64
@@ -34,8 +38,8 @@ class CallRecord:
     code: str  # grpc.StatusCode name
     experts: dict[str, str] = field(default_factory=dict)  # expert -> ExpertStatus name, for OK answers
     message: str = ""
-    # What the orchestrator itself cost: end to end minus the embedding call and the slowest
-    # expert call, as it timed them (validation, EXIF, fan-out, fusion, place names, two hops).
+    # What the orchestrator itself cost: end to end minus its wait on the other services
+    # (experts_path_ms), as it timed them (validation, EXIF, fan-out, fusion, place names, two hops).
     overhead_ms: float = float("nan")
 
     @property
@@ -83,6 +87,16 @@ class LoadReport:
     def partial_share(self) -> float:
         ok = [r for r in self.records if r.code == "OK"]
         return sum(r.partial for r in ok) / len(ok) if ok else float("nan")
+
+
+def experts_path_ms(answer: orchestrator_pb2.LocateResponse) -> float:
+    """How long the answer waited on other services: the embedding call then the slowest embedding
+    expert, or the text expert (started with the embedding call), whichever took longer. What the
+    call took beyond it is the orchestrator's own overhead."""
+    text = orchestrator_pb2.EXPERT_TEXT
+    slowest = max((o.latency_ms for o in answer.expert_outputs if o.expert != text), default=0.0)
+    reading = max((o.latency_ms for o in answer.expert_outputs if o.expert == text), default=0.0)
+    return max(answer.timings.embed_ms + slowest, reading)
 
 
 def is_loopback_target(target: str) -> bool:
@@ -140,6 +154,7 @@ async def drive(
     stop_at = began + seconds
     records: list[CallRecord] = []
     sent = 0
+    rng = random.Random(0)
 
     async def client() -> None:
         nonlocal sent
@@ -159,6 +174,8 @@ async def drive(
                         message=error.details() or "",
                     )
                 )
+                if is_overloaded(error):  # refused by the admission limit: come back when it says
+                    await asyncio.sleep(retry_wait_s(retry_delay_s(error), 1, rng))
                 continue
             latency_ms = 1000 * (time.perf_counter() - started)
             experts = {
@@ -166,14 +183,13 @@ async def drive(
                 for o in answer.expert_outputs
                 if o.expert in EXPERT_NAMES
             }
-            slowest = max((o.latency_ms for o in answer.expert_outputs), default=0.0)
             records.append(
                 CallRecord(
                     started - began,
                     latency_ms,
                     "OK",
                     experts,
-                    overhead_ms=latency_ms - answer.timings.embed_ms - slowest,
+                    overhead_ms=latency_ms - experts_path_ms(answer),
                 )
             )
 

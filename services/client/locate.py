@@ -14,7 +14,9 @@ Exit status: 0 when every photo was located; 2 for a usage mistake (a photo that
 named and nothing is sent), or when the orchestrator refused a photo as INVALID_ARGUMENT (its
 message is printed and the other photos still go); 1 when the orchestrator cannot be reached
 (nothing more is tried: start the suite with `geoloc up`) or a call failed otherwise (deadline,
-server error), the other photos still going.
+server error), the other photos still going. An orchestrator at its admission limit refuses with
+RESOURCE_EXHAUSTED and a delay: the call is sent again after it, with backoff, within --timeout
+(geoloc.common.retry).
 """
 
 from __future__ import annotations
@@ -116,6 +118,7 @@ async def _locate_all(args: argparse.Namespace, photos: list[tuple[Path, bytes]]
     import grpc
 
     from geoloc.common.channels import create_channel
+    from geoloc.common.retry import call_with_retry
     from geoloc.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
     options = orchestrator_pb2.LocateOptions(
@@ -131,8 +134,13 @@ async def _locate_all(args: argparse.Namespace, photos: list[tuple[Path, bytes]]
         for (path, image), map_path in zip(photos, maps, strict=True):
             started = time.perf_counter()
             try:
-                response = await stub.Locate(
-                    orchestrator_pb2.LocateRequest(image=image, options=options), timeout=args.timeout
+                response = await call_with_retry(
+                    stub.Locate,
+                    orchestrator_pb2.LocateRequest(image=image, options=options),
+                    args.timeout,
+                    on_retry=lambda error, wait, path=path: print(
+                        f"{path}: the orchestrator is busy; trying again in {wait:.1f} s", file=sys.stderr
+                    ),
                 )
             except grpc.aio.AioRpcError as error:
                 if error.code() == grpc.StatusCode.UNAVAILABLE:

@@ -63,13 +63,8 @@ def defaulted_in_range(field: str, value: int, default: int, low: int, high: int
     return chosen
 
 
-class NotReady(ServiceError):
-    """The service cannot answer yet (model loading, dependency down): UNAVAILABLE, so clients retry.
-
-    The status carries a google.rpc.RetryInfo detail saying how long to wait before trying again.
-    """
-
-    code = grpc.StatusCode.UNAVAILABLE
+class _RetryLater(ServiceError):
+    """A refusal that says when to try again: the status carries a google.rpc.RetryInfo detail."""
 
     def __init__(self, message: str, retry_after_s: float = 1.0):
         super().__init__(message)
@@ -81,6 +76,13 @@ class NotReady(ServiceError):
         return _status(self.code, str(self), error_details_pb2.RetryInfo(retry_delay=delay))
 
 
+class NotReady(_RetryLater):
+    """The service cannot answer yet (model loading, dependency down): UNAVAILABLE, so clients retry
+    after the RetryInfo delay."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
 class FailedPrecondition(ServiceError):
     """The request is well formed but this deployment cannot serve it (say, a model not loaded)."""
 
@@ -89,6 +91,14 @@ class FailedPrecondition(ServiceError):
 
 class ResourceExhausted(ServiceError):
     """The request is too large or the server too busy for it: RESOURCE_EXHAUSTED."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Overloaded(_RetryLater):
+    """The service already holds as many calls as it admits: RESOURCE_EXHAUSTED at once, with a
+    RetryInfo delay. The delay is what tells a client that retrying helps; gRPC's own refusals
+    (too many streams, a message too large) carry none."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
@@ -129,7 +139,8 @@ def map_exception(exc: BaseException) -> MappedError:
 
 
 def retry_delay_s(error: grpc.aio.AioRpcError) -> float | None:
-    """The retry delay an UNAVAILABLE answer suggested in its google.rpc.RetryInfo detail, if any."""
+    """The retry delay a refusal (UNAVAILABLE, RESOURCE_EXHAUSTED) suggested in its google.rpc.RetryInfo
+    detail, if any."""
     status = rpc_status.from_call(error)
     for detail in status.details if status is not None else ():
         info = error_details_pb2.RetryInfo()

@@ -2,20 +2,23 @@
 
 The server interceptor wraps each unary call with, in order: the request id (bound for
 logs and downstream calls), a readiness gate (UNAVAILABLE until the service's model is
-warm), metrics, an access-log line, a server-side time limit (`max_call_s`), and the mapping
-of exceptions to status codes (`errors.map_exception`). Streaming calls (health Watch,
+warm), bounded admission (RESOURCE_EXHAUSTED with a RetryInfo delay beyond `max_in_flight`
+calls at once: geoloc.common.admission), metrics, an access-log line, a server-side time limit
+(`max_call_s`), and the mapping of exceptions to status codes (`errors.map_exception`). Streaming calls (health Watch,
 reflection) pass through untouched: every geoloc RPC is unary.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
 from collections.abc import Callable
 
 import grpc
 
+from geoloc.common.admission import Admission
 from geoloc.common.errors import DeadlineExceeded, NotReady, map_exception
 from geoloc.common.logs import (
     REQUEST_ID_KEY,
@@ -53,12 +56,14 @@ class ServerRuntimeInterceptor(grpc.aio.ServerInterceptor):
         gated_services: frozenset[str],
         log_requests: bool = True,
         max_call_s: float | None = None,
+        admission: Admission | None = None,
     ):
         self._metrics = metrics
         self._is_ready = is_ready
         self._gated = gated_services
         self._log_requests = log_requests
         self._max_call_s = max_call_s
+        self._admission = admission or Admission(None, "this server")
         self._log = get_logger("geoloc.rpc")
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
@@ -101,10 +106,11 @@ class ServerRuntimeInterceptor(grpc.aio.ServerInterceptor):
             try:
                 if gated and not self._is_ready(service):
                     raise NotReady(f"{service} is not ready: its model or index is still loading")
-                async with timeout:
-                    result = inner(request, context)
-                    if inspect.isawaitable(result):
-                        result = await result
+                with self._admission.admitted() if gated else contextlib.nullcontext():
+                    async with timeout:
+                        result = inner(request, context)
+                        if inspect.isawaitable(result):
+                            result = await result
                 code = context.code() or grpc.StatusCode.OK
                 return result
             except grpc.aio.AbortError:

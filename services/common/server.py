@@ -30,6 +30,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from geoloc.common.admission import Admission
 from geoloc.common.interceptors import ServerRuntimeInterceptor
 from geoloc.common.logs import configure_logging, get_logger
 from geoloc.common.metrics import ServerMetrics, start_metrics_http_server
@@ -118,6 +119,9 @@ class GeolocServer:
             gated_services=frozenset(names),
             log_requests=settings.log_requests,
             max_call_s=settings.max_call_s,
+            admission=Admission(
+                settings.max_in_flight, " and ".join(n.rsplit(".", 1)[-1] for n in names) or "this server"
+            ),
         )
         self.server = grpc.aio.server(
             interceptors=[interceptor],

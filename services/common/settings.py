@@ -41,8 +41,17 @@ class ServerSettings(BaseSettings):
         20 * MIB, gt=0, description="Largest request accepted; larger ones get RESOURCE_EXHAUSTED."
     )
     max_send_message_bytes: int = Field(20 * MIB, gt=0, description="Largest response sent.")
+    max_in_flight: int | None = Field(
+        32,
+        gt=0,
+        description="Calls admitted at once; beyond it a call is refused at once with RESOURCE_EXHAUSTED and a "
+        "RetryInfo delay, rather than queued past its deadline. 'none': no limit.",
+    )
     max_concurrent_rpcs: int | None = Field(
-        None, gt=0, description="Calls handled at once; beyond it calls get RESOURCE_EXHAUSTED. Unset: no limit."
+        None,
+        gt=0,
+        description="gRPC's own cap on calls at once (health checks included), refused without RetryInfo. Unset: "
+        "no limit.",
     )
     keepalive_time_s: float = Field(60.0, gt=0, description="Idle time after which the server pings a client.")
     keepalive_timeout_s: float = Field(20.0, gt=0, description="How long a keepalive ping may go unanswered.")

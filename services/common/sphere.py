@@ -223,15 +223,21 @@ def vmf_kappa_for_radius_km(radius_km: ArrayLike, mass: ArrayLike = 0.5) -> np.n
         )
     # Bisect: the cap mass increases in κ, is ≤ m at κ = 0 and ≥ m at k_closed, the root of
     # 1 − e^{−κa} = m (the equation with e^{−2κ} dropped), which bounds the answer from above.
-    k_closed = -np.log1p(-m) / a
-    lo, hi = np.zeros_like(k_closed), k_closed
-    for _ in range(110):
-        mid = 0.5 * (lo + hi)
-        above = _cap_mass(mid, a) > m
-        hi, lo = np.where(above, mid, hi), np.where(above, lo, mid)
-    kappa = 0.5 * (lo + hi)
+    k_closed = np.asarray(-np.log1p(-m) / a)
     # Where e^{−2κ} is negligible the closed form is exact, so prefer it to the bisection's last ulps.
-    return np.where(kappa >= _LARGE_KAPPA, k_closed, kappa)
+    # Above 2·_LARGE_KAPPA the bound is so tight (by m·e^{−2κ}/((1 − m)·a), under 1e-25 at any radius
+    # of a metre or more) that the root is above _LARGE_KAPPA too: no bisection needed.
+    kappa = k_closed.copy()
+    bisect = k_closed < 2 * _LARGE_KAPPA
+    if bisect.any():
+        lo, hi, a_b, m_b = np.zeros_like(k_closed[bisect]), k_closed[bisect], a[bisect], m[bisect]
+        for _ in range(110):
+            mid = 0.5 * (lo + hi)
+            above = _cap_mass(mid, a_b) > m_b
+            hi, lo = np.where(above, mid, hi), np.where(above, lo, mid)
+        root = 0.5 * (lo + hi)
+        kappa[bisect] = np.where(root >= _LARGE_KAPPA, k_closed[bisect], root)
+    return kappa
 
 
 def vmf_radius_km(kappa: ArrayLike, mass: ArrayLike = 0.5) -> np.ndarray:
@@ -309,7 +315,7 @@ def _ascend(x: np.ndarray, c, log_coef, k, max_iter: int, tol_rad: float) -> np.
         # A zero gradient (e.g. every κ = 0) is a fixed point: stay put.
         stuck = norm[:, 0] <= 0
         new = np.where(stuck[:, None], xa, step / np.where(stuck[:, None], 1.0, norm))
-        moved = great_circle_angle(xa, new)
+        moved = np.linalg.norm(new - xa, axis=1)  # the chord: the angle to well below tol_rad
         x[active] = new
         active = active[(moved > tol_rad) & ~stuck]
     return x
@@ -368,7 +374,12 @@ def responsible_modes(
 
 
 def find_modes(
-    centers: ArrayLike, weights: ArrayLike, kappa: ArrayLike, merge_km: float = 50.0, max_starts: int = 512
+    centers: ArrayLike,
+    weights: ArrayLike,
+    kappa: ArrayLike,
+    merge_km: float = 50.0,
+    max_starts: int = 512,
+    tol_rad: float = 1e-9,
 ) -> list[Mode]:
     """Modes of Σ w_i vMF(c_i, κ_i), sorted by log_density descending.
 
@@ -385,15 +396,16 @@ def find_modes(
     tiebreak = np.random.default_rng(0).permutation(len(w))
     order = np.lexsort((tiebreak, -w))
     started, leftover = order[:max_starts], order[max_starts:]
-    ends = spherical_mean_shift(c[started], c, w, k)
+    ends = spherical_mean_shift(c[started], c, w, k, tol_rad=tol_rad)
     end_logp = mixture_log_density(ends, c, w, k)
 
     merge_rad = km_to_radians(merge_km)
+    between = great_circle_angle(ends[:, None, :], ends[None, :, :])
     reps: list[int] = []
     label = np.empty(len(ends), dtype=np.int64)
     for e in np.argsort(-end_logp, kind="stable"):  # densest first: each mode sits at its best end point
         if reps:
-            angles = great_circle_angle(ends[reps], ends[e])
+            angles = between[reps, e]
             nearest = int(np.argmin(angles))
             if angles[nearest] <= merge_rad:
                 label[e] = nearest

@@ -58,7 +58,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="N",
         help="send only N photos, evenly spaced through labels.csv (the same N every run)",
     )
-    live.add_argument("--concurrency", type=int, default=4, metavar="N", help="calls in flight at once (default 4)")
+    live.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        metavar="N",
+        help="calls in flight at once (default 1, what the orchestrator admits by default: its MAX_IN_FLIGHT)",
+    )
     live.add_argument(
         "--timeout", type=float, default=60.0, metavar="S", help="deadline of each call in seconds (default 60)"
     )

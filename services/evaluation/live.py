@@ -12,8 +12,10 @@ harness matches and scores it; it asks with include_expert_outputs=True and read
   radius_90_km (calibration: ideally 50 % and 90 % of photos), how often each expert came back
   with each status, the failed calls, and the wall time.
 
-Photos go `concurrency` at a time on one channel. UNAVAILABLE means the orchestrator is not
-there (or not ready), and stops the run with OrchestratorUnreachable; any other failed call
+Photos go `concurrency` at a time on one channel. A call the orchestrator refuses as overloaded
+(RESOURCE_EXHAUSTED with a retry delay) is sent again after the delay, with backoff, within its
+timeout (geoloc.common.retry), and counted in `retries`. UNAVAILABLE means the orchestrator is
+not there (or not ready), and stops the run with OrchestratorUnreachable; any other failed call
 leaves that photo out (the harness then reports it missing) and is counted in `failures`.
 """
 
@@ -44,6 +46,7 @@ class LiveStats:
     """What the run saw besides the guesses; filled while `predict` runs."""
 
     sent: int = 0
+    retries: int = 0  # calls sent again after the orchestrator refused them as overloaded
     answered: int = 0
     within_radius_50: int = 0
     within_radius_90: int = 0
@@ -61,6 +64,7 @@ class LiveStats:
         ordered = sorted(self.total_ms)
         return {
             "sent": self.sent,
+            "retries": self.retries,
             "answered": self.answered,
             "failures": dict(self.failures),
             "failure_examples": dict(self.failure_examples),
@@ -84,7 +88,7 @@ class OrchestratorPredictions:
 
     experts: tuple[str, ...] = EXPERTS  # listed up front, so an expert that never answers still gets a row
 
-    def __init__(self, address: str, concurrency: int = 4, timeout_s: float = 60.0, tls: ClientTls | None = None):
+    def __init__(self, address: str, concurrency: int = 1, timeout_s: float = 60.0, tls: ClientTls | None = None):
         """`tls`: speak TLS (or mutual TLS) to an orchestrator that serves it; None: plaintext."""
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -136,6 +140,7 @@ class OrchestratorPredictions:
     async def _one(self, stub, gate: asyncio.Semaphore, record: LabelledImage) -> Prediction | None:
         import grpc
 
+        from geoloc.common.retry import call_with_retry
         from geoloc.v1 import orchestrator_pb2
 
         try:
@@ -150,7 +155,7 @@ class OrchestratorPredictions:
         async with gate:
             self.stats.sent += 1
             try:
-                response = await stub.Locate(request, timeout=self.timeout_s)
+                response = await call_with_retry(stub.Locate, request, self.timeout_s, on_retry=self._count_retry)
             except grpc.aio.AioRpcError as error:
                 if error.code() == grpc.StatusCode.UNAVAILABLE:
                     raise OrchestratorUnreachable(
@@ -161,6 +166,9 @@ class OrchestratorPredictions:
                 self.stats.failure_examples.setdefault(error.code().name, f"{record.image}: {error.details()}")
                 return None
         return self._record(record, response)
+
+    def _count_retry(self, error, wait_s: float) -> None:
+        self.stats.retries += 1
 
     def _record(self, record: LabelledImage, response) -> Prediction:
         from geoloc.common.sphere import haversine_km

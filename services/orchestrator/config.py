@@ -29,13 +29,21 @@ class OrchestratorSettings(ServerSettings, ClientTlsSettings):
     )
     tokens_address: str | None = Field("127.0.0.1:50055", description="The tokens expert; 'none': not deployed.")
     text_address: str | None = Field("127.0.0.1:50056", description="The text expert; 'none': not deployed.")
+    max_in_flight: int | None = Field(
+        1,
+        gt=0,
+        description="Locate calls admitted at once; beyond it a call is refused at once with RESOURCE_EXHAUSTED and "
+        "a RetryInfo delay. 1 is measured with the whole suite on 2 cores (docs/performance.md): 2 already left "
+        "experts past their timeouts. Raise it where the experts have cores of their own. 'none': no limit.",
+    )
     default_deadline_s: float = Field(
         10.0, gt=0, description="The whole call's budget when the caller sets no deadline."
     )
     deadline_margin_s: float = Field(
         0.5,
         ge=0,
-        description="Kept back from the caller's remaining time for fusion (~0.3 s on 2 cores) and the reply.",
+        description="Kept back from the caller's remaining time for fusion (about 30 ms on 2 cores), place names "
+        "and the reply.",
     )
     embed_timeout_s: float = Field(5.0, gt=0, description="The most the embedding call may take.")
     gallery_timeout_s: float = Field(2.0, gt=0, description="The most the gallery expert's call may take.")
@@ -43,6 +51,11 @@ class OrchestratorSettings(ServerSettings, ClientTlsSettings):
     tokens_timeout_s: float = Field(2.0, gt=0, description="The most the tokens expert's call may take.")
     text_timeout_s: float = Field(
         3.0, gt=0, description="The most the text expert's call may take (it starts with the embedding call)."
+    )
+    ask_unweighted_experts: bool = Field(
+        False,
+        description="Ask every deployed expert by default, also those the fitted fusion gives weight 0 "
+        "(their answers cannot change the fused one; callers may still name them in options.experts).",
     )
     gallery_k: int = Field(32, ge=1, le=1000, description="Gallery points asked for.")
     sampler_samples: int = Field(128, ge=2, description="Samples asked of each sampler method.")

@@ -33,7 +33,6 @@ from geoloc.common.geoscore import geoscore_of_km
 from geoloc.common.sphere import EARTH_RADIUS_KM, great_circle_angle
 
 LATTICE_POINTS = 4096  # ~350 km apart: GeoScore changes by under a quarter across one spacing
-CHUNK = 1 << 21  # candidates × kernels per block, bounding memory
 
 
 def fibonacci_lattice(n: int) -> np.ndarray:
@@ -76,62 +75,161 @@ def kernel_score_table() -> np.ndarray:
     return table
 
 
+# Serving reads the table by sin(θ/2), half the chord between kernel and place: that is
+# √((1 − c·x)/2) of a dot product, far cheaper than its arccos, and its steps are finest near a
+# kernel's centre (1.6 km) and coarsest at the antipode (100 km), where the score is flat.
+HALF_CHORD_STEPS = 8192
+CHUNK = 1 << 16  # candidates × kernels per block: the block's arrays stay in the CPU's cache
+_ROWS: dict[float, np.ndarray] = {}
+
+
+def half_chord_rows(radius_km: np.ndarray) -> np.ndarray:
+    """[radii, HALF_CHORD_STEPS + 1] float32: E[GeoScore] at sin(θ/2) = 0, 1/steps, …, 1 from a
+    kernel of each half-mass radius, interpolated from kernel_score_table (linearly in log radius,
+    then in angle); cached per radius (the prior's and the bandwidths' recur on every call)."""
+    for radius in np.asarray(radius_km, dtype=np.float64).ravel():
+        if float(radius) not in _ROWS:
+            if len(_ROWS) > 4096:  # points' own radii (token cells) vary: keep the cache bounded
+                _ROWS.clear()
+            table = kernel_score_table()
+            position = float(np.interp(np.log(radius), np.log(TABLE_RADII_KM), np.arange(len(TABLE_RADII_KM))))
+            low = min(int(position), len(TABLE_RADII_KM) - 2)
+            row = table[low] * (1 - (position - low)) + table[low + 1] * (position - low)
+            angles = 2 * np.arcsin(np.linspace(0.0, 1.0, HALF_CHORD_STEPS + 1))
+            _ROWS[float(radius)] = np.interp(angles, TABLE_ANGLES, row).astype(np.float32)
+    return np.stack([_ROWS[float(r)] for r in np.asarray(radius_km, dtype=np.float64).ravel()])
+
+
 def expected_geoscore(
     centres: np.ndarray, weights: np.ndarray, radius_km: np.ndarray, candidates: np.ndarray
 ) -> np.ndarray:
     """Σ_k w_k E_{x ~ kernel k}[GeoScore of answering c] [c], for vMF kernels given by their centres
-    [k, 3], weights [k] and half-mass radii [k], at candidates [c, 3]."""
-    table = kernel_score_table()
-    position = np.interp(np.log(radius_km), np.log(TABLE_RADII_KM), np.arange(len(TABLE_RADII_KM)))
-    low = np.minimum(position.astype(int), len(TABLE_RADII_KM) - 2)
-    rows = table[low] * (1 - (position - low))[:, None] + table[low + 1] * (position - low)[:, None]  # [k, angles]
+    [k, 3], weights [k] and half-mass radii [k], at candidates [c, 3].
+
+    The angles in float64, the rest in float32 (scores within about 0.01 of 5000 of a float64
+    reading of the same table), blockwise so that each block stays in cache."""
+    radii, which = np.unique(np.asarray(radius_km, dtype=np.float64), return_inverse=True)
+    rows = half_chord_rows(radii)
+    # Each step's value and slope side by side (as one complex64), so that one gather reads both.
+    table = (rows + 1j * np.diff(rows, axis=1, append=rows[:, -1:])).astype(np.complex64).ravel()
+    offset = (which.ravel() * (HALF_CHORD_STEPS + 1)).astype(np.int32)
+    kernels = np.ascontiguousarray(centres.T, dtype=np.float64)
+    places = np.ascontiguousarray(candidates, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float32)
     step = max(1, CHUNK // max(len(centres), 1))
-    spacing = TABLE_ANGLES[1]
-    kernel = np.arange(len(centres))[None, :]
     out = np.empty(len(candidates))
     for start in range(0, len(candidates), step):
-        at = np.arccos(np.clip(candidates[start : start + step] @ centres.T, -1.0, 1.0)) / spacing
-        i = np.minimum(at.astype(int), len(TABLE_ANGLES) - 2)
-        f = at - i
-        out[start : start + step] = (rows[kernel, i] * (1 - f) + rows[kernel, i + 1] * f) @ weights
+        cosine = places[start : start + step] @ kernels
+        # 1 − cos θ in float64, then float32: in float32 the cosine itself would blur θ by 2 km.
+        at = np.subtract(1.0, cosine, out=np.empty(cosine.shape, np.float32), casting="same_kind")
+        np.maximum(at, 0.0, out=at)
+        at *= 0.5
+        np.sqrt(at, out=at)
+        at *= HALF_CHORD_STEPS
+        np.minimum(at, HALF_CHORD_STEPS, out=at)
+        i = at.astype(np.int32)
+        at -= i
+        i += offset
+        step_at = table.take(i)
+        out[start : start + step] = (step_at.real + at * step_at.imag) @ w
     return out
+
+
+NEAREST_FIRST = 8  # neighbours each fixed candidate is compared with before its whole region
+COARSE_POINTS = 512  # cells (about 1,000 km apart) through which an answer's own candidates find their fixed neighbours
+
+
+def _beats(score_a, score_b, index_a, index_b):
+    """a beats b: a higher score, or an equal one and an earlier index."""
+    return (score_a > score_b) | ((score_a == score_b) & (index_a < index_b))
 
 
 class FixedCandidates:
     """The candidates every answer begins with (the lattice, the prior's points), and which of them
-    lie within region_km of each other, found once: per answer only its own few hundred are new."""
+    lie within region_km of each other, found once: per answer only its own few hundred are new.
+
+    Per answer, a fixed candidate is first compared with its NEAREST_FIRST nearest neighbours, which
+    beat almost all of them (scores change smoothly); only the survivors are compared with their
+    whole region. An answer's own candidates reach the fixed ones within their region through the
+    coarse cell nearest to them, whose list holds every fixed candidate within region_km plus the
+    cell's reach."""
 
     def __init__(self, xyz: np.ndarray, region_km: float):
         self.xyz, self.region_km = xyz, region_km
+        n = len(xyz)
         self._near = np.cos(region_km / EARTH_RADIUS_KM)
-        rows, cols = [], []
-        for start in range(0, len(xyz), 1024):
-            r, c = np.nonzero(xyz[start : start + 1024] @ xyz.T >= self._near)
-            rows.append(r + start)
-            cols.append(c)
-        self._rows, self._cols = np.concatenate(rows), np.concatenate(cols)
+        rows, cols, dots = [], [], []
+        for start in range(0, n, 1024):
+            dot = xyz[start : start + 1024] @ xyz.T
+            r, c = np.nonzero(dot >= self._near)
+            keep = r + start != c
+            rows.append(r[keep] + start)
+            cols.append(c[keep])
+            dots.append(dot[r[keep], c[keep]])
+        rows, cols, dots = np.concatenate(rows), np.concatenate(cols), np.concatenate(dots)
+        order = np.lexsort((-dots, rows))  # by candidate, nearest neighbour first
+        self._cols = cols[order]
+        self._count = np.bincount(rows, minlength=n)
+        self._start = np.concatenate([[0], np.cumsum(self._count)[:-1]])
+        first = np.full((n, NEAREST_FIRST), n)  # n: no neighbour (its score is −∞)
+        for j in range(NEAREST_FIRST):
+            has = self._count > j
+            first[has, j] = self._cols[self._start[has] + j]
+        self._first = first
+        self._xyz_padded = np.concatenate([xyz, np.zeros((1, 3))]).astype(np.float32)
+        self._coarse = fibonacci_lattice(COARSE_POINTS)
+        self._cell_reach = np.cos(np.sqrt(4 * np.pi / COARSE_POINTS))  # beyond any point's nearest cell
+        reach = (self._coarse @ xyz.T) >= np.cos(region_km / EARTH_RADIUS_KM + np.arccos(self._cell_reach))
+        width = int(reach.sum(1).max())
+        self._cell_lists = np.full((COARSE_POINTS, width), n)
+        for cell, members in enumerate(reach):
+            found = np.flatnonzero(members)
+            self._cell_lists[cell, : len(found)] = found
 
     def regional_maxima(self, candidates: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """Indices of the candidates (these fixed ones, then the answer's own) whose score no other
         within region_km beats, best first; of equal scores the earlier candidate wins."""
         n = len(self.xyz)
-
-        def beats(s_a, s_b, a, b):
-            return (s_a > s_b) | ((s_a == s_b) & (a < b))
-
+        fixed = scores[:n]
+        padded = np.append(fixed, -np.inf)
+        index = np.arange(n)
         beaten = np.zeros(len(candidates), dtype=bool)
-        rows, cols = self._rows, self._cols
-        beaten[rows[beats(scores[cols], scores[rows], cols, rows)]] = True
+        beaten[:n] = _beats(padded[self._first], fixed[:, None], self._first, index[:, None]).any(1)
+        survivors = np.flatnonzero(~beaten[:n])
+        counts = self._count[survivors]
+        owner = np.repeat(survivors, counts)
+        at = np.repeat(self._start[survivors] - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+        other = self._cols[at]
+        beaten[owner[_beats(fixed[other], fixed[owner], other, owner)]] = True
         if len(candidates) > n:
-            own = np.arange(n, len(candidates))
-            near = candidates[n:] @ candidates.T >= self._near  # [own, all]
-            everyone = np.arange(len(candidates))
-            own_beaten = beats(scores[None, :], scores[own, None], everyone[None, :], own[:, None])
-            beaten[n:] |= (near & own_beaten).any(1)
-            fixed_beaten = beats(scores[own, None], scores[None, :n], own[:, None], everyone[None, :n])
-            beaten[:n] |= (near[:, :n] & fixed_beaten).any(0)
+            own, own_scores = candidates[n:], scores[n:]
+            beaten[n:] = self._own_beaten(own, own_scores, padded, beaten)
         maxima = np.flatnonzero(~beaten)
         return maxima[np.argsort(-scores[maxima], kind="stable")]
+
+    def _own_beaten(self, own: np.ndarray, own_scores: np.ndarray, padded: np.ndarray, beaten: np.ndarray):
+        """Which of an answer's own candidates a candidate within region_km beats; marks in `beaten`
+        the fixed ones that one of them beats."""
+        n = len(self.xyz)
+        to_cell = own @ self._coarse.T
+        cell = np.argmax(to_cell, axis=1)
+        lists = self._cell_lists[cell]
+        # Not expected on a Fibonacci lattice of this size; exact all the same.
+        outside = to_cell[np.arange(len(own)), cell] < self._cell_reach
+        if outside.any():
+            lists = np.pad(lists, ((0, 0), (0, n - lists.shape[1])), constant_values=n)
+            lists[outside] = np.arange(n)
+        dots = np.einsum("ok,olk->ol", own.astype(np.float32), self._xyz_padded[lists])
+        near = (dots >= self._near) & (lists < n)
+        neighbour = padded[lists]
+        # A fixed candidate comes before every own one, so it wins ties.
+        own_beaten = (near & (neighbour >= own_scores[:, None])).any(1)
+        beaten[lists[near & (own_scores[:, None] > neighbour)]] = True
+        index = np.arange(len(own))
+        among = (own @ own.T >= self._near) & _beats(
+            own_scores[None, :], own_scores[:, None], index[None, :], index[:, None]
+        )
+        return own_beaten | among.any(1)
 
 
 def uniform_cap_mass(radius_km: np.ndarray) -> np.ndarray:

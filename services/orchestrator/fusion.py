@@ -51,6 +51,7 @@ UNIFORM = "uniform"
 UNIFORM_HALF_MASS_KM = HEMISPHERE_RADIUS_KM  # a hemisphere holds half of the uniform density
 LOCALIZABILITY_LEVEL = 4  # S2 cells of about 580 km: localizability counts regions, not kilometres
 MAX_RADIUS_KM = HEMISPHERE_RADIUS_KM  # wider kernels are near uniform anyway
+MODE_TOL_RAD = 1e-7  # an expert's modes are candidates: found to well under a metre, not to a micrometre
 DENSITY_BANDWIDTH_KM = 400.0  # the scale at which the gallery's crowding correction measures photo density
 
 
@@ -129,8 +130,20 @@ class Mixture:
         return mixture_log_density(xyz, self.centres, self.weights, self.kappa)
 
 
+_KAPPAS: dict[float, float] = {}
+
+
 def kappa_for_half_mass_km(radius_km: np.ndarray) -> np.ndarray:
-    return vmf_kappa_for_radius_km(np.clip(radius_km, 1e-3, MAX_RADIUS_KM), 0.5)
+    # Solved once per distinct radius, and remembered: an expert's kernels mostly share its
+    # bandwidth, the same on every call.
+    radius = np.clip(np.asarray(radius_km, dtype=np.float64), 1e-3, MAX_RADIUS_KM)
+    distinct, which = np.unique(radius, return_inverse=True)
+    new = [r for r in distinct.tolist() if r not in _KAPPAS]
+    if new:
+        if len(_KAPPAS) > 4096:  # points' own radii (token cells) vary: keep the memory bounded
+            _KAPPAS.clear()
+        _KAPPAS.update(zip(new, vmf_kappa_for_radius_km(np.array(new), 0.5).tolist(), strict=True))
+    return np.array([_KAPPAS[r] for r in distinct.tolist()])[which].reshape(radius.shape)
 
 
 class Prior:
@@ -317,7 +330,8 @@ def score_table(answers: list[ExpertPoints], params: FusionParameters, prior: Pr
     parts = weighted_parts(answers, params, prior)
     own = []
     for centres, weights, radius in parts.values():
-        modes = find_modes(centres, weights, kappa_for_half_mass_km(radius), params.min_separation_km, max_starts=32)
+        kappa = kappa_for_half_mass_km(radius)
+        modes = find_modes(centres, weights, kappa, params.min_separation_km, max_starts=32, tol_rad=MODE_TOL_RAD)
         own += [centres, np.stack([m.xyz for m in modes])]
     candidates = np.concatenate([prior.fixed_candidates, *own])
     columns = {PRIOR: prior.expected_geoscore(candidates)}

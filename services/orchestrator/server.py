@@ -1,10 +1,10 @@
 """The orchestrator's gRPC edge: a photo in, one fused, calibrated answer out.
 
 Locate validates the request, reads the photo's EXIF GPS as separate evidence, embeds the photo
-once (the text expert, which reads pixels, is sent the photo at the same time), asks every
-requested and deployed expert concurrently under the caller's deadline, fuses
-the answers that came back with the fitted parameters (the prior always among them), names the
-hypotheses' places offline, and reports every expert's status. An expert that fails only
+once (the text expert, which reads pixels, is sent the photo at the same time), asks the
+deployed experts the caller named (by default those the fitted fusion weighs) concurrently under
+the caller's deadline, fuses the answers that came back with the fitted parameters (the prior
+always among them), names the hypotheses' places offline, and reports every expert's status. An expert that fails only
 leaves the answer with fewer components: with none, the answer is the prior.
 """
 
@@ -31,6 +31,9 @@ from geoloc.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
 MAX_TOP_K = 20
 DEFAULT_TOP_K = 5
 EXIF_RADIUS_KM = (0.01, 0.03)  # r50, r90 of a consumer GPS fix, about 10 m and 30 m
+UNWEIGHTED_REASON = (
+    "the fitted fusion gives it weight 0, so it cannot change the answer; name it in options.experts to ask it"
+)
 
 
 def validated_options(options: orchestrator_pb2.LocateOptions) -> tuple[int, list[str] | None]:
@@ -73,6 +76,17 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     async def close(self) -> None:
         if self._clients is not None:
             await self._clients.close()
+
+    def _to_ask(self, asked: list[str] | None) -> list[str]:
+        """The deployed experts to ask: those the caller named, or by default those the fitted fusion
+        weighs. An expert fitted to weight 0 cannot move the answer, so by default its time (the SH
+        sampler's is the longest of all) is not spent; a caller who wants its points names it."""
+        deployed = self._clients.deployed()
+        if asked is not None:
+            return [e for e in asked if e in deployed]
+        if self.settings.ask_unweighted_experts:
+            return deployed
+        return [e for e in deployed if self._fusion.parameters.weights.get(e, 0.0) > 0]
 
     def _budget_s(self, context) -> float:
         remaining = context.time_remaining() if context is not None else None
@@ -140,7 +154,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         """The text expert's call, started now (it needs the photo, not the embedding), or None when it
         is not deployed or not asked for."""
         _, asked = options
-        if "text" not in self._clients.deployed() or (asked is not None and "text" not in asked):
+        if "text" not in self._to_ask(asked):
             return None
         budget = deadline - time.perf_counter()
         return asyncio.create_task(self._clients.ask_text(image, budget, wire_options.include_expert_outputs))
@@ -160,7 +174,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         embed_ms = 1000 * (time.perf_counter() - started)
 
         deployed = self._clients.deployed()
-        calls = [e for e in (asked or deployed) if e in deployed and e != "text"]
+        calls = [e for e in self._to_ask(asked) if e != "text"]
         budget = deadline - time.perf_counter()
         results = await asyncio.gather(*(self._clients.ask(e, embedded.embedding, budget) for e in calls))
         if text is not None:
@@ -168,7 +182,12 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         by_expert = {r.expert: r for r in results}
         for expert in EXPERT_ENUMS:
             if expert not in by_expert:
-                reason = "not deployed" if expert not in deployed else "not requested in the options"
+                if expert not in deployed:
+                    reason = "not deployed"
+                elif asked is not None:
+                    reason = "not requested in the options"
+                else:
+                    reason = UNWEIGHTED_REASON
                 by_expert[expert] = ExpertResult(expert, orchestrator_pb2.EXPERT_STATUS_SKIPPED, reason)
         experts_ms = 1000 * (time.perf_counter() - started) - embed_ms
 

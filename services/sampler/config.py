@@ -30,4 +30,7 @@ class SamplerSettings(ServerSettings):
         262_144, ge=2, description="Bound on n_samples x steps of one request, so that no call pins a worker for long."
     )
     max_guidance: float = Field(20.0, ge=0, description="The largest classifier-free guidance accepted.")
+    max_batch: int = Field(
+        16, ge=1, description="The most concurrent requests (same method, samples, steps, guidance) run as one batch."
+    )
     use_gpu: bool = Field(False, description="Run the networks on CUDA when it is available.")

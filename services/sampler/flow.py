@@ -65,7 +65,11 @@ class AdaLNBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
 
     def forward(self, h: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """h [n, width]; condition [n, c], or [q, c] for q groups of n / q consecutive rows that share it
+        (a photo's samples), computed once a group rather than once a row."""
         scale, shift, gate = self.modulation(condition).chunk(3, dim=-1)
+        if len(condition) != len(h):
+            scale, shift, gate = (m.repeat_interleave(len(h) // len(condition), dim=0) for m in (scale, shift, gate))
         return h + gate * self.mlp(self.norm(h) * (1 + scale) + shift)
 
 
@@ -98,7 +102,8 @@ class FlowConfig:
 
 
 class VelocityNetwork(nn.Module):
-    """v(x, t, e): a tangent velocity at the point x [n, 3], time t [n], embedding e [n, d]."""
+    """v(x, t, e): a tangent velocity at the point x [n, 3], time t [n], embedding e [n, d]; or time
+    [q] and embedding [q, d] shared by q groups of n / q consecutive points."""
 
     def __init__(self, config: FlowConfig):
         super().__init__()
@@ -134,6 +139,15 @@ def flow_matching_loss(
     return ((network(point, t, embedding * keep) - velocity) ** 2).sum(-1).mean()
 
 
+def shared_conditions(embedding: torch.Tensor, n_samples: int) -> torch.Tensor:
+    """One photo's embedding [d] or q photos' [q, d] as the rows [q, d] that the network computes its
+    condition from once a photo, for n_samples samples in all (n_samples / q a photo)."""
+    rows = embedding.reshape(-1, embedding.shape[-1])
+    if n_samples % len(rows):
+        raise ValueError(f"{n_samples} samples do not split evenly over {len(rows)} photos")
+    return rows
+
+
 @torch.no_grad()
 def trajectory(
     network: VelocityNetwork,
@@ -142,18 +156,21 @@ def trajectory(
     steps: int,
     guidance: float = 0.0,
     generator: torch.Generator | None = None,
+    start: torch.Tensor | None = None,
 ) -> Iterator[torch.Tensor]:
     """The points [n, 3] after each of `steps` Euler steps from uniform noise, for one embedding [d].
 
     Every step is re-projected onto the sphere, so every point yielded is a unit vector. The
-    embedding may also be [n_samples, d], one per sample, to sample for many photos at once.
-    The noise is drawn on the CPU, so a seed gives the same start on any device.
+    embedding may also be [q, d] for q photos, n_samples / q each, their samples in order, to
+    sample for many photos at once.
+    The noise is drawn on the CPU, so a seed gives the same start on any device; or it is given
+    as `start` [n, 3] (each photo's drawn from its own seed, when photos share a batch).
     """
-    x = uniform_on_sphere(n_samples, generator).to(embedding.device)
-    condition = embedding.expand(n_samples, -1)
+    x = (uniform_on_sphere(n_samples, generator) if start is None else start).to(embedding.device)
+    condition = shared_conditions(embedding, n_samples)
     empty = torch.zeros_like(condition)
     for step in range(steps):
-        t = torch.full((n_samples,), step / steps, device=x.device)
+        t = torch.full((len(condition),), step / steps, device=x.device)
         v = network(x, t, condition)
         if guidance:
             v = (1 + guidance) * v - guidance * network(x, t, empty)
@@ -169,6 +186,7 @@ def sample(
     steps: int,
     guidance: float = 0.0,
     generator: torch.Generator | None = None,
+    start: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """n_samples points [n, 3] on the sphere for one embedding [d]: the trajectory's end."""
-    return deque(trajectory(network, embedding, n_samples, steps, guidance, generator), maxlen=1)[0]
+    return deque(trajectory(network, embedding, n_samples, steps, guidance, generator, start), maxlen=1)[0]

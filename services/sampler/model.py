@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -68,6 +69,12 @@ class LocationSampler:
         x = torch.as_tensor(np.asarray(features, dtype=np.float32), device=self.device)
         return (x - self.feature_mean) / self.feature_std
 
+    def start_noise(self, n_samples: int, generator: torch.Generator) -> torch.Tensor:
+        """One photo's starting noise, as its sampler draws it from `generator` (on the CPU)."""
+        if self.method == "flow":
+            return flow.uniform_on_sphere(n_samples, generator)
+        return sh_diffusion.start_noise(self.network, n_samples, generator)
+
     @torch.no_grad()
     def sample_places(
         self,
@@ -76,14 +83,24 @@ class LocationSampler:
         steps: int,
         guidance: float,
         generator: torch.Generator | None = None,
+        generators: Sequence[torch.Generator] | None = None,
     ) -> np.ndarray:
-        """n_samples unit vectors per photo [q, n_samples, 3] for features [q, d], all photos in one batch."""
-        conditions = self.conditions(features).repeat_interleave(n_samples, dim=0)
-        total = len(conditions)
+        """n_samples unit vectors per photo [q, n_samples, 3] for features [q, d], all photos in one batch.
+
+        The starting noise is drawn from `generator` for the whole batch, or from `generators`, one
+        per photo: then each photo's samples are those it would get alone with its generator."""
+        conditions = self.conditions(features)  # one row a photo: the network computes each once a step
+        total = len(conditions) * n_samples
+        start = None
+        if generators is not None:
+            if len(generators) != len(features):
+                raise ValueError(f"{len(generators)} generators for {len(features)} photos")
+            start = torch.cat([self.start_noise(n_samples, g) for g in generators])
         if self.method == "flow":
-            xyz = flow.sample(self.network, conditions, total, steps, guidance, generator).cpu().double().numpy()
+            xyz = flow.sample(self.network, conditions, total, steps, guidance, generator, start)
+            xyz = xyz.cpu().double().numpy()
         else:
-            latlon = sh_diffusion.sample(self.network, self.grid, conditions, total, steps, guidance, generator)
+            latlon = sh_diffusion.sample(self.network, self.grid, conditions, total, steps, guidance, generator, start)
             xyz = latlon_to_unit(latlon[:, 0], latlon[:, 1])
         return xyz.reshape(len(features), n_samples, 3)
 

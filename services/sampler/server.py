@@ -1,7 +1,9 @@
 """The sampler service's gRPC edge: an embedding in, samples of where the photo was taken out.
 
 Sampling is a burst of matrix products that already uses every core through torch's own
-threads, so requests run one at a time, off the event loop. The same seed and request give the
+threads, so requests run one batch at a time, off the event loop: concurrent requests with the
+same method, samples, steps and guidance are batched together (geoloc.common.batching), each
+step one forward pass for all of them, each photo's noise from its own seed. The same seed and request give the
 same samples: the noise comes from a generator seeded per call, and the unset seed is drawn
 here and returned, so any answer can be reproduced.
 """
@@ -12,10 +14,12 @@ import asyncio
 import math
 import secrets
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from geoloc.common.batching import Batcher
 from geoloc.common.embeddings import validated_embedding
 from geoloc.common.errors import FailedPrecondition, InvalidArgument, NotReady, defaulted_in_range, named_enum_value
 from geoloc.common.server import ServiceSpec, run_service, servicer_spec
@@ -29,14 +33,29 @@ METHOD_NAMES = {sampler_pb2.SAMPLING_METHOD_FLOW: "flow", sampler_pb2.SAMPLING_M
 METHOD_ENUMS = {name: value for value, name in METHOD_NAMES.items()}
 
 
+@dataclass(frozen=True, eq=False)
+class PhotoToSample:
+    sampler: LocationSampler
+    feature: np.ndarray  # [d]
+    n_samples: int
+    steps: int
+    guidance: float
+    seed: int
+
+    def batch_key(self) -> tuple:
+        return (self.sampler.method, self.n_samples, self.steps, self.guidance)
+
+
 class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
     def __init__(self, settings: SamplerSettings):
         self.settings = settings
         self._samplers: dict[str, LocationSampler] = {}
-        self._one_at_a_time = asyncio.Lock()
+        self._batcher: Batcher | None = None
 
     async def warm_up(self) -> None:
         self._samplers = await asyncio.to_thread(self._load)
+        # Concurrent requests alike in all but their photo and seed share each step's forward pass.
+        self._batcher = Batcher(self._draw_batch, max_batch=self.settings.max_batch, key=PhotoToSample.batch_key)
         for name, sampler in self._samplers.items():  # one real, small call per method before SERVING
             probe = sampler_pb2.SampleRequest(
                 embedding=common_pb2.Embedding(values=[0.5] * sampler.in_dim),
@@ -48,6 +67,10 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
             answer = await self.Sample(probe, None)
             if len(answer.samples) != 8 or not math.isfinite(answer.mean_log_density):
                 raise RuntimeError(f"the {name} sampler's warm-up call gave a malformed answer")
+
+    async def close(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.close()
 
     def _load(self) -> dict[str, LocationSampler]:
         s = self.settings
@@ -84,8 +107,7 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
         sampler, n_samples, steps, guidance = self._resolve(request)
         feature = validated_embedding(request.embedding, sampler.in_dim, sampler.backbone, f"{sampler.method} sampler")
         seed = request.seed if request.HasField("seed") else secrets.randbits(63)
-        async with self._one_at_a_time:
-            xyz, summary = await asyncio.to_thread(self._draw, sampler, feature, n_samples, steps, guidance, seed)
+        xyz, summary = await self._batcher.submit(PhotoToSample(sampler, feature, n_samples, steps, guidance, seed))
         lat, lon = unit_to_latlon(xyz)
         return sampler_pb2.SampleResponse(
             samples=[
@@ -105,10 +127,13 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
         )
 
     @staticmethod
-    def _draw(sampler: LocationSampler, feature: np.ndarray, n_samples: int, steps: int, guidance: float, seed: int):
-        generator = torch.Generator().manual_seed(seed)
-        xyz = sampler.sample_places(feature[np.newaxis], n_samples, steps, guidance, generator)[0]
-        return xyz, summarize_samples(xyz)
+    def _draw_batch(photos: list[PhotoToSample]) -> list[tuple[np.ndarray, object]]:
+        """Every photo's samples in one pass of the network a step; each from its own seed's noise."""
+        first = photos[0]
+        features = np.stack([photo.feature for photo in photos])
+        generators = [torch.Generator().manual_seed(photo.seed) for photo in photos]
+        xyz = first.sampler.sample_places(features, first.n_samples, first.steps, first.guidance, generators=generators)
+        return [(places, summarize_samples(places)) for places in xyz]
 
 
 def sampler_spec(servicer: SamplerServicer) -> ServiceSpec:

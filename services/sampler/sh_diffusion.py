@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from geoloc.sampler.flow import AdaLNBlock, condition_input, condition_network, time_frequencies
+from geoloc.sampler.flow import AdaLNBlock, condition_input, condition_network, shared_conditions, time_frequencies
 from geoloc.sampler.spherical_harmonics import SphericalGrid, coefficient_count, encode
 
 COSINE_OFFSET = 0.008  # Nichol & Dhariwal's s: keeps ᾱ from being exactly 1 at t = 0
@@ -47,7 +47,8 @@ def place_coefficients(lat_deg: np.ndarray, lon_deg: np.ndarray, degree: int) ->
 
 
 class CoefficientDenoiser(nn.Module):
-    """ĉ(z_t, t, e): the clean coefficients [n, C] from noised ones, time [n] and embedding [n, d]."""
+    """ĉ(z_t, t, e): the clean coefficients [n, C] from noised ones, time [n] and embedding [n, d];
+    or time [q] and embedding [q, d] shared by q groups of n / q consecutive rows."""
 
     def __init__(self, config: SHDiffusionConfig):
         super().__init__()
@@ -79,6 +80,11 @@ def denoising_loss(
     return ((network(z, t, embedding * keep) - clean) ** 2).mean()
 
 
+def start_noise(network: CoefficientDenoiser, n_samples: int, generator: torch.Generator | None) -> torch.Tensor:
+    """The DDIM chain's starting noise [n, C], drawn on the CPU."""
+    return torch.randn(n_samples, coefficient_count(network.config.degree), generator=generator)
+
+
 @torch.no_grad()
 def sample_coefficients(
     network: CoefficientDenoiser,
@@ -87,18 +93,20 @@ def sample_coefficients(
     steps: int,
     guidance: float = 0.0,
     generator: torch.Generator | None = None,
+    start: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """n_samples coefficient vectors [n, C] for one embedding [d] (or [n, d]), by `steps` DDIM steps (η = 0).
+    """n_samples coefficient vectors [n, C] for one embedding [d] (or q photos' [q, d], n / q each), by
+    `steps` DDIM steps (η = 0).
 
-    The noise is drawn on the CPU, so a seed gives the same start on any device.
+    The noise is drawn on the CPU, so a seed gives the same start on any device; or it is given as
+    `start` [n, C] (start_noise: each photo's from its own seed, when photos share a batch).
     """
-    count = coefficient_count(network.config.degree)
-    z = torch.randn(n_samples, count, generator=generator).to(embedding.device)
-    condition = embedding.expand(n_samples, -1)
+    z = (start_noise(network, n_samples, generator) if start is None else start).to(embedding.device)
+    condition = shared_conditions(embedding, n_samples)
     empty = torch.zeros_like(condition)
     times = torch.linspace(1.0, 0.0, steps + 1)
     for t_now, t_next in zip(times[:-1], times[1:], strict=True):
-        t = torch.full((n_samples,), float(t_now), device=z.device)
+        t = torch.full((len(condition),), float(t_now), device=z.device)
         clean = network(z, t, condition)
         if guidance:
             clean = (1 + guidance) * clean - guidance * network(z, t, empty)
@@ -116,8 +124,9 @@ def sample(
     steps: int,
     guidance: float = 0.0,
     generator: torch.Generator | None = None,
+    start: torch.Tensor | None = None,
 ) -> np.ndarray:
     """n_samples places for one embedding, as (lat, lon) degrees [n, 2]: sampled vectors, decoded."""
-    coefficients = sample_coefficients(network, embedding, n_samples, steps, guidance, generator)
+    coefficients = sample_coefficients(network, embedding, n_samples, steps, guidance, generator, start)
     lat, lon = grid.decode(coefficients.double().cpu().numpy())
     return np.stack([lat, lon], axis=1)

@@ -18,7 +18,7 @@ from geoloc.common.sphere import EARTH_RADIUS_KM
 from geoloc.tokens.decoder import Neighbours
 from geoloc.tokens.geotokens import tokens_to_cell_id
 from geoloc.tokens.model import TokenModel
-from geoloc.tokens.search import Decoded, beam_search, greedy, sample_sequences
+from geoloc.tokens.search import Decoded, beam_search_batch, greedy, sample_sequences
 
 Strategy = Literal["greedy", "beam", "sample"]
 
@@ -75,9 +75,9 @@ def distinct_cells(decoded: Decoded, level: int) -> list[DecodedCell]:
 
 
 @torch.no_grad()
-def decode_photo(
+def decode_photos(
     model: TokenModel,
-    feature: np.ndarray,
+    features: np.ndarray,
     strategy: Strategy,
     *,
     level: int = 20,
@@ -86,18 +86,29 @@ def decode_photo(
     temperature: float = 0.7,
     neighbours: Neighbours | None = None,
     generator: torch.Generator | None = None,
-) -> list[DecodedCell]:
-    """The cells one photo's feature [d] decodes to by `strategy`; neighbours (a batch of one) when
-    the model attends to them."""
-    condition = model.standardiser(feature[np.newaxis])
+) -> list[list[DecodedCell]]:
+    """The cells each photo's feature [b, d] decodes to by `strategy`, the batch decoded together
+    (one forward pass a step for all of them); neighbours (a batch of b) when the model attends to
+    them. Sampling takes one photo: its draws come from the one `generator`."""
+    conditions = model.standardiser(features)
     if neighbours is not None:
         neighbours = neighbours.to(model.device)
     if strategy == "greedy":
-        decoded = greedy(model.decoder, condition, level, neighbours)
+        decoded = greedy(model.decoder, conditions, level, neighbours)
+        per_photo = [Decoded(decoded.tokens[i : i + 1], decoded.log_probs[i : i + 1]) for i in range(len(features))]
     elif strategy == "beam":
-        decoded = beam_search(model.decoder, condition[0], beam_width, level, neighbours)
+        per_photo = beam_search_batch(model.decoder, conditions, beam_width, level, neighbours)
     elif strategy == "sample":
-        decoded = sample_sequences(model.decoder, condition[0], n_samples, temperature, level, generator, neighbours)
+        if len(features) != 1:
+            raise ValueError(f"sampling decodes one photo at a time, got {len(features)}")
+        per_photo = [
+            sample_sequences(model.decoder, conditions[0], n_samples, temperature, level, generator, neighbours)
+        ]
     else:
         raise ValueError(f"unknown strategy {strategy!r}")
-    return distinct_cells(decoded, level)
+    return [distinct_cells(decoded, level) for decoded in per_photo]
+
+
+def decode_photo(model: TokenModel, feature: np.ndarray, strategy: Strategy, **options) -> list[DecodedCell]:
+    """The cells one photo's feature [d] decodes to (decode_photos, a batch of one)."""
+    return decode_photos(model, feature[np.newaxis], strategy, **options)[0]

@@ -28,4 +28,7 @@ class TokensSettings(ServerSettings):
     default_temperature: float = Field(0.7, gt=0, description="Sampling temperature when a request leaves it unset.")
     max_temperature: float = Field(10.0, gt=0, description="The highest sampling temperature accepted.")
     max_neighbors: int = Field(1000, ge=0, description="The most neighbours one request may carry.")
+    max_batch: int = Field(
+        16, ge=1, description="The most concurrent decodes (same strategy and beam) run as one batch."
+    )
     use_gpu: bool = Field(False, description="Run the decoder on CUDA when it is available.")

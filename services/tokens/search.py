@@ -73,22 +73,36 @@ def beam_search(
 ) -> Decoded:
     """The `width` most probable sequences that beam search keeps, for one embedding [d]
     (and its neighbours, a batch of one)."""
-    log_probs, cache = decoder.start(embedding[None], neighbours)
-    scores, tokens = (
-        torch.zeros(1, device=embedding.device),
-        torch.zeros(1, 0, dtype=torch.long, device=embedding.device),
-    )
+    return beam_search_batch(decoder, embedding[None], width, level, neighbours)[0]
+
+
+@torch.no_grad()
+def beam_search_batch(
+    decoder: TokenDecoder,
+    embeddings: torch.Tensor,
+    width: int = 5,
+    level: int = MAX_LEVEL,
+    neighbours: Neighbours | None = None,
+) -> list[Decoded]:
+    """Beam search for each of a batch of embeddings [b, d] (and their neighbours, a batch of b),
+    every step one forward pass for all their beams; each photo's beams are its own."""
+    b, device = len(embeddings), embeddings.device
+    log_probs, cache = decoder.start(embeddings, neighbours)
+    scores = torch.zeros(b, 1, device=device)
+    tokens = torch.zeros(b, 1, 0, dtype=torch.long, device=device)
+    photo = torch.arange(b, device=device)[:, None]
     for position in range(token_count(level)):
         if position > 0:
-            log_probs, cache = decoder.advance(tokens[:, -1], position - 1, cache)
-        candidates = scores[:, None] + _step_log_probs(log_probs, position, level)
-        flat = candidates.flatten()
-        keep = min(width, int(torch.isfinite(flat).sum()))
-        scores, index = flat.topk(keep)
-        parent, token = index // candidates.shape[1], index % candidates.shape[1]
-        cache = _reorder(cache, parent)
-        tokens = torch.cat([tokens[parent], token[:, None]], dim=1)
-    return Decoded(tokens, scores)
+            log_probs, cache = decoder.advance(tokens[:, :, -1].flatten(), position - 1, cache)
+        step = _step_log_probs(log_probs, position, level)
+        candidates = (scores[:, :, None] + step.view(b, scores.shape[1], -1)).flatten(1)  # [b, beams × tokens]
+        keep = min(width, int(torch.isfinite(candidates).sum(1).min()))
+        scores, index = candidates.topk(keep, dim=1)
+        parent, token = index // step.shape[1], index % step.shape[1]
+        cache = _reorder(cache, (photo * tokens.shape[1] + parent).flatten())
+        kept = tokens.gather(1, parent[:, :, None].expand(-1, -1, tokens.shape[2]))
+        tokens = torch.cat([kept, token[:, :, None]], dim=2)
+    return [Decoded(tokens[i], scores[i]) for i in range(b)]
 
 
 @torch.no_grad()

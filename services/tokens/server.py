@@ -2,7 +2,9 @@
 decoded S2 cells out.
 
 Decoding is a short burst of small matrix products that already uses every core through torch's
-own threads, so requests run one at a time, off the event loop. Neighbours are used when the
+own threads, so decodes run one batch at a time, off the event loop: concurrent beam (or greedy)
+decodes with the same options are batched together (geoloc.common.batching), each step one
+forward pass for all their beams, which costs little more than one photo's. Neighbours are used when the
 shipped decoder attends to them (its checkpoint says how many slots it has: the heaviest that
 many are kept) and are accepted and left unused by a decoder trained without them, so that the
 orchestrator can always pass what it has.
@@ -14,15 +16,18 @@ import asyncio
 import math
 import secrets
 import sys
+from collections.abc import Hashable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from geoloc.common.batching import Batcher
 from geoloc.common.embeddings import validated_embedding
 from geoloc.common.errors import InvalidArgument, NotReady, defaulted_in_range, named_enum_value
 from geoloc.common.s2cells import cell_id_to_s2_token
 from geoloc.common.server import ServiceSpec, run_service, servicer_spec
-from geoloc.tokens.cells import DecodedCell, Strategy, decode_photo
+from geoloc.tokens.cells import DecodedCell, Strategy, decode_photos
 from geoloc.tokens.config import TokensSettings
 from geoloc.tokens.decoder import Neighbours
 from geoloc.tokens.model import TokenModel, load_token_model
@@ -60,19 +65,48 @@ def validated_neighbours(points, slots: int, max_count: int) -> Neighbours | Non
     return neighbour_sets(lat, lon, weight, slots)
 
 
+@dataclass(frozen=True, eq=False)
+class PhotoToDecode:
+    feature: np.ndarray  # [d]
+    neighbours: Neighbours | None
+    generator: torch.Generator
+    options: dict
+
+    def batch_key(self) -> Hashable:
+        """Beam and greedy decodes without neighbours, with the same options, can share a batch;
+        anything else (a sample's own draws, its own neighbours) runs as a batch of one."""
+        o = self.options
+        if self.neighbours is None and o["strategy"] in ("beam", "greedy"):
+            return (o["strategy"], o["beam_width"], o["level"])
+        return self
+
+
 class TokensServicer(tokens_pb2_grpc.TokensServiceServicer):
     def __init__(self, settings: TokensSettings):
         self.settings = settings
         self._model: TokenModel | None = None
-        self._one_at_a_time = asyncio.Lock()
+        self._batcher: Batcher | None = None
 
     async def warm_up(self) -> None:
         device = "cuda" if self.settings.use_gpu and torch.cuda.is_available() else "cpu"
         self._model = await asyncio.to_thread(load_token_model, self.settings.checkpoint, device)
+        # Concurrent beam and greedy decodes with the same options share each step's forward pass.
+        self._batcher = Batcher(self._decode_batch, max_batch=self.settings.max_batch, key=PhotoToDecode.batch_key)
         probe = tokens_pb2.DecodeRequest(embedding=common_pb2.Embedding(values=[0.5] * self._model.in_dim))
         answer = await self.Decode(probe, None)  # one real decode before SERVING
         if not answer.cells or not math.isclose(sum(c.probability for c in answer.cells), 1.0, rel_tol=1e-6):
             raise RuntimeError("the token decoder's warm-up call gave a malformed answer")
+
+    async def close(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.close()
+
+    def _decode_batch(self, photos: list[PhotoToDecode]) -> list[list[DecodedCell]]:
+        first = photos[0]  # a batch shares its options; only a lone photo has neighbours or a generator's draws
+        features = np.stack([photo.feature for photo in photos])
+        return decode_photos(
+            self._model, features, neighbours=first.neighbours, generator=first.generator, **first.options
+        )
 
     def _resolve(self, request: tokens_pb2.DecodeRequest) -> dict:
         s = self.settings
@@ -101,10 +135,7 @@ class TokensServicer(tokens_pb2_grpc.TokensServiceServicer):
         feature = validated_embedding(request.embedding, model.in_dim, model.backbone, "token decoder")
         neighbours = validated_neighbours(request.neighbors, model.neighbour_slots, self.settings.max_neighbors)
         generator = torch.Generator().manual_seed(request.seed if request.HasField("seed") else secrets.randbits(63))
-        async with self._one_at_a_time:
-            cells = await asyncio.to_thread(
-                decode_photo, model, feature, neighbours=neighbours, generator=generator, **options
-            )
+        cells = await self._batcher.submit(PhotoToDecode(feature, neighbours, generator, options))
         return tokens_pb2.DecodeResponse(
             cells=[cell_message(c) for c in cells],
             points=[

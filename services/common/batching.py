@@ -1,0 +1,98 @@
+"""Merging concurrent calls into batches: one forward pass (or one matrix product) for many.
+
+A model's forward pass costs about the same for one request as for several, since its weights
+are read once either way, so under load a service gains by running the requests that queued up
+together. One batch runs at a time, on a worker thread; requests that arrive while it runs form
+the next one. Only requests of the same kind share a batch (`key`: the same method and steps,
+say); the others keep their place in the queue for the batches after. An idle service adds no
+delay: a lone request runs at once, as a batch of one. The queue is bounded by the server's
+admission limit (geoloc.common.admission), not here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from typing import Generic, TypeVar
+
+Request = TypeVar("Request")
+Result = TypeVar("Result")
+
+
+class Batcher(Generic[Request, Result]):
+    """`await batcher.submit(request)` -> its result, from `run_batch(requests) -> results` (one
+    result per request, in order) called on batches of up to `max_batch` requests of one key."""
+
+    def __init__(
+        self,
+        run_batch: Callable[[Sequence[Request]], Sequence[Result]],
+        max_batch: int = 64,
+        key: Callable[[Request], Hashable] = lambda request: None,
+    ):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self._run_batch, self._max_batch, self._key = run_batch, max_batch, key
+        self._pending: deque[tuple[Request, asyncio.Future]] = deque()
+        self._arrived = asyncio.Event()
+        self._worker: asyncio.Task | None = None
+        self.batch_sizes: list[int] = []  # of the last batches run, for tests and metrics
+        self.queue_seconds = 0.0  # waited in the queue, summed over requests: the batchers' queue time
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending)
+
+    async def submit(self, request: Request) -> Result:
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._run())
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        future.queued_at = loop.time()
+        self._pending.append((request, future))
+        self._arrived.set()
+        return await future
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+
+    def _next_batch(self) -> list[tuple[Request, asyncio.Future]]:
+        """The oldest live request and up to max_batch − 1 more of its key, oldest first; the rest
+        stay queued in order."""
+        batch, others, kind = [], deque(), None
+        while self._pending and len(batch) < self._max_batch:
+            request, future = self._pending.popleft()
+            if future.cancelled():  # its caller gave up
+                continue
+            if not batch:
+                kind = self._key(request)
+            if self._key(request) == kind:
+                batch.append((request, future))
+            else:
+                others.append((request, future))
+        self._pending.extendleft(reversed(others))
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._pending:
+                self._arrived.clear()
+                await self._arrived.wait()
+            batch = self._next_batch()
+            if not batch:
+                continue
+            self.batch_sizes = [*self.batch_sizes[-99:], len(batch)]
+            now = loop.time()
+            self.queue_seconds += sum(now - future.queued_at for _, future in batch)
+            try:
+                results = await asyncio.to_thread(self._run_batch, [request for request, _ in batch])
+            except Exception as exc:  # every caller of the batch gets the failure
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)

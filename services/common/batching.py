@@ -33,7 +33,7 @@ class Batcher(Generic[Request, Result]):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self._run_batch, self._max_batch, self._key = run_batch, max_batch, key
-        self._pending: deque[tuple[Request, asyncio.Future]] = deque()
+        self._pending: deque[tuple[Request, asyncio.Future, float]] = deque()  # with when it was queued
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task | None = None
         self.batch_sizes: list[int] = []  # of the last batches run, for tests and metrics
@@ -48,8 +48,7 @@ class Batcher(Generic[Request, Result]):
             self._worker = asyncio.create_task(self._run())
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        future.queued_at = loop.time()
-        self._pending.append((request, future))
+        self._pending.append((request, future, loop.time()))
         self._arrived.set()
         return await future
 
@@ -57,20 +56,18 @@ class Batcher(Generic[Request, Result]):
         if self._worker is not None:
             self._worker.cancel()
 
-    def _next_batch(self) -> list[tuple[Request, asyncio.Future]]:
+    def _next_batch(self) -> list[tuple[Request, asyncio.Future, float]]:
         """The oldest live request and up to max_batch − 1 more of its key, oldest first; the rest
         stay queued in order."""
         batch, others, kind = [], deque(), None
         while self._pending and len(batch) < self._max_batch:
-            request, future = self._pending.popleft()
+            queued = self._pending.popleft()
+            request, future, _ = queued
             if future.cancelled():  # its caller gave up
                 continue
             if not batch:
                 kind = self._key(request)
-            if self._key(request) == kind:
-                batch.append((request, future))
-            else:
-                others.append((request, future))
+            (batch if self._key(request) == kind else others).append(queued)
         self._pending.extendleft(reversed(others))
         return batch
 
@@ -85,14 +82,14 @@ class Batcher(Generic[Request, Result]):
                 continue
             self.batch_sizes = [*self.batch_sizes[-99:], len(batch)]
             now = loop.time()
-            self.queue_seconds += sum(now - future.queued_at for _, future in batch)
+            self.queue_seconds += sum(now - queued_at for _, _, queued_at in batch)
             try:
-                results = await asyncio.to_thread(self._run_batch, [request for request, _ in batch])
+                results = await asyncio.to_thread(self._run_batch, [request for request, _, _ in batch])
             except Exception as exc:  # every caller of the batch gets the failure
-                for _, future in batch:
+                for _, future, _ in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for (_, future), result in zip(batch, results, strict=True):
+            for (_, future, _), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)

@@ -86,18 +86,25 @@ _ROWS: dict[float, np.ndarray] = {}
 def half_chord_rows(radius_km: np.ndarray) -> np.ndarray:
     """[radii, HALF_CHORD_STEPS + 1] float32: E[GeoScore] at sin(θ/2) = 0, 1/steps, …, 1 from a
     kernel of each half-mass radius, interpolated from kernel_score_table (linearly in log radius,
-    then in angle); cached per radius (the prior's and the bandwidths' recur on every call)."""
-    for radius in np.asarray(radius_km, dtype=np.float64).ravel():
-        if float(radius) not in _ROWS:
-            if len(_ROWS) > 4096:  # points' own radii (token cells) vary: keep the cache bounded
-                _ROWS.clear()
+    then in angle); cached per radius (the prior's and the bandwidths' recur on every call).
+
+    Fusions run on several threads at once (a LocateBatch's photos): each reads the cache once per
+    radius and keeps what it read, so another thread clearing it cannot pull a row from under it."""
+    rows = []
+    for radius in np.asarray(radius_km, dtype=np.float64).ravel().tolist():
+        row = _ROWS.get(radius)
+        if row is None:
             table = kernel_score_table()
             position = float(np.interp(np.log(radius), np.log(TABLE_RADII_KM), np.arange(len(TABLE_RADII_KM))))
             low = min(int(position), len(TABLE_RADII_KM) - 2)
-            row = table[low] * (1 - (position - low)) + table[low + 1] * (position - low)
+            at_radius = table[low] * (1 - (position - low)) + table[low + 1] * (position - low)
             angles = 2 * np.arcsin(np.linspace(0.0, 1.0, HALF_CHORD_STEPS + 1))
-            _ROWS[float(radius)] = np.interp(angles, TABLE_ANGLES, row).astype(np.float32)
-    return np.stack([_ROWS[float(r)] for r in np.asarray(radius_km, dtype=np.float64).ravel()])
+            row = np.interp(angles, TABLE_ANGLES, at_radius).astype(np.float32)
+            if len(_ROWS) > 4096:  # points' own radii (token cells) vary: keep the cache bounded
+                _ROWS.clear()
+            _ROWS[radius] = row
+        rows.append(row)
+    return np.stack(rows)
 
 
 def expected_geoscore(

@@ -136,14 +136,19 @@ _KAPPAS: dict[float, float] = {}
 def kappa_for_half_mass_km(radius_km: np.ndarray) -> np.ndarray:
     # Solved once per distinct radius, and remembered: an expert's kernels mostly share its
     # bandwidth, the same on every call.
+    # Read once per radius and kept, so that another thread's fusion clearing the cache cannot
+    # pull a value from under this one.
     radius = np.clip(np.asarray(radius_km, dtype=np.float64), 1e-3, MAX_RADIUS_KM)
     distinct, which = np.unique(radius, return_inverse=True)
-    new = [r for r in distinct.tolist() if r not in _KAPPAS]
+    known = {r: _KAPPAS.get(r) for r in distinct.tolist()}
+    new = [r for r, kappa in known.items() if kappa is None]
     if new:
+        solved = dict(zip(new, vmf_kappa_for_radius_km(np.array(new), 0.5).tolist(), strict=True))
+        known.update(solved)
         if len(_KAPPAS) > 4096:  # points' own radii (token cells) vary: keep the memory bounded
             _KAPPAS.clear()
-        _KAPPAS.update(zip(new, vmf_kappa_for_radius_km(np.array(new), 0.5).tolist(), strict=True))
-    return np.array([_KAPPAS[r] for r in distinct.tolist()])[which].reshape(radius.shape)
+        _KAPPAS.update(solved)
+    return np.array([known[r] for r in distinct.tolist()])[which].reshape(radius.shape)
 
 
 class Prior:

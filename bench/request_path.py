@@ -42,20 +42,18 @@ from geoloc.client.load import experts_path_ms
 from geoloc.common.channels import create_channel
 from geoloc.common.paths import CHECKOUT, data_root
 from geoloc.orchestrator.config import OrchestratorSettings
+from geoloc.orchestrator.experts import expert_request
 from geoloc.orchestrator.fusion import ExpertPoints, fuse
 from geoloc.orchestrator.parameters import load_fusion
 from geoloc.v1 import (
     embedding_pb2,
     embedding_pb2_grpc,
-    gallery_pb2,
     gallery_pb2_grpc,
     orchestrator_pb2,
     orchestrator_pb2_grpc,
-    sampler_pb2,
     sampler_pb2_grpc,
     text_pb2,
     text_pb2_grpc,
-    tokens_pb2,
     tokens_pb2_grpc,
 )
 
@@ -138,38 +136,24 @@ async def run(args) -> None:
     decode = tokens_pb2_grpc.TokensServiceStub(channels["tokens"]).Decode
     read = text_pb2_grpc.TextServiceStub(channels["text"]).Read
 
-    def sample_request(embedding, method) -> sampler_pb2.SampleRequest:
-        return sampler_pb2.SampleRequest(
-            embedding=embedding, method=method, n_samples=s.sampler_samples, steps=s.sampler_steps, seed=0
-        )
-
-    def decode_request(embedding) -> tokens_pb2.DecodeRequest:
-        return tokens_pb2.DecodeRequest(
-            embedding=embedding, strategy=tokens_pb2.DECODE_STRATEGY_BEAM, beam_width=s.tokens_beam_width
-        )
-
     options = orchestrator_pb2.LocateOptions(include_expert_outputs=True)
     for image in images[:2]:  # warm every service
         await locate(orchestrator_pb2.LocateRequest(image=image, options=options), timeout=60)
 
     ms: dict[str, list[float]] = {}
-    answers, fused_inputs, not_ok = [], [], []
+    answers, flow_samples, not_ok = [], [], []
     for _ in range(args.rounds):
         for image in images:
             took, embedded = await timed(embed, embedding_pb2.EmbedRequest(image=image))
             ms.setdefault("embedding", []).append(took)
             e = embedded.embedding
-            for name, call, request in (
-                ("gallery", search, gallery_pb2.SearchRequest(embedding=e, k=s.gallery_k)),
-                ("flow", sample, sample_request(e, sampler_pb2.SAMPLING_METHOD_FLOW)),
-                ("sh", sample, sample_request(e, sampler_pb2.SAMPLING_METHOD_SH_DIFFUSION)),
-                ("tokens", decode, decode_request(e)),
-                ("text", read, text_pb2.ReadRequest(image=image)),
-            ):
-                took, answer = await timed(call, request)
+            for name, call in (("gallery", search), ("flow", sample), ("sh", sample), ("tokens", decode)):
+                took, answer = await timed(call, expert_request(name, e, s))
                 ms.setdefault(name, []).append(took)
-                if name in ("flow",):
-                    fused_inputs.append((name, answer.samples))
+                if name == "flow":  # the orchestrator's request has seed 0: the same samples it fused
+                    flow_samples.append(answer.samples)
+            took, _ = await timed(read, text_pb2.ReadRequest(image=image))
+            ms.setdefault("text", []).append(took)
             took, answer = await timed(locate, orchestrator_pb2.LocateRequest(image=image, options=options))
             ms.setdefault("locate", []).append(took)
             answers.append(answer)
@@ -181,7 +165,7 @@ async def run(args) -> None:
 
     fitted = load_fusion(s.fusion_parameters)
     fusion_ms = []
-    for answer, (_, samples) in zip(answers, fused_inputs, strict=True):
+    for answer, samples in zip(answers, flow_samples, strict=True):
         points = [*expert_points(answer), ExpertPoints.of("flow", samples)]
         started = time.perf_counter()
         fuse(points, fitted.parameters, fitted.prior)
@@ -190,10 +174,8 @@ async def run(args) -> None:
 
     embedded = (await embed(embedding_pb2.EmbedRequest(image=images[0]), timeout=60)).embedding
     batching = {}
-    for name, call, request in (
-        ("flow", sample, sample_request(embedded, sampler_pb2.SAMPLING_METHOD_FLOW)),
-        ("tokens", decode, decode_request(embedded)),
-    ):
+    for name, call in (("flow", sample), ("tokens", decode)):
+        request = expert_request(name, embedded, s)
         alone = await calls_per_second(call, request, 1, args.seconds)
         together = await calls_per_second(call, request, args.concurrent, args.seconds)
         batching[name] = (alone, together)

@@ -33,22 +33,16 @@ class Batcher(Generic[Request, Result]):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self._run_batch, self._max_batch, self._key = run_batch, max_batch, key
-        self._pending: deque[tuple[Request, asyncio.Future, float]] = deque()  # with when it was queued
+        self._pending: deque[tuple[Request, asyncio.Future]] = deque()
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task | None = None
-        self.batch_sizes: list[int] = []  # of the last batches run, for tests and metrics
-        self.queue_seconds = 0.0  # waited in the queue, summed over requests: the batchers' queue time
-
-    @property
-    def queued(self) -> int:
-        return len(self._pending)
+        self.batch_sizes: list[int] = []  # of the last batches run
 
     async def submit(self, request: Request) -> Result:
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._run())
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._pending.append((request, future, loop.time()))
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((request, future))
         self._arrived.set()
         return await future
 
@@ -56,13 +50,13 @@ class Batcher(Generic[Request, Result]):
         if self._worker is not None:
             self._worker.cancel()
 
-    def _next_batch(self) -> list[tuple[Request, asyncio.Future, float]]:
+    def _next_batch(self) -> list[tuple[Request, asyncio.Future]]:
         """The oldest live request and up to max_batch − 1 more of its key, oldest first; the rest
         stay queued in order."""
         batch, others, kind = [], deque(), None
         while self._pending and len(batch) < self._max_batch:
             queued = self._pending.popleft()
-            request, future, _ = queued
+            request, future = queued
             if future.cancelled():  # its caller gave up
                 continue
             if not batch:
@@ -72,7 +66,6 @@ class Batcher(Generic[Request, Result]):
         return batch
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             if not self._pending:
                 self._arrived.clear()
@@ -81,15 +74,13 @@ class Batcher(Generic[Request, Result]):
             if not batch:
                 continue
             self.batch_sizes = [*self.batch_sizes[-99:], len(batch)]
-            now = loop.time()
-            self.queue_seconds += sum(now - queued_at for _, _, queued_at in batch)
             try:
-                results = await asyncio.to_thread(self._run_batch, [request for request, _, _ in batch])
+                results = await asyncio.to_thread(self._run_batch, [request for request, _ in batch])
             except Exception as exc:  # every caller of the batch gets the failure
-                for _, future, _ in batch:
+                for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for (_, future, _), result in zip(batch, results, strict=True):
+            for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)

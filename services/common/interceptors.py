@@ -4,8 +4,8 @@ The server interceptor wraps each unary call with, in order: the request id (bou
 logs and downstream calls), a readiness gate (UNAVAILABLE until the service's model is
 warm), bounded admission (RESOURCE_EXHAUSTED with a RetryInfo delay beyond `max_in_flight`
 calls at once: geoloc.common.admission), metrics, an access-log line, a server-side time limit
-(`max_call_s`), and the mapping of exceptions to status codes (`errors.map_exception`). Streaming calls (health Watch,
-reflection) pass through untouched: every geoloc RPC is unary.
+(`max_call_s`), and the mapping of exceptions to status codes (`errors.map_exception`).
+Streaming calls (health Watch, reflection) pass through untouched: every geoloc RPC is unary.
 """
 
 from __future__ import annotations

@@ -80,31 +80,23 @@ def kernel_score_table() -> np.ndarray:
 # kernel's centre (1.6 km) and coarsest at the antipode (100 km), where the score is flat.
 HALF_CHORD_STEPS = 8192
 CHUNK = 1 << 16  # candidates × kernels per block: the block's arrays stay in the CPU's cache
-_ROWS: dict[float, np.ndarray] = {}
 
 
-def half_chord_rows(radius_km: np.ndarray) -> np.ndarray:
-    """[radii, HALF_CHORD_STEPS + 1] float32: E[GeoScore] at sin(θ/2) = 0, 1/steps, …, 1 from a
-    kernel of each half-mass radius, interpolated from kernel_score_table (linearly in log radius,
-    then in angle); cached per radius (the prior's and the bandwidths' recur on every call).
-
-    Fusions run on several threads at once (a LocateBatch's photos): each reads the cache once per
-    radius and keeps what it read, so another thread clearing it cannot pull a row from under it."""
-    rows = []
-    for radius in np.asarray(radius_km, dtype=np.float64).ravel().tolist():
-        row = _ROWS.get(radius)
-        if row is None:
-            table = kernel_score_table()
-            position = float(np.interp(np.log(radius), np.log(TABLE_RADII_KM), np.arange(len(TABLE_RADII_KM))))
-            low = min(int(position), len(TABLE_RADII_KM) - 2)
-            at_radius = table[low] * (1 - (position - low)) + table[low + 1] * (position - low)
-            angles = 2 * np.arcsin(np.linspace(0.0, 1.0, HALF_CHORD_STEPS + 1))
-            row = np.interp(angles, TABLE_ANGLES, at_radius).astype(np.float32)
-            if len(_ROWS) > 4096:  # points' own radii (token cells) vary: keep the cache bounded
-                _ROWS.clear()
-            _ROWS[radius] = row
-        rows.append(row)
-    return np.stack(rows)
+# The prior's radius and the bandwidths recur on every call; points' own radii (token cells) vary,
+# so the cache is bounded. lru_cache is safe for fusions running on several threads at once.
+@functools.lru_cache(maxsize=4096)
+def half_chord_row(radius_km: float) -> np.ndarray:
+    """[HALF_CHORD_STEPS + 1] float32, read-only: E[GeoScore] at sin(θ/2) = 0, 1/steps, …, 1 from
+    a kernel of this half-mass radius, interpolated from kernel_score_table (linearly in log
+    radius, then in angle)."""
+    table = kernel_score_table()
+    position = float(np.interp(np.log(radius_km), np.log(TABLE_RADII_KM), np.arange(len(TABLE_RADII_KM))))
+    low = min(int(position), len(TABLE_RADII_KM) - 2)
+    at_radius = table[low] * (1 - (position - low)) + table[low + 1] * (position - low)
+    angles = 2 * np.arcsin(np.linspace(0.0, 1.0, HALF_CHORD_STEPS + 1))
+    row = np.interp(angles, TABLE_ANGLES, at_radius).astype(np.float32)
+    row.flags.writeable = False
+    return row
 
 
 def expected_geoscore(
@@ -116,7 +108,7 @@ def expected_geoscore(
     The angles in float64, the rest in float32 (scores within about 0.01 of 5000 of a float64
     reading of the same table), blockwise so that each block stays in cache."""
     radii, which = np.unique(np.asarray(radius_km, dtype=np.float64), return_inverse=True)
-    rows = half_chord_rows(radii)
+    rows = np.stack([half_chord_row(radius) for radius in radii.tolist()])
     # Each step's value and slope side by side (as one complex64), so that one gather reads both.
     table = (rows + 1j * np.diff(rows, axis=1, append=rows[:, -1:])).astype(np.complex64).ravel()
     offset = (which.ravel() * (HALF_CHORD_STEPS + 1)).astype(np.int32)
@@ -183,7 +175,7 @@ class FixedCandidates:
             has = self._count > j
             first[has, j] = self._cols[self._start[has] + j]
         self._first = first
-        self._xyz_padded = np.concatenate([xyz, np.zeros((1, 3))]).astype(np.float32)
+        self._xyz_padded = np.concatenate([xyz, np.zeros((1, 3))])
         self._coarse = fibonacci_lattice(COARSE_POINTS)
         self._cell_reach = np.cos(np.sqrt(4 * np.pi / COARSE_POINTS))  # beyond any point's nearest cell
         reach = (self._coarse @ xyz.T) >= np.cos(region_km / EARTH_RADIUS_KM + np.arccos(self._cell_reach))
@@ -226,7 +218,7 @@ class FixedCandidates:
         if outside.any():
             lists = np.pad(lists, ((0, 0), (0, n - lists.shape[1])), constant_values=n)
             lists[outside] = np.arange(n)
-        dots = np.einsum("ok,olk->ol", own.astype(np.float32), self._xyz_padded[lists])
+        dots = np.einsum("ok,olk->ol", own, self._xyz_padded[lists])
         near = (dots >= self._near) & (lists < n)
         neighbour = padded[lists]
         # A fixed candidate comes before every own one, so it wins ties.

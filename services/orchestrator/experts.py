@@ -56,6 +56,20 @@ class ExpertResult:
     latency_ms: float = 0.0
 
 
+def expert_request(expert: str, embedding: common_pb2.Embedding, settings: OrchestratorSettings):
+    """What the orchestrator asks an embedding expert ("gallery", "flow", "sh", "tokens") at its settings."""
+    if expert == "gallery":
+        return gallery_pb2.SearchRequest(embedding=embedding, k=settings.gallery_k)
+    if expert in ("flow", "sh"):
+        method = sampler_pb2.SAMPLING_METHOD_FLOW if expert == "flow" else sampler_pb2.SAMPLING_METHOD_SH_DIFFUSION
+        return sampler_pb2.SampleRequest(
+            embedding=embedding, method=method, n_samples=settings.sampler_samples, steps=settings.sampler_steps, seed=0
+        )
+    return tokens_pb2.DecodeRequest(
+        embedding=embedding, strategy=tokens_pb2.DECODE_STRATEGY_BEAM, beam_width=settings.tokens_beam_width
+    )
+
+
 class ExpertClients:
     """One channel per configured service; `None` addresses are experts not deployed."""
 
@@ -147,29 +161,20 @@ class ExpertClients:
         return result
 
     async def _call(self, expert: str, embedding: common_pb2.Embedding, timeout: float) -> ExpertResult:
-        s = self.settings
         ok = orchestrator_pb2.EXPERT_STATUS_OK
+        request = expert_request(expert, embedding, self.settings)
         if expert == "gallery":
-            answer = await self.gallery.Search(
-                gallery_pb2.SearchRequest(embedding=embedding, k=s.gallery_k), timeout=timeout
-            )
+            answer = await self.gallery.Search(request, timeout=timeout)
             points = list(answer.points)
             return ExpertResult(
                 expert, ok, points=ExpertPoints.of(expert, points), wire_points=points, model=answer.model
             )
         if expert in ("flow", "sh"):
-            method = sampler_pb2.SAMPLING_METHOD_FLOW if expert == "flow" else sampler_pb2.SAMPLING_METHOD_SH_DIFFUSION
-            request = sampler_pb2.SampleRequest(
-                embedding=embedding, method=method, n_samples=s.sampler_samples, steps=s.sampler_steps, seed=0
-            )
             answer = await self.sampler.Sample(request, timeout=timeout)
             points = list(answer.samples)
             return ExpertResult(
                 expert, ok, points=ExpertPoints.of(expert, points), wire_points=list(answer.modes), model=answer.model
             )
-        request = tokens_pb2.DecodeRequest(
-            embedding=embedding, strategy=tokens_pb2.DECODE_STRATEGY_BEAM, beam_width=s.tokens_beam_width
-        )
         answer = await self.tokens.Decode(request, timeout=timeout)
         points = list(answer.points)
         return ExpertResult(

@@ -20,6 +20,7 @@ left out of it: they are the same for every photo, and the floor alone would spr
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass, field
 
@@ -130,25 +131,17 @@ class Mixture:
         return mixture_log_density(xyz, self.centres, self.weights, self.kappa)
 
 
-_KAPPAS: dict[float, float] = {}
+# An expert's kernels mostly share its bandwidth, the same on every call; points' own radii (token
+# cells) vary, so the cache is bounded. lru_cache is safe for fusions running on several threads.
+@functools.lru_cache(maxsize=4096)
+def _kappa_for_half_mass(radius_km: float) -> float:
+    return float(vmf_kappa_for_radius_km(radius_km, 0.5))
 
 
 def kappa_for_half_mass_km(radius_km: np.ndarray) -> np.ndarray:
-    # Solved once per distinct radius, and remembered: an expert's kernels mostly share its
-    # bandwidth, the same on every call.
-    # Read once per radius and kept, so that another thread's fusion clearing the cache cannot
-    # pull a value from under this one.
     radius = np.clip(np.asarray(radius_km, dtype=np.float64), 1e-3, MAX_RADIUS_KM)
     distinct, which = np.unique(radius, return_inverse=True)
-    known = {r: _KAPPAS.get(r) for r in distinct.tolist()}
-    new = [r for r, kappa in known.items() if kappa is None]
-    if new:
-        solved = dict(zip(new, vmf_kappa_for_radius_km(np.array(new), 0.5).tolist(), strict=True))
-        known.update(solved)
-        if len(_KAPPAS) > 4096:  # points' own radii (token cells) vary: keep the memory bounded
-            _KAPPAS.clear()
-        _KAPPAS.update(solved)
-    return np.array([known[r] for r in distinct.tolist()])[which].reshape(radius.shape)
+    return np.array([_kappa_for_half_mass(r) for r in distinct.tolist()])[which].reshape(radius.shape)
 
 
 class Prior:

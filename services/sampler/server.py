@@ -3,9 +3,9 @@
 Sampling is a burst of matrix products that already uses every core through torch's own
 threads, so requests run one batch at a time, off the event loop: concurrent requests with the
 same method, samples, steps and guidance are batched together (geoloc.common.batching), each
-step one forward pass for all of them, each photo's noise from its own seed. The same seed and request give the
-same samples: the noise comes from a generator seeded per call, and the unset seed is drawn
-here and returned, so any answer can be reproduced.
+step one forward pass for all of them, each photo's noise from its own seed. The same seed and
+request give the same samples: the noise comes from a generator seeded per call, and the unset
+seed is drawn here and returned, so any answer can be reproduced.
 """
 
 from __future__ import annotations

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from geoloc.common.sphere import haversine_km
-from geoloc.text.config import TextSettings
+from geoloc.text.config import DEFAULT_TESSERACT_LANGUAGES, TextSettings
 from geoloc.text.places import script_likelihoods
-from geoloc.text.reading import tesseract_available
 from geoloc.text.server import TextServicer, text_spec
+from geoloc.text.tesseract import tesseract_available
 from geoloc.v1 import text_pb2, text_pb2_grpc
 from tests.calls import assert_each_refused, call_each
 from tests.photos import DEJAVU, NOTO_CJK, encode, sign_photo, synthetic_photo
@@ -23,8 +23,9 @@ needs_fonts = pytest.mark.skipif(
     "scripts/setup.sh installs them as root)",
 )
 needs_tesseract = pytest.mark.skipif(
-    not tesseract_available(),
-    reason="no tesseract binary: PP-OCR reads Cyrillic as Latin look-alikes (scripts/setup.sh installs it as root)",
+    not tesseract_available(DEFAULT_TESSERACT_LANGUAGES),
+    reason="no libtesseract with its language packs: PP-OCR reads Cyrillic as Latin look-alikes "
+    "(scripts/setup.sh installs them as root)",
 )
 
 

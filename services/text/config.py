@@ -66,14 +66,17 @@ class TextSettings(ServerSettings):
 
     def reader_options(self) -> dict:
         """TextReader's arguments; Tesseract's languages empty when it is off or not installed."""
-        from geoloc.text.reading import tesseract_available
+        from geoloc.text.tesseract import tesseract_available
 
-        use = self.tesseract == "on" or (self.tesseract == "auto" and tesseract_available())
-        if self.tesseract == "on" and not tesseract_available():
-            raise RuntimeError("GEOLOC_TEXT_TESSERACT=on, but no tesseract binary is on PATH")
+        installed = self.tesseract != "off" and tesseract_available(self.tesseract_languages)
+        if self.tesseract == "on" and not installed:
+            raise RuntimeError(
+                f"GEOLOC_TEXT_TESSERACT=on, but libtesseract with the languages {self.tesseract_languages!r} "
+                "is not installed (Debian: tesseract-ocr and its tesseract-ocr-* language packs)"
+            )
         return {
             "max_side": self.max_side,
             "detector_min_side": self.detector_min_side,
-            "tesseract_languages": self.tesseract_languages if use else "",
+            "tesseract_languages": self.tesseract_languages if installed else "",
             "tesseract_boxes": self.tesseract_boxes,
         }

@@ -6,9 +6,9 @@ characters (kana among them): Cyrillic, Greek or Hebrew it reads as look-alike L
 often confidently ("Добро пожаловать" as "o6pOnOKanOBaTb", 0.82). Where Tesseract is installed
 (Debian's tesseract-ocr with its language data), each box the detector found is also read by
 Tesseract, and its reading replaces PP-OCR's when it is in a script PP-OCR cannot read. Boxes
-PP-OCR read as Chinese or kana, or as Latin with near certainty, are left alone. Tesseract runs
-as a process per box (it has no API in this environment) and, with nine languages loaded, costs
-0.2 to 1 s a box: only photos with text pay it, and at most `tesseract_boxes` boxes a photo.
+PP-OCR read as Chinese or kana, or as Latin with near certainty, are left alone. Tesseract is
+loaded once, through its C API, on one thread (text/tesseract.py); with nine languages a box
+costs about 50 ms: only photos with text pay it, and at most `tesseract_boxes` boxes a photo.
 
 The photo is shrunk so that its longest side is at most `max_side` before anything reads it,
 and the detector works on a copy whose shorter side is `detector_min_side` (photos are enlarged
@@ -18,16 +18,13 @@ whatever its size. Boxes are reported in the pixels of the photo as sent (EXIF o
 
 from __future__ import annotations
 
-import csv
-import io
-import shutil
-import subprocess
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
 from geoloc.text.scripts import script_counts
+from geoloc.text.tesseract import LineReader
 
 TESSERACT_TIMEOUT_S = 5.0
 # Scripts that PP-OCRv4's recogniser cannot read; Tesseract's reading of a box in one of these wins.
@@ -51,10 +48,6 @@ def shrunk(image: Image.Image, max_side: int) -> tuple[Image.Image, float]:
     return image.resize(size, Image.Resampling.BILINEAR), image.width / size[0]
 
 
-def tesseract_available(command: str = "tesseract") -> bool:
-    return shutil.which(command) is not None
-
-
 class TextReader:
     """Reads a photo's lines of text. `tesseract_languages` empty: PP-OCR alone."""
 
@@ -65,7 +58,6 @@ class TextReader:
         tesseract_languages: str = "",
         tesseract_boxes: int = 4,
         tesseract_below_confidence: float = 0.95,
-        tesseract_command: str = "tesseract",
         threads: int = 0,
     ):
         from rapidocr_onnxruntime import RapidOCR
@@ -78,7 +70,7 @@ class TextReader:
         self.tesseract_languages = tesseract_languages
         self.tesseract_boxes = tesseract_boxes
         self.tesseract_below_confidence = tesseract_below_confidence
-        self.tesseract_command = tesseract_command
+        self._tesseract = LineReader(tesseract_languages, TESSERACT_TIMEOUT_S) if tesseract_languages else None
 
     @property
     def engines(self) -> str:
@@ -117,24 +109,8 @@ class TextReader:
 
     def tesseract_line(self, crop: Image.Image) -> tuple[str, float]:
         """Tesseract's reading of one line of text and its mean word confidence in [0, 1];
-        ("", 0) when it reads nothing or fails."""
-        encoded = io.BytesIO()
-        crop.save(encoded, format="PNG")
-        command = [self.tesseract_command, "stdin", "stdout", "-l", self.tesseract_languages, "--psm", "7", "tsv"]
-        try:
-            done = subprocess.run(
-                command, input=encoded.getvalue(), capture_output=True, timeout=TESSERACT_TIMEOUT_S, check=True
-            )
-        except (OSError, subprocess.SubprocessError):
-            return "", 0.0
-        words = [
-            (row["text"], float(row["conf"]))
-            for row in csv.DictReader(io.StringIO(done.stdout.decode("utf-8", "replace")), delimiter="\t", quoting=3)
-            if row.get("level") == "5" and (row.get("text") or "").strip() and float(row.get("conf", -1)) >= 0
-        ]
-        if not words:
-            return "", 0.0
-        return " ".join(w for w, _ in words), float(np.mean([c for _, c in words]) / 100.0)
+        ("", 0) when it reads nothing or passes TESSERACT_TIMEOUT_S."""
+        return self._tesseract.read_line(crop)
 
 
 def _area(found) -> float:

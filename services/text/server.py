@@ -8,6 +8,7 @@ caller asks (include_text), and never logged: a photo's text can be private (a n
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 
 from PIL import Image, ImageDraw, ImageFont
@@ -108,4 +109,6 @@ def text_spec(servicer: TextServicer) -> ServiceSpec:
 
 
 if __name__ == "__main__":
+    # Before anything loads libgomp, which reads it once: Tesseract on one thread (text/tesseract.py).
+    os.environ.setdefault("OMP_THREAD_LIMIT", "1")
     sys.exit(run_service(TextSettings, lambda settings: [text_spec(TextServicer(settings))]))

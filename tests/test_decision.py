@@ -78,6 +78,36 @@ def test_the_radius_holds_its_mass_with_the_uniform_floor_counted_exactly():
     assert radius_holding_mass(distances, 0.0, 0.5) == pytest.approx(np.quantile(distances, 0.5), abs=0.1)
 
 
+def radius_by_bisection(distances_km: np.ndarray, uniform_share: float, mass: float) -> float:
+    """The smallest radius holding `mass`, found by bisecting on held(r), which rises with r."""
+    d = np.sort(distances_km)
+
+    def held(r: float) -> float:
+        share = np.searchsorted(d, r, side="right") / len(d)
+        return (1 - uniform_share) * share + uniform_share * float(uniform_cap_mass(r))
+
+    low, high = 0.0, np.pi * EARTH_RADIUS_KM
+    for _ in range(80):
+        middle = (low + high) / 2
+        low, high = (middle, high) if held(middle) < mass else (low, middle)
+    return high
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_radius_holding_a_mass_is_the_one_a_bisection_finds(seed):
+    """Draws bunched and spread, some at the very same distance, every floor share and mass."""
+    rng = np.random.default_rng(seed)
+    distances = np.concatenate([rng.exponential(50.0 * (seed + 1), 300), rng.uniform(0, 20_000, 40)])
+    distances[:30] = distances[30]  # ties
+    for share in (0.0, 1e-3, 0.02, 0.3, 0.9, 1.0):
+        for mass in (0.01, 0.5, 0.9, 0.999):
+            found = radius_holding_mass(distances, share, mass)
+            if share > 0:
+                assert found == pytest.approx(radius_by_bisection(distances, share, mass), abs=1e-6)
+            held = (1 - share) * np.mean(distances <= found) + share * float(uniform_cap_mass(found))
+            assert held >= mass - 1e-9
+
+
 def parameters(prior_weight: float, expert_weight: float) -> FusionParameters:
     return FusionParameters(
         weights={**dict.fromkeys(EXPERTS, expert_weight), "prior": prior_weight},

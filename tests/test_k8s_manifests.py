@@ -414,7 +414,7 @@ def test_configmaps_hold_valid_settings_that_match_the_container(service: str, m
         deployment = of_kind(docs, "Deployment")[service]
         assert container(deployment)["command"] == ["python", "-m", f"geoloc.{service}.server"]
         settings = config_of(docs, deployment)
-        assert {k for k in settings if not k.startswith(prefix)} <= {"OMP_NUM_THREADS"}
+        assert {k for k in settings if not k.startswith(prefix)} <= {"OMP_NUM_THREADS", "OMP_THREAD_LIMIT"}
         assert settings[prefix + "HOST"] == "0.0.0.0"
         ports = named_ports(deployment)
         assert int(settings[prefix + "PORT"]) == ports["grpc"][0]

@@ -238,21 +238,24 @@ def uniform_cap_mass(radius_km: np.ndarray) -> np.ndarray:
 
 def radius_holding_mass(distances_km: np.ndarray, uniform_share: float, mass: float) -> float:
     """The smallest radius around a point within which (1 − u)·(share of the draws at `distances_km`)
-    + u·(uniform cap mass) reaches `mass`: the structured mixture by its draws, the floor exactly."""
+    + u·(uniform cap mass) reaches `mass`: the structured mixture by its draws, the floor exactly.
+
+    Between two consecutive draws the draws' share is constant and the cap's mass rises as
+    (1 − cos(r/R))/2, so each gap has its own closed-form solution; the first gap in which the
+    solution falls is the answer."""
     d = np.sort(np.asarray(distances_km, dtype=np.float64))
+    n = len(d)
     if uniform_share <= 0:
-        return float(d[min(len(d) - 1, max(0, int(np.ceil(mass * len(d))) - 1))])
-
-    def held(r: float) -> float:
-        return (1 - uniform_share) * np.searchsorted(d, r, side="right") / len(d) + uniform_share * float(
-            uniform_cap_mass(r)
-        )
-
-    low, high = 0.0, np.pi * EARTH_RADIUS_KM
-    for _ in range(60):  # bisection to well under a metre
-        middle = (low + high) / 2
-        low, high = (middle, high) if held(middle) < mass else (low, middle)
-    return high
+        return float(d[min(n - 1, max(0, int(np.ceil(mass * n)) - 1))])
+    # Gap k runs from the k-th draw (0 km for k = 0) to the next one (half the globe after the last),
+    # holding the k nearest draws.
+    starts = np.concatenate([[0.0], d])
+    ends = np.concatenate([d, [np.pi * EARTH_RADIUS_KM]])
+    from_cap = (mass - (1 - uniform_share) * np.arange(n + 1) / n) / uniform_share
+    cap_angle = np.arccos(np.clip(1 - 2 * from_cap, -1.0, 1.0))
+    radius = np.maximum(starts, cap_angle * EARTH_RADIUS_KM)
+    first = int(np.argmax((radius < ends) | (np.arange(n + 1) == n)))
+    return float(radius[first])
 
 
 @dataclass(frozen=True)

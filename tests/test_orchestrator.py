@@ -232,8 +232,10 @@ def test_a_deadline_shorter_than_the_slowest_expert_answers_from_the_others_in_t
         slow = settings(
             embedding_address,
             {**experts, "sampler": address, "text": "none"},
-            sampler_samples=1024,
-            sampler_steps=256,
+            flow_samples=1024,
+            flow_steps=256,
+            sh_samples=1024,
+            sh_steps=256,
             sampler_timeout_s=30,
             deadline_margin_s=1.0,
         )

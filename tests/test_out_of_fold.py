@@ -28,7 +28,7 @@ PHOTOS, PHOTOGRAPHERS, FOLDS = 60, 12, 3
 TINY = FoldBudget(
     gallery_epochs=1, flow_steps=2, sh_steps=2, tokens_steps=2, evaluations=1, eval_samples=2, eval_steps=2
 )
-REQUESTS = ExpertRequests(gallery_k=8, sampler_samples=4, sampler_steps=2, tokens_beam_width=3)
+REQUESTS = ExpertRequests(gallery_k=8, flow_samples=4, flow_steps=2, sh_samples=4, sh_steps=2, tokens_beam_width=3)
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -58,8 +58,11 @@ class OrchestratorSettings(ServerSettings, ClientTlsSettings):
         "(their answers cannot change the fused one; callers may still name them in options.experts).",
     )
     gallery_k: int = Field(32, ge=1, le=1000, description="Gallery points asked for.")
-    sampler_samples: int = Field(128, ge=2, description="Samples asked of each sampler method.")
-    sampler_steps: int = Field(16, ge=1, description="Integration or denoising steps asked of each sampler method.")
+    # Each sampler method's own: what it is asked changes its answers, and so what the fusion was fitted on.
+    flow_samples: int = Field(128, ge=2, description="Samples asked of the flow sampler.")
+    flow_steps: int = Field(16, ge=1, description="Integration steps asked of the flow sampler.")
+    sh_samples: int = Field(128, ge=2, description="Samples asked of the SH diffusion sampler.")
+    sh_steps: int = Field(16, ge=1, description="Denoising steps asked of the SH diffusion sampler.")
     tokens_beam_width: int = Field(5, ge=1, description="Beam width asked of the tokens expert.")
     fusion_parameters: Path = Field(SHIPPED_FUSION, description="The fitted fusion parameters (geoloc train fusion).")
     max_image_bytes: int = Field(16 * MIB, gt=0, description="Largest encoded photo accepted.")

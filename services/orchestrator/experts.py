@@ -62,9 +62,8 @@ def expert_request(expert: str, embedding: common_pb2.Embedding, settings: Orche
         return gallery_pb2.SearchRequest(embedding=embedding, k=settings.gallery_k)
     if expert in ("flow", "sh"):
         method = sampler_pb2.SAMPLING_METHOD_FLOW if expert == "flow" else sampler_pb2.SAMPLING_METHOD_SH_DIFFUSION
-        return sampler_pb2.SampleRequest(
-            embedding=embedding, method=method, n_samples=settings.sampler_samples, steps=settings.sampler_steps, seed=0
-        )
+        samples, steps = getattr(settings, f"{expert}_samples"), getattr(settings, f"{expert}_steps")
+        return sampler_pb2.SampleRequest(embedding=embedding, method=method, n_samples=samples, steps=steps, seed=0)
     return tokens_pb2.DecodeRequest(
         embedding=embedding, strategy=tokens_pb2.DECODE_STRATEGY_BEAM, beam_width=settings.tokens_beam_width
     )

@@ -1,7 +1,8 @@
 """Tesseract through its C API: libtesseract loaded once per process with ctypes, its languages once.
 
 A `tesseract` process per box paid for loading nine languages' models on every box, about half
-of each reading; one engine loaded at start pays it once. The engine reads one line (page
+of each reading; one engine loaded at start pays it once. Run on one OpenMP thread (see
+_library), a box then costs about 50 ms instead of 0.2 to 1 s. The engine reads one line (page
 segmentation mode 7, as `tesseract --psm 7` does) from RGB pixels and reports its words with
 Tesseract's own TSV, so that its readings are the command line's on the same crop
 (tests/test_tesseract.py compares them where the binary is installed).

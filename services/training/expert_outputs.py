@@ -43,14 +43,20 @@ class ExpertRequests:
     """What the orchestrator asks of each expert: by default, its settings' defaults."""
 
     gallery_k: int = _orchestrator_default("gallery_k")
-    sampler_samples: int = _orchestrator_default("sampler_samples")
-    sampler_steps: int = _orchestrator_default("sampler_steps")
+    flow_samples: int = _orchestrator_default("flow_samples")
+    flow_steps: int = _orchestrator_default("flow_steps")
+    sh_samples: int = _orchestrator_default("sh_samples")
+    sh_steps: int = _orchestrator_default("sh_steps")
     tokens_beam_width: int = _orchestrator_default("tokens_beam_width")
 
     @classmethod
     def of(cls, settings: OrchestratorSettings) -> ExpertRequests:
         """What an orchestrator with these settings asks."""
         return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
+
+    def of_expert(self, expert: str) -> dict[str, int]:
+        """What is asked of this one expert: the fields its answers depend on."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name.startswith(f"{expert}_")}
 
 
 CELL_FIELDS = ("lat_deg", "lon_deg", "probability", "radius_km")  # a decoded cell's, as answer columns
@@ -120,7 +126,7 @@ def outputs_of(
 def expert_answers(expert: str, model, features: np.ndarray, requests: ExpertRequests, seed: int = 0) -> np.ndarray:
     """[n, points, 4] (lat, lon, weight, radius_km): what `model` (the expert's, as its service holds
     it) answers for backbone features [n, d], through the serving code's own calls: points gallery_k,
-    sampler_samples (each weighing 1/samples) and tokens_beam_width (zero-weight padding where the
+    flow_samples or sh_samples (each weighing 1/samples) and tokens_beam_width (zero-weight padding where the
     beam holds fewer distinct cells). A sampler's noise depends on `seed` and the row's 40-row chunk
     only, so the same rows give the same points."""
     from geoloc.common.sphere import unit_to_latlon
@@ -132,11 +138,11 @@ def expert_answers(expert: str, model, features: np.ndarray, requests: ExpertReq
             [places.lat_deg, places.lon_deg, places.probability, np.zeros_like(places.probability)], axis=-1
         )
     if expert in ("flow", "sh"):
-        n, chunks = requests.sampler_samples, []
+        n, steps, chunks = getattr(requests, f"{expert}_samples"), getattr(requests, f"{expert}_steps"), []
         for start in range(0, len(features), 40):  # bounds the SH decoding's grid products in memory
             generator = torch.Generator().manual_seed(seed + start)
             batch = features[start : start + 40]
-            xyz = model.sample_places(batch, n, requests.sampler_steps, model.default_guidance, generator)
+            xyz = model.sample_places(batch, n, steps, model.default_guidance, generator)
             lat, lon = unit_to_latlon(xyz)
             chunks.append(np.stack([lat, lon, np.full_like(lat, 1.0 / n), np.zeros_like(lat)], axis=-1))
         return np.concatenate(chunks)

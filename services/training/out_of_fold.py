@@ -246,13 +246,13 @@ def _cache_key(
     gallery: GalleryIndex | None,
 ) -> str:
     """A hash of everything one expert's answers depend on: the photos and folds, the photo
-    weighting, what is asked of it, the seed and `config`, its own training configuration (a
+    weighting, what is asked of it (not of the others), the seed and `config`, its own training configuration (a
     retrained shipped model may have been chosen in another), and for the gallery expert the
     gallery it retrieves from when one is passed (None stands for the default 100K gallery)."""
     digest = hashlib.sha256()
     for array in (np.asarray(features, dtype=np.float32), np.asarray(coords, dtype=np.float64), folds):
         digest.update(repr((array.shape, array.dtype.str)).encode() + array.tobytes())
-    described = [expert, list(authors), budget.photo_weighting, repr(requests), seed, repr(config)]
+    described = [expert, list(authors), budget.photo_weighting, requests.of_expert(expert), seed, repr(config)]
     if expert == "gallery" and gallery is not None:
         described.append([gallery.manifest.encoder_sha256, gallery.manifest.count, gallery.manifest.sources])
     digest.update(json.dumps(described).encode())

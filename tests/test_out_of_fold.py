@@ -56,14 +56,16 @@ def encoder() -> LocationEncoder:
     return LocationEncoder.pretrained()
 
 
-def oof(synthetic, gallery, encoder, cache_dir, coords=None, log=None, configs=None) -> dict[str, np.ndarray]:
+def oof(
+    synthetic, gallery, encoder, cache_dir, coords=None, log=None, configs=None, requests=REQUESTS
+) -> dict[str, np.ndarray]:
     return out_of_fold_outputs(
         synthetic["features"],
         synthetic["coords"] if coords is None else coords,
         synthetic["authors"],
         synthetic["folds"],
         TINY,
-        REQUESTS,
+        requests,
         cache_dir,
         seed=0,
         log=log or (lambda line: None),
@@ -138,6 +140,24 @@ def test_another_configuration_of_one_expert_retrains_that_expert_alone(
     assert not np.array_equal(narrower["tokens"], outputs["tokens"])
     for expert in ("gallery", "flow", "sh"):
         np.testing.assert_array_equal(narrower[expert], outputs[expert], err_msg=expert)
+
+
+def test_asking_one_sampler_method_for_other_samples_answers_with_that_expert_alone(
+    first, synthetic, gallery, encoder, tmp_path, monkeypatch
+):
+    """The cache is keyed by what each expert is asked, not by what all are: more flow samples train
+    and answer the flow expert of every fold again, and read the others back unchanged."""
+    outputs, cache_dir, _ = first
+    shutil.copytree(cache_dir, tmp_path, dirs_exist_ok=True)
+    trained, train = [], out_of_fold.train_fold_expert
+    monkeypatch.setattr(
+        out_of_fold, "train_fold_expert", lambda expert, *a, **k: trained.append(expert) or train(expert, *a, **k)
+    )
+    more = oof(synthetic, gallery, encoder, tmp_path, requests=replace(REQUESTS, flow_samples=6))
+    assert trained == ["flow"] * FOLDS
+    assert more["flow"].shape[1] == 6 and outputs["flow"].shape[1] == REQUESTS.flow_samples
+    for expert in ("gallery", "sh", "tokens"):
+        np.testing.assert_array_equal(more[expert], outputs[expert], err_msg=expert)
 
 
 @pytest.mark.parametrize(

@@ -87,6 +87,14 @@ def test_a_line_past_its_deadline_reads_nothing():
         reader.close()
 
 
+def test_a_closed_engine_refuses_to_read_rather_than_crash():
+    reader = LineReader("eng", timeout_s=1.0)
+    reader.close()
+    reader.close()  # twice is harmless
+    with pytest.raises(RuntimeError, match="closed"):
+        reader.read_line(line_crop("Rua Augusta", seed=0))
+
+
 def test_languages_that_are_not_installed_are_refused_at_start():
     with pytest.raises(TesseractUnavailable, match="xx_not_a_language"):
         LineReader("eng+xx_not_a_language", timeout_s=1.0)

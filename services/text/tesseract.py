@@ -116,16 +116,16 @@ class LineReader:
     def __init__(self, languages: str, timeout_s: float):
         lib = _library()
         self._lib, self._timeout_ms = lib, max(1, int(timeout_s * 1000))
+        self._lock = threading.Lock()
         self._api = lib.TessBaseAPICreate()
         # Init3 succeeds when any of the languages loads: each one asked for must have.
         missing = sorted(set(languages.split("+")) - self._loaded(languages))
         if missing:
-            lib.TessBaseAPIDelete(self._api)
+            self.close()
             raise TesseractUnavailable(f"Tesseract has no language data for {', '.join(missing)} (asked {languages!r})")
         # Its warnings (an image without a resolution, as every crop is) would go to the server's stderr.
         lib.TessBaseAPISetVariable(self._api, b"debug_file", b"/dev/null")
         lib.TessBaseAPISetPageSegMode(self._api, PSM_SINGLE_LINE)
-        self._lock = threading.Lock()
 
     def _loaded(self, languages: str) -> set[str]:
         if self._lib.TessBaseAPIInit3(self._api, None, languages.encode()) != 0:
@@ -142,6 +142,8 @@ class LineReader:
         height, width, depth = pixels.shape
         with self._lock:
             lib, api = self._lib, self._api
+            if not api:  # a null engine would crash the process, not raise
+                raise RuntimeError("this Tesseract engine is closed")
             lib.TessBaseAPISetImage(api, pixels.ctypes.data, width, height, depth, width * depth)
             monitor = lib.TessMonitorCreate()
             try:

@@ -119,7 +119,7 @@ class LineReader:
         self._lock = threading.Lock()
         self._api = lib.TessBaseAPICreate()
         # Init3 succeeds when any of the languages loads: each one asked for must have.
-        missing = sorted(set(languages.split("+")) - self._loaded(languages))
+        missing = sorted(set(languages.split("+")) - self._initialise(languages))
         if missing:
             self.close()
             raise TesseractUnavailable(f"Tesseract has no language data for {', '.join(missing)} (asked {languages!r})")
@@ -127,7 +127,8 @@ class LineReader:
         lib.TessBaseAPISetVariable(self._api, b"debug_file", b"/dev/null")
         lib.TessBaseAPISetPageSegMode(self._api, PSM_SINGLE_LINE)
 
-    def _loaded(self, languages: str) -> set[str]:
+    def _initialise(self, languages: str) -> set[str]:
+        """Loads the languages into the engine; those that did load."""
         if self._lib.TessBaseAPIInit3(self._api, None, languages.encode()) != 0:
             return set()
         names = self._lib.TessBaseAPIGetLoadedLanguagesAsVector(self._api)

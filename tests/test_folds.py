@@ -56,3 +56,14 @@ def test_the_cv_commands_weighting_choices_are_the_weightings_there_are():
     from geoloc.training.cv_cli import TRAINING_WEIGHTINGS
 
     assert sorted(TRAINING_WEIGHTINGS) == sorted(WEIGHTINGS)
+
+
+def test_the_cv_commands_expert_and_request_names_are_those_there_are():
+    """`geoloc cv --leave-out` and `--ask` name them without loading numpy; they must not drift."""
+    from dataclasses import fields
+
+    from geoloc.training.cv_cli import LEAVABLE, REQUEST_FIELDS
+    from geoloc.training.expert_outputs import EXPERTS, ExpertRequests
+
+    assert (*EXPERTS, "text") == LEAVABLE
+    assert tuple(f.name for f in fields(ExpertRequests)) == REQUEST_FIELDS

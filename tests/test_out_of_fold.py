@@ -57,7 +57,7 @@ def encoder() -> LocationEncoder:
 
 
 def oof(
-    synthetic, gallery, encoder, cache_dir, coords=None, log=None, configs=None, requests=REQUESTS
+    synthetic, gallery, encoder, cache_dir, coords=None, log=None, configs=None, requests=REQUESTS, experts=EXPERTS
 ) -> dict[str, np.ndarray]:
     return out_of_fold_outputs(
         synthetic["features"],
@@ -72,6 +72,7 @@ def oof(
         gallery=gallery,
         encoder=encoder,
         configs=configs,
+        experts=experts,
     )
 
 
@@ -158,6 +159,19 @@ def test_asking_one_sampler_method_for_other_samples_answers_with_that_expert_al
     assert more["flow"].shape[1] == 6 and outputs["flow"].shape[1] == REQUESTS.flow_samples
     for expert in ("gallery", "sh", "tokens"):
         np.testing.assert_array_equal(more[expert], outputs[expert], err_msg=expert)
+
+
+def test_an_expert_left_out_is_neither_trained_nor_answers(synthetic, gallery, encoder, tmp_path, monkeypatch):
+    """`geoloc cv --leave-out sh`: in an empty cache only the other three experts are trained, and the
+    answers hold those three alone."""
+    trained, train = [], out_of_fold.train_fold_expert
+    monkeypatch.setattr(
+        out_of_fold, "train_fold_expert", lambda expert, *a, **k: trained.append(expert) or train(expert, *a, **k)
+    )
+    without = oof(synthetic, gallery, encoder, tmp_path, experts=("gallery", "flow", "tokens"))
+    assert sorted(without) == ["flow", "gallery", "tokens"]
+    assert "sh" not in trained and sorted(set(trained)) == ["flow", "gallery", "tokens"]
+    assert not list((tmp_path / "cv").glob("*-sh-*"))
 
 
 @pytest.mark.parametrize(

@@ -54,7 +54,7 @@ class TextReader:
     def __init__(
         self,
         max_side: int = 1024,
-        detector_min_side: int = 640,
+        detector_min_side: int = 480,
         tesseract_languages: str = "",
         tesseract_boxes: int = 4,
         tesseract_below_confidence: float = 0.95,

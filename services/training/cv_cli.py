@@ -11,6 +11,9 @@ compared. Prints the table (mean ± spread over folds) and writes the figures as
 weighting that did best, and ships it with the CV figures in its manifest. `--ship` first
 retrains the four shipped experts on all the photos by the folds' own procedure
 (training/shipped_experts.py), so that what ships is what the figures measured.
+
+What is compared this way: an expert's training (`--expert-config`), what the experts are asked
+(`--ask`: samples, steps, beam width, k), and the fusion without an expert (`--leave-out`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ CV_FIGURES = Path("models/fusion/cv.json")
 # within its time.
 COMPARED_WEIGHTINGS = ("inverse", "cap10")
 TRAINING_WEIGHTINGS = ("photo", *COMPARED_WEIGHTINGS)  # evaluation/folds.WEIGHTINGS, named here: --help loads no numpy
+# training/expert_outputs.EXPERTS and ExpertRequests' fields, named here for the same reason.
+LEAVABLE = ("gallery", "flow", "sh", "tokens", "text")
+REQUEST_FIELDS = ("gallery_k", "flow_samples", "flow_steps", "sh_samples", "sh_steps", "tokens_beam_width")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -92,6 +98,27 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="leave the text expert out (it needs the photos' pixels: always left out with --features). "
         "With it, it is fitted beside the fusion of the others, and the fused answer with and without it "
         "is reported on all photos, on those with text and on those without; the text read is cached",
+    )
+    parser.add_argument(
+        "--leave-out",
+        action="append",
+        choices=LEAVABLE,
+        default=[],
+        metavar="EXPERT",
+        help="leave this expert out: it is neither trained nor answers, and the fusion is fitted without it, "
+        "so that with --write-fusion the orchestrator does not ask it (one of: "
+        f"{', '.join(LEAVABLE)}; text is --no-text). Repeatable",
+    )
+    parser.add_argument(
+        "--ask",
+        action="append",
+        type=expert_request,
+        default=[],
+        metavar="FIELD=N",
+        help="ask the experts this instead of the orchestrator's default, e.g. flow_steps=8 (the fields are "
+        "OrchestratorSettings': gallery_k, flow_samples, flow_steps, sh_samples, sh_steps, tokens_beam_width); "
+        "only the expert asked is answered again. To ship it, the orchestrator's default must be changed to "
+        "match (tests check the shipped fusion against it). Repeatable",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=run)
@@ -180,6 +207,20 @@ def expert_config(text: str) -> tuple[str, dict]:
     return expert, parsed
 
 
+def expert_request(text: str) -> tuple[str, int]:
+    """'FIELD=N' of what the experts are asked, as (field, N)."""
+    name, sep, value = text.partition("=")
+    if name not in REQUEST_FIELDS or not sep:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected FIELD=N, FIELD one of {', '.join(REQUEST_FIELDS)}")
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: {value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+    return name, number
+
+
 def summary(values: list[float]) -> dict[str, float]:
     import numpy as np
 
@@ -241,7 +282,7 @@ def run(args: argparse.Namespace) -> int:
     from geoloc.evaluation.folds import photographer_folds
     from geoloc.gallery.build import default_gallery_csv, read_gps_csv
     from geoloc.training.cross_validation import CONSTANT_PLACE, score_fold, table_cache, top_points
-    from geoloc.training.expert_outputs import ExpertRequests
+    from geoloc.training.expert_outputs import EXPERTS, ExpertRequests
     from geoloc.training.features import default_cache_dir
     from geoloc.training.out_of_fold import FoldBudget, fold_configs, out_of_fold_outputs
 
@@ -264,13 +305,23 @@ def run(args: argparse.Namespace) -> int:
     features, truth, authors, what = cv_photos(args)
     folds = photographer_folds(authors, args.folds)
     print(f"{len(authors)} photos by {len(set(authors))} photographers in {args.folds} folds: {np.bincount(folds)}")
-    requests = ExpertRequests()
+    requests = ExpertRequests(**dict(args.ask))
+    experts = [e for e in EXPERTS if e not in args.leave_out]
     outputs = out_of_fold_outputs(
-        features, truth, authors, folds, budget, requests, default_cache_dir(), seed=args.seed, configs=configs
+        features,
+        truth,
+        authors,
+        folds,
+        budget,
+        requests,
+        default_cache_dir(),
+        seed=args.seed,
+        configs=configs,
+        experts=experts,
     )
     print(f"out-of-fold answers ready ({time.monotonic() - started:.0f} s)")
     groups = None
-    if not (args.no_text or args.features):
+    if not (args.no_text or "text" in args.leave_out or args.features):
         from geoloc.training.text_outputs import cv_text_answers
 
         outputs["text"] = cv_text_answers(cv_photo_paths(args), default_cache_dir())
@@ -323,6 +374,7 @@ def run(args: argparse.Namespace) -> int:
         "expert_requests": requests.__dict__,
         "fold_budget": budget.__dict__,
         "expert_configs": configs,  # changed from the shipped configurations (--expert-config)
+        "left_out": args.leave_out,  # neither trained nor fitted (--leave-out, --no-text: "text")
         "chosen_weighting": chosen,
         "weighting_chosen_by": "this CV (weightings_compared)" if by_weighting else "--weighting",
         "weightings_compared": {w: f["summary"]["answers"]["fused"] for w, f in by_weighting.items()},

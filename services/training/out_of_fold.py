@@ -273,13 +273,14 @@ def out_of_fold_outputs(
     gallery: GalleryIndex | None = None,
     encoder: LocationEncoder | None = None,
     configs: Mapping[str, Mapping] | None = None,
+    experts: Sequence[str] = EXPERTS,
 ) -> dict[str, np.ndarray]:
     """{expert: [n, points, 4] (lat, lon, weight, radius_km)}, as compute_expert_outputs gives them, where
     row i comes from experts trained (train_fold_expert) on the photos of the folds other than
     folds[i] only, in the configurations fold_configs(budget, configs) gives. `gallery` (a flat index)
     and `encoder` default to the default 100K gallery and GeoCLIP's location encoder, loaded only if
     the gallery expert of some fold is not cached. Each expert's answers to each fold are cached
-    under cache_dir / "cv", keyed by what they depend on (_cache_key)."""
+    under cache_dir / "cv", keyed by what they depend on (_cache_key). Only `experts` are trained and answer."""
     folds = np.asarray(folds, dtype=np.int64)
     if not len(features) == len(coords) == len(authors) == len(folds):
         raise ValueError(
@@ -289,13 +290,13 @@ def out_of_fold_outputs(
     # Keyed before any fold loads the default gallery, so that every fold's key is the same.
     keys = {
         e: _cache_key(e, getattr(trained_in, e), features, coords, authors, folds, budget, requests, seed, gallery)
-        for e in EXPERTS
+        for e in experts
     }
     outputs: dict[str, np.ndarray] = {}
     for fold in np.unique(folds):
         answered_rows = folds == fold
         training_rows = np.flatnonzero(~answered_rows)
-        for expert in EXPERTS:
+        for expert in experts:
             path = Path(cache_dir) / "cv" / f"{keys[expert]}-{expert}-fold{fold}.npz"
             if path.exists():
                 with np.load(path) as saved:

@@ -112,7 +112,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--ask",
         action="append",
-        type=expert_request,
+        type=request_field,
         default=[],
         metavar="FIELD=N",
         help="ask the experts this instead of the orchestrator's default, e.g. flow_steps=8 (the fields are "
@@ -207,7 +207,7 @@ def expert_config(text: str) -> tuple[str, dict]:
     return expert, parsed
 
 
-def expert_request(text: str) -> tuple[str, int]:
+def request_field(text: str) -> tuple[str, int]:
     """'FIELD=N' of what the experts are asked, as (field, N)."""
     name, sep, value = text.partition("=")
     if name not in REQUEST_FIELDS or not sep:

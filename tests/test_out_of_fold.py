@@ -125,17 +125,23 @@ def test_each_folds_answers_are_read_back_from_the_cache(first, synthetic, galle
         np.testing.assert_array_equal(again[expert], outputs[expert], err_msg=expert)
 
 
+@pytest.fixture
+def trained(monkeypatch) -> list[str]:
+    """The experts train_fold_expert trains from here on, in order (it still trains them)."""
+    experts, train = [], out_of_fold.train_fold_expert
+    monkeypatch.setattr(
+        out_of_fold, "train_fold_expert", lambda expert, *a, **k: experts.append(expert) or train(expert, *a, **k)
+    )
+    return experts
+
+
 def test_another_configuration_of_one_expert_retrains_that_expert_alone(
-    first, synthetic, gallery, encoder, tmp_path, monkeypatch
+    first, synthetic, gallery, encoder, tmp_path, trained
 ):
     """A narrower token decoder (configs) trains the token expert of every fold again and nothing
     else: its answers change, the other experts' are read back from the cache unchanged."""
     outputs, cache_dir, _ = first
     shutil.copytree(cache_dir, tmp_path, dirs_exist_ok=True)
-    trained, train = [], out_of_fold.train_fold_expert
-    monkeypatch.setattr(
-        out_of_fold, "train_fold_expert", lambda expert, *a, **k: trained.append(expert) or train(expert, *a, **k)
-    )
     narrower = oof(synthetic, gallery, encoder, tmp_path, configs={"tokens": {"network": {"width": 32}}})
     assert trained == ["tokens"] * FOLDS
     assert not np.array_equal(narrower["tokens"], outputs["tokens"])
@@ -144,16 +150,12 @@ def test_another_configuration_of_one_expert_retrains_that_expert_alone(
 
 
 def test_asking_one_sampler_method_for_other_samples_answers_with_that_expert_alone(
-    first, synthetic, gallery, encoder, tmp_path, monkeypatch
+    first, synthetic, gallery, encoder, tmp_path, trained
 ):
     """The cache is keyed by what each expert is asked, not by what all are: more flow samples train
     and answer the flow expert of every fold again, and read the others back unchanged."""
     outputs, cache_dir, _ = first
     shutil.copytree(cache_dir, tmp_path, dirs_exist_ok=True)
-    trained, train = [], out_of_fold.train_fold_expert
-    monkeypatch.setattr(
-        out_of_fold, "train_fold_expert", lambda expert, *a, **k: trained.append(expert) or train(expert, *a, **k)
-    )
     more = oof(synthetic, gallery, encoder, tmp_path, requests=replace(REQUESTS, flow_samples=6))
     assert trained == ["flow"] * FOLDS
     assert more["flow"].shape[1] == 6 and outputs["flow"].shape[1] == REQUESTS.flow_samples
@@ -161,13 +163,9 @@ def test_asking_one_sampler_method_for_other_samples_answers_with_that_expert_al
         np.testing.assert_array_equal(more[expert], outputs[expert], err_msg=expert)
 
 
-def test_an_expert_left_out_is_neither_trained_nor_answers(synthetic, gallery, encoder, tmp_path, monkeypatch):
+def test_an_expert_left_out_is_neither_trained_nor_answers(synthetic, gallery, encoder, tmp_path, trained):
     """`geoloc cv --leave-out sh`: in an empty cache only the other three experts are trained, and the
     answers hold those three alone."""
-    trained, train = [], out_of_fold.train_fold_expert
-    monkeypatch.setattr(
-        out_of_fold, "train_fold_expert", lambda expert, *a, **k: trained.append(expert) or train(expert, *a, **k)
-    )
     without = oof(synthetic, gallery, encoder, tmp_path, experts=("gallery", "flow", "tokens"))
     assert sorted(without) == ["flow", "gallery", "tokens"]
     assert "sh" not in trained and sorted(set(trained)) == ["flow", "gallery", "tokens"]

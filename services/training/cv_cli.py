@@ -306,7 +306,8 @@ def run(args: argparse.Namespace) -> int:
     folds = photographer_folds(authors, args.folds)
     print(f"{len(authors)} photos by {len(set(authors))} photographers in {args.folds} folds: {np.bincount(folds)}")
     requests = ExpertRequests(**dict(args.ask))
-    experts = [e for e in EXPERTS if e not in args.leave_out]
+    left_out = sorted({*args.leave_out, *(["text"] if args.no_text else [])})
+    experts = [e for e in EXPERTS if e not in left_out]
     outputs = out_of_fold_outputs(
         features,
         truth,
@@ -321,7 +322,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"out-of-fold answers ready ({time.monotonic() - started:.0f} s)")
     groups = None
-    if not (args.no_text or "text" in args.leave_out or args.features):
+    if not ("text" in left_out or args.features):
         from geoloc.training.text_outputs import cv_text_answers
 
         outputs["text"] = cv_text_answers(cv_photo_paths(args), default_cache_dir())
@@ -374,7 +375,7 @@ def run(args: argparse.Namespace) -> int:
         "expert_requests": requests.__dict__,
         "fold_budget": budget.__dict__,
         "expert_configs": configs,  # changed from the shipped configurations (--expert-config)
-        "left_out": args.leave_out,  # neither trained nor fitted (--leave-out, --no-text: "text")
+        "left_out": left_out,  # neither trained nor fitted (--leave-out; --no-text is "text")
         "chosen_weighting": chosen,
         "weighting_chosen_by": "this CV (weightings_compared)" if by_weighting else "--weighting",
         "weightings_compared": {w: f["summary"]["answers"]["fused"] for w, f in by_weighting.items()},

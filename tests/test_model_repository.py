@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -20,6 +19,7 @@ from geoloc.tritonserver.repository import (
     model_parameters,
     read_model_config,
 )
+from tests.tiny_clip import tiny_clip_checkpoint
 
 MODELS = ("efficientnet_lite2", "clip_vit_l14")
 
@@ -65,23 +65,6 @@ def test_triton_serves_the_same_features_as_the_torch_network_in_process(triton,
     served = triton_features(triton.grpc_url, "efficientnet_lite2", crops)
     assert served.shape == expected.shape == (3, 1280)
     np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-4)
-
-
-def tiny_clip_checkpoint(directory: Path, projection_dim: int = 768) -> None:
-    """A randomly initialised CLIP vision tower with ViT-L/14's input size and feature width."""
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    torch.manual_seed(0)
-    config = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=224,
-        patch_size=32,
-        projection_dim=projection_dim,
-    )
-    CLIPVisionModelWithProjection(config).save_pretrained(directory)
 
 
 @pytest.fixture(scope="module")

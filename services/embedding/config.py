@@ -7,6 +7,7 @@ from pydantic_settings import SettingsConfigDict
 
 from geoloc.common.photos import PhotoLimits
 from geoloc.common.settings import MIB, ClientTlsSettings, ServerSettings
+from geoloc.common.texts import MAX_TEXT_CHARS
 
 
 # ClientTlsSettings: the CLIENT_TLS_* settings of the calls to Triton (its --grpc-use-ssl flags).
@@ -16,6 +17,12 @@ class EmbeddingSettings(ServerSettings, ClientTlsSettings):
     triton_url: str = Field("127.0.0.1:8001", description="Triton's gRPC address (host:port).")
     model_name: str = Field("efficientnet_lite2", description="The backbone: a model of the Triton repository.")
     model_version: str = Field("", description="Model version to call; empty: the latest Triton serves.")
+    text_model_name: str = Field(
+        "",
+        description="The backbone's text tower, a model of the Triton repository (clip_vit_l14_text for "
+        "clip_vit_l14); empty: none, and EmbedText answers FAILED_PRECONDITION.",
+    )
+    max_text_chars: int = Field(MAX_TEXT_CHARS, gt=0, description="Longest text EmbedText accepts, in characters.")
     triton_timeout_s: float = Field(
         10.0, gt=0, description="Longest wait for one Triton inference; a shorter caller deadline wins."
     )

@@ -12,11 +12,13 @@ import sys
 
 import numpy as np
 
-from geoloc.common.errors import DeadlineExceeded, InvalidArgument, NotReady
+from geoloc.common.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotReady
 from geoloc.common.server import ServiceSpec, run_service, servicer_spec
+from geoloc.common.texts import validated_text
 from geoloc.embedding.config import EmbeddingSettings
 from geoloc.embedding.preprocessing import model_input_from_photo
 from geoloc.embedding.triton_backbone import TritonBackbone
+from geoloc.embedding.triton_text import TritonTextTower
 from geoloc.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc
 
 # Left of the caller's deadline for our own reply to travel back.
@@ -28,16 +30,27 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
         self.settings = settings
         self.limits = settings.photo_limits()
         self._backbone: TritonBackbone | None = None
+        self._text: TritonTextTower | None = None
 
     async def warm_up(self) -> None:
         s = self.settings
-        self._backbone = await TritonBackbone.connect(
+        backbone = await TritonBackbone.connect(
             s.triton_url, s.model_name, s.model_version, s.triton_ready_timeout_s, tls=s.client_tls()
         )
+        if s.text_model_name:
+            try:
+                self._text = await TritonTextTower.connect(
+                    s.triton_url, s.text_model_name, backbone.info, "", s.triton_ready_timeout_s, tls=s.client_tls()
+                )
+            except BaseException:
+                await backbone.close()
+                raise
+        self._backbone = backbone
 
     async def close(self) -> None:
-        if self._backbone is not None:
-            await self._backbone.close()
+        for model in (self._backbone, self._text):
+            if model is not None:
+                await model.close()
 
     @property
     def backbone(self) -> TritonBackbone:
@@ -66,6 +79,21 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
         features, version = await self.backbone.embed(np.stack(crops), self._timeout_s(context))
         return embedding_pb2.EmbedBatchResponse(
             embeddings=[self._embedding(vector, version) for vector in features], dimension=features.shape[1]
+        )
+
+    async def EmbedText(self, request: embedding_pb2.EmbedTextRequest, context) -> embedding_pb2.EmbedTextResponse:
+        backbone = self.backbone
+        if self._text is None:
+            raise FailedPrecondition(
+                f"the backbone {backbone.info.name!r} is served without a text tower; deploy one that has it "
+                "(clip_vit_l14 with clip_vit_l14_text) and set GEOLOC_EMBEDDING_TEXT_MODEL_NAME"
+            )
+        text = validated_text(request.text, self.settings.max_text_chars, "text")
+        embedded = await self._text.embed(text, self._timeout_s(context))
+        return embedding_pb2.EmbedTextResponse(
+            embedding=self._embedding(embedded.values, embedded.version),
+            dimension=len(embedded.values),
+            truncated=embedded.truncated,
         )
 
     def _crop(self, data: bytes, field: str) -> np.ndarray:

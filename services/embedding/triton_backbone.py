@@ -68,7 +68,7 @@ class TritonBackbone:
             channel_args=[*triton_channel_args(), *(tls.channel_options() if tls else [])],
         )
         try:
-            await _wait_until_model_ready(client, model_name, model_version, ready_timeout_s)
+            await wait_until_model_ready(client, model_name, model_version, ready_timeout_s)
             info = describe_backbone((await client.get_model_config(model_name, model_version, as_json=True))["config"])
             backbone = cls(client, url, info, model_version)
             await backbone.check()
@@ -105,7 +105,7 @@ class TritonBackbone:
                 client_timeout=timeout_s,
             )
         except InferenceServerException as exc:
-            raise _mapped(exc, self.url) from None
+            raise mapped_triton_error(exc, self.url) from None
         features = result.as_numpy(self.info.output_name)
         expected = (len(crops), self.info.dimension)
         if features is None or features.shape != expected or not np.isfinite(features).all():
@@ -154,7 +154,7 @@ def describe_backbone(config: dict) -> BackboneInfo:
     )
 
 
-async def _wait_until_model_ready(client, model_name: str, model_version: str, timeout_s: float) -> None:
+async def wait_until_model_ready(client, model_name: str, model_version: str, timeout_s: float) -> None:
     log = get_logger("geoloc.embedding")
     deadline = time.monotonic() + timeout_s
     delay = 0.2
@@ -172,7 +172,7 @@ async def _wait_until_model_ready(client, model_name: str, model_version: str, t
         delay = min(delay * 2, 5.0)
 
 
-def _mapped(exc: InferenceServerException, url: str) -> Exception:
+def mapped_triton_error(exc: InferenceServerException, url: str) -> Exception:
     status = exc.status() or ""
     if status.endswith("UNAVAILABLE"):
         return NotReady(f"the backbone's Triton server at {url} is unavailable: {exc.message()}")

@@ -14,6 +14,7 @@ from pydantic_settings import SettingsConfigDict
 
 from geoloc.common.paths import MODELS_DIR
 from geoloc.common.settings import MIB, ClientTlsSettings, ServerSettings
+from geoloc.common.texts import MAX_TEXT_CHARS
 
 SHIPPED_FUSION = MODELS_DIR / "fusion" / "fusion.json"
 
@@ -66,4 +67,5 @@ class OrchestratorSettings(ServerSettings, ClientTlsSettings):
     tokens_beam_width: int = Field(5, ge=1, description="Beam width asked of the tokens expert.")
     fusion_parameters: Path = Field(SHIPPED_FUSION, description="The fitted fusion parameters (geoloc train fusion).")
     max_image_bytes: int = Field(16 * MIB, gt=0, description="Largest encoded photo accepted.")
+    max_query_chars: int = Field(MAX_TEXT_CHARS, gt=0, description="Longest LocateText query accepted, in characters.")
     max_batch_images: int = Field(16, ge=1, description="Most photos in one LocateBatch call.")

@@ -187,3 +187,6 @@ class ExpertClients:
 
     async def embed(self, image: bytes, timeout: float) -> embedding_pb2.EmbedResponse:
         return await self.embedding.Embed(embedding_pb2.EmbedRequest(image=image), timeout=timeout)
+
+    async def embed_text(self, text: str, timeout: float) -> embedding_pb2.EmbedTextResponse:
+        return await self.embedding.EmbedText(embedding_pb2.EmbedTextRequest(text=text), timeout=timeout)

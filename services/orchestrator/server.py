@@ -17,19 +17,28 @@ import time
 import grpc
 
 from geoloc.api import EXPERT_ENUMS, EXPERT_NAMES
-from geoloc.common.errors import DeadlineExceeded, InvalidArgument, NotReady, defaulted_in_range, retry_delay_s
+from geoloc.common.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotReady,
+    defaulted_in_range,
+    retry_delay_s,
+)
 from geoloc.common.logs import current_request_id
 from geoloc.common.server import ServiceSpec, run_service, servicer_spec
+from geoloc.common.texts import validated_text
 from geoloc.orchestrator.config import OrchestratorSettings
 from geoloc.orchestrator.exif import exif_gps, exif_message
 from geoloc.orchestrator.experts import ExpertClients, ExpertResult
 from geoloc.orchestrator.fusion import FusedAnswer, Hypothesis, fuse, mixture_points
 from geoloc.orchestrator.parameters import FittedFusion, load_fusion
 from geoloc.places import PlaceNamer, place_message
-from geoloc.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
+from geoloc.v1 import common_pb2, gallery_pb2, orchestrator_pb2, orchestrator_pb2_grpc
 
 MAX_TOP_K = 20
 DEFAULT_TOP_K = 5
+MAX_TEXT_MATCHES = 100
 EXIF_RADIUS_KM = (0.01, 0.03)  # r50, r90 of a consumer GPS fix, about 10 m and 30 m
 UNWEIGHTED_REASON = (
     "the fitted fusion gives it weight 0, so it cannot change the answer; name it in options.experts to ask it"
@@ -150,6 +159,34 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         )
         return orchestrator_pb2.LocateBatchResponse(responses=answers)
 
+    async def LocateText(
+        self, request: orchestrator_pb2.LocateTextRequest, context
+    ) -> orchestrator_pb2.LocateTextResponse:
+        if self._clients is None:
+            raise NotReady("the orchestrator is still loading")
+        query = validated_text(request.query, self.settings.max_query_chars, "query")
+        top_k = defaulted_in_range("top_k", request.top_k, DEFAULT_TOP_K, 1, MAX_TEXT_MATCHES)
+        if self._clients.gallery is None:
+            raise FailedPrecondition("LocateText searches the gallery expert, which this deployment does not run")
+        deadline = time.perf_counter() + self._budget_s(context)
+        s = self.settings
+        embedded = await _called("embedding", "query", deadline, s.embed_timeout_s, self._clients.embed_text, query)
+        search = gallery_pb2.SearchRequest(embedding=embedded.embedding, k=top_k)
+        found = await _called("gallery", None, deadline, s.gallery_timeout_s, self._clients.gallery.Search, search)
+        places = await asyncio.to_thread(lambda: [self._places.name(p.lat_deg, p.lon_deg) for p in found.points])
+        return orchestrator_pb2.LocateTextResponse(
+            matches=[
+                orchestrator_pb2.TextMatch(
+                    lat_deg=p.lat_deg, lon_deg=p.lon_deg, probability=p.weight, place=place_message(place)
+                )
+                for p, place in zip(found.points, places, strict=True)
+            ],
+            truncated=embedded.truncated,
+            backbone=embedded.embedding.backbone,
+            gallery=found.model,
+            request_id=current_request_id() or "",
+        )
+
     def _start_text(self, image: bytes, options, deadline: float, wire_options) -> asyncio.Task | None:
         """The text expert's call, started now (it needs the photo, not the embedding), or None when it
         is not deployed or not asked for."""
@@ -216,20 +253,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         return response
 
     async def _embed(self, image: bytes, deadline: float, field: str):
-        timeout = min(self.settings.embed_timeout_s, deadline - time.perf_counter())
-        if timeout <= 0:
-            raise DeadlineExceeded("the caller's deadline left no time to embed the photo")
-        try:
-            return await self._clients.embed(image, timeout)
-        except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                raise InvalidArgument(field, error.details().removeprefix("image: ")) from None
-            if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise DeadlineExceeded("the embedding service did not answer within the caller's deadline") from None
-            raise NotReady(
-                f"the embedding service failed: {error.code().name}: {error.details()}",
-                retry_after_s=retry_delay_s(error) or 1.0,
-            ) from None
+        return await _called("embedding", field, deadline, self.settings.embed_timeout_s, self._clients.embed, image)
 
     def _response(
         self, fused: FusedAnswer, places, by_expert: dict[str, ExpertResult], wire_options, embedded
@@ -287,6 +311,29 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         response.radius_50_km, response.radius_90_km = EXIF_RADIUS_KM
         response.localizability = 1.0
         response.answer_source = orchestrator_pb2.ANSWER_SOURCE_EXIF_GPS
+
+
+async def _called(service: str, field: str | None, deadline: float, timeout_s: float, method, request):
+    """`method(request)` of another service within min(timeout_s, the time left), its errors as this
+    call's: its INVALID_ARGUMENT is the caller's `field` (or, with no field, a deployment whose
+    parts do not fit: FAILED_PRECONDITION, as is theirs), its deadline the caller's, anything else
+    UNAVAILABLE with a retry delay."""
+    timeout = min(timeout_s, deadline - time.perf_counter())
+    if timeout <= 0:
+        raise DeadlineExceeded(f"the caller's deadline left no time to call the {service} service")
+    try:
+        return await method(request, timeout=timeout)
+    except grpc.aio.AioRpcError as error:
+        code, details = error.code(), error.details()
+        if code == grpc.StatusCode.INVALID_ARGUMENT and field is not None:
+            raise InvalidArgument(field, details.split(": ", 1)[-1]) from None
+        if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
+            raise FailedPrecondition(f"the {service} service refused: {details}") from None
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise DeadlineExceeded(f"the {service} service did not answer within the caller's deadline") from None
+        raise NotReady(
+            f"the {service} service failed: {code.name}: {details}", retry_after_s=retry_delay_s(error) or 1.0
+        ) from None
 
 
 def _cancel(tasks: list[asyncio.Task | None]) -> None:

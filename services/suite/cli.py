@@ -95,8 +95,8 @@ def add_parser(subparsers) -> None:
         dest="triton_models",
         action="append",
         metavar="NAME",
-        help="Triton model to load, repeat for several; the embedding service uses the first "
-        "(default: efficientnet_lite2)",
+        help="Triton model to load, repeat for several; the embedding service uses the first, and "
+        "its text tower <first>_text when that is loaded too (default: efficientnet_lite2)",
     )
     up.add_argument("--triton-config-name", metavar="NAME", help="configs/NAME.pbtxt where a model has it, e.g. gpu")
     up.add_argument(

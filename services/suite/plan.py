@@ -167,8 +167,11 @@ def build_plan(selected: Sequence[str], options: SuiteOptions, run_dir: Path) ->
         if name == "embedding":
             needs = ("triton",)
             env["GEOLOC_EMBEDDING_TRITON_URL"] = f"{HOST}:{options.triton_port}"
-            # The embedding service calls the first model Triton loads.
+            # The embedding service calls the first model Triton loads, and its text tower
+            # (<model>_text) when that is loaded too.
             env["GEOLOC_EMBEDDING_MODEL_NAME"] = options.triton_models[0]
+            if f"{options.triton_models[0]}_text" in options.triton_models:
+                env["GEOLOC_EMBEDDING_TEXT_MODEL_NAME"] = f"{options.triton_models[0]}_text"
         elif name == "orchestrator":
             experts = tuple(e for e in EXPERTS if e in selected)
             needs = ("embedding", *experts)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from geoloc.v1 import common_pb2 as geoloc_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19geoloc/v1/embedding.proto\x12\tgeoloc.v1\x1a\x16geoloc/v1/common.proto\"\x1d\n\x0c\x45mbedRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\"K\n\rEmbedResponse\x12\'\n\tembedding\x18\x01 \x01(\x0b\x32\x14.geoloc.v1.Embedding\x12\x11\n\tdimension\x18\x02 \x01(\x05\"#\n\x11\x45mbedBatchRequest\x12\x0e\n\x06images\x18\x01 \x03(\x0c\"Q\n\x12\x45mbedBatchResponse\x12(\n\nembeddings\x18\x01 \x03(\x0b\x32\x14.geoloc.v1.Embedding\x12\x11\n\tdimension\x18\x02 \x01(\x05\x32\x99\x01\n\x10\x45mbeddingService\x12:\n\x05\x45mbed\x12\x17.geoloc.v1.EmbedRequest\x1a\x18.geoloc.v1.EmbedResponse\x12I\n\nEmbedBatch\x12\x1c.geoloc.v1.EmbedBatchRequest\x1a\x1d.geoloc.v1.EmbedBatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19geoloc/v1/embedding.proto\x12\tgeoloc.v1\x1a\x16geoloc/v1/common.proto\"\x1d\n\x0c\x45mbedRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\"K\n\rEmbedResponse\x12\'\n\tembedding\x18\x01 \x01(\x0b\x32\x14.geoloc.v1.Embedding\x12\x11\n\tdimension\x18\x02 \x01(\x05\"#\n\x11\x45mbedBatchRequest\x12\x0e\n\x06images\x18\x01 \x03(\x0c\"Q\n\x12\x45mbedBatchResponse\x12(\n\nembeddings\x18\x01 \x03(\x0b\x32\x14.geoloc.v1.Embedding\x12\x11\n\tdimension\x18\x02 \x01(\x05\" \n\x10\x45mbedTextRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\"b\n\x11\x45mbedTextResponse\x12\'\n\tembedding\x18\x01 \x01(\x0b\x32\x14.geoloc.v1.Embedding\x12\x11\n\tdimension\x18\x02 \x01(\x05\x12\x11\n\ttruncated\x18\x03 \x01(\x08\x32\xe1\x01\n\x10\x45mbeddingService\x12:\n\x05\x45mbed\x12\x17.geoloc.v1.EmbedRequest\x1a\x18.geoloc.v1.EmbedResponse\x12I\n\nEmbedBatch\x12\x1c.geoloc.v1.EmbedBatchRequest\x1a\x1d.geoloc.v1.EmbedBatchResponse\x12\x46\n\tEmbedText\x12\x1b.geoloc.v1.EmbedTextRequest\x1a\x1c.geoloc.v1.EmbedTextResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,6 +40,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMBEDBATCHREQUEST']._serialized_end=207
   _globals['_EMBEDBATCHRESPONSE']._serialized_start=209
   _globals['_EMBEDBATCHRESPONSE']._serialized_end=290
-  _globals['_EMBEDDINGSERVICE']._serialized_start=293
-  _globals['_EMBEDDINGSERVICE']._serialized_end=446
+  _globals['_EMBEDTEXTREQUEST']._serialized_start=292
+  _globals['_EMBEDTEXTREQUEST']._serialized_end=324
+  _globals['_EMBEDTEXTRESPONSE']._serialized_start=326
+  _globals['_EMBEDTEXTRESPONSE']._serialized_end=424
+  _globals['_EMBEDDINGSERVICE']._serialized_start=427
+  _globals['_EMBEDDINGSERVICE']._serialized_end=652
 # @@protoc_insertion_point(module_scope)

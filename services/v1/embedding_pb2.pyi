@@ -34,3 +34,19 @@ class EmbedBatchResponse(_message.Message):
     embeddings: _containers.RepeatedCompositeFieldContainer[_common_pb2.Embedding]
     dimension: int
     def __init__(self, embeddings: _Optional[_Iterable[_Union[_common_pb2.Embedding, _Mapping]]] = ..., dimension: _Optional[int] = ...) -> None: ...
+
+class EmbedTextRequest(_message.Message):
+    __slots__ = ("text",)
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    def __init__(self, text: _Optional[str] = ...) -> None: ...
+
+class EmbedTextResponse(_message.Message):
+    __slots__ = ("embedding", "dimension", "truncated")
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    embedding: _common_pb2.Embedding
+    dimension: int
+    truncated: bool
+    def __init__(self, embedding: _Optional[_Union[_common_pb2.Embedding, _Mapping]] = ..., dimension: _Optional[int] = ..., truncated: _Optional[bool] = ...) -> None: ...

@@ -45,6 +45,11 @@ class EmbeddingServiceStub:
                 request_serializer=geoloc_dot_v1_dot_embedding__pb2.EmbedBatchRequest.SerializeToString,
                 response_deserializer=geoloc_dot_v1_dot_embedding__pb2.EmbedBatchResponse.FromString,
                 _registered_method=True)
+        self.EmbedText = channel.unary_unary(
+                '/geoloc.v1.EmbeddingService/EmbedText',
+                request_serializer=geoloc_dot_v1_dot_embedding__pb2.EmbedTextRequest.SerializeToString,
+                response_deserializer=geoloc_dot_v1_dot_embedding__pb2.EmbedTextResponse.FromString,
+                _registered_method=True)
 
 
 class EmbeddingServiceServicer:
@@ -66,6 +71,15 @@ class EmbeddingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EmbedText(self, request, context):
+        """Embeds a text with the backbone's text tower, into the same space as its photos (CLIP's).
+        A backbone without a text tower (the default, EfficientNet-Lite2) answers
+        FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EmbeddingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +92,11 @@ def add_EmbeddingServiceServicer_to_server(servicer, server):
                     servicer.EmbedBatch,
                     request_deserializer=geoloc_dot_v1_dot_embedding__pb2.EmbedBatchRequest.FromString,
                     response_serializer=geoloc_dot_v1_dot_embedding__pb2.EmbedBatchResponse.SerializeToString,
+            ),
+            'EmbedText': grpc.unary_unary_rpc_method_handler(
+                    servicer.EmbedText,
+                    request_deserializer=geoloc_dot_v1_dot_embedding__pb2.EmbedTextRequest.FromString,
+                    response_serializer=geoloc_dot_v1_dot_embedding__pb2.EmbedTextResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +154,33 @@ class EmbeddingService:
             '/geoloc.v1.EmbeddingService/EmbedBatch',
             geoloc_dot_v1_dot_embedding__pb2.EmbedBatchRequest.SerializeToString,
             geoloc_dot_v1_dot_embedding__pb2.EmbedBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EmbedText(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/geoloc.v1.EmbeddingService/EmbedText',
+            geoloc_dot_v1_dot_embedding__pb2.EmbedTextRequest.SerializeToString,
+            geoloc_dot_v1_dot_embedding__pb2.EmbedTextResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -197,3 +197,37 @@ class LocateBatchResponse(_message.Message):
     RESPONSES_FIELD_NUMBER: _ClassVar[int]
     responses: _containers.RepeatedCompositeFieldContainer[LocateResponse]
     def __init__(self, responses: _Optional[_Iterable[_Union[LocateResponse, _Mapping]]] = ...) -> None: ...
+
+class LocateTextRequest(_message.Message):
+    __slots__ = ("query", "top_k")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    top_k: int
+    def __init__(self, query: _Optional[str] = ..., top_k: _Optional[int] = ...) -> None: ...
+
+class TextMatch(_message.Message):
+    __slots__ = ("lat_deg", "lon_deg", "probability", "place")
+    LAT_DEG_FIELD_NUMBER: _ClassVar[int]
+    LON_DEG_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    PLACE_FIELD_NUMBER: _ClassVar[int]
+    lat_deg: float
+    lon_deg: float
+    probability: float
+    place: Place
+    def __init__(self, lat_deg: _Optional[float] = ..., lon_deg: _Optional[float] = ..., probability: _Optional[float] = ..., place: _Optional[_Union[Place, _Mapping]] = ...) -> None: ...
+
+class LocateTextResponse(_message.Message):
+    __slots__ = ("matches", "truncated", "backbone", "gallery", "request_id")
+    MATCHES_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    BACKBONE_FIELD_NUMBER: _ClassVar[int]
+    GALLERY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    matches: _containers.RepeatedCompositeFieldContainer[TextMatch]
+    truncated: bool
+    backbone: _common_pb2.ModelInfo
+    gallery: _common_pb2.ModelInfo
+    request_id: str
+    def __init__(self, matches: _Optional[_Iterable[_Union[TextMatch, _Mapping]]] = ..., truncated: _Optional[bool] = ..., backbone: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ..., gallery: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...

@@ -46,6 +46,11 @@ class OrchestratorServiceStub:
                 request_serializer=geoloc_dot_v1_dot_orchestrator__pb2.LocateBatchRequest.SerializeToString,
                 response_deserializer=geoloc_dot_v1_dot_orchestrator__pb2.LocateBatchResponse.FromString,
                 _registered_method=True)
+        self.LocateText = channel.unary_unary(
+                '/geoloc.v1.OrchestratorService/LocateText',
+                request_serializer=geoloc_dot_v1_dot_orchestrator__pb2.LocateTextRequest.SerializeToString,
+                response_deserializer=geoloc_dot_v1_dot_orchestrator__pb2.LocateTextResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServiceServicer:
@@ -69,6 +74,16 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LocateText(self, request, context):
+        """The gallery's answer to a text query ("a lighthouse on a rocky coast"): the text embedded by
+        the backbone's text tower, searched as a photo's embedding is, through the gallery's image
+        head (GeoCLIP's, for CLIP ViT-L/14). Needs a backbone with a text tower and the gallery
+        expert; otherwise FAILED_PRECONDITION says which is missing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -81,6 +96,11 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.LocateBatch,
                     request_deserializer=geoloc_dot_v1_dot_orchestrator__pb2.LocateBatchRequest.FromString,
                     response_serializer=geoloc_dot_v1_dot_orchestrator__pb2.LocateBatchResponse.SerializeToString,
+            ),
+            'LocateText': grpc.unary_unary_rpc_method_handler(
+                    servicer.LocateText,
+                    request_deserializer=geoloc_dot_v1_dot_orchestrator__pb2.LocateTextRequest.FromString,
+                    response_serializer=geoloc_dot_v1_dot_orchestrator__pb2.LocateTextResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -139,6 +159,33 @@ class OrchestratorService:
             '/geoloc.v1.OrchestratorService/LocateBatch',
             geoloc_dot_v1_dot_orchestrator__pb2.LocateBatchRequest.SerializeToString,
             geoloc_dot_v1_dot_orchestrator__pb2.LocateBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LocateText(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/geoloc.v1.OrchestratorService/LocateText',
+            geoloc_dot_v1_dot_orchestrator__pb2.LocateTextRequest.SerializeToString,
+            geoloc_dot_v1_dot_orchestrator__pb2.LocateTextResponse.FromString,
             options,
             channel_credentials,
             insecure,

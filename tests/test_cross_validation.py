@@ -91,7 +91,7 @@ def test_geoloc_train_fusion_runs_cv_write_fusion_with_every_other_option_at_cvs
 
 def test_geoloc_cv_refuses_an_expert_configuration_it_cannot_train_before_loading_any_photo(tmp_path, capsys):
     """A misspelt field, an unknown expert, fields that are not a JSON object, no worker for the
-    folds, an unknown or non-numeric request, or an unknown expert to leave out are refused with a
+    folds, an unknown or non-numeric request or budget, or an unknown expert to leave out are refused with a
     message that names the problem, before the photos (here an empty folder) are read."""
     import pytest
 
@@ -107,10 +107,14 @@ def test_geoloc_cv_refuses_an_expert_configuration_it_cannot_train_before_loadin
         assert "expert-config" in capsys.readouterr().err
     assert main(["cv", "--data", str(tmp_path), "--jobs", "0"]) == 2
     assert "--jobs must be at least 1, got 0" in capsys.readouterr().err
-    for bad, named in (("flow_stpes=8", "FIELD one of"), ("flow_steps=eight", "not a whole number")):
-        with pytest.raises(SystemExit):
-            main(["cv", "--data", str(tmp_path), "--ask", bad])
-        assert named in capsys.readouterr().err
+    for option in ("--ask", "--budget"):
+        for bad, named in (("flow_stpes=8", "FIELD one of"), ("flow_steps=eight", "not a whole number")):
+            with pytest.raises(SystemExit):
+                main(["cv", "--data", str(tmp_path), option, bad])
+            assert named in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["cv", "--data", str(tmp_path), "--budget", "gallery_k=8"])  # a request, not a budget
+    assert "FIELD one of gallery_epochs" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["cv", "--data", str(tmp_path), "--leave-out", "shh"])
     assert "invalid choice: 'shh'" in capsys.readouterr().err

@@ -379,7 +379,7 @@ def test_cross_validation_reads_a_features_folder(split, backbone, tmp_path, cap
     assert what == f"{tmp_path} (efficientnet-lite2)"
     for shipping in ("--ship", "--write-fusion"):
         assert main(["cv", "--features", str(tmp_path), shipping]) == 2
-        assert "--features cross-validates only" in capsys.readouterr().err
+        assert "--features with --ship or --write-fusion needs --models DIR" in capsys.readouterr().err
 
 
 def test_the_help_states_the_pipeline_s_batch(capsys):

@@ -29,7 +29,7 @@ from tests.network_policy import Pod, allows
 
 REPO = CHECKOUT
 K8S = REPO / "k8s"
-OVERLAYS = ("cpu", "gpu")
+OVERLAYS = ("cpu", "gpu", "bundle")
 # The oldest Kubernetes release the manifests support, and the newest the validator bundles.
 KUBERNETES_VERSIONS = ("1.31.0", "1.37.0")
 GEOLOC_SERVICES = ("orchestrator", "embedding", "gallery", "sampler", "tokens", "text")
@@ -740,7 +740,11 @@ def test_the_features_job_reads_and_writes_on_its_claim_and_calls_the_suites_tri
         assert (
             grpc["port"] == int(port) and grpc["targetPort"] == "grpc" and "grpc" in named_ports(deployments["triton"])
         )
-        # The model Triton loads, as the embedding service asks for it.
+        # The model Triton loads, as the embedding service asks for it (serving a bundle, Triton
+        # loads the bundle's models and the services read its name from bundle.json).
+        if overlay == "bundle":
+            assert config_of(docs, deployments["embedding"])["GEOLOC_EMBEDDING_BUNDLE"] == "/bundle"
+            continue
         assert args.model == config_of(docs, deployments["triton"])["TRITON_LOAD_MODEL"]
         assert args.model == config_of(docs, deployments["embedding"])["GEOLOC_EMBEDDING_MODEL_NAME"]
     assert (REPO / "model_repository" / args.model / "config.pbtxt").exists()
@@ -960,3 +964,26 @@ def test_the_base_default_deny_isolates_the_training_job_but_for_dns(overlay: st
         assert not allows(policies, caller, job_pod, 29500, "TCP", NAMESPACE_LABELS), caller.name
     dns = Pod("coredns", "kube-system", {"k8s-app": "kube-dns"}, {"dns": (53, "UDP")})
     assert allows(policies, job_pod, dns, 53, "UDP", NAMESPACE_LABELS)
+
+
+def test_the_bundle_overlay_mounts_one_claim_read_only_where_a_bundle_is_read_and_drops_the_files_it_replaces() -> None:
+    docs = render("overlays/bundle")
+    deployments, claims = of_kind(docs, "Deployment"), of_kind(docs, "PersistentVolumeClaim")
+    assert claims["geoloc-bundle"]["spec"]["accessModes"] == ["ReadOnlyMany"]
+    readers = {"triton", "embedding", "gallery", "sampler", "tokens", "orchestrator"}
+    for name, deployment in deployments.items():
+        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        mounts = {m["name"]: m for m in container(deployment)["volumeMounts"]}
+        if name not in readers:
+            assert "bundle" not in volumes and "bundle" not in mounts, name
+            continue
+        assert volumes["bundle"]["persistentVolumeClaim"] == {"claimName": "geoloc-bundle", "readOnly": True}
+        assert mounts["bundle"]["mountPath"] == "/bundle" and mounts["bundle"]["readOnly"] is True
+        if name != "triton":
+            config = config_of(docs, deployment)
+            assert config[f"GEOLOC_{name.upper()}_BUNDLE"] == "/bundle"
+            replaced = settings_class(name).BUNDLE_REPLACES
+            assert not [key for key in config if key.removeprefix(f"GEOLOC_{name.upper()}_").lower() in replaced]
+    flags = triton_flags(deployments["triton"])
+    assert flags["--model-repository"] == "/bundle/model_repository"
+    assert config_of(docs, deployments["triton"])["TRITON_LOAD_MODEL"] == "*"  # the bundle's models, all of them

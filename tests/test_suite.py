@@ -427,18 +427,17 @@ def bundle(tmp_path_factory) -> Path:
     return root
 
 
-def test_a_bundle_gives_each_service_its_file_and_triton_its_repository(bundle, tmp_path):
+def test_a_bundle_is_given_to_each_service_that_loads_from_it_and_triton_its_repository(bundle, tmp_path):
     from geoloc.suite.plan import SuiteOptions, build_plan, select
 
     plan = {c.name: c for c in build_plan(select(), SuiteOptions(bundle=bundle), tmp_path)}
-    assert plan["sampler"].env["GEOLOC_SAMPLER_FLOW_CHECKPOINT"] == str(bundle / "experts/sampler/flow.pt")
-    assert plan["sampler"].env["GEOLOC_SAMPLER_SH_CHECKPOINT"] == str(bundle / "experts/sampler/sh.pt")
-    assert plan["gallery"].env["GEOLOC_GALLERY_HEAD"] == str(bundle / "experts/gallery/head.pt")
-    assert plan["tokens"].env["GEOLOC_TOKENS_CHECKPOINT"] == str(bundle / "experts/tokens/decoder.pt")
-    assert plan["orchestrator"].env["GEOLOC_ORCHESTRATOR_FUSION_PARAMETERS"] == str(bundle / "fusion/fusion.json")
+    for name in ("embedding", "gallery", "sampler", "tokens", "orchestrator"):
+        assert plan[name].env[f"GEOLOC_{name.upper()}_BUNDLE"] == str(bundle.resolve())
+    # The bundle names the backbone's model; a MODEL_NAME beside it would be refused.
+    assert "GEOLOC_EMBEDDING_MODEL_NAME" not in plan["embedding"].env and "GEOLOC_TEXT_BUNDLE" not in plan["text"].env
     assert f"--model-repository={bundle / 'model_repository'}" in plan["triton"].command
     without = {c.name: c for c in build_plan(select(), SuiteOptions(), tmp_path)}
-    assert "GEOLOC_SAMPLER_FLOW_CHECKPOINT" not in without["sampler"].env
+    assert not [key for c in without.values() for key in c.env if key.endswith("_BUNDLE")]
 
 
 def test_up_refuses_a_bundle_that_does_not_check_out_and_starts_nothing(bundle, tmp_path, suite):
@@ -470,8 +469,8 @@ def test_up_serves_a_bundle_and_locates_a_photo_with_its_models(bundle, suite):
     assert started.returncode == 0, started.stderr + started.stdout
     state = recorded(suite.dir)
     assert f"--model-repository={bundle / 'model_repository'}" in state["triton"]["command"]
-    assert _environment(state["sampler"]["pid"])["GEOLOC_SAMPLER_FLOW_CHECKPOINT"].startswith(str(bundle))
-    assert _environment(state["orchestrator"]["pid"])["GEOLOC_ORCHESTRATOR_FUSION_PARAMETERS"].startswith(str(bundle))
+    for service in ("embedding", "gallery", "sampler", "tokens", "orchestrator"):
+        assert _environment(state[service]["pid"])[f"GEOLOC_{service.upper()}_BUNDLE"] == str(bundle.resolve())
     address = f"127.0.0.1:{state['orchestrator']['port']}"
     located = geoloc("locate", str(CHECKOUT / "samples" / "kauai.jpg"), "--json", "--address", address)
     assert located.returncode == 0, located.stderr

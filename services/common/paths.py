@@ -2,7 +2,8 @@
 
 Every default path of the suite is derived from CHECKOUT (this file is
 services/common/paths.py). A deployment overrides them through each service's settings;
-the data root and the cache through GEOLOC_DATA_DIR and GEOLOC_CACHE_DIR.
+the data root, the cache and the Triton model repository through GEOLOC_DATA_DIR,
+GEOLOC_CACHE_DIR and GEOLOC_MODEL_REPOSITORY.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from pathlib import Path
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 MODELS_DIR = CHECKOUT / "models"  # shipped checkpoints and their manifests
-MODEL_REPOSITORY = CHECKOUT / "model_repository"  # Triton's models
+MODEL_REPOSITORY_ENV = "GEOLOC_MODEL_REPOSITORY"
+# Triton's models: this checkout's, or a team's own (their backbone's weights beside its config).
+MODEL_REPOSITORY = Path(os.environ.get(MODEL_REPOSITORY_ENV) or CHECKOUT / "model_repository")
 ARTIFACTS_DIR = CHECKOUT / "artifacts"  # built, not shipped: the GPS galleries
 RUN_DIR = CHECKOUT / ".run"  # `geoloc up`'s state and logs
 DATA_DIR_ENV = "GEOLOC_DATA_DIR"

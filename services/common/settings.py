@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, ClassVar, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -176,3 +176,27 @@ def load_settings(settings_class: type[SettingsT], **overrides: object) -> Setti
 def _variable(prefix: str, field: str, overrides: dict) -> str:
     """The name an operator set a field by: its environment variable, or the override's own name."""
     return field if field in overrides else f"{prefix}{field}".upper()
+
+
+class BundleSettings(BaseModel):
+    """A model bundle to load from, as a setting (`BUNDLE` under the service's prefix).
+
+    A mixin for the services whose models a bundle holds. Subclasses name, in BUNDLE_REPLACES, the
+    file settings the bundle's files replace; setting one of those beside BUNDLE is refused, so that
+    which file a service loads is never a matter of precedence."""
+
+    BUNDLE_REPLACES: ClassVar[tuple[str, ...]] = ()
+
+    bundle: Path | None = Field(
+        None,
+        description="A model bundle (geoloc bundle build): the service loads its files from it, checks their "
+        "sha256 and that they are for the bundle's backbone, and refuses to start otherwise. Unset: its own "
+        "file settings.",
+    )
+
+    @model_validator(mode="after")
+    def _bundle_or_files(self) -> BundleSettings:
+        both = sorted(set(self.BUNDLE_REPLACES) & self.model_fields_set) if self.bundle is not None else []
+        if both:
+            raise ValueError(f"bundle replaces {', '.join(both)}: set one or the other")
+        return self

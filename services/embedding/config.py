@@ -6,13 +6,14 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from geoloc.common.photos import PhotoLimits
-from geoloc.common.settings import MIB, ClientTlsSettings, ServerSettings
+from geoloc.common.settings import MIB, BundleSettings, ClientTlsSettings, ServerSettings
 from geoloc.common.texts import MAX_TEXT_CHARS
 
 
 # ClientTlsSettings: the CLIENT_TLS_* settings of the calls to Triton (its --grpc-use-ssl flags).
-class EmbeddingSettings(ServerSettings, ClientTlsSettings):
+class EmbeddingSettings(ServerSettings, ClientTlsSettings, BundleSettings):
     model_config = SettingsConfigDict(env_prefix="GEOLOC_EMBEDDING_")
+    BUNDLE_REPLACES = ("model_name", "text_model_name")
 
     triton_url: str = Field("127.0.0.1:8001", description="Triton's gRPC address (host:port).")
     model_name: str = Field("efficientnet_lite2", description="The backbone: a model of the Triton repository.")

@@ -88,3 +88,13 @@ class CropSpec:
 def model_input_from_photo(data: bytes, limits: PhotoLimits, crop: CropSpec, field: str = "image") -> np.ndarray:
     """Photo bytes -> the backbone's uint8 input crop; raises InvalidArgument for a bad photo."""
     return crop.model_input(decode_photo(data, limits, field, draft_side=crop.decode_side))
+
+
+def declared_preprocessing(config: dict) -> dict:
+    """The input geometry and every `preprocess_*` parameter (crop, resampling, mean, std) of a
+    model config (Triton's JSON form): what two models must share for their features to agree."""
+    parameters = model_parameters(config)
+    return {
+        "input_dims": [int(d) for d in config["input"][0]["dims"]],
+        **{key: parameters[key] for key in sorted(parameters) if key.startswith("preprocess_")},
+    }

@@ -12,17 +12,33 @@ import sys
 
 import numpy as np
 
+from geoloc.common.bundles import Bundle, BundleError
 from geoloc.common.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotReady
 from geoloc.common.server import ServiceSpec, run_service, servicer_spec
 from geoloc.common.texts import validated_text
 from geoloc.embedding.config import EmbeddingSettings
-from geoloc.embedding.preprocessing import model_input_from_photo
-from geoloc.embedding.triton_backbone import TritonBackbone
+from geoloc.embedding.preprocessing import declared_preprocessing, model_input_from_photo
+from geoloc.embedding.triton_backbone import BackboneInfo, TritonBackbone
 from geoloc.embedding.triton_text import TritonTextTower
 from geoloc.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc
 
 # Left of the caller's deadline for our own reply to travel back.
 DEADLINE_MARGIN_S = 0.02
+
+
+def check_bundle_backbone(bundle: Bundle, served: BackboneInfo, preprocessing: dict) -> None:
+    """Raises BundleError unless the model Triton serves is the bundle's backbone: its name, feature
+    width and preprocessing as recorded when the bundle was built (the weights' sha256 is checked by
+    `geoloc bundle verify`, where the weights are: Triton holds them, not this service)."""
+    recorded = bundle.backbone
+    found = {"name": served.name, "dimension": served.dimension, "preprocessing": preprocessing}
+    wrong = [key for key, value in found.items() if value != recorded[key]]
+    if wrong:
+        details = "; ".join(f"{key} {found[key]!r}, recorded {recorded[key]!r}" for key in wrong)
+        raise BundleError(
+            f"Triton's {served.model_name} is not the backbone of the bundle {bundle.root} (version "
+            f"{bundle.version}): {details}"
+        )
 
 
 class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
@@ -34,13 +50,22 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
 
     async def warm_up(self) -> None:
         s = self.settings
+        bundle = None if s.bundle is None else Bundle.read(s.bundle)
+        model = s.model_name if bundle is None else bundle.backbone["model"]
         backbone = await TritonBackbone.connect(
-            s.triton_url, s.model_name, s.model_version, s.triton_ready_timeout_s, tls=s.client_tls()
+            s.triton_url, model, s.model_version, s.triton_ready_timeout_s, tls=s.client_tls()
         )
-        if s.text_model_name:
+        if bundle is not None:
+            try:
+                check_bundle_backbone(bundle, backbone.info, declared_preprocessing(await backbone.model_config()))
+            except BaseException:
+                await backbone.close()
+                raise
+        text_model = s.text_model_name if bundle is None else bundle.backbone.get("text_model", "")
+        if text_model:
             try:
                 self._text = await TritonTextTower.connect(
-                    s.triton_url, s.text_model_name, backbone.info, "", s.triton_ready_timeout_s, tls=s.client_tls()
+                    s.triton_url, text_model, backbone.info, "", s.triton_ready_timeout_s, tls=s.client_tls()
                 )
             except BaseException:
                 await backbone.close()

@@ -7,13 +7,14 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from geoloc.common.settings import ServerSettings
+from geoloc.common.settings import BundleSettings, ServerSettings
 from geoloc.gallery.build import DEFAULT_GALLERY_DIR
 from geoloc.gallery.heads import SHIPPED_HEAD
 
 
-class GallerySettings(ServerSettings):
+class GallerySettings(ServerSettings, BundleSettings):
     model_config = SettingsConfigDict(env_prefix="GEOLOC_GALLERY_")
+    BUNDLE_REPLACES = ("head",)
 
     gallery_dir: Path = Field(DEFAULT_GALLERY_DIR, description="The built GPS gallery (geoloc gallery build).")
     build_if_missing: bool = Field(

@@ -13,6 +13,7 @@ import sys
 import numpy as np
 
 from geoloc.common.batching import Batcher
+from geoloc.common.bundles import Bundle
 from geoloc.common.embeddings import validated_embedding
 from geoloc.common.errors import InvalidArgument, NotReady
 from geoloc.common.server import ServiceSpec, run_service, servicer_spec
@@ -45,9 +46,13 @@ class GalleryServicer(gallery_pb2_grpc.GalleryServiceServicer):
 
     async def warm_up(self) -> None:
         s = self.settings
+        bundle = None if s.bundle is None else Bundle.read(s.bundle)
+        head = s.head if bundle is None else str(bundle.file("gallery"))
         retrieval = await asyncio.to_thread(
-            GalleryRetrieval.load, s.head, s.gallery_dir, s.build_if_missing, s.use_gpu, s.nprobe
+            GalleryRetrieval.load, head, s.gallery_dir, s.build_if_missing, s.use_gpu, s.nprobe
         )
+        if bundle is not None:
+            bundle.check_served("gallery head", retrieval.head.backbone, retrieval.head.in_dim)
         self._batcher = Batcher(lambda queries: searched_together(retrieval.top_k, queries))
         self._retrieval = retrieval
         probe = common_pb2.Embedding(values=[0.5] * retrieval.head.in_dim)  # one real search before SERVING

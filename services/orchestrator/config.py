@@ -13,15 +13,16 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from geoloc.common.paths import MODELS_DIR
-from geoloc.common.settings import MIB, ClientTlsSettings, ServerSettings
+from geoloc.common.settings import MIB, BundleSettings, ClientTlsSettings, ServerSettings
 from geoloc.common.texts import MAX_TEXT_CHARS
 
 SHIPPED_FUSION = MODELS_DIR / "fusion" / "fusion.json"
 
 
 # ClientTlsSettings: the CLIENT_TLS_* settings of the calls to the embedding service and the experts.
-class OrchestratorSettings(ServerSettings, ClientTlsSettings):
+class OrchestratorSettings(ServerSettings, ClientTlsSettings, BundleSettings):
     model_config = SettingsConfigDict(env_prefix="GEOLOC_ORCHESTRATOR_")
+    BUNDLE_REPLACES = ("fusion_parameters",)
 
     embedding_address: str = Field("127.0.0.1:50052", description="The embedding service (host:port).")
     gallery_address: str | None = Field("127.0.0.1:50053", description="The gallery expert; 'none': not deployed.")

@@ -17,6 +17,7 @@ import time
 import grpc
 
 from geoloc.api import EXPERT_ENUMS, EXPERT_NAMES
+from geoloc.common.bundles import Bundle
 from geoloc.common.errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -75,7 +76,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self._places: PlaceNamer | None = None
 
     async def warm_up(self) -> None:
-        self._fusion = await asyncio.to_thread(load_fusion, self.settings.fusion_parameters)
+        s = self.settings
+        parameters = s.fusion_parameters if s.bundle is None else Bundle.read(s.bundle).file("fusion")
+        self._fusion = await asyncio.to_thread(load_fusion, parameters)
         self._places = await asyncio.to_thread(PlaceNamer)
         self._clients = ExpertClients(self.settings)
         # One real fusion (of the prior alone) and naming before SERVING.

@@ -8,12 +8,13 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from geoloc.common.settings import ServerSettings
+from geoloc.common.settings import BundleSettings, ServerSettings
 from geoloc.sampler.model import SHIPPED_SAMPLERS
 
 
-class SamplerSettings(ServerSettings):
+class SamplerSettings(ServerSettings, BundleSettings):
     model_config = SettingsConfigDict(env_prefix="GEOLOC_SAMPLER_")
+    BUNDLE_REPLACES = ("flow_checkpoint", "sh_checkpoint")
 
     flow_checkpoint: Path | None = Field(
         SHIPPED_SAMPLERS / "flow.pt", description="The flow-matching checkpoint; 'none' serves without that method."

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from geoloc.common.batching import Batcher
+from geoloc.common.bundles import Bundle
 from geoloc.common.embeddings import validated_embedding
 from geoloc.common.errors import FailedPrecondition, InvalidArgument, NotReady, defaulted_in_range, named_enum_value
 from geoloc.common.server import ServiceSpec, run_service, servicer_spec
@@ -75,11 +76,17 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
     def _load(self) -> dict[str, LocationSampler]:
         s = self.settings
         device = "cuda" if s.use_gpu and torch.cuda.is_available() else "cpu"
-        paths = {"flow": s.flow_checkpoint, "sh": s.sh_checkpoint}
+        bundle = None if s.bundle is None else Bundle.read(s.bundle)
+        if bundle is None:
+            paths = {"flow": s.flow_checkpoint, "sh": s.sh_checkpoint}
+        else:
+            paths = {name: bundle.file(name) for name in ("flow", "sh") if name in bundle.files}
         loaded = {name: load_sampler(path, device) for name, path in paths.items() if path is not None}
         for name, sampler in loaded.items():
             if sampler.method != name:
                 raise ValueError(f"{paths[name]} holds a {sampler.method!r} sampler, configured as the {name!r} one")
+            if bundle is not None:
+                bundle.check_served(f"{name} sampler", sampler.backbone, sampler.in_dim)
         if s.default_method not in loaded:
             raise ValueError(f"the default method {s.default_method!r} has no checkpoint configured")
         return loaded

@@ -158,7 +158,8 @@ def run_up(args: argparse.Namespace) -> int:
             for problem in problems:
                 print(f"  {problem}", file=sys.stderr)
             return 2
-        models = (read_bundle(args.bundle)["backbone"]["model"],)
+        backbone = read_bundle(args.bundle)["backbone"]
+        models = (backbone["model"], *([backbone["text_model"]] if "text_model" in backbone else []))
     options = SuiteOptions(
         base_port=args.base_port,
         metrics_base_port=None if args.no_metrics else args.metrics_base_port,

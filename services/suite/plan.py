@@ -126,13 +126,8 @@ def _service_env(name: str, options: SuiteOptions) -> dict[str, str]:
     }
 
 
-# Each service's setting for its file in a bundle, by the bundle's role names.
-BUNDLE_SETTINGS = {
-    "gallery": {"gallery": "GEOLOC_GALLERY_HEAD"},
-    "sampler": {"flow": "GEOLOC_SAMPLER_FLOW_CHECKPOINT", "sh": "GEOLOC_SAMPLER_SH_CHECKPOINT"},
-    "tokens": {"tokens": "GEOLOC_TOKENS_CHECKPOINT"},
-    "orchestrator": {"fusion": "GEOLOC_ORCHESTRATOR_FUSION_PARAMETERS"},
-}
+# The services that load their models from a bundle themselves, checking it (common/bundles.py).
+BUNDLE_SERVICES = ("embedding", "gallery", "sampler", "tokens", "orchestrator")
 
 
 def read_bundle(root: Path) -> dict:
@@ -144,10 +139,10 @@ def read_bundle(root: Path) -> dict:
 
 
 def _bundle_env(name: str, options: SuiteOptions) -> dict[str, str]:
-    if options.bundle is None:
+    if options.bundle is None or name not in BUNDLE_SERVICES:
         return {}
-    files = read_bundle(options.bundle)["files"]
-    return {key: str(options.bundle.resolve() / files[role]) for role, key in BUNDLE_SETTINGS.get(name, {}).items()}
+    read_bundle(options.bundle)  # a PlanError now, before anything starts, when it is not a bundle
+    return {f"GEOLOC_{name.upper()}_BUNDLE": str(options.bundle.resolve())}
 
 
 def build_plan(selected: Sequence[str], options: SuiteOptions, run_dir: Path) -> list[Component]:
@@ -168,10 +163,11 @@ def build_plan(selected: Sequence[str], options: SuiteOptions, run_dir: Path) ->
             needs = ("triton",)
             env["GEOLOC_EMBEDDING_TRITON_URL"] = f"{HOST}:{options.triton_port}"
             # The embedding service calls the first model Triton loads, and its text tower
-            # (<model>_text) when that is loaded too.
-            env["GEOLOC_EMBEDDING_MODEL_NAME"] = options.triton_models[0]
-            if f"{options.triton_models[0]}_text" in options.triton_models:
-                env["GEOLOC_EMBEDDING_TEXT_MODEL_NAME"] = f"{options.triton_models[0]}_text"
+            # (<model>_text) when that is loaded too; a bundle names both itself.
+            if options.bundle is None:
+                env["GEOLOC_EMBEDDING_MODEL_NAME"] = options.triton_models[0]
+                if f"{options.triton_models[0]}_text" in options.triton_models:
+                    env["GEOLOC_EMBEDDING_TEXT_MODEL_NAME"] = f"{options.triton_models[0]}_text"
         elif name == "orchestrator":
             experts = tuple(e for e in EXPERTS if e in selected)
             needs = ("embedding", *experts)

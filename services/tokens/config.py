@@ -8,12 +8,13 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from geoloc.common.settings import ServerSettings
+from geoloc.common.settings import BundleSettings, ServerSettings
 from geoloc.tokens.model import SHIPPED_TOKENS
 
 
-class TokensSettings(ServerSettings):
+class TokensSettings(ServerSettings, BundleSettings):
     model_config = SettingsConfigDict(env_prefix="GEOLOC_TOKENS_")
+    BUNDLE_REPLACES = ("checkpoint",)
 
     checkpoint: Path = Field(
         SHIPPED_TOKENS / "decoder.pt", description="The token decoder checkpoint (geoloc train tokens)."

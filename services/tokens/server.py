@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from geoloc.common.batching import Batcher
+from geoloc.common.bundles import Bundle
 from geoloc.common.embeddings import validated_embedding
 from geoloc.common.errors import InvalidArgument, NotReady, defaulted_in_range, named_enum_value
 from geoloc.common.s2cells import cell_id_to_s2_token
@@ -89,7 +90,11 @@ class TokensServicer(tokens_pb2_grpc.TokensServiceServicer):
 
     async def warm_up(self) -> None:
         device = "cuda" if self.settings.use_gpu and torch.cuda.is_available() else "cpu"
-        self._model = await asyncio.to_thread(load_token_model, self.settings.checkpoint, device)
+        bundle = None if self.settings.bundle is None else Bundle.read(self.settings.bundle)
+        checkpoint = self.settings.checkpoint if bundle is None else bundle.file("tokens")
+        self._model = await asyncio.to_thread(load_token_model, checkpoint, device)
+        if bundle is not None:
+            bundle.check_served("token decoder", self._model.backbone, self._model.in_dim)
         # Concurrent beam and greedy decodes with the same options share each step's forward pass.
         self._batcher = Batcher(self._decode_batch, max_batch=self.settings.max_batch, key=PhotoToDecode.batch_key)
         probe = tokens_pb2.DecodeRequest(embedding=common_pb2.Embedding(values=[0.5] * self._model.in_dim))

@@ -22,22 +22,25 @@ import json
 import shutil
 from pathlib import Path
 
+from geoloc.common.bundles import BUNDLE_FILE, FORMAT, bundle_hashes
 from geoloc.common.files import written_atomically
-from geoloc.embedding.triton_backbone import describe_backbone
+from geoloc.embedding.preprocessing import declared_preprocessing
+from geoloc.embedding.triton_backbone import BackboneError, describe_backbone
+from geoloc.embedding.triton_text import check_twin
 from geoloc.evaluation.csvio import InputError
-from geoloc.training.feature_shards import model_sha256, preprocessing
+from geoloc.training.expert_outputs import checkpoints_in, fusion_in
+from geoloc.training.feature_shards import model_sha256
 from geoloc.tritonserver.repository import read_model_config
 
-BUNDLE_FILE = "bundle.json"
-FORMAT = "geoloc-bundle/1"
-# Role -> (place in a models folder, place in a bundle); each checkpoint's manifest (.json) goes with it.
+# Role -> place in a bundle (in a models folder: expert_outputs.checkpoints_in); each checkpoint's
+# manifest (.json) goes with it.
 EXPERTS = {
-    "gallery": ("gallery/{model}_head.pt", "experts/gallery/head.pt"),
-    "flow": ("sampler/flow.pt", "experts/sampler/flow.pt"),
-    "sh": ("sampler/sh.pt", "experts/sampler/sh.pt"),
-    "tokens": ("tokens/decoder.pt", "experts/tokens/decoder.pt"),
+    "gallery": "experts/gallery/head.pt",
+    "flow": "experts/sampler/flow.pt",
+    "sh": "experts/sampler/sh.pt",
+    "tokens": "experts/tokens/decoder.pt",
 }
-FUSION = ("fusion/fusion.json", "fusion/fusion.json")
+FUSION = "fusion/fusion.json"
 
 
 def expert_identity(role: str, path: Path) -> tuple[str, int]:
@@ -58,15 +61,25 @@ def expert_identity(role: str, path: Path) -> tuple[str, int]:
 
 
 def backbone_record(model: str, repository: Path) -> dict:
+    """The backbone as a bundle records it; with `text_model` when the repository holds its text tower
+    (<model>_text), which must embed into the same space."""
     config = read_model_config(model, repository)
     info = describe_backbone(config)
-    return {
+    record = {
         "name": info.name,
         "model": model,
         "dimension": info.dimension,
-        "preprocessing": preprocessing(config),
+        "preprocessing": declared_preprocessing(config),
         "model_sha256": model_sha256(model, repository),
     }
+    text = f"{model}_text"
+    if (Path(repository) / text / "config.pbtxt").is_file():
+        try:
+            check_twin(read_model_config(text, repository), info)
+        except BackboneError as error:
+            raise InputError(str(error)) from None
+        record["text_model"] = text
+    return record
 
 
 def build_bundle(out: Path, model: str, repository: Path, models: Path) -> dict:
@@ -75,28 +88,33 @@ def build_bundle(out: Path, model: str, repository: Path, models: Path) -> dict:
     if out.exists():
         raise InputError(f"{out} exists: a bundle is built into a new folder")
     backbone = backbone_record(model, repository)
-    sources = {role: Path(models) / place.format(model=model) for role, (place, _) in EXPERTS.items()}
-    for role, path in [*sources.items(), ("fusion", Path(models) / FUSION[0])]:
+    sources = checkpoints_in(models, model)
+    for role, path in [*sources.items(), ("fusion", fusion_in(models))]:
         if not path.is_file():
             raise InputError(f"{path}: no such file (the bundle's {role})")
     for role, path in sources.items():
         _check_expert(role, path, backbone)
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(
-        Path(repository) / model, staging / "model_repository" / model, ignore=shutil.ignore_patterns("__pycache__")
-    )
-    files = {"triton_model": f"model_repository/{model}", "fusion": FUSION[1]}
+    files = {"triton_model": f"model_repository/{model}", "fusion": FUSION}
+    if "text_model" in backbone:
+        files["triton_text_model"] = f"model_repository/{backbone['text_model']}"
+    for role in ("triton_model", "triton_text_model"):
+        if role in files:
+            name = Path(files[role]).name
+            shutil.copytree(
+                Path(repository) / name, staging / files[role], ignore=shutil.ignore_patterns("__pycache__")
+            )
     for role, path in sources.items():
-        target = staging / EXPERTS[role][1]
+        target = staging / EXPERTS[role]
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, target)
         if path.with_suffix(".json").exists():
             shutil.copy2(path.with_suffix(".json"), target.with_suffix(".json"))
-        files[role] = EXPERTS[role][1]
-    (staging / FUSION[1]).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(Path(models) / FUSION[0], staging / FUSION[1])
-    sha256 = _hashes(staging)
+        files[role] = EXPERTS[role]
+    (staging / FUSION).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(fusion_in(models), staging / FUSION)
+    sha256 = bundle_hashes(staging)
     version = hashlib.sha256(json.dumps(sha256, sort_keys=True).encode()).hexdigest()[:12]
     bundle = {"format": FORMAT, "version": version, "backbone": backbone, "files": files, "sha256": sha256}
     with written_atomically(staging / BUNDLE_FILE) as stream:
@@ -115,7 +133,7 @@ def verify_bundle(root: Path) -> list[str]:
     if bundle.get("format") != FORMAT:
         return [f"{path}: format {bundle.get('format')!r}, not {FORMAT!r}"]
     problems = []
-    recorded, found = bundle["sha256"], _hashes(root)
+    recorded, found = bundle["sha256"], bundle_hashes(root)
     for name in sorted(set(recorded) | set(found)):
         if name not in found:
             problems.append(f"{name}: missing")
@@ -130,9 +148,10 @@ def verify_bundle(root: Path) -> list[str]:
         return problems
     backbone = bundle["backbone"]
     served = backbone_record(backbone["model"], root / "model_repository")
-    for key in ("name", "dimension", "preprocessing", "model_sha256"):
-        if served[key] != backbone[key]:
-            problems.append(f"the Triton model's {key} is {served[key]!r}; the bundle records {backbone[key]!r}")
+    for key in ("name", "dimension", "preprocessing", "model_sha256", "text_model"):
+        if served.get(key) != backbone.get(key):
+            found, recorded = served.get(key), backbone.get(key)
+            problems.append(f"the Triton model's {key} is {found!r}; the bundle records {recorded!r}")
     for role in EXPERTS:
         try:
             _check_expert(role, root / bundle["files"][role], backbone)
@@ -148,11 +167,3 @@ def _check_expert(role: str, path: Path, backbone: dict) -> None:
             f"{path}: the {role} expert takes {width}-d {name} features; the bundle's backbone serves "
             f"{backbone['dimension']}-d {backbone['name']} features"
         )
-
-
-def _hashes(root: Path) -> dict[str, str]:
-    return {
-        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(Path(root).rglob("*"))
-        if path.is_file() and path.name != BUNDLE_FILE and "__pycache__" not in path.parts
-    }

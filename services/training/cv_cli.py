@@ -40,6 +40,16 @@ TRAINING_WEIGHTINGS = ("photo", *COMPARED_WEIGHTINGS)  # evaluation/folds.WEIGHT
 # training/expert_outputs.EXPERTS and ExpertRequests' fields, named here for the same reason.
 LEAVABLE = ("gallery", "flow", "sh", "tokens", "text")
 REQUEST_FIELDS = ("gallery_k", "flow_samples", "flow_steps", "sh_samples", "sh_steps", "tokens_beam_width")
+# FoldBudget's whole-number fields, which --budget may change.
+BUDGET_FIELDS = (
+    "gallery_epochs",
+    "flow_steps",
+    "sh_steps",
+    "tokens_steps",
+    "evaluations",
+    "eval_samples",
+    "eval_steps",
+)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -49,7 +59,27 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, metavar="DIR", help=DATA_HELP)
     parser.add_argument("--folds", type=int, default=5, help="K, at least 5 for reported figures (default: 5)")
     parser.add_argument("--out", type=Path, help=f"where the figures go (default: {CV_FIGURES} in the checkout)")
-    parser.add_argument("--write-fusion", action="store_true", help="refit and ship models/fusion/fusion.json")
+    parser.add_argument(
+        "--write-fusion", action="store_true", help="refit the fusion and write it (to models/fusion/fusion.json)"
+    )
+    parser.add_argument(
+        "--models",
+        type=Path,
+        metavar="DIR",
+        help="where --ship writes the experts and --write-fusion the fusion, in the layout of the checkout's "
+        "models/ that `geoloc bundle build --models` reads (default: the checkout's models/, the default "
+        "backbone's shipped ones; required with --features)",
+    )
+    parser.add_argument(
+        "--budget",
+        action="append",
+        type=budget_field,
+        default=[],
+        metavar="FIELD=N",
+        help="train each fold's experts (and, with --ship, the shipped ones) this long instead of the shipped "
+        f"procedure's (training/out_of_fold.FoldBudget; FIELD one of {', '.join(BUDGET_FIELDS)}): for a quick "
+        "comparison or a toy run; the figures then measure that budget. Repeatable",
+    )
     parser.add_argument(
         "--ship",
         action="store_true",
@@ -89,8 +119,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         type=Path,
         metavar="DIR",
         help="cross-validate over a features folder (`geoloc features`: its photos, places and "
-        "photographers) instead of Im2GPS3k train + val; not with --ship or --write-fusion, which "
-        "write the default backbone's shipped models",
+        "photographers) instead of Im2GPS3k train + val; with --ship or --write-fusion, --models names "
+        "where that backbone's models go",
     )
     parser.add_argument(
         "--no-text",
@@ -207,18 +237,26 @@ def expert_config(text: str) -> tuple[str, dict]:
     return expert, parsed
 
 
-def request_field(text: str) -> tuple[str, int]:
-    """'FIELD=N' of what the experts are asked, as (field, N)."""
-    name, sep, value = text.partition("=")
-    if name not in REQUEST_FIELDS or not sep:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected FIELD=N, FIELD one of {', '.join(REQUEST_FIELDS)}")
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: {value!r} is not a whole number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
-    return name, number
+def whole_number_field(fields: tuple[str, ...]):
+    """An argparse type for 'FIELD=N', FIELD one of `fields` and N a whole number of at least 1."""
+
+    def parsed(text: str) -> tuple[str, int]:
+        name, sep, value = text.partition("=")
+        if name not in fields or not sep:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected FIELD=N, FIELD one of {', '.join(fields)}")
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: {value!r} is not a whole number") from None
+        if number < 1:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+        return name, number
+
+    return parsed
+
+
+request_field = whole_number_field(REQUEST_FIELDS)  # what the experts are asked
+budget_field = whole_number_field(BUDGET_FIELDS)  # how long each fold's experts train
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -286,7 +324,8 @@ def run(args: argparse.Namespace) -> int:
     from geoloc.training.features import default_cache_dir
     from geoloc.training.out_of_fold import FoldBudget, fold_configs, out_of_fold_outputs
 
-    budget = FoldBudget(**({"photo_weighting": args.train_weighting} if args.train_weighting else {}))
+    weighting = {"photo_weighting": args.train_weighting} if args.train_weighting else {}
+    budget = FoldBudget(**weighting, **dict(args.budget))
     configs: dict[str, dict] = {}
     for expert, fields in args.expert_config:
         configs.setdefault(expert, {}).update(fields)
@@ -298,8 +337,12 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         print(f"geoloc cv: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
         return 2
-    if args.features and (args.ship or args.write_fusion):
-        print("geoloc cv: --features cross-validates only; --ship and --write-fusion are for Im2GPS3k", file=sys.stderr)
+    if args.features and (args.ship or args.write_fusion) and args.models is None:
+        print(
+            "geoloc cv: --features with --ship or --write-fusion needs --models DIR: the checkout's models/ "
+            "are the default backbone's, trained on Im2GPS3k",
+            file=sys.stderr,
+        )
         return 2
     started = time.monotonic()
     features, truth, authors, what = cv_photos(args)
@@ -368,6 +411,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"with and without the text expert ({text['photos_with_text']} photos with text):\n{text['table']}")
     figures = {
         "what": f"photographer-grouped {args.folds}-fold cross-validation over {what}",
+        "data": what,
         "photos": len(authors),
         "photographers": len(set(authors)),
         "fold_sizes": np.bincount(folds).tolist(),
@@ -387,6 +431,7 @@ def run(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(figures, indent=1) + "\n")
     print(f"figures written to {out}; the fit is weighted by {chosen!r} ({figures['seconds']} s in all)")
+    checkpoints, fusion = written_models(args)
     if args.ship:
         from geoloc.gallery.location_encoder import LocationEncoder
         from geoloc.gallery.retrieval import loaded_gallery
@@ -403,18 +448,37 @@ def run(args: argparse.Namespace) -> int:
             loaded_gallery(),
             LocationEncoder.pretrained(),
             args.seed,
+            paths=checkpoints,
             configs=configs,
         )
     if args.write_fusion or args.ship:  # after the experts: the fusion records which ones it was fitted for
-        write_fusion(outputs, truth, authors, gallery_coordinates, tables, chosen, figures, requests)
+        fitted_on = (outputs, truth, authors, gallery_coordinates, tables)
+        write_fusion(*fitted_on, chosen, figures, requests, fusion, checkpoints)
     return 0
 
 
-def write_fusion(outputs, truth, authors, gallery_coordinates, tables, weighting, figures, requests) -> None:
-    """The fusion and decision fitted on every photo's out-of-fold answers, shipped with the CV figures."""
+def written_models(args: argparse.Namespace) -> tuple[dict[str, Path], Path]:
+    """Where --ship writes each expert and --write-fusion the fusion: --models, or the shipped places."""
+    import json
+
+    from geoloc.common.paths import MODELS_DIR
+    from geoloc.training.expert_outputs import checkpoints_in, fusion_in, shipped_checkpoints
+
+    if args.models is None:
+        return shipped_checkpoints(), fusion_in(MODELS_DIR)
+    model = None
+    if args.features:  # the gallery head is named for the Triton model of the features
+        model = json.loads((Path(args.features) / "manifest.json").read_text())["model"]
+    return checkpoints_in(args.models, model or "efficientnet_lite2"), fusion_in(args.models)
+
+
+def write_fusion(
+    outputs, truth, authors, gallery_coordinates, tables, weighting, figures, requests, path: Path, checkpoints: dict
+) -> None:
+    """The fusion and decision fitted on every photo's out-of-fold answers, written to `path` with the CV
+    figures; it records the fingerprint of the expert `checkpoints` it was fitted for, where they exist."""
     import numpy as np
 
-    from geoloc.orchestrator.config import SHIPPED_FUSION
     from geoloc.orchestrator.parameters import save_fusion
     from geoloc.training.cross_validation import fit_answer
     from geoloc.training.expert_outputs import models_fingerprint
@@ -426,10 +490,15 @@ def write_fusion(outputs, truth, authors, gallery_coordinates, tables, weighting
     manifest = {
         "what": "the orchestrator's fusion and decision: expert weights, kernel bandwidths, prior, uniform floor",
         "data": {
-            "fitted_on": f"out-of-fold expert answers to all {figures['photos']} Im2GPS3k train + val photos",
+            "fitted_on": f"out-of-fold expert answers to all {figures['photos']} {figures['data']} photos",
             "prior": f"{len(prior.lat_deg)} points sampled (seed 0) from the GPS gallery",
         },
-        "experts": {"requests": requests.__dict__, "shipped_models_fingerprint": models_fingerprint()},
+        "experts": {
+            "requests": requests.__dict__,
+            "shipped_models_fingerprint": (
+                models_fingerprint(checkpoints) if all(p.is_file() for p in checkpoints.values()) else None
+            ),
+        },
         "command": shlex.join(["geoloc", *sys.argv[1:]]),
         "photo_weighting": weighting,
         "fitted": chosen,
@@ -440,8 +509,9 @@ def write_fusion(outputs, truth, authors, gallery_coordinates, tables, weighting
             "coverage": summary_of["coverage"],
         },
     }
-    version = save_fusion(SHIPPED_FUSION, params, prior, manifest)
-    print(f"fusion written to {SHIPPED_FUSION} (version {version})")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    version = save_fusion(path, params, prior, manifest)
+    print(f"fusion written to {path} (version {version})")
 
 
 _FORKED_SCORE = None  # what a forked worker of scored_folds runs: closures do not pickle, and fork copies it

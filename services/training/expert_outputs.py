@@ -101,18 +101,29 @@ class ExpertModels:
         )
 
 
+def checkpoints_in(models: Path, model: str) -> dict[str, Path]:
+    """Where each expert's checkpoint lives in a models folder: the layout of the checkout's models/,
+    which the services load by default and `geoloc bundle build --models` reads; the gallery head is
+    named for the Triton model whose features it takes."""
+    return {
+        "gallery": Path(models) / "gallery" / f"{model}_head.pt",
+        "flow": Path(models) / "sampler" / "flow.pt",
+        "sh": Path(models) / "sampler" / "sh.pt",
+        "tokens": Path(models) / "tokens" / "decoder.pt",
+    }
+
+
+def fusion_in(models: Path) -> Path:
+    """Where the fusion parameters live in a models folder."""
+    return Path(models) / "fusion" / "fusion.json"
+
+
 def shipped_checkpoints() -> dict[str, Path]:
     """Where each shipped expert's checkpoint lives, as the services load it."""
-    from geoloc.gallery.heads import SHIPPED_HEAD
-    from geoloc.sampler.model import SHIPPED_SAMPLERS
-    from geoloc.tokens.model import SHIPPED_TOKENS
+    from geoloc.common.paths import MODELS_DIR
+    from geoloc.tritonserver.launcher import DEFAULT_MODELS
 
-    return {
-        "gallery": SHIPPED_HEAD,
-        "flow": SHIPPED_SAMPLERS / "flow.pt",
-        "sh": SHIPPED_SAMPLERS / "sh.pt",
-        "tokens": SHIPPED_TOKENS / "decoder.pt",
-    }
+    return checkpoints_in(MODELS_DIR, DEFAULT_MODELS[0])
 
 
 def outputs_of(
@@ -160,10 +171,11 @@ def compute_expert_outputs(features: np.ndarray, requests: ExpertRequests, seed:
     return outputs_of(ExpertModels.shipped(), features, requests, seed)
 
 
-def models_fingerprint() -> str:
-    """A short hash of the shipped expert checkpoints: cached outputs are only reused for the same models."""
+def models_fingerprint(checkpoints: dict[str, Path] | None = None) -> str:
+    """A short hash of the expert checkpoints (default: the shipped ones): cached outputs are only
+    reused for the same models, and a fusion records the experts it was fitted for."""
     digest = hashlib.sha256()
-    for path in shipped_checkpoints().values():
+    for path in (checkpoints or shipped_checkpoints()).values():
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 

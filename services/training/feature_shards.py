@@ -35,7 +35,7 @@ from geoloc.common.files import written_atomically
 from geoloc.common.photos import PhotoLimits
 from geoloc.common.tls import ClientTls
 from geoloc.embedding.config import EmbeddingSettings
-from geoloc.embedding.preprocessing import model_input_from_photo
+from geoloc.embedding.preprocessing import declared_preprocessing, model_input_from_photo
 from geoloc.embedding.triton_backbone import BackboneInfo, TritonBackbone, describe_backbone
 from geoloc.evaluation.csvio import InputError
 from geoloc.training.shards import PhotoShard
@@ -166,20 +166,11 @@ def features_manifest(backbone, model_sha256: str, shards: list[PhotoShard], sou
         "model": info.model_name,
         "dimension": info.dimension,
         "l2_normalized": info.l2_normalized,
-        "preprocessing": preprocessing(backbone.config),
+        "preprocessing": declared_preprocessing(backbone.config),
         "model_sha256": model_sha256,
         "source": str(source),
         "shards": [shard.name for shard in shards],
         "computed_by": backbone.computed_by,
-    }
-
-
-def preprocessing(config: dict) -> dict:
-    """The input geometry and every `preprocess_*` parameter (crop, resampling, mean, std) of a model config."""
-    parameters = model_parameters(config)
-    return {
-        "input_dims": [int(d) for d in config["input"][0]["dims"]],
-        **{key: parameters[key] for key in sorted(parameters) if key.startswith("preprocess_")},
     }
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 from geoloc.training.arguments import add_training_arguments, data_parallel, lead_print, training_data
 
@@ -31,6 +32,14 @@ STRATEGIES = {"greedy": {}, "beam 5": {"beam_width": 5}, "sample 30 at 0.7": {"n
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("tokens", help="train the token expert (GeoToken decoder)", description=__doc__)
     add_training_arguments(parser, "models/tokens/decoder.pt")
+    parser.add_argument(
+        "--head",
+        type=Path,
+        metavar="PATH.pt",
+        help="the gallery head whose top points over the default 100K gallery are the neighbours of the grid's "
+        "neighbour-conditioned configuration; it must take the features' backbone (default: the shipped head, "
+        "the default backbone's)",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -42,8 +51,10 @@ def run(args: argparse.Namespace) -> int:
 
 def train(args: argparse.Namespace, shards, parallel: dict | None) -> int:
     """The grid, the choice and the files; under torchrun every rank trains, the first one reports and writes."""
+    from geoloc.evaluation.csvio import InputError
     from geoloc.evaluation.harness import evaluate
     from geoloc.evaluation.prior import PriorPredictions
+    from geoloc.gallery.heads import SHIPPED_HEAD, load_head
     from geoloc.tokens.model import SHIPPED_TOKENS, TokenModel, load_token_model, save_token_model
     from geoloc.training.expert_outputs import gallery_neighbours
     from geoloc.training.manifest import model_manifest, write_manifest
@@ -54,9 +65,15 @@ def train(args: argparse.Namespace, shards, parallel: dict | None) -> int:
     out = args.out or SHIPPED_TOKENS / "decoder.pt"
     data = training_data(args)
     say(f"training the token decoder on {data.train_source}; choosing on {len(data.val)} val photos")
-    say(f"the gallery expert's top {NEIGHBOURS} points of every photo, as neighbours")
-    train_neighbours = gallery_neighbours(data.train_features, NEIGHBOURS)
-    val_neighbours = gallery_neighbours(data.val_features, NEIGHBOURS)
+    head = args.head or SHIPPED_HEAD
+    if load_head(head).backbone != data.backbone:
+        raise InputError(
+            f"{head} takes {load_head(head).backbone} features, not the {data.backbone} ones trained on here: "
+            "give --head a gallery head of this backbone (geoloc train gallery) for the neighbours"
+        )
+    say(f"the gallery expert's top {NEIGHBOURS} points of every photo ({head}), as neighbours")
+    train_neighbours = gallery_neighbours(data.train_features, NEIGHBOURS, head)
+    val_neighbours = gallery_neighbours(data.val_features, NEIGHBOURS, head)
 
     runs = []
     for choice in GRID:
@@ -111,7 +128,7 @@ def train(args: argparse.Namespace, shards, parallel: dict | None) -> int:
         **({"data_parallel": parallel} if parallel else {}),
         neighbours={
             "count": shipped.neighbour_slots,
-            "source": "the shipped gallery head (models/gallery) on the default GeoCLIP 100K gallery, top points",
+            "source": f"the gallery head {head} on the default GeoCLIP 100K gallery, top points",
         },
         chosen={**asdict(best.config), "best_step": best.best_step},
         val_protocol=f"the most probable cell's centre as the one guess per photo, seed {args.seed}",

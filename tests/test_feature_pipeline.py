@@ -315,7 +315,10 @@ def test_training_reads_a_features_folder(data_root, backbone, tmp_path, monkeyp
     run_worker(shards, tmp_path / "features", backbone)
     data = training_data(Namespace(data=data_root, features=tmp_path / "features"))
     assert data.backbone == "efficientnet-lite2" and "8 features of efficientnet-lite2" in data.train_source
-    assert data.train_features.shape == (8, 1280) and data.train_features.dtype == np.float32
+    # Memory-mapped from the cache, as the shards hold them (training/mapped_features.py).
+    assert data.train_features.shape == (8, 1280) and data.train_features.dtype == np.float16
+    assert isinstance(data.train_features, np.memmap)
+    assert Path(data.train_features.filename).parent == tmp_path / "cache" / "mapped-features"
     np.testing.assert_array_equal(data.train_places[:, 0], [-60 + 9.5 * i for i in range(8)])
     assert data.val_features.shape == (4, 1280)
 

@@ -41,6 +41,9 @@ def loaded_gallery(
     return GalleryIndex.load(folder, use_gpu=use_gpu, nprobe=nprobe)
 
 
+QUERY_ROWS = 8192  # features turned into queries and searched at once
+
+
 class GalleryRetrieval:
     """An image head over a gallery index: GeoCLIP's image-to-GPS retrieval."""
 
@@ -64,8 +67,19 @@ class GalleryRetrieval:
         return len(self.gallery)
 
     def top_k(self, features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Whole-gallery softmax probabilities [n, k] of the k most probable points, and their ids [n, k]."""
-        return self.gallery.softmax_top_k(self.head.queries(features), k, self.head.logit_scale)
+        """Whole-gallery softmax probabilities [n, k] of the k most probable points, and their ids [n, k].
+
+        By QUERY_ROWS rows at a time (each row's answer is its own), so that a training set's millions
+        of features, memory-mapped, never become one array of queries."""
+        answers = [
+            self.gallery.softmax_top_k(
+                self.head.queries(np.asarray(features[start : start + QUERY_ROWS], dtype=np.float32)),
+                k,
+                self.head.logit_scale,
+            )
+            for start in range(0, max(len(features), 1), QUERY_ROWS)
+        ]
+        return np.concatenate([a[0] for a in answers]), np.concatenate([a[1] for a in answers])
 
     def top_places(self, features: np.ndarray, k: int) -> GalleryPlaces:
         probabilities, ids = self.top_k(features, k)

@@ -29,11 +29,6 @@ class Standardiser:
     mean: torch.Tensor
     std: torch.Tensor
 
-    @classmethod
-    def fitted(cls, features: np.ndarray) -> Standardiser:
-        x = torch.as_tensor(np.asarray(features, dtype=np.float32))
-        return cls(x.mean(0), x.std(0).clamp_min(1e-6))
-
     def to(self, device: str | torch.device) -> Standardiser:
         return Standardiser(self.mean.to(device), self.std.to(device))
 

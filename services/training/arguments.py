@@ -54,7 +54,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, default_out: str, on
 class TrainingData:
     train: object  # geoloc.evaluation.dataset.Split: the Im2GPS3k train split (the prior baseline's source)
     val: object
-    train_features: np.ndarray  # [n, d] float32
+    train_features: np.ndarray  # [n, d] float32, or a float16 memory map (a features folder's)
     train_places: np.ndarray  # [n, 2] lat, lon
     val_features: np.ndarray
     val_places: np.ndarray
@@ -84,9 +84,11 @@ def training_data(args: argparse.Namespace) -> TrainingData:
     train, val = im2gps3k_split("train", args.data), im2gps3k_split("val", args.data)
     model, backbone = DEFAULT_MODEL, DEFAULT_BACKBONE
     if args.features and args.features.is_dir():
+        from geoloc.common.paths import cache_dir
         from geoloc.training.feature_shards import load_feature_set, model_sha256
 
-        loaded = load_feature_set(args.features)
+        # Memory-mapped: the trainers read it by minibatch (training/mapped_features.py).
+        loaded = load_feature_set(args.features, mapped_in=cache_dir() / "mapped-features")
         model, backbone = loaded.manifest["model"], loaded.backbone
         if loaded.manifest["model_sha256"] != model_sha256(model):
             raise InputError(

@@ -270,7 +270,7 @@ class FeatureSet:
     """A features folder's photos, in its shards' order, ready to train on."""
 
     keys: np.ndarray  # str [n]
-    features: np.ndarray  # float32 [n, d]
+    features: np.ndarray  # float32 [n, d], or a float16 memory map [n, d]
     places: np.ndarray  # float64 [n, 2] lat, lon
     authors: np.ndarray  # str [n]
     manifest: dict
@@ -280,9 +280,11 @@ class FeatureSet:
         return self.manifest["backbone"]
 
 
-def load_feature_set(folder: Path) -> FeatureSet:
+def load_feature_set(folder: Path, mapped_in: Path | None = None) -> FeatureSet:
     """Every feature shard of `folder`, in order, read shard by shard (float16) and joined as float32;
-    refuses a folder whose shards are not all done (a run still going, or a worker that failed)."""
+    with `mapped_in` (a cache folder), joined there once and memory-mapped as float16 instead
+    (training/mapped_features.py), so that only the keys, places and photographers are in memory.
+    Refuses a folder whose shards are not all done (a run still going, or a worker that failed)."""
     folder = Path(folder)
     if not (folder / MANIFEST).is_file():
         raise InputError(f"{folder}: not a features folder (no {MANIFEST}; `geoloc features` writes one)")
@@ -294,12 +296,23 @@ def load_feature_set(folder: Path) -> FeatureSet:
             f"{folder}: {len(missing)} of {len(paths)} feature shards are not done ({', '.join(missing[:3])}"
             f"{', ...' if len(missing) > 3 else ''}): run `geoloc features` again to finish them"
         )
-    shards = [read_feature_shard(path) for path in paths]
     dimension = int(manifest["dimension"])
+    columns: dict[str, list[np.ndarray]] = {"keys": [], "lat": [], "lon": [], "author": [], "features": []}
+    for path in paths:
+        with np.load(path) as stored:  # an .npz reads each array only when asked for it
+            for name in columns:
+                if name != "features" or mapped_in is None:
+                    columns[name].append(stored[name])
+    if mapped_in is None:
+        features = np.concatenate([f.reshape(-1, dimension) for f in columns["features"]]).astype(np.float32)
+    else:
+        from geoloc.training.mapped_features import mapped_features
+
+        features = mapped_features(folder, paths, dimension, mapped_in)
     return FeatureSet(
-        keys=np.concatenate([s.keys for s in shards]),
-        features=np.concatenate([s.features.reshape(-1, dimension) for s in shards]).astype(np.float32),
-        places=np.stack([np.concatenate([s.lat for s in shards]), np.concatenate([s.lon for s in shards])], axis=1),
-        authors=np.concatenate([s.author for s in shards]),
+        keys=np.concatenate(columns["keys"]),
+        features=features,
+        places=np.stack([np.concatenate(columns["lat"]), np.concatenate(columns["lon"])], axis=1),
+        authors=np.concatenate(columns["author"]),
         manifest=manifest,
     )

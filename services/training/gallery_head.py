@@ -25,6 +25,7 @@ from geoloc.gallery.build import embed_locations
 from geoloc.gallery.heads import ImageMLP
 from geoloc.gallery.location_encoder import LocationEncoder
 from geoloc.training.loop import BatchShards, shard_stream, sum_over_processes
+from geoloc.training.mapped_features import feature_moments, feature_rows
 
 KM_PER_DEGREE = 111.195
 
@@ -104,12 +105,12 @@ def train_head(
         progress=False,
     ).reshape(config.perturbations, len(train_coordinates), -1)
     positives, gallery = torch.from_numpy(positives), torch.from_numpy(gallery_vectors)
-    features = torch.from_numpy(train_features)
     weight = None if train_weight is None else torch.as_tensor(train_weight, dtype=torch.float32)
 
     mlp = ImageMLP(train_features.shape[1], config.hidden_dim, config.dropout)
-    mlp.shift.copy_(features.mean(0))
-    mlp.scale.copy_(1 / features.std(0).clamp_min(1e-6))
+    mean, std = feature_moments(train_features)
+    mlp.shift.copy_(mean)
+    mlp.scale.copy_(1 / std.clamp_min(1e-6))
     log_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
     optimizer = torch.optim.AdamW(
         [*mlp.parameters(), log_scale], lr=config.learning_rate, weight_decay=config.weight_decay
@@ -118,14 +119,14 @@ def train_head(
     step = 0
     for epoch in range(1, config.epochs + 1):
         mlp.train()
-        order = torch.randperm(len(features))
+        order = torch.randperm(len(train_features))
         for start in range(0, len(order), config.batch_size):
             batch = order[start : start + config.batch_size]
             pick = torch.randint(0, config.perturbations, (len(batch),))
             keys = torch.cat([positives[pick, batch], gallery[torch.randint(0, len(gallery), (config.negatives,))]])
             optimizer.zero_grad()
             if shards is None:
-                queries = nn.functional.normalize(mlp(features[batch]), dim=1)
+                queries = nn.functional.normalize(mlp(torch.from_numpy(feature_rows(train_features, batch))), dim=1)
                 logits = log_scale.clamp(max=math.log(100)).exp() * queries @ keys.T
                 if weight is None:
                     loss = nn.functional.cross_entropy(logits, torch.arange(len(batch)))
@@ -135,7 +136,7 @@ def train_head(
                 loss.backward()
             else:
                 step += 1
-                loss = _sharded_contrastive_backward(mlp, log_scale, features, batch, keys, weight, shards, step)
+                loss = _sharded_contrastive_backward(mlp, log_scale, train_features, batch, keys, weight, shards, step)
             optimizer.step()
         scale = float(log_scale.detach().clamp(max=math.log(100)).exp())
         val = top1_metrics(mlp, val_features, val_coordinates, gallery_vectors, gallery_coordinates, val_weight)
@@ -153,7 +154,7 @@ def train_head(
 def _sharded_contrastive_backward(
     mlp: ImageMLP,
     log_scale: nn.Parameter,
-    features: torch.Tensor,
+    features: np.ndarray,
     batch: torch.Tensor,
     keys: torch.Tensor,
     weight: torch.Tensor | None,
@@ -171,7 +172,7 @@ def _sharded_contrastive_backward(
     total = torch.zeros(())
     for shard in shards.mine:
         with shard_stream(shards, shard, step, mlp):
-            queries = nn.functional.normalize(mlp(features[batch[rows[shard]]]), dim=1)
+            queries = nn.functional.normalize(mlp(torch.from_numpy(feature_rows(features, batch[rows[shard]]))), dim=1)
         logits = log_scale.clamp(max=math.log(100)).exp() * queries @ keys.T
         terms = nn.functional.cross_entropy(logits, rows[shard], reduction="none")
         loss = terms @ weights[rows[shard]] / norm

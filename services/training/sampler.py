@@ -26,6 +26,7 @@ from geoloc.sampler import flow, sh_diffusion
 from geoloc.sampler.density import summarize_samples
 from geoloc.sampler.model import LocationSampler, build_network
 from geoloc.training.loop import BatchShards, minibatch_draw, train_keeping_best
+from geoloc.training.mapped_features import feature_moments, feature_rows
 
 
 @dataclass(frozen=True)
@@ -115,19 +116,20 @@ def train_sampler(
     started = time.monotonic()
     torch.manual_seed(seed)
     network = build_network(config.method, {"embedding_dim": train_features.shape[1], **config.network}).to(device)
-    features = torch.as_tensor(train_features, dtype=torch.float32)
-    mean, std = features.mean(0), features.std(0).clamp_min(1e-6)
-    sampler = LocationSampler(config.method, network, mean, std, backbone, config.eval_guidance).to(device)
-    conditions = sampler.conditions(train_features)
+    mean, std = feature_moments(train_features)
+    sampler = LocationSampler(config.method, network, mean, std.clamp_min(1e-6), backbone, config.eval_guidance)
+    sampler = sampler.to(device)
     targets = training_targets(config.method, train_coordinates, network).to(device)
     loss_of = flow.flow_matching_loss if config.method == "flow" else sh_diffusion.denoising_loss
 
     batch_size = config.batch_size if shards is None else shards.shard_size(config.batch_size)
-    draw = minibatch_draw(len(conditions), batch_size, train_weight, device)
+    draw = minibatch_draw(len(train_features), batch_size, train_weight, device)
 
     def batch_loss() -> torch.Tensor:
-        batch = draw()
-        condition = torch.nn.functional.dropout(conditions[batch], config.feature_dropout)
+        batch = draw()  # its rows only are read: the features may be memory-mapped
+        condition = torch.nn.functional.dropout(
+            sampler.conditions(feature_rows(train_features, batch)), config.feature_dropout
+        )
         return loss_of(network, targets[batch], condition, config.drop_condition)
 
     def evaluate() -> Metrics:

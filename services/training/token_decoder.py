@@ -28,6 +28,7 @@ from geoloc.tokens.geotokens import cell_id_to_tokens, tokens_to_cell_id
 from geoloc.tokens.model import Standardiser, TokenModel
 from geoloc.tokens.search import greedy
 from geoloc.training.loop import BatchShards, minibatch_draw, train_keeping_best
+from geoloc.training.mapped_features import feature_moments, feature_rows
 
 
 @dataclass(frozen=True)
@@ -98,9 +99,10 @@ def train_decoder(
     the weights (one per photo, default all alike) weight the minibatch draws and the stopping score."""
     started = time.monotonic()
     torch.manual_seed(seed)
-    standardiser = Standardiser.fitted(train_features).to(device)
+    mean, std = feature_moments(train_features)
+    standardiser = Standardiser(mean, std.clamp_min(1e-6)).to(device)
     decoder = TokenDecoder(TokenDecoderConfig(embedding_dim=train_features.shape[1], **config.network)).to(device)
-    conditions, targets = standardiser(train_features), place_tokens(train_coordinates).to(device)
+    targets = place_tokens(train_coordinates).to(device)
     val_conditions = standardiser(val_features)
     if (train_neighbours is None) != (val_neighbours is None):
         raise ValueError("give neighbours for both train and val, or for neither")
@@ -108,11 +110,13 @@ def train_decoder(
         train_neighbours, val_neighbours = train_neighbours.to(device), val_neighbours.to(device)
 
     batch_size = config.batch_size if shards is None else shards.shard_size(config.batch_size)
-    draw = minibatch_draw(len(conditions), batch_size, train_weight, device)
+    draw = minibatch_draw(len(train_features), batch_size, train_weight, device)
 
     def batch_loss() -> torch.Tensor:
-        batch = draw()
-        condition = torch.nn.functional.dropout(conditions[batch], config.feature_dropout)
+        batch = draw()  # its rows only are read: the features may be memory-mapped
+        condition = torch.nn.functional.dropout(
+            standardiser(feature_rows(train_features, batch)), config.feature_dropout
+        )
         neighbours = None
         if train_neighbours is not None:
             neighbours = train_neighbours.rows(batch)

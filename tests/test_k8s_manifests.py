@@ -29,7 +29,7 @@ from tests.network_policy import Pod, allows
 
 REPO = CHECKOUT
 K8S = REPO / "k8s"
-OVERLAYS = ("cpu", "gpu", "bundle")
+OVERLAYS = ("cpu", "gpu", "bundle", "bundle-gpu")
 # The oldest Kubernetes release the manifests support, and the newest the validator bundles.
 KUBERNETES_VERSIONS = ("1.31.0", "1.37.0")
 GEOLOC_SERVICES = ("orchestrator", "embedding", "gallery", "sampler", "tokens", "text")
@@ -742,7 +742,7 @@ def test_the_features_job_reads_and_writes_on_its_claim_and_calls_the_suites_tri
         )
         # The model Triton loads, as the embedding service asks for it (serving a bundle, Triton
         # loads the bundle's models and the services read its name from bundle.json).
-        if overlay == "bundle":
+        if overlay.startswith("bundle"):
             assert config_of(docs, deployments["embedding"])["GEOLOC_EMBEDDING_BUNDLE"] == "/bundle"
             continue
         assert args.model == config_of(docs, deployments["triton"])["TRITON_LOAD_MODEL"]
@@ -966,8 +966,11 @@ def test_the_base_default_deny_isolates_the_training_job_but_for_dns(overlay: st
     assert allows(policies, job_pod, dns, 53, "UDP", NAMESPACE_LABELS)
 
 
-def test_the_bundle_overlay_mounts_one_claim_read_only_where_a_bundle_is_read_and_drops_the_files_it_replaces() -> None:
-    docs = render("overlays/bundle")
+@pytest.mark.parametrize("overlay", ["bundle", "bundle-gpu"])
+def test_a_bundle_overlay_mounts_one_claim_read_only_where_a_bundle_is_read_and_drops_the_files_it_replaces(
+    overlay: str,
+) -> None:
+    docs = render(f"overlays/{overlay}")
     deployments, claims = of_kind(docs, "Deployment"), of_kind(docs, "PersistentVolumeClaim")
     assert claims["geoloc-bundle"]["spec"]["accessModes"] == ["ReadOnlyMany"]
     readers = {"triton", "embedding", "gallery", "sampler", "tokens", "orchestrator"}

@@ -32,6 +32,8 @@ from geoloc.v1 import tokens_pb2, tokens_pb2_grpc
 from tests.servers import made_up_embedding, pooled_feature, small_gallery
 
 pytestmark = pytest.mark.integration  # real servers on loopback
+# Served on a free port, no /metrics, logging only what goes wrong.
+QUIET = {"port": 0, "metrics_port": None, "log_level": "warning"}
 
 MODEL = "efficientnet_lite2"
 
@@ -68,8 +70,8 @@ def for_another_backbone(record: dict) -> None:
 
 
 def test_the_token_decoder_serves_from_a_bundle_as_from_its_own_file(bundle):
-    own = TokensSettings(port=0, metrics_port=None)
-    from_bundle = TokensSettings(port=0, metrics_port=None, bundle=bundle)
+    own = TokensSettings(**QUIET)
+    from_bundle = TokensSettings(**QUIET, bundle=bundle)
     request = tokens_pb2.DecodeRequest(embedding=made_up_embedding(pooled_feature(4)))
 
     async def decode(settings):
@@ -88,7 +90,7 @@ def test_the_token_decoder_serves_from_a_bundle_as_from_its_own_file(bundle):
     ],
 )
 def test_an_expert_refuses_a_bundle_for_another_backbone(bundle, tmp_path, service, settings_class, spec_of):
-    settings = settings_class(port=0, metrics_port=None, bundle=edited(bundle, tmp_path, for_another_backbone))
+    settings = settings_class(**QUIET, bundle=edited(bundle, tmp_path, for_another_backbone))
     with pytest.raises(
         BundleError,
         match=f"the {service} takes 1280-d efficientnet-lite2 features; the bundle .* is "
@@ -104,9 +106,7 @@ def test_the_gallery_refuses_a_head_changed_since_the_bundle_was_built(bundle, t
     head.write_bytes(head.read_bytes() + b"\0")
     gallery_dir = small_gallery(tmp_path, 500)
     for root, problem in ((changed, "head.pt: changed since the bundle was built"), (bundle, None)):
-        settings = GallerySettings(
-            port=0, metrics_port=None, bundle=root, gallery_dir=gallery_dir, build_if_missing=False
-        )
+        settings = GallerySettings(**QUIET, bundle=root, gallery_dir=gallery_dir, build_if_missing=False)
         if problem is None:
             start(settings, gallery_spec(GalleryServicer(settings)))
             continue
@@ -115,9 +115,7 @@ def test_the_gallery_refuses_a_head_changed_since_the_bundle_was_built(bundle, t
 
 
 def test_the_orchestrator_refuses_a_bundle_without_its_fusion(bundle, tmp_path):
-    settings = OrchestratorSettings(
-        port=0, metrics_port=None, bundle=edited(bundle, tmp_path, lambda r: r["files"].pop("fusion"))
-    )
+    settings = OrchestratorSettings(**QUIET, bundle=edited(bundle, tmp_path, lambda r: r["files"].pop("fusion")))
     with pytest.raises(BundleError, match="holds no fusion file"):
         start(settings, orchestrator_spec(OrchestratorServicer(settings)))
 
@@ -126,12 +124,10 @@ def test_the_embedding_service_refuses_a_bundle_whose_backbone_triton_does_not_s
     def other_crop(record: dict) -> None:
         record["backbone"]["preprocessing"]["preprocess_resample"] = "nearest"
 
-    settings = EmbeddingSettings(
-        port=0, metrics_port=None, triton_url=triton.grpc_url, bundle=edited(bundle, tmp_path, other_crop)
-    )
+    settings = EmbeddingSettings(**QUIET, triton_url=triton.grpc_url, bundle=edited(bundle, tmp_path, other_crop))
     with pytest.raises(BundleError, match="not the backbone of the bundle .*preprocessing"):
         start(settings, embedding_spec(EmbeddingServicer(settings)))
-    good = EmbeddingSettings(port=0, metrics_port=None, triton_url=triton.grpc_url, bundle=bundle)
+    good = EmbeddingSettings(**QUIET, triton_url=triton.grpc_url, bundle=bundle)
     start(good, embedding_spec(EmbeddingServicer(good)))
 
 

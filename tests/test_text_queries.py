@@ -36,6 +36,8 @@ from tests.servers import small_gallery
 from tests.tiny_clip import tiny_clip_checkpoint
 
 pytestmark = pytest.mark.integration  # Triton and three services on loopback
+# Served on a free port, no /metrics, logging only what goes wrong.
+QUIET = {"port": 0, "metrics_port": None, "log_level": "warning"}
 
 TOWERS = ("clip_vit_l14", "clip_vit_l14_text")
 LONG = "a lighthouse on a rocky coast under a grey sky " * 4  # past 77 tokens of the tiny tokenizer
@@ -74,18 +76,15 @@ def suite(clip, tmp_path_factory):
     gallery points) and an orchestrator that deploys only these two, each served in this process."""
     server, _ = clip
     gallery_dir = small_gallery(tmp_path_factory.mktemp("gallery"), 2000)
-    embedding = EmbeddingSettings(
-        port=0, metrics_port=None, triton_url=server.grpc_url, model_name=TOWERS[0], text_model_name=TOWERS[1]
-    )
-    gallery = GallerySettings(port=0, metrics_port=None, gallery_dir=gallery_dir, build_if_missing=False, head="clip")
+    embedding = EmbeddingSettings(**QUIET, triton_url=server.grpc_url, model_name=TOWERS[0], text_model_name=TOWERS[1])
+    gallery = GallerySettings(**QUIET, gallery_dir=gallery_dir, build_if_missing=False, head="clip")
     with (
         served_in_background(embedding, [embedding_spec(EmbeddingServicer(embedding))]) as embedding_port,
         served_in_background(gallery, [gallery_spec(GalleryServicer(gallery))]) as gallery_port,
     ):
         addresses = {"embedding": f"127.0.0.1:{embedding_port}", "gallery": f"127.0.0.1:{gallery_port}"}
         orchestrator = OrchestratorSettings(
-            port=0,
-            metrics_port=None,
+            **QUIET,
             embedding_address=addresses["embedding"],
             gallery_address=addresses["gallery"],
             sampler_address="none",
@@ -181,8 +180,7 @@ def test_a_backbone_without_a_text_tower_answers_failed_precondition(embedding_a
     error = refusal(embedding.EmbedText, embedding_pb2.EmbedTextRequest(text="a beach"))
     assert_refused(error, None, "served without a text tower", grpc.StatusCode.FAILED_PRECONDITION)
     settings = OrchestratorSettings(
-        port=0,
-        metrics_port=None,
+        **QUIET,
         embedding_address=embedding_address,
         gallery_address=f"127.0.0.1:{free_port()}",
         sampler_address="none",
@@ -197,8 +195,7 @@ def test_a_backbone_without_a_text_tower_answers_failed_precondition(embedding_a
 
 def test_an_orchestrator_without_the_gallery_refuses_text_queries(embedding_address):
     settings = OrchestratorSettings(
-        port=0,
-        metrics_port=None,
+        **QUIET,
         embedding_address=embedding_address,
         gallery_address="none",
         sampler_address="none",

@@ -55,21 +55,17 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
         backbone = await TritonBackbone.connect(
             s.triton_url, model, s.model_version, s.triton_ready_timeout_s, tls=s.client_tls()
         )
-        if bundle is not None:
-            try:
+        try:
+            if bundle is not None:
                 check_bundle_backbone(bundle, backbone.info, declared_preprocessing(await backbone.model_config()))
-            except BaseException:
-                await backbone.close()
-                raise
-        text_model = s.text_model_name if bundle is None else bundle.backbone.get("text_model", "")
-        if text_model:
-            try:
+            text_model = s.text_model_name if bundle is None else bundle.backbone.get("text_model", "")
+            if text_model:
                 self._text = await TritonTextTower.connect(
                     s.triton_url, text_model, backbone.info, "", s.triton_ready_timeout_s, tls=s.client_tls()
                 )
-            except BaseException:
-                await backbone.close()
-                raise
+        except BaseException:
+            await backbone.close()
+            raise
         self._backbone = backbone
 
     async def close(self) -> None:

@@ -317,10 +317,12 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
 
 
 async def _called(service: str, field: str | None, deadline: float, timeout_s: float, method, request):
-    """`method(request)` of another service within min(timeout_s, the time left), its errors as this
-    call's: its INVALID_ARGUMENT is the caller's `field` (or, with no field, a deployment whose
-    parts do not fit: FAILED_PRECONDITION, as is theirs), its deadline the caller's, anything else
-    UNAVAILABLE with a retry delay."""
+    """`method(request)` of another service within min(timeout_s, the time left before `deadline`),
+    its errors turned into this call's:
+    - INVALID_ARGUMENT names the caller's `field`, when the request carried the caller's input;
+    - with no `field` (the request was built here), INVALID_ARGUMENT and FAILED_PRECONDITION mean
+      that the deployment's parts do not fit each other: FAILED_PRECONDITION;
+    - DEADLINE_EXCEEDED stays; anything else is UNAVAILABLE, with a retry delay."""
     timeout = min(timeout_s, deadline - time.perf_counter())
     if timeout <= 0:
         raise DeadlineExceeded(f"the caller's deadline left no time to call the {service} service")

@@ -463,13 +463,15 @@ def written_models(args: argparse.Namespace) -> tuple[dict[str, Path], Path]:
 
     from geoloc.common.paths import MODELS_DIR
     from geoloc.training.expert_outputs import checkpoints_in, fusion_in, shipped_checkpoints
+    from geoloc.training.feature_shards import MANIFEST
+    from geoloc.tritonserver.launcher import DEFAULT_MODELS
 
     if args.models is None:
         return shipped_checkpoints(), fusion_in(MODELS_DIR)
-    model = None
+    model = DEFAULT_MODELS[0]  # the Im2GPS3k features' backbone
     if args.features:  # the gallery head is named for the Triton model of the features
-        model = json.loads((Path(args.features) / "manifest.json").read_text())["model"]
-    return checkpoints_in(args.models, model or "efficientnet_lite2"), fusion_in(args.models)
+        model = json.loads((Path(args.features) / MANIFEST).read_text())["model"]
+    return checkpoints_in(args.models, model), fusion_in(args.models)
 
 
 def write_fusion(

@@ -4,7 +4,7 @@ each stage a real command on what the stage before wrote:
 1. a tiny random CLIP (tests/tiny_clip.py) in a model repository of its own (GEOLOC_MODEL_REPOSITORY),
    in place of ViT-L/14's weights, which cannot be fetched here;
 2. a train split of 12 drawn photos (tests/photos.py; 12 photographers) as WebDataset shards;
-3. its features with 2 workers, one of them killed with SIGKILL after its first shard and resumed;
+3. its features with 2 workers, one of them killed with SIGKILL mid-run (waiting on a shard) and resumed;
 4. every expert trained data-parallel on them, torchrun with 2 gloo processes;
 5. the fusion fitted on out-of-fold answers (`geoloc cv --features --write-fusion --models`, 2 folds,
    a toy training budget);
@@ -100,17 +100,30 @@ def test_a_tiny_clip_goes_from_photos_to_shards_features_experts_fusion_bundle_a
     chain.run("shards", str(train), "--out", str(work / "shards"), "--photos-per-shard", "3")
     assert len(list((work / "shards").glob("*.tar"))) == 4
 
-    # Worker 0 of 2 alone, killed once its first shard is written; then both workers finish the rest.
+    # Worker 0 of 2 alone, killed mid-run: its last shard is, for now, a named pipe that nothing writes,
+    # so once its first shard is done it waits on the second (a read that never ends) and is killed
+    # there, whatever the machine's speed. Then the real shard is put back and both workers finish.
+    shards = sorted((work / "shards").glob("*.tar"))
+    held = shards[2]  # worker 0 takes shards 0 and 2 (feature_shards.my_shards: every second one)
+    held.rename(work / "held.tar")
+    os.mkfifo(held)
     features = ["features", "--input", str(work / "shards"), "--out", str(work / "features"), "--model", MODEL]
     worker = chain.start(*features, "--device", "cpu", "--worker-count", "2", env={"JOB_COMPLETION_INDEX": "0"})
+    first = work / "features" / f"{shards[0].stem}.npz"
     deadline = time.monotonic() + 300
-    while not list((work / "features").glob("*.npz")) and worker.poll() is None and time.monotonic() < deadline:
+    while not first.exists() and worker.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
+    time.sleep(0.5)  # on to the held shard
+    assert worker.poll() is None, "worker 0 ended before it was killed"
     worker.send_signal(signal.SIGKILL)
     worker.communicate(timeout=60)
-    assert len(list((work / "features").glob("*.npz"))) == 1, "worker 0 was not stopped after its first shard"
+    assert [p.name for p in (work / "features").glob("*.npz")] == [first.name]
+    written = first.stat().st_mtime_ns
+    held.unlink()
+    (work / "held.tar").rename(held)
     finished = chain.run(*features, "--device", "cpu", "--workers", "2")
     assert "4 feature shards" in finished and "0 missing; 12 photos, 0 failed" in finished, finished
+    assert first.stat().st_mtime_ns == written  # the killed worker's finished shard is not redone
     assert json.loads((work / "features" / "manifest.json").read_text())["backbone"] == "clip-vit-l14"
 
     chain.run("gallery", "build", "--gps", str(work / "gps.csv"), "--out", str(work / "gallery"))

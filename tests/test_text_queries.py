@@ -83,16 +83,28 @@ def suite(clip, tmp_path_factory):
         served_in_background(gallery, [gallery_spec(GalleryServicer(gallery))]) as gallery_port,
     ):
         addresses = {"embedding": f"127.0.0.1:{embedding_port}", "gallery": f"127.0.0.1:{gallery_port}"}
-        orchestrator = OrchestratorSettings(
-            **QUIET,
-            embedding_address=addresses["embedding"],
-            gallery_address=addresses["gallery"],
-            sampler_address="none",
-            tokens_address="none",
-            text_address="none",
-        )
+        orchestrator = text_orchestrator(addresses["embedding"], addresses["gallery"])
         with served_in_background(orchestrator, [orchestrator_spec(OrchestratorServicer(orchestrator))]) as port:
             yield {**addresses, "orchestrator": f"127.0.0.1:{port}"}
+
+
+def text_orchestrator(embedding: str, gallery: str) -> OrchestratorSettings:
+    """An orchestrator deploying only an embedding service and a gallery (`none`: no gallery)."""
+    return OrchestratorSettings(
+        **QUIET,
+        embedding_address=embedding,
+        gallery_address=gallery,
+        sampler_address="none",
+        tokens_address="none",
+        text_address="none",
+    )
+
+
+def locate_text_refusal(settings: OrchestratorSettings) -> grpc.RpcError:
+    """The error LocateText("a beach") gets from an orchestrator served with `settings`."""
+    with served_in_background(settings, [orchestrator_spec(OrchestratorServicer(settings))]) as port:
+        orchestrator = stub(f"127.0.0.1:{port}", orchestrator_pb2_grpc.OrchestratorServiceStub)
+        return refusal(orchestrator.LocateText, orchestrator_pb2.LocateTextRequest(query="a beach"))
 
 
 def stub(address: str, stub_class):
@@ -179,32 +191,12 @@ def test_a_backbone_without_a_text_tower_answers_failed_precondition(embedding_a
     embedding = stub(embedding_address, embedding_pb2_grpc.EmbeddingServiceStub)
     error = refusal(embedding.EmbedText, embedding_pb2.EmbedTextRequest(text="a beach"))
     assert_refused(error, None, "served without a text tower", grpc.StatusCode.FAILED_PRECONDITION)
-    settings = OrchestratorSettings(
-        **QUIET,
-        embedding_address=embedding_address,
-        gallery_address=f"127.0.0.1:{free_port()}",
-        sampler_address="none",
-        tokens_address="none",
-        text_address="none",
-    )
-    with served_in_background(settings, [orchestrator_spec(OrchestratorServicer(settings))]) as port:
-        orchestrator = stub(f"127.0.0.1:{port}", orchestrator_pb2_grpc.OrchestratorServiceStub)
-        error = refusal(orchestrator.LocateText, orchestrator_pb2.LocateTextRequest(query="a beach"))
+    error = locate_text_refusal(text_orchestrator(embedding_address, f"127.0.0.1:{free_port()}"))
     assert_refused(error, None, "without a text tower", grpc.StatusCode.FAILED_PRECONDITION)
 
 
 def test_an_orchestrator_without_the_gallery_refuses_text_queries(embedding_address):
-    settings = OrchestratorSettings(
-        **QUIET,
-        embedding_address=embedding_address,
-        gallery_address="none",
-        sampler_address="none",
-        tokens_address="none",
-        text_address="none",
-    )
-    with served_in_background(settings, [orchestrator_spec(OrchestratorServicer(settings))]) as port:
-        orchestrator = stub(f"127.0.0.1:{port}", orchestrator_pb2_grpc.OrchestratorServiceStub)
-        error = refusal(orchestrator.LocateText, orchestrator_pb2.LocateTextRequest(query="a beach"))
+    error = locate_text_refusal(text_orchestrator(embedding_address, "none"))
     assert_refused(error, None, "gallery expert", grpc.StatusCode.FAILED_PRECONDITION)
 
 

@@ -10,11 +10,11 @@ checked by the services that use it, not only by the command that built it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from geoloc.common.files import file_sha256
 from geoloc.common.logs import get_logger
 
 BUNDLE_FILE = "bundle.json"
@@ -23,14 +23,6 @@ FORMAT = "geoloc-bundle/1"
 
 class BundleError(RuntimeError):
     """The bundle is missing, malformed, changed since it was built, or for another backbone."""
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def bundle_hashes(root: Path) -> dict[str, str]:
@@ -74,7 +66,7 @@ class Bundle:
         if role not in self.files:
             raise BundleError(f"the bundle {self.root} (version {self.version}) holds no {role} file")
         path = self.root / self.files[role]
-        for member in (self.files[role], str(Path(self.files[role]).with_suffix(".json"))):
+        for member in dict.fromkeys((self.files[role], str(Path(self.files[role]).with_suffix(".json")))):
             if member not in self.sha256:
                 continue
             if not (self.root / member).is_file():

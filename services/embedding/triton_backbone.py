@@ -62,11 +62,7 @@ class TritonBackbone:
         With `tls`, the channel speaks TLS to Triton (started with --grpc-use-ssl), presenting
         the client certificate when `tls` has one (--grpc-use-ssl-mutual).
         """
-        client = triton_aio.InferenceServerClient(
-            url,
-            creds=tls.credentials() if tls else None,
-            channel_args=[*triton_channel_args(), *(tls.channel_options() if tls else [])],
-        )
+        client = triton_client(url, tls)
         try:
             await wait_until_model_ready(client, model_name, model_version, ready_timeout_s)
             info = describe_backbone((await client.get_model_config(model_name, model_version, as_json=True))["config"])
@@ -121,6 +117,16 @@ class TritonBackbone:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+def triton_client(url: str, tls: ClientTls | None) -> triton_aio.InferenceServerClient:
+    """An asyncio gRPC client of the Triton at `url`: TLS when `tls` is given (presenting the client
+    certificate when it has one), with triton_channel_args."""
+    return triton_aio.InferenceServerClient(
+        url,
+        creds=tls.credentials() if tls else None,
+        channel_args=[*triton_channel_args(), *(tls.channel_options() if tls else [])],
+    )
 
 
 def triton_channel_args() -> list[tuple[str, int]]:

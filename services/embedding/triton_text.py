@@ -19,7 +19,7 @@ from geoloc.embedding.triton_backbone import (
     BackboneError,
     BackboneInfo,
     mapped_triton_error,
-    triton_channel_args,
+    triton_client,
     wait_until_model_ready,
 )
 from geoloc.tritonserver.repository import model_parameters
@@ -52,11 +52,7 @@ class TritonTextTower:
         tls: ClientTls | None = None,
     ) -> TritonTextTower:
         """The text tower on the Triton at `url`, once READY, checked against the image backbone `image`."""
-        client = triton_aio.InferenceServerClient(
-            url,
-            creds=tls.credentials() if tls else None,
-            channel_args=[*triton_channel_args(), *(tls.channel_options() if tls else [])],
-        )
+        client = triton_client(url, tls)
         try:
             await wait_until_model_ready(client, model_name, model_version, ready_timeout_s)
             config = (await client.get_model_config(model_name, model_version, as_json=True))["config"]

@@ -7,7 +7,6 @@ The location encoder is frozen, so a gallery is embedded once, here, and never p
 from __future__ import annotations
 
 import csv
-import hashlib
 import math
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from geoloc.common.files import file_sha256
 from geoloc.common.paths import ARTIFACTS_DIR
 from geoloc.gallery.index import GalleryIndex
 from geoloc.gallery.location_encoder import LocationEncoder, geoclip_package_dir, geoclip_weights_path
@@ -26,14 +26,6 @@ DEFAULT_GALLERY_DIR = ARTIFACTS_DIR / "gallery" / "geoclip_100k"
 def default_gallery_csv() -> Path:
     """GeoCLIP's 100K MP-16 coordinates, as the geoclip package ships them (columns LAT,LON)."""
     return geoclip_package_dir() / "gps_gallery" / "coordinates_100K.csv"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_gps_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:
@@ -84,8 +76,8 @@ def build_gallery(csv_path: Path, out: Path, index_type: str = "auto", progress:
         coordinates,
         labels=labels,
         index_type=index_type,
-        encoder_sha256=sha256_of(weights),
-        source=f"{Path(csv_path).name} sha256:{sha256_of(csv_path)}",
+        encoder_sha256=file_sha256(weights),
+        source=f"{Path(csv_path).name} sha256:{file_sha256(csv_path)}",
     )
     gallery.save(out)
     return gallery
@@ -95,12 +87,12 @@ def add_to_gallery(folder: Path, csv_path: Path, progress: bool = True) -> Galle
     """Embeds `csv_path` and adds it to the saved gallery in `folder`, without rebuilding."""
     gallery = GalleryIndex.load(folder)
     weights = geoclip_weights_path("location_encoder_weights.pth")
-    if sha256_of(weights) != gallery.manifest.encoder_sha256:
+    if file_sha256(weights) != gallery.manifest.encoder_sha256:
         raise ValueError(f"{folder} was built with other location-encoder weights; rebuild it instead")
     coordinates, labels = read_gps_csv(csv_path)
     if (labels is None) != (gallery.labels is None):
         raise ValueError(f"{csv_path}: {'has' if labels is not None else 'lacks'} a label column, unlike the gallery")
     embeddings = embed_locations(LocationEncoder.pretrained(weights), coordinates, progress)
-    gallery.add(embeddings, coordinates, labels=labels, source=f"{Path(csv_path).name} sha256:{sha256_of(csv_path)}")
+    gallery.add(embeddings, coordinates, labels=labels, source=f"{Path(csv_path).name} sha256:{file_sha256(csv_path)}")
     gallery.save(folder)
     return gallery

@@ -22,7 +22,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from geoloc.gallery.build import default_gallery_csv, read_gps_csv, sha256_of
+    from geoloc.common.files import file_sha256
+    from geoloc.gallery.build import default_gallery_csv, read_gps_csv
     from geoloc.text.country_prior import (
         PSEUDO_COUNT,
         SHIPPED_COUNTRY_PRIOR,
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         "what": "the text expert's prior of where photos are taken: the share of the gallery's photos per country",
         "data": {
             "gallery": str(source.name),
-            "gallery_sha256": sha256_of(source),
+            "gallery_sha256": file_sha256(source),
             "points": len(coordinates),
             "in_a_country": sum(counts.values()),
         },

@@ -66,9 +66,10 @@ def train(args: argparse.Namespace, shards, parallel: dict | None) -> int:
     data = training_data(args)
     say(f"training the token decoder on {data.train_source}; choosing on {len(data.val)} val photos")
     head = args.head or SHIPPED_HEAD
-    if load_head(head).backbone != data.backbone:
+    head_backbone = load_head(head).backbone
+    if head_backbone != data.backbone:
         raise InputError(
-            f"{head} takes {load_head(head).backbone} features, not the {data.backbone} ones trained on here: "
+            f"{head} takes {head_backbone} features, not the {data.backbone} ones trained on here: "
             "give --head a gallery head of this backbone (geoloc train gallery) for the neighbours"
         )
     say(f"the gallery expert's top {NEIGHBOURS} points of every photo ({head}), as neighbours")

@@ -9,8 +9,11 @@ import time
 
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 
 from geoloc.common.batching import Batcher
+from geoloc.common.logs import bind_request_id, current_request_id, unbind_request_id
+from geoloc.common.metrics import BatchMetrics
 from geoloc.sampler.config import SamplerSettings
 from geoloc.sampler.server import SamplerServicer, sampler_spec
 from geoloc.tokens.config import TokensSettings
@@ -59,6 +62,34 @@ def test_requests_that_queue_behind_a_batch_run_together_as_the_next_and_a_lone_
     assert lone == 10 and first == 20 and rest == [30, 40, 50]
     assert recorder.batches == [[1], [2], [3, 4, 5]]
     assert alone_s < 0.3 + 0.15, alone_s  # the lone request ran at once, not after a batching delay
+
+
+def test_each_calls_queue_time_and_its_batch_size_are_measured_and_the_worker_serves_no_ones_context():
+    recorder = Recorder(seconds=0.3)
+    registry = CollectorRegistry()
+    seen_ids: list[str | None] = []
+
+    def batch(requests):
+        seen_ids.append(current_request_id())  # the worker's thread, in the worker task's context
+        return recorder(requests)
+
+    async def scenario():
+        batcher = Batcher(batch, metrics=BatchMetrics.registered(registry, "probe"))
+        token = bind_request_id("first-caller")
+        first = asyncio.create_task(batcher.submit(1))  # starts the worker
+        unbind_request_id(token)
+        await asyncio.sleep(0.05)
+        await asyncio.gather(first, *(batcher.submit(r) for r in (2, 3)))  # 2 and 3 wait about 0.25 s
+        await batcher.close()
+
+    run(scenario)
+    assert recorder.batches == [[1], [2, 3]]
+    labels = {"batcher": "probe"}
+    sample = lambda name: registry.get_sample_value(name, labels)
+    assert sample("geoloc_batch_queue_seconds_count") == 3
+    assert 0.4 < sample("geoloc_batch_queue_seconds_sum") < 0.3 + 2 * 0.3  # two waits of ~0.25 s, one of ~0
+    assert sample("geoloc_batch_size_count") == 2 and sample("geoloc_batch_size_sum") == 3
+    assert seen_ids == [None, None]  # not the id of the call that happened to start the worker
 
 
 def test_only_requests_of_one_key_share_a_batch_and_the_others_keep_their_order():

@@ -20,16 +20,17 @@ from importlib.util import find_spec
 from pathlib import Path, PurePosixPath
 
 import kubernetes_validate
-import promql_parser
 import pytest
 import yaml
 
 from geoloc.common.paths import CHECKOUT
+from geoloc.common.tracing import tracing_on
 from tests.network_policy import Pod, allows
+from tests.promql import metric_names
 
 REPO = CHECKOUT
 K8S = REPO / "k8s"
-OVERLAYS = ("cpu", "gpu", "bundle", "bundle-gpu")
+OVERLAYS = ("cpu", "gpu", "bundle", "bundle-gpu", "tracing")
 # The oldest Kubernetes release the manifests support, and the newest the validator bundles.
 KUBERNETES_VERSIONS = ("1.31.0", "1.37.0")
 GEOLOC_SERVICES = ("orchestrator", "embedding", "gallery", "sampler", "tokens", "text")
@@ -104,10 +105,18 @@ def container(deployment: dict) -> dict:
     return only
 
 
+# The OpenTelemetry SDK's variables that components/tracing sets (geoloc.common.tracing reads them).
+OTEL_SDK = {"OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG"}
+
+
 def config_of(docs, deployment: dict) -> dict[str, str]:
-    """The data of the ConfigMap the Deployment's container takes its environment from."""
-    (source,) = container(deployment)["envFrom"]
-    return of_kind(docs, "ConfigMap")[source["configMapRef"]["name"]]["data"]
+    """The data of the ConfigMaps the Deployment's container takes its environment from, merged as
+    Kubernetes does (a later source's key wins)."""
+    configmaps = of_kind(docs, "ConfigMap")
+    merged: dict[str, str] = {}
+    for source in container(deployment)["envFrom"]:
+        merged.update(configmaps[source["configMapRef"]["name"]]["data"])
+    return merged
 
 
 def named_ports(deployment: dict) -> dict[str, tuple[int, str]]:
@@ -196,7 +205,7 @@ def assert_limited_non_root_and_read_only(name: str, pod: dict) -> None:
 
 def env_of(deployment: dict) -> dict[str, str]:
     """The variables the container sets itself (`env`), besides its ConfigMap's."""
-    return {e["name"]: e["value"] for e in container(deployment).get("env", ())}
+    return {e["name"]: e["value"] for e in container(deployment).get("env", ()) if "value" in e}
 
 
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
@@ -313,7 +322,7 @@ def test_the_tls_environment_is_valid_settings_once_the_secret_is_mounted(servic
     for overlay in OVERLAYS:
         docs = render(f"overlays/{overlay}")
         deployment = of_kind(docs, "Deployment")[service]
-        own = env_of(deployment)
+        own = {k: v for k, v in env_of(deployment).items() if k != "OTEL_RESOURCE_ATTRIBUTES"}
         unknown = {k.removeprefix(prefix).lower() for k in own} - set(settings_type.model_fields)
         assert all(k.startswith(prefix) for k in own) and not unknown, f"not settings of {service}: {unknown}"
         with monkeypatch.context() as env:
@@ -414,7 +423,7 @@ def test_configmaps_hold_valid_settings_that_match_the_container(service: str, m
         deployment = of_kind(docs, "Deployment")[service]
         assert container(deployment)["command"] == ["python", "-m", f"geoloc.{service}.server"]
         settings = config_of(docs, deployment)
-        assert {k for k in settings if not k.startswith(prefix)} <= {"OMP_NUM_THREADS", "OMP_THREAD_LIMIT"}
+        assert {k for k in settings if not k.startswith(prefix)} <= {"OMP_NUM_THREADS", "OMP_THREAD_LIMIT", *OTEL_SDK}
         assert settings[prefix + "HOST"] == "0.0.0.0"
         ports = named_ports(deployment)
         assert int(settings[prefix + "PORT"]) == ports["grpc"][0]
@@ -427,6 +436,7 @@ def test_configmaps_hold_valid_settings_that_match_the_container(service: str, m
         rendered.append(settings)
     settings_type = settings_class(service)
     for settings in rendered:
+        assert tracing_on(settings) == ("OTEL_TRACES_EXPORTER" in settings)  # refuses a value it cannot use
         unknown = {k.removeprefix(prefix).lower() for k in settings if k.startswith(prefix)} - set(
             settings_type.model_fields
         )
@@ -522,29 +532,21 @@ def test_the_gpu_overlay_puts_triton_and_the_gallery_on_gpus_and_the_cpu_overlay
 
 @functools.cache
 def geoloc_metric_names() -> frozenset[str]:
-    """The series a geoloc server exports, read off its own Prometheus exposition."""
+    """The series geoloc's servers export, read off their own Prometheus exposition: a server's,
+    the orchestrator's Locate metrics and a batcher's."""
     from prometheus_client import generate_latest
 
-    from geoloc.common.metrics import ServerMetrics
+    from geoloc.common.metrics import BatchMetrics, ServerMetrics
+    from geoloc.orchestrator.metrics import LocateMetrics
 
     metrics = ServerMetrics()
     metrics.for_method("geoloc.v1.Any", "Call").call_started()
     metrics.for_method("geoloc.v1.Any", "Call").call_finished("OK", 0.01)
     metrics.set_ready("", True)
+    LocateMetrics(metrics.registry)
+    BatchMetrics.registered(metrics.registry, "gallery")
     lines = generate_latest(metrics.registry).decode().splitlines()
     return frozenset(re.split(r"[{ ]", line)[0] for line in lines if line and not line.startswith("#"))
-
-
-def metric_names(expression: str) -> set[str]:
-    names: set[str] = set()
-
-    def visit(node) -> bool:
-        if isinstance(node, promql_parser.VectorSelector):
-            names.add(node.name)
-        return True
-
-    promql_parser.walk(promql_parser.parse(expression), visit)
-    return names
 
 
 @functools.cache
@@ -990,3 +992,32 @@ def test_a_bundle_overlay_mounts_one_claim_read_only_where_a_bundle_is_read_and_
     flags = triton_flags(deployments["triton"])
     assert flags["--model-repository"] == "/bundle/model_repository"
     assert config_of(docs, deployments["triton"])["TRITON_LOAD_MODEL"] == "*"  # the bundle's models, all of them
+
+
+def test_the_tracing_overlay_traces_every_service_and_triton_and_the_cpu_overlay_nothing() -> None:
+    from geoloc.tritonserver.launcher import TRACES_URL_VARIABLE, trace_flags, traces_url_from
+
+    traced, plain = render("overlays/tracing"), render("overlays/cpu")
+    for docs, on in ((traced, True), (plain, False)):
+        deployments = of_kind(docs, "Deployment")
+        for service in GEOLOC_SERVICES:
+            assert tracing_on(config_of(docs, deployments[service])) is on, service
+        triton = deployments["triton"]
+        flags = [a for a in container(triton)["args"] if a.startswith("--trace-config")]
+        # Kubernetes puts the ConfigMap's URL in place of $(...), as the launcher's flags would have it.
+        assert flags == (trace_flags(f"$({TRACES_URL_VARIABLE})") if on else [])
+        url = traces_url_from({**config_of(docs, triton), "OTEL_TRACES_EXPORTER": "otlp"})
+        assert (url is not None) is on
+    deployments = of_kind(traced, "Deployment")
+    for name in WORKLOADS:
+        env = env_of(deployments[name])
+        assert env["OTEL_RESOURCE_ATTRIBUTES"] == "k8s.namespace.name=geoloc,k8s.pod.name=$(POD_NAME)", name
+    export = of_kind(traced, "NetworkPolicy")["allow-tracing-export"]["spec"]
+    assert export["policyTypes"] == ["Egress"] and "ingress" not in export
+    assert {(p["protocol"], p["port"]) for rule in export["egress"] for p in rule["ports"]} == {
+        ("TCP", 4317),
+        ("TCP", 4318),
+    }
+    assert [rule["to"] for rule in export["egress"]] == [
+        [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}}}]
+    ]

@@ -266,13 +266,16 @@ def probe_process_env(**values) -> dict[str, str]:
     return env
 
 
-def start_probe_process(**values) -> tuple[subprocess.Popen, int, list[dict]]:
-    """Starts tests/probe_service.py as a process configured by GEOLOC_PROBE_* variables.
+def start_probe_process(
+    environment: dict[str, str] | None = None, **values
+) -> tuple[subprocess.Popen, int, list[dict]]:
+    """Starts tests/probe_service.py as a process configured by GEOLOC_PROBE_* variables (and
+    any other `environment`).
 
     Returns the process, its port (read from its JSON start-up log line) and a list that a
     reader thread keeps filling with the process's JSON log events.
     """
-    env = probe_process_env(port=0, metrics_port="none", **values)
+    env = {**probe_process_env(port=0, metrics_port="none", **values), **(environment or {})}
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.probe_service"],
         cwd=ROOT,

@@ -7,17 +7,35 @@ the next one. Only requests of the same kind share a batch (`key`: the same meth
 say); the others keep their place in the queue for the batches after. An idle service adds no
 delay: a lone request runs at once, as a batch of one. The queue is bounded by the server's
 admission limit (geoloc.common.admission), not here.
+
+Each request's wait in the queue and the size of the batch it ran in go to the batcher's
+metrics (`geoloc_batch_queue_seconds`, `geoloc_batch_size`) and onto the caller's current span.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+from geoloc.common.metrics import BatchMetrics
+from geoloc.common.tracing import annotate
 
 Request = TypeVar("Request")
 Result = TypeVar("Result")
+
+
+@dataclass
+class _Queued:
+    request: object
+    future: asyncio.Future
+    arrived_s: float
+    started_s: float = 0.0
+    batch_size: int = 0
 
 
 class Batcher(Generic[Request, Result]):
@@ -29,39 +47,49 @@ class Batcher(Generic[Request, Result]):
         run_batch: Callable[[Sequence[Request]], Sequence[Result]],
         max_batch: int = 64,
         key: Callable[[Request], Hashable] = lambda request: None,
+        metrics: BatchMetrics | None = None,
     ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self._run_batch, self._max_batch, self._key = run_batch, max_batch, key
-        self._pending: deque[tuple[Request, asyncio.Future]] = deque()
+        self._metrics = metrics
+        self._pending: deque[_Queued] = deque()
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task | None = None
         self.batch_sizes: list[int] = []  # of the last batches run
 
     async def submit(self, request: Request) -> Result:
         if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._run())
-        future = asyncio.get_running_loop().create_future()
-        self._pending.append((request, future))
+            # In a context of its own: the worker serves every caller, and must not carry the
+            # request id and span of the call that happened to start it.
+            self._worker = asyncio.create_task(self._run(), context=contextvars.Context())
+        queued = _Queued(request, asyncio.get_running_loop().create_future(), time.perf_counter())
+        self._pending.append(queued)
         self._arrived.set()
-        return await future
+        result = await queued.future
+        annotate(
+            **{
+                "geoloc.batch.queue_ms": 1000 * (queued.started_s - queued.arrived_s),
+                "geoloc.batch.size": queued.batch_size,
+            }
+        )
+        return result
 
     async def close(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
 
-    def _next_batch(self) -> list[tuple[Request, asyncio.Future]]:
+    def _next_batch(self) -> list[_Queued]:
         """The oldest live request and up to max_batch − 1 more of its key, oldest first; the rest
         stay queued in order."""
         batch, others, kind = [], deque(), None
         while self._pending and len(batch) < self._max_batch:
             queued = self._pending.popleft()
-            request, future = queued
-            if future.cancelled():  # its caller gave up
+            if queued.future.cancelled():  # its caller gave up
                 continue
             if not batch:
-                kind = self._key(request)
-            (batch if self._key(request) == kind else others).append(queued)
+                kind = self._key(queued.request)
+            (batch if self._key(queued.request) == kind else others).append(queued)
         self._pending.extendleft(reversed(others))
         return batch
 
@@ -74,13 +102,20 @@ class Batcher(Generic[Request, Result]):
             if not batch:
                 continue
             self.batch_sizes = [*self.batch_sizes[-99:], len(batch)]
+            started = time.perf_counter()
+            for queued in batch:
+                queued.started_s, queued.batch_size = started, len(batch)
+                if self._metrics is not None:
+                    self._metrics.queue_seconds.observe(started - queued.arrived_s)
+            if self._metrics is not None:
+                self._metrics.batch_size.observe(len(batch))
             try:
-                results = await asyncio.to_thread(self._run_batch, [request for request, _ in batch])
+                results = await asyncio.to_thread(self._run_batch, [queued.request for queued in batch])
             except Exception as exc:  # every caller of the batch gets the failure
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                for queued in batch:
+                    if not queued.future.done():
+                        queued.future.set_exception(exc)
                 continue
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
+            for queued, result in zip(batch, results, strict=True):
+                if not queued.future.done():
+                    queued.future.set_result(result)

@@ -14,6 +14,7 @@ import grpc
 from geoloc.common.interceptors import RequestIdClientInterceptor
 from geoloc.common.settings import MIB
 from geoloc.common.tls import ClientTls
+from geoloc.common.tracing import client_interceptors
 
 # First and longest wait between attempts to reconnect to a dependency that went away.
 RECONNECT_BACKOFF_MS = (250, 2000)
@@ -80,7 +81,7 @@ def create_channel(
         *reconnect_backoff_options(),
         ("grpc.service_config", json.dumps(config)),
     ]
-    interceptors = [RequestIdClientInterceptor(), *interceptors]
+    interceptors = [RequestIdClientInterceptor(), *client_interceptors(), *interceptors]
     if tls is None:
         return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
     return grpc.aio.secure_channel(

@@ -30,6 +30,7 @@ from geoloc.common.logs import (
     unbind_request_id,
 )
 from geoloc.common.metrics import ServerMetrics
+from geoloc.common.tracing import record_request_id
 
 
 def split_method(full_method: str) -> tuple[str, str]:
@@ -97,6 +98,7 @@ class ServerRuntimeInterceptor(grpc.aio.ServerInterceptor):
         async def behavior(request, context: grpc.aio.ServicerContext):
             request_id = request_id_from_metadata(context.invocation_metadata())
             token = bind_request_id(request_id)
+            record_request_id(request_id)
             started = time.perf_counter()
             metrics.call_started()
             code = grpc.StatusCode.OK

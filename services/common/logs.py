@@ -15,6 +15,8 @@ from contextvars import ContextVar
 
 import structlog
 
+from geoloc.common.tracing import add_trace_ids
+
 REQUEST_ID_KEY = "x-request-id"
 # Ids are echoed into logs and metadata: keep them short and printable.
 _MAX_REQUEST_ID_LENGTH = 128
@@ -75,6 +77,7 @@ def configure_logging(level: str = "info", log_format: str = "json", stream=None
     numeric_level = logging.getLevelName(level.upper())
     shared = [
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]

@@ -84,6 +84,34 @@ class MethodMetrics:
         self.latency.observe(seconds)
 
 
+# Batches of one request up to the largest any service is configured for.
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+@dataclass(frozen=True)
+class BatchMetrics:
+    """One batcher's metrics (geoloc.common.batching), labelled with the batcher's name."""
+
+    queue_seconds: Histogram
+    batch_size: Histogram
+
+    @classmethod
+    def registered(cls, registry: CollectorRegistry, batcher: str) -> BatchMetrics:
+        """Registers the batch metrics in `registry` (once per registry: one batcher a server) and
+        returns the children labelled `batcher`."""
+        queue = Histogram(
+            "geoloc_batch_queue_seconds",
+            "Time from a call's arrival at the batcher to the start of the batch it runs in, in seconds.",
+            ("batcher",),
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        size = Histogram(
+            "geoloc_batch_size", "Requests per batch run.", ("batcher",), buckets=BATCH_SIZE_BUCKETS, registry=registry
+        )
+        return cls(queue_seconds=queue.labels(batcher), batch_size=size.labels(batcher))
+
+
 def start_metrics_http_server(metrics: ServerMetrics, host: str, port: int) -> tuple[HTTPServer, int]:
     """Serves /metrics in a background thread; returns the HTTP server and the port it bound."""
     httpd, _thread = start_http_server(port, addr=host, registry=metrics.registry)

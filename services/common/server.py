@@ -36,6 +36,7 @@ from geoloc.common.logs import configure_logging, get_logger
 from geoloc.common.metrics import ServerMetrics, start_metrics_http_server
 from geoloc.common.settings import ServerSettings, SettingsError, load_settings
 from geoloc.common.tls import server_credentials
+from geoloc.common.tracing import TracingSettingsError, server_interceptors, start_tracing, tracing_on
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -47,6 +48,10 @@ async def _nothing_to_do() -> None:
     return None
 
 
+def _no_metrics(_metrics: ServerMetrics) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class ServiceSpec:
     """A gRPC service to mount: its full name, how to add its servicer, and how to warm it up.
@@ -55,12 +60,14 @@ class ServiceSpec:
     the service reports NOT_SERVING, and its calls get UNAVAILABLE, until it returns. It
     runs inside the server's event loop: open channels there, not in a constructor.
     `close` releases what the service holds (channels, files) once the server has stopped.
+    `bind_metrics` is given the server's metrics before it starts, to register the service's own.
     """
 
     name: str
     register: Callable[[grpc.aio.Server], None]
     warm_up: Callable[[], Awaitable[None]] = _nothing_to_do
     close: Callable[[], Awaitable[None]] = _nothing_to_do
+    bind_metrics: Callable[[ServerMetrics], None] = _no_metrics
 
 
 def service_name(pb2_module, short_name: str) -> str:
@@ -70,12 +77,14 @@ def service_name(pb2_module, short_name: str) -> str:
 
 def servicer_spec(pb2_module, short_name: str, add_to_server: Callable, servicer: object) -> ServiceSpec:
     """The ServiceSpec of a servicer: mounted with its generated `add_..._to_server`, warmed up
-    and closed by its own `warm_up` and `close` coroutines where it has them."""
+    and closed by its own `warm_up` and `close` coroutines, and given the server's metrics by its
+    `bind_metrics`, where it has them."""
     return ServiceSpec(
         name=service_name(pb2_module, short_name),
         register=lambda server: add_to_server(servicer, server),
         warm_up=getattr(servicer, "warm_up", _nothing_to_do),
         close=getattr(servicer, "close", _nothing_to_do),
+        bind_metrics=getattr(servicer, "bind_metrics", _no_metrics),
     )
 
 
@@ -123,12 +132,15 @@ class GeolocServer:
                 settings.max_in_flight, " and ".join(n.rsplit(".", 1)[-1] for n in names) or "this server"
             ),
         )
+        # Tracing, when on, runs outermost: the runtime interceptor's log lines fall inside its span.
+        interceptors = [*server_interceptors(), interceptor]
         self.server = grpc.aio.server(
-            interceptors=[interceptor],
+            interceptors=interceptors,
             options=options,
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
         for spec in self.services:
+            spec.bind_metrics(self.metrics)
             spec.register(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
@@ -143,7 +155,7 @@ class GeolocServer:
         if settings.health_port is not None:
             # The same servicer instance, so this port reports exactly the main server's health.
             # Behind the same interceptor, so that probes are counted and logged as before.
-            self.health_server = grpc.aio.server(interceptors=[interceptor], options=options)
+            self.health_server = grpc.aio.server(interceptors=interceptors, options=options)
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
             health_address = f"{settings.host}:{settings.health_port}"
             self.health_port = self.health_server.add_insecure_port(health_address)
@@ -285,10 +297,17 @@ async def serve(settings: ServerSettings, services: Sequence[ServiceSpec]) -> in
     return exit_code
 
 
-def run_server(settings: ServerSettings, services: Sequence[ServiceSpec]) -> int:
-    """Serves with these settings in a fresh event loop, logging as configured, until told to stop."""
+def run_server(settings: ServerSettings, services: Sequence[ServiceSpec], service_name: str = "geoloc") -> int:
+    """Serves with these settings in a fresh event loop, logging as configured and tracing as the
+    OTEL_* variables say (as `service_name`), until told to stop; the spans not yet sent are
+    flushed before it returns."""
     configure_logging(settings.log_level, settings.log_format)
-    return asyncio.run(serve(settings, services))
+    tracing = start_tracing(service_name)
+    try:
+        return asyncio.run(serve(settings, services))
+    finally:
+        if tracing is not None:
+            tracing.shutdown()
 
 
 SettingsT = TypeVar("SettingsT", bound=ServerSettings)
@@ -303,7 +322,14 @@ def run_service(settings_class: type[SettingsT], build_specs: Callable[[Settings
     """
     try:
         settings = load_settings(settings_class)
-    except SettingsError as exc:
+        tracing_on()
+    except (SettingsError, TracingSettingsError) as exc:
         print(f"geoloc: {exc}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
-    return run_server(settings, build_specs(settings))
+    return run_server(settings, build_specs(settings), process_name(settings_class))
+
+
+def process_name(settings_class: type[ServerSettings]) -> str:
+    """The service's name in traces: its settings' prefix, GEOLOC_GALLERY_ -> geoloc-gallery."""
+    prefix = settings_class.model_config.get("env_prefix", "GEOLOC_")
+    return prefix.strip("_").lower().replace("_", "-")

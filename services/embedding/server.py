@@ -16,6 +16,7 @@ from geoloc.common.bundles import Bundle, BundleError
 from geoloc.common.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotReady
 from geoloc.common.server import ServiceSpec, run_service, servicer_spec
 from geoloc.common.texts import validated_text
+from geoloc.common.tracing import step
 from geoloc.embedding.config import EmbeddingSettings
 from geoloc.embedding.preprocessing import declared_preprocessing, model_input_from_photo
 from geoloc.embedding.triton_backbone import BackboneInfo, TritonBackbone
@@ -80,7 +81,8 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
         return self._backbone
 
     async def Embed(self, request: embedding_pb2.EmbedRequest, context) -> embedding_pb2.EmbedResponse:
-        crop = await asyncio.to_thread(self._crop, request.image, "image")
+        with step("embedding.decode_photo"):
+            crop = await asyncio.to_thread(self._crop, request.image, "image")
         features, version = await self.backbone.embed(crop[np.newaxis], self._timeout_s(context))
         return embedding_pb2.EmbedResponse(embedding=self._embedding(features[0], version), dimension=features.shape[1])
 
@@ -90,10 +92,11 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
             raise InvalidArgument("images", f"must hold 1 to {self.settings.max_batch_images} photos, got {count}")
         # Decode in parallel (Pillow releases the GIL), but report the first bad photo by index,
         # whichever thread finished first: the whole batch is refused when any photo is bad.
-        crops = await asyncio.gather(
-            *(asyncio.to_thread(self._crop, data, f"images[{i}]") for i, data in enumerate(request.images)),
-            return_exceptions=True,
-        )
+        with step("embedding.decode_photos", photos=count):
+            crops = await asyncio.gather(
+                *(asyncio.to_thread(self._crop, data, f"images[{i}]") for i, data in enumerate(request.images)),
+                return_exceptions=True,
+            )
         for crop in crops:
             if isinstance(crop, BaseException):
                 raise crop

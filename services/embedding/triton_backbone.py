@@ -21,6 +21,7 @@ from geoloc.common.channels import reconnect_backoff_options
 from geoloc.common.errors import DeadlineExceeded, NotReady, ResourceExhausted
 from geoloc.common.logs import get_logger
 from geoloc.common.tls import ClientTls
+from geoloc.common.tracing import triton_headers, triton_inference
 from geoloc.embedding.preprocessing import CropSpec
 from geoloc.tritonserver.repository import model_parameters
 
@@ -93,13 +94,15 @@ class TritonBackbone:
         image = triton_grpc.InferInput(self.info.input_name, list(crops.shape), "UINT8")
         image.set_data_from_numpy(np.ascontiguousarray(crops))
         try:
-            result = await self._client.infer(
-                self.info.model_name,
-                [image],
-                model_version=self.model_version,
-                outputs=[triton_grpc.InferRequestedOutput(self.info.output_name)],
-                client_timeout=timeout_s,
-            )
+            with triton_inference(self.info.model_name, len(crops)):
+                result = await self._client.infer(
+                    self.info.model_name,
+                    [image],
+                    model_version=self.model_version,
+                    outputs=[triton_grpc.InferRequestedOutput(self.info.output_name)],
+                    client_timeout=timeout_s,
+                    headers=triton_headers(),
+                )
         except InferenceServerException as exc:
             raise mapped_triton_error(exc, self.url) from None
         features = result.as_numpy(self.info.output_name)

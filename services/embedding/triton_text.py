@@ -15,6 +15,7 @@ import tritonclient.grpc.aio as triton_aio
 from tritonclient.utils import InferenceServerException
 
 from geoloc.common.tls import ClientTls
+from geoloc.common.tracing import triton_headers, triton_inference
 from geoloc.embedding.triton_backbone import (
     BackboneError,
     BackboneInfo,
@@ -68,13 +69,15 @@ class TritonTextTower:
         data = triton_grpc.InferInput(TEXT_INPUT, [1, 1], "BYTES")
         data.set_data_from_numpy(np.array([[text.encode("utf-8")]], dtype=np.object_))
         try:
-            result = await self._client.infer(
-                self.model_name,
-                [data],
-                model_version=self.model_version,
-                outputs=[triton_grpc.InferRequestedOutput(n) for n in (FEATURE_OUTPUT, TRUNCATED_OUTPUT)],
-                client_timeout=timeout_s,
-            )
+            with triton_inference(self.model_name, 1):
+                result = await self._client.infer(
+                    self.model_name,
+                    [data],
+                    model_version=self.model_version,
+                    outputs=[triton_grpc.InferRequestedOutput(n) for n in (FEATURE_OUTPUT, TRUNCATED_OUTPUT)],
+                    client_timeout=timeout_s,
+                    headers=triton_headers(),
+                )
         except InferenceServerException as exc:
             raise mapped_triton_error(exc, self.url) from None
         features, truncated = result.as_numpy(FEATURE_OUTPUT), result.as_numpy(TRUNCATED_OUTPUT)

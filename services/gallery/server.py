@@ -16,7 +16,9 @@ from geoloc.common.batching import Batcher
 from geoloc.common.bundles import Bundle
 from geoloc.common.embeddings import validated_embedding
 from geoloc.common.errors import InvalidArgument, NotReady
+from geoloc.common.metrics import BatchMetrics, ServerMetrics
 from geoloc.common.server import ServiceSpec, run_service, servicer_spec
+from geoloc.common.tracing import step
 from geoloc.gallery.config import GallerySettings
 from geoloc.gallery.heads import GalleryHead
 from geoloc.gallery.retrieval import GalleryRetrieval
@@ -43,6 +45,7 @@ class GalleryServicer(gallery_pb2_grpc.GalleryServiceServicer):
         self.settings = settings
         self._retrieval: GalleryRetrieval | None = None
         self._batcher: Batcher | None = None
+        self._batch_metrics: BatchMetrics | None = None
 
     async def warm_up(self) -> None:
         s = self.settings
@@ -53,10 +56,15 @@ class GalleryServicer(gallery_pb2_grpc.GalleryServiceServicer):
         )
         if bundle is not None:
             bundle.check_served("gallery head", retrieval.head.backbone, retrieval.head.in_dim)
-        self._batcher = Batcher(lambda queries: searched_together(retrieval.top_k, queries))
+        self._batcher = Batcher(
+            lambda queries: searched_together(retrieval.top_k, queries), metrics=self._batch_metrics
+        )
         self._retrieval = retrieval
         probe = common_pb2.Embedding(values=[0.5] * retrieval.head.in_dim)  # one real search before SERVING
         await self.Search(gallery_pb2.SearchRequest(embedding=probe, k=1), None)
+
+    def bind_metrics(self, metrics: ServerMetrics) -> None:
+        self._batch_metrics = BatchMetrics.registered(metrics.registry, "gallery")
 
     async def close(self) -> None:
         if self._batcher is not None:
@@ -70,7 +78,8 @@ class GalleryServicer(gallery_pb2_grpc.GalleryServiceServicer):
             raise InvalidArgument("k", f"must be in [1, {MAX_K}], got {request.k}")
         feature = validated_feature(request.embedding, head)
         k = min(request.k, len(gallery))
-        probabilities, ids = await self._batcher.submit((feature[0], k))
+        with step("gallery.search"):
+            probabilities, ids = await self._batcher.submit((feature[0], k))
         points = [
             common_pb2.WeightedPoint(lat_deg=float(lat), lon_deg=float(lon), weight=float(p))
             for (lat, lon), p in zip(gallery.coordinates[ids], probabilities, strict=True)

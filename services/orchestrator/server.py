@@ -27,12 +27,15 @@ from geoloc.common.errors import (
     retry_delay_s,
 )
 from geoloc.common.logs import current_request_id
+from geoloc.common.metrics import ServerMetrics
 from geoloc.common.server import ServiceSpec, run_service, servicer_spec
 from geoloc.common.texts import validated_text
+from geoloc.common.tracing import annotate, step
 from geoloc.orchestrator.config import OrchestratorSettings
 from geoloc.orchestrator.exif import exif_gps, exif_message
 from geoloc.orchestrator.experts import ExpertClients, ExpertResult
 from geoloc.orchestrator.fusion import FusedAnswer, Hypothesis, fuse, mixture_points
+from geoloc.orchestrator.metrics import LocateMetrics
 from geoloc.orchestrator.parameters import FittedFusion, load_fusion
 from geoloc.places import PlaceNamer, place_message
 from geoloc.v1 import common_pb2, gallery_pb2, orchestrator_pb2, orchestrator_pb2_grpc
@@ -74,6 +77,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self._clients: ExpertClients | None = None
         self._fusion: FittedFusion | None = None
         self._places: PlaceNamer | None = None
+        self._metrics: LocateMetrics | None = None
+
+    def bind_metrics(self, metrics: ServerMetrics) -> None:
+        self._metrics = LocateMetrics(metrics.registry)
 
     async def warm_up(self) -> None:
         s = self.settings
@@ -176,7 +183,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         embedded = await _called("embedding", "query", deadline, s.embed_timeout_s, self._clients.embed_text, query)
         search = gallery_pb2.SearchRequest(embedding=embedded.embedding, k=top_k)
         found = await _called("gallery", None, deadline, s.gallery_timeout_s, self._clients.gallery.Search, search)
-        places = await asyncio.to_thread(lambda: [self._places.name(p.lat_deg, p.lon_deg) for p in found.points])
+        with step("orchestrator.name_places", places=len(found.points)):
+            places = await asyncio.to_thread(lambda: [self._places.name(p.lat_deg, p.lon_deg) for p in found.points])
         return orchestrator_pb2.LocateTextResponse(
             matches=[
                 orchestrator_pb2.TextMatch(
@@ -201,7 +209,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
 
     async def _embedded_photo(self, image: bytes, deadline: float, field: str) -> tuple:
         """(the photo's EmbedResponse, its EXIF GPS position or None); a bad photo raises InvalidArgument."""
-        exif = await asyncio.to_thread(exif_gps, image)
+        with step("orchestrator.read_exif"):
+            exif = await asyncio.to_thread(exif_gps, image)
         return await self._embed(image, deadline, field), exif
 
     async def _locate(
@@ -236,8 +245,19 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             for r in by_expert.values()
             if r.status == orchestrator_pb2.EXPERT_STATUS_OK and r.points is not None
         ]
-        fused: FusedAnswer = await asyncio.to_thread(fuse, answered, self._fusion.parameters, self._fusion.prior, top_k)
-        places = await asyncio.to_thread(lambda: [self._places.name(h.lat_deg, h.lon_deg) for h in fused.hypotheses])
+        if self._metrics is not None:
+            annotate(**{"geoloc.answer": self._metrics.answered({e: r.status for e, r in by_expert.items()})})
+        with step("orchestrator.fuse", experts=len(answered)):
+            fusing = time.perf_counter()
+            fused: FusedAnswer = await asyncio.to_thread(
+                fuse, answered, self._fusion.parameters, self._fusion.prior, top_k
+            )
+            if self._metrics is not None:
+                self._metrics.fusion_seconds.observe(time.perf_counter() - fusing)
+        with step("orchestrator.name_places", places=len(fused.hypotheses)):
+            places = await asyncio.to_thread(
+                lambda: [self._places.name(h.lat_deg, h.lon_deg) for h in fused.hypotheses]
+            )
         response = self._response(fused, places, by_expert, wire_options, embedded)
         if exif is not None:
             response.exif_gps.CopyFrom(exif_message(*exif))

@@ -23,8 +23,10 @@ from geoloc.common.batching import Batcher
 from geoloc.common.bundles import Bundle
 from geoloc.common.embeddings import validated_embedding
 from geoloc.common.errors import FailedPrecondition, InvalidArgument, NotReady, defaulted_in_range, named_enum_value
+from geoloc.common.metrics import BatchMetrics, ServerMetrics
 from geoloc.common.server import ServiceSpec, run_service, servicer_spec
 from geoloc.common.sphere import unit_to_latlon
+from geoloc.common.tracing import step
 from geoloc.sampler.config import SamplerSettings
 from geoloc.sampler.density import summarize_samples
 from geoloc.sampler.model import LocationSampler, load_sampler
@@ -52,11 +54,17 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
         self.settings = settings
         self._samplers: dict[str, LocationSampler] = {}
         self._batcher: Batcher | None = None
+        self._batch_metrics: BatchMetrics | None = None
 
     async def warm_up(self) -> None:
         self._samplers = await asyncio.to_thread(self._load)
         # Concurrent requests alike in all but their photo and seed share each step's forward pass.
-        self._batcher = Batcher(self._draw_batch, max_batch=self.settings.max_batch, key=PhotoToSample.batch_key)
+        self._batcher = Batcher(
+            self._draw_batch,
+            max_batch=self.settings.max_batch,
+            key=PhotoToSample.batch_key,
+            metrics=self._batch_metrics,
+        )
         for name, sampler in self._samplers.items():  # one real, small call per method before SERVING
             probe = sampler_pb2.SampleRequest(
                 embedding=common_pb2.Embedding(values=[0.5] * sampler.in_dim),
@@ -68,6 +76,9 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
             answer = await self.Sample(probe, None)
             if len(answer.samples) != 8 or not math.isfinite(answer.mean_log_density):
                 raise RuntimeError(f"the {name} sampler's warm-up call gave a malformed answer")
+
+    def bind_metrics(self, metrics: ServerMetrics) -> None:
+        self._batch_metrics = BatchMetrics.registered(metrics.registry, "sampler")
 
     async def close(self) -> None:
         if self._batcher is not None:
@@ -114,7 +125,8 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
         sampler, n_samples, steps, guidance = self._resolve(request)
         feature = validated_embedding(request.embedding, sampler.in_dim, sampler.backbone, f"{sampler.method} sampler")
         seed = request.seed if request.HasField("seed") else secrets.randbits(63)
-        xyz, summary = await self._batcher.submit(PhotoToSample(sampler, feature, n_samples, steps, guidance, seed))
+        with step("sampler.sample"):
+            xyz, summary = await self._batcher.submit(PhotoToSample(sampler, feature, n_samples, steps, guidance, seed))
         lat, lon = unit_to_latlon(xyz)
         return sampler_pb2.SampleResponse(
             samples=[

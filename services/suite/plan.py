@@ -194,7 +194,7 @@ def triton_backend_directory(run_dir: Path) -> Path:
 
 
 def _triton(options: SuiteOptions, run_dir: Path) -> Component:
-    from geoloc.tritonserver.launcher import TritonLaunch, triton_command, triton_environment
+    from geoloc.tritonserver.launcher import TritonLaunch, traces_url_from, triton_command, triton_environment
 
     if not options.triton_models:
         raise PlanError("Triton needs at least one model")
@@ -207,6 +207,7 @@ def _triton(options: SuiteOptions, run_dir: Path) -> Component:
         metrics_port=options.triton_metrics_port,
         http_port=options.triton_http_port,
         model_config_name=options.triton_config_name,
+        traces_url=traces_url_from(os.environ),
     )
     full = triton_environment(dict(os.environ))
     return Component(

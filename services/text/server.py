@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 from geoloc.common.errors import InvalidArgument, NotReady
 from geoloc.common.photos import decode_photo
 from geoloc.common.server import ServiceSpec, run_service, servicer_spec
+from geoloc.common.tracing import step
 from geoloc.text.config import TextSettings
 from geoloc.text.evidence import TextAnswerer, TextEvidence
 from geoloc.text.reading import ReadLine, TextReader
@@ -56,10 +57,13 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
             raise NotReady("the text expert is still loading")
         if not request.image:
             raise InvalidArgument("image", "is empty; send the encoded photo's bytes")
-        photo = await asyncio.to_thread(decode_photo, request.image, self.limits, "image")
+        with step("text.decode_photo"):
+            photo = await asyncio.to_thread(decode_photo, request.image, self.limits, "image")
         async with self._one_at_a_time:
-            lines = await asyncio.to_thread(self._reader.read, photo)
-        evidence = await asyncio.to_thread(self._answerer.answer, lines)
+            with step("text.read_lines"):
+                lines = await asyncio.to_thread(self._reader.read, photo)
+        with step("text.match_places", lines=len(lines)):
+            evidence = await asyncio.to_thread(self._answerer.answer, lines)
         return self._response(evidence, lines if request.include_text else [])
 
     def _response(self, evidence: TextEvidence, lines: list[ReadLine]) -> text_pb2.ReadResponse:

@@ -26,8 +26,10 @@ from geoloc.common.batching import Batcher
 from geoloc.common.bundles import Bundle
 from geoloc.common.embeddings import validated_embedding
 from geoloc.common.errors import InvalidArgument, NotReady, defaulted_in_range, named_enum_value
+from geoloc.common.metrics import BatchMetrics, ServerMetrics
 from geoloc.common.s2cells import cell_id_to_s2_token
 from geoloc.common.server import ServiceSpec, run_service, servicer_spec
+from geoloc.common.tracing import step
 from geoloc.tokens.cells import DecodedCell, Strategy, decode_photos
 from geoloc.tokens.config import TokensSettings
 from geoloc.tokens.decoder import Neighbours
@@ -87,6 +89,7 @@ class TokensServicer(tokens_pb2_grpc.TokensServiceServicer):
         self.settings = settings
         self._model: TokenModel | None = None
         self._batcher: Batcher | None = None
+        self._batch_metrics: BatchMetrics | None = None
 
     async def warm_up(self) -> None:
         device = "cuda" if self.settings.use_gpu and torch.cuda.is_available() else "cpu"
@@ -96,11 +99,19 @@ class TokensServicer(tokens_pb2_grpc.TokensServiceServicer):
         if bundle is not None:
             bundle.check_served("token decoder", self._model.backbone, self._model.in_dim)
         # Concurrent beam and greedy decodes with the same options share each step's forward pass.
-        self._batcher = Batcher(self._decode_batch, max_batch=self.settings.max_batch, key=PhotoToDecode.batch_key)
+        self._batcher = Batcher(
+            self._decode_batch,
+            max_batch=self.settings.max_batch,
+            key=PhotoToDecode.batch_key,
+            metrics=self._batch_metrics,
+        )
         probe = tokens_pb2.DecodeRequest(embedding=common_pb2.Embedding(values=[0.5] * self._model.in_dim))
         answer = await self.Decode(probe, None)  # one real decode before SERVING
         if not answer.cells or not math.isclose(sum(c.probability for c in answer.cells), 1.0, rel_tol=1e-6):
             raise RuntimeError("the token decoder's warm-up call gave a malformed answer")
+
+    def bind_metrics(self, metrics: ServerMetrics) -> None:
+        self._batch_metrics = BatchMetrics.registered(metrics.registry, "tokens")
 
     async def close(self) -> None:
         if self._batcher is not None:
@@ -140,7 +151,8 @@ class TokensServicer(tokens_pb2_grpc.TokensServiceServicer):
         feature = validated_embedding(request.embedding, model.in_dim, model.backbone, "token decoder")
         neighbours = validated_neighbours(request.neighbors, model.neighbour_slots, self.settings.max_neighbors)
         generator = torch.Generator().manual_seed(request.seed if request.HasField("seed") else secrets.randbits(63))
-        cells = await self._batcher.submit(PhotoToDecode(feature, neighbours, generator, options))
+        with step("tokens.decode"):
+            cells = await self._batcher.submit(PhotoToDecode(feature, neighbours, generator, options))
         return tokens_pb2.DecodeResponse(
             cells=[cell_message(c) for c in cells],
             points=[

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
-from geoloc.tritonserver.launcher import DEFAULT_MODEL_REPOSITORY, DEFAULT_MODELS, TritonLaunch
+from geoloc.tritonserver.launcher import DEFAULT_MODEL_REPOSITORY, DEFAULT_MODELS, TritonLaunch, traces_url_from
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -63,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         metrics_port=args.metrics_port,
         model_config_name=args.config_name,
+        traces_url=traces_url_from(os.environ),
     )
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

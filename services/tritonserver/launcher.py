@@ -11,6 +11,12 @@ libraries and this interpreter's own libpython on LD_LIBRARY_PATH, and this envi
 numpy makes every output come back empty. Production runs NVIDIA's Triton container instead,
 against the same model_repository/ (docs/triton.md).
 
+`TritonLaunch(traces_url=...)` runs Triton in its OpenTelemetry trace mode, sending its spans over
+OTLP/HTTP (the only protocol Triton exports with) to that URL; it traces exactly the requests that
+carry a W3C trace context, which the embedding service sends when its own span is sampled
+(geoloc.common.tracing), so Triton's spans join the caller's trace. `traces_url_from(environ)`
+reads the URL from GEOLOC_TRITON_OTLP_TRACES_URL when the OTEL_* variables turn tracing on.
+
 `TritonLaunch(tls=TritonTls(...))` makes the gRPC endpoint TLS only (--grpc-use-ssl), or mutual
 TLS with a client CA (--grpc-use-ssl-mutual); the launcher's own readiness checks then connect
 with the `ClientTls` the TritonTls names.
@@ -27,15 +33,17 @@ import sys
 import sysconfig
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
 
 from geoloc.common.tls import ClientTls
+from geoloc.common.tracing import tracing_on
 from geoloc.tritonserver.repository import DEFAULT_MODEL_REPOSITORY
 
 DEFAULT_MODELS = ("efficientnet_lite2",)
+TRACES_URL_VARIABLE = "GEOLOC_TRITON_OTLP_TRACES_URL"
 
 
 class TritonStartError(RuntimeError):
@@ -85,6 +93,8 @@ class TritonLaunch:
     extra_args: Sequence[str] = field(default_factory=tuple)
     # None: plaintext gRPC.
     tls: TritonTls | None = None
+    # A collector's OTLP/HTTP traces URL (http://host:4318/v1/traces); None: Triton does not trace.
+    traces_url: str | None = None
 
     @property
     def grpc_url(self) -> str:
@@ -158,7 +168,30 @@ def triton_command(launch: TritonLaunch, backend_directory: Path) -> list[str]:
         command.append(f"--model-config-name={launch.model_config_name}")
     if launch.tls is not None:
         command += launch.tls.flags()
+    if launch.traces_url is not None:
+        command += trace_flags(launch.traces_url)
     return command + list(launch.extra_args)
+
+
+def trace_flags(traces_url: str, service_name: str = "triton") -> list[str]:
+    """tritonserver's flags for its OpenTelemetry mode: spans of the requests that carry a trace
+    context (rate=0 starts no trace of its own; a propagated context is always traced), with
+    their timestamps, sent to `traces_url`."""
+    return [
+        "--trace-config=mode=opentelemetry",
+        "--trace-config=rate=0",
+        "--trace-config=count=-1",
+        "--trace-config=level=TIMESTAMPS",
+        f"--trace-config=opentelemetry,url={traces_url}",
+        f"--trace-config=opentelemetry,resource=service.name={service_name}",
+    ]
+
+
+def traces_url_from(environ: Mapping[str, str]) -> str | None:
+    """Where Triton sends its spans: GEOLOC_TRITON_OTLP_TRACES_URL, when the OTEL_* variables turn
+    tracing on; else None."""
+    url = environ.get(TRACES_URL_VARIABLE) or None
+    return url if url is not None and tracing_on(environ) else None
 
 
 class TritonServer:

@@ -9,11 +9,10 @@ import time
 
 import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry
 
 from geoloc.common.batching import Batcher
 from geoloc.common.logs import bind_request_id, current_request_id, unbind_request_id
-from geoloc.common.metrics import BatchMetrics
+from geoloc.common.metrics import ServerMetrics
 from geoloc.sampler.config import SamplerSettings
 from geoloc.sampler.server import SamplerServicer, sampler_spec
 from geoloc.tokens.config import TokensSettings
@@ -66,7 +65,7 @@ def test_requests_that_queue_behind_a_batch_run_together_as_the_next_and_a_lone_
 
 def test_each_calls_queue_time_and_its_batch_size_are_measured_and_the_worker_serves_no_ones_context():
     recorder = Recorder(seconds=0.3)
-    registry = CollectorRegistry()
+    metrics = ServerMetrics()
     seen_ids: list[str | None] = []
 
     def batch(requests):
@@ -74,7 +73,7 @@ def test_each_calls_queue_time_and_its_batch_size_are_measured_and_the_worker_se
         return recorder(requests)
 
     async def scenario():
-        batcher = Batcher(batch, metrics=BatchMetrics.registered(registry, "probe"))
+        batcher = Batcher(batch, metrics=metrics.batcher("probe"))
         token = bind_request_id("first-caller")
         first = asyncio.create_task(batcher.submit(1))  # starts the worker
         unbind_request_id(token)
@@ -85,7 +84,7 @@ def test_each_calls_queue_time_and_its_batch_size_are_measured_and_the_worker_se
     run(scenario)
     assert recorder.batches == [[1], [2, 3]]
     labels = {"batcher": "probe"}
-    sample = lambda name: registry.get_sample_value(name, labels)
+    sample = lambda name: metrics.registry.get_sample_value(name, labels)
     assert sample("geoloc_batch_queue_seconds_count") == 3
     assert 0.4 < sample("geoloc_batch_queue_seconds_sum") < 0.3 + 2 * 0.3  # two waits of ~0.25 s, one of ~0
     assert sample("geoloc_batch_size_count") == 2 and sample("geoloc_batch_size_sum") == 3

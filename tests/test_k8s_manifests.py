@@ -536,7 +536,7 @@ def geoloc_metric_names() -> frozenset[str]:
     the orchestrator's Locate metrics and a batcher's."""
     from prometheus_client import generate_latest
 
-    from geoloc.common.metrics import BatchMetrics, ServerMetrics
+    from geoloc.common.metrics import ServerMetrics
     from geoloc.orchestrator.metrics import LocateMetrics
 
     metrics = ServerMetrics()
@@ -544,7 +544,7 @@ def geoloc_metric_names() -> frozenset[str]:
     metrics.for_method("geoloc.v1.Any", "Call").call_finished("OK", 0.01)
     metrics.set_ready("", True)
     LocateMetrics(metrics.registry)
-    BatchMetrics.registered(metrics.registry, "gallery")
+    metrics.batcher("gallery")
     lines = generate_latest(metrics.registry).decode().splitlines()
     return frozenset(re.split(r"[{ ]", line)[0] for line in lines if line and not line.startswith("#"))
 

@@ -23,6 +23,8 @@ from prometheus_client import (
 # From sub-millisecond loopback calls up to the slowest sampler runs.
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _RPC_LABELS = ("grpc_service", "grpc_method")
+# Batches of one request up to the largest any service is configured for.
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 @dataclass
@@ -48,6 +50,18 @@ class ServerMetrics:
         self.ready = Gauge(
             "geoloc_service_ready", "1 when the service reports SERVING on its health check.", ("service",), registry=r
         )
+        # The batchers' (geoloc.common.batching), labelled with each batcher's name: one family for
+        # all the services a server mounts.
+        self.batch_queue = Histogram(
+            "geoloc_batch_queue_seconds",
+            "Time from a call's arrival at the batcher to the start of the batch it runs in, in seconds.",
+            ("batcher",),
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "geoloc_batch_size", "Requests per batch run.", ("batcher",), buckets=BATCH_SIZE_BUCKETS, registry=r
+        )
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
 
@@ -60,9 +74,21 @@ class ServerMetrics:
             handled=lambda code_name: self.handled.labels(service, method, code_name),
         )
 
+    def batcher(self, name: str) -> BatchMetrics:
+        """The metrics of the batcher `name`."""
+        return BatchMetrics(queue_seconds=self.batch_queue.labels(name), batch_size=self.batch_size.labels(name))
+
     def set_ready(self, service: str, ready: bool) -> None:
         """Readiness of one service; the empty name (the whole server, in gRPC health) is labelled "server"."""
         self.ready.labels(service or "server").set(1 if ready else 0)
+
+
+@dataclass(frozen=True)
+class BatchMetrics:
+    """One batcher's metrics: each call's wait for its batch, and each batch's size."""
+
+    queue_seconds: Histogram
+    batch_size: Histogram
 
 
 @dataclass(frozen=True)
@@ -82,34 +108,6 @@ class MethodMetrics:
         self.in_flight.dec()
         self.handled(code_name).inc()
         self.latency.observe(seconds)
-
-
-# Batches of one request up to the largest any service is configured for.
-BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-
-
-@dataclass(frozen=True)
-class BatchMetrics:
-    """One batcher's metrics (geoloc.common.batching), labelled with the batcher's name."""
-
-    queue_seconds: Histogram
-    batch_size: Histogram
-
-    @classmethod
-    def registered(cls, registry: CollectorRegistry, batcher: str) -> BatchMetrics:
-        """Registers the batch metrics in `registry` (once per registry: one batcher a server) and
-        returns the children labelled `batcher`."""
-        queue = Histogram(
-            "geoloc_batch_queue_seconds",
-            "Time from a call's arrival at the batcher to the start of the batch it runs in, in seconds.",
-            ("batcher",),
-            buckets=LATENCY_BUCKETS_S,
-            registry=registry,
-        )
-        size = Histogram(
-            "geoloc_batch_size", "Requests per batch run.", ("batcher",), buckets=BATCH_SIZE_BUCKETS, registry=registry
-        )
-        return cls(queue_seconds=queue.labels(batcher), batch_size=size.labels(batcher))
 
 
 def start_metrics_http_server(metrics: ServerMetrics, host: str, port: int) -> tuple[HTTPServer, int]:

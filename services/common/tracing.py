@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import sys
 from collections.abc import Mapping
 
 import grpc
@@ -101,8 +102,6 @@ def start_tracing(service_name: str, environ: Mapping[str, str] = os.environ) ->
 
 def _exporter(name: str) -> SpanExporter:
     if name == "console":
-        import sys
-
         return ConsoleSpanExporter(out=sys.stderr)
     # Imported here: the exporter loads grpc's OTLP stubs, which a process that never traces does not need.
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter

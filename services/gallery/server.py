@@ -64,7 +64,7 @@ class GalleryServicer(gallery_pb2_grpc.GalleryServiceServicer):
         await self.Search(gallery_pb2.SearchRequest(embedding=probe, k=1), None)
 
     def bind_metrics(self, metrics: ServerMetrics) -> None:
-        self._batch_metrics = BatchMetrics.registered(metrics.registry, "gallery")
+        self._batch_metrics = metrics.batcher("gallery")
 
     async def close(self) -> None:
         if self._batcher is not None:

@@ -78,7 +78,7 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
                 raise RuntimeError(f"the {name} sampler's warm-up call gave a malformed answer")
 
     def bind_metrics(self, metrics: ServerMetrics) -> None:
-        self._batch_metrics = BatchMetrics.registered(metrics.registry, "sampler")
+        self._batch_metrics = metrics.batcher("sampler")
 
     async def close(self) -> None:
         if self._batcher is not None:

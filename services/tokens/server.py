@@ -111,7 +111,7 @@ class TokensServicer(tokens_pb2_grpc.TokensServiceServicer):
             raise RuntimeError("the token decoder's warm-up call gave a malformed answer")
 
     def bind_metrics(self, metrics: ServerMetrics) -> None:
-        self._batch_metrics = BatchMetrics.registered(metrics.registry, "tokens")
+        self._batch_metrics = metrics.batcher("tokens")
 
     async def close(self) -> None:
         if self._batcher is not None:

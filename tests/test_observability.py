@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from geoloc.api import EXPERT_ENUMS, EXPERT_NAMES
 from geoloc.common.paths import CHECKOUT
+from geoloc.orchestrator.metrics import answer_kind
 from geoloc.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.promql import KUBE_STATE_METRICS_PREFIX, alert_queries, dashboard_queries, metric_names
@@ -205,3 +206,12 @@ def test_the_locate_is_counted_by_outcome_answer_fusion_and_batch(traced_suite) 
     assert counter(gallery, "geoloc_batch_queue_seconds_count", batcher="gallery") == 2
     assert counter(gallery, "geoloc_batch_size_count", batcher="gallery") == 2
     assert counter(traced_suite.metrics_ports["tokens"], "geoloc_batch_queue_seconds_count", batcher="tokens") == 2
+
+
+def test_an_answer_is_complete_partial_or_the_prior_by_the_experts_it_asked() -> None:
+    ok, skipped = orchestrator_pb2.EXPERT_STATUS_OK, orchestrator_pb2.EXPERT_STATUS_SKIPPED
+    late, down = orchestrator_pb2.EXPERT_STATUS_DEADLINE_EXCEEDED, orchestrator_pb2.EXPERT_STATUS_UNAVAILABLE
+    assert answer_kind({"gallery": ok, "flow": ok, "sh": skipped}) == "complete"
+    assert answer_kind({"gallery": ok, "flow": late, "sh": skipped}) == "partial"
+    assert answer_kind({"gallery": down, "flow": late, "sh": skipped}) == "prior_only"
+    assert answer_kind({"gallery": skipped}) == "prior_only"  # nothing asked: the answer is the prior

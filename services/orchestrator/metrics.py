@@ -60,10 +60,8 @@ class LocateMetrics:
         self._outcome = {(e, o): self.outcomes.labels(e, o) for e in EXPERTS for o in OUTCOMES}
         self._answer = {kind: self.answers.labels(kind) for kind in ANSWER_KINDS}
 
-    def answered(self, statuses: Mapping[str, int]) -> str:
-        """Counts one photo's answer from each expert's ExpertStatus; returns its kind."""
+    def answered(self, statuses: Mapping[str, int]) -> None:
+        """Counts one photo's answer from each expert's ExpertStatus."""
         for expert, status in statuses.items():
             self._outcome[expert, orchestrator_pb2.ExpertStatus.Name(status).removeprefix(STATUS_PREFIX)].inc()
-        kind = answer_kind(statuses)
-        self._answer[kind].inc()
-        return kind
+        self._answer[answer_kind(statuses)].inc()

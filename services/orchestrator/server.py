@@ -35,7 +35,7 @@ from geoloc.orchestrator.config import OrchestratorSettings
 from geoloc.orchestrator.exif import exif_gps, exif_message
 from geoloc.orchestrator.experts import ExpertClients, ExpertResult
 from geoloc.orchestrator.fusion import FusedAnswer, Hypothesis, fuse, mixture_points
-from geoloc.orchestrator.metrics import LocateMetrics
+from geoloc.orchestrator.metrics import LocateMetrics, answer_kind
 from geoloc.orchestrator.parameters import FittedFusion, load_fusion
 from geoloc.places import PlaceNamer, place_message
 from geoloc.v1 import common_pb2, gallery_pb2, orchestrator_pb2, orchestrator_pb2_grpc
@@ -245,8 +245,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             for r in by_expert.values()
             if r.status == orchestrator_pb2.EXPERT_STATUS_OK and r.points is not None
         ]
+        statuses = {e: r.status for e, r in by_expert.items()}
+        annotate(**{"geoloc.answer": answer_kind(statuses)})
         if self._metrics is not None:
-            annotate(**{"geoloc.answer": self._metrics.answered({e: r.status for e, r in by_expert.items()})})
+            self._metrics.answered(statuses)
         with step("orchestrator.fuse", experts=len(answered)):
             fusing = time.perf_counter()
             fused: FusedAnswer = await asyncio.to_thread(

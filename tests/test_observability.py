@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -30,7 +31,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 MONITORING = CHECKOUT / "k8s" / "monitoring"
 SERVICES = ("orchestrator", "embedding", "gallery", "sampler", "tokens", "text")
 SERVER, CLIENT = 2, 3  # opentelemetry.proto.trace.v1.Span.SpanKind
-REQUEST_ID = "trace-me-1"
+REQUEST_ID = "trace-me"
+LOCATES = 4
 
 
 @pytest.fixture(scope="module")
@@ -53,17 +55,41 @@ def traced_suite(tmp_path_factory):
             assert started.returncode == 0, started.stderr + started.stdout
             state = recorded(run_dir)
             photo = (CHECKOUT / "samples" / "kauai.jpg").read_bytes()
+            located = []
             with grpc.insecure_channel(f"127.0.0.1:{state['orchestrator']['port']}") as channel:
-                answer = orchestrator_pb2_grpc.OrchestratorServiceStub(channel).Locate(
-                    orchestrator_pb2.LocateRequest(image=photo), metadata=[("x-request-id", REQUEST_ID)], timeout=60
-                )
-            (root,) = _locate_span(receiver.wait_for(lambda spans: _locate_span(spans) != [], timeout_s=30))
-            # Triton exports on its own schedule; the answer is back once its compute span is in.
-            spans = receiver.wait_for(
-                lambda spans: any(s.trace_id == root.trace_id and s.name == "compute" for s in spans), timeout_s=30
-            )
+                stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+                # Triton 2.51 now and then exports nothing for a request that carried a trace context
+                # (about 1 in 6 here, docs/observability.md): up to LOCATES calls, until one's spans
+                # include Triton's. The services' spans must be there for every call.
+                for attempt in range(LOCATES):
+                    request_id = f"{REQUEST_ID}-{attempt}"
+                    answer = stub.Locate(
+                        orchestrator_pb2.LocateRequest(image=photo),
+                        metadata=[("x-request-id", request_id)],
+                        timeout=60,
+                    )
+                    located.append(answer)
+                    spans = receiver.wait_for(
+                        lambda spans, rid=request_id: _locate_spans(spans, rid) != [], timeout_s=30
+                    )
+                    (root,) = _locate_spans(spans, request_id)
+                    try:
+                        # Triton exports on its own schedule (every 5 s).
+                        spans = receiver.wait_for(
+                            lambda spans, trace=root.trace_id: any(
+                                s.trace_id == trace and s.name == "compute" for s in spans
+                            ),
+                            timeout_s=15,
+                        )
+                        break
+                    except TimeoutError:
+                        continue
+                else:
+                    pytest.fail(f"Triton exported the spans of none of {LOCATES} Locates")
             yield SimpleNamespace(
                 answer=answer,
+                request_id=request_id,
+                answers=located,
                 state=state,
                 root=root,
                 trace=[s for s in spans if s.trace_id == root.trace_id],
@@ -73,11 +99,11 @@ def traced_suite(tmp_path_factory):
             geoloc("down", "--run-dir", str(run_dir), "--grace", "5")
 
 
-def _locate_span(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
+def _locate_spans(spans: list[ReceivedSpan], request_id: str) -> list[ReceivedSpan]:
     return [
         s
         for s in spans
-        if s.name == "geoloc.v1.OrchestratorService/Locate" and s.attributes.get("geoloc.request_id") == REQUEST_ID
+        if s.name == "geoloc.v1.OrchestratorService/Locate" and s.attributes.get("geoloc.request_id") == request_id
     ]
 
 
@@ -94,10 +120,10 @@ def test_the_spans_of_every_service_and_of_triton_share_the_locates_trace(traced
     assert {s.protocol for s in trace if s.service == "triton"} == {"http"}  # Triton exports OTLP/HTTP
     assert {s.protocol for s in trace if s.service != "triton"} == {"grpc"}
     # The request id of the answer is on every service's server span.
-    assert traced_suite.answer.request_id == REQUEST_ID
+    assert traced_suite.answer.request_id == traced_suite.request_id
     for span in trace:
         if span.kind == SERVER and span.service != "triton":
-            assert span.attributes["geoloc.request_id"] == REQUEST_ID, span
+            assert span.attributes["geoloc.request_id"] == traced_suite.request_id, span
 
 
 def test_the_parent_links_form_the_call_tree(traced_suite) -> None:
@@ -151,7 +177,7 @@ def test_every_log_line_of_the_traced_call_carries_its_trace_and_span(traced_sui
     trace = traced_suite.trace
     for service in SERVICES:
         lines = [json.loads(line) for line in Path(traced_suite.state[service]["log"]).read_text().splitlines()]
-        own = [line for line in lines if line.get("request_id") == REQUEST_ID]
+        own = [line for line in lines if line.get("request_id") == traced_suite.request_id]
         assert own, f"{service} logged nothing of the call"
         span_ids = {s.span_id for s in trace if s.service == f"geoloc-{service}"}
         for line in own:
@@ -190,22 +216,27 @@ def counter(port: int, name: str, **labels: str) -> float:
     return sum(s.value for f in families for s in f.samples if s.name == name and labels.items() <= s.labels.items())
 
 
-def test_the_locate_is_counted_by_outcome_answer_fusion_and_batch(traced_suite) -> None:
+def test_the_locates_are_counted_by_outcome_answer_fusion_and_batch(traced_suite) -> None:
     port = traced_suite.metrics_ports["orchestrator"]
-    statuses = {o.expert: o.status for o in traced_suite.answer.expert_outputs}
-    for expert, status in statuses.items():
-        name = EXPERT_NAMES[expert]
-        outcome = orchestrator_pb2.ExpertStatus.Name(status).removeprefix("EXPERT_STATUS_")
-        assert counter(port, "geoloc_expert_outcomes_total", expert=name, outcome=outcome) == 1, (name, outcome)
-    assert counter(port, "geoloc_expert_outcomes_total") == len(statuses)
-    assert counter(port, "geoloc_answers_total", kind="complete") == 1
-    assert counter(port, "geoloc_answers_total") == 1
-    assert counter(port, "geoloc_fusion_seconds_count") == 1
-    # Each batcher: its warm-up call (the sampler's, one per method) and the Locate's.
+    outcomes = Counter(
+        (EXPERT_NAMES[o.expert], orchestrator_pb2.ExpertStatus.Name(o.status).removeprefix("EXPERT_STATUS_"))
+        for answer in traced_suite.answers
+        for o in answer.expert_outputs
+    )
+    for (expert, outcome), count in outcomes.items():
+        assert counter(port, "geoloc_expert_outcomes_total", expert=expert, outcome=outcome) == count, (expert, outcome)
+    assert counter(port, "geoloc_expert_outcomes_total") == sum(outcomes.values())
+    kinds = Counter(answer_kind({o.expert: o.status for o in answer.expert_outputs}) for answer in traced_suite.answers)
+    for kind in ("complete", "partial", "prior_only"):
+        assert counter(port, "geoloc_answers_total", kind=kind) == kinds[kind], kind
+    calls = len(traced_suite.answers)
+    assert counter(port, "geoloc_fusion_seconds_count") == calls
+    # Each batcher: its warm-up call (the sampler's, one per method) and one per Locate.
     gallery = traced_suite.metrics_ports["gallery"]
-    assert counter(gallery, "geoloc_batch_queue_seconds_count", batcher="gallery") == 2
-    assert counter(gallery, "geoloc_batch_size_count", batcher="gallery") == 2
-    assert counter(traced_suite.metrics_ports["tokens"], "geoloc_batch_queue_seconds_count", batcher="tokens") == 2
+    assert counter(gallery, "geoloc_batch_queue_seconds_count", batcher="gallery") == 1 + calls
+    assert counter(gallery, "geoloc_batch_size_count", batcher="gallery") == 1 + calls
+    tokens = traced_suite.metrics_ports["tokens"]
+    assert counter(tokens, "geoloc_batch_queue_seconds_count", batcher="tokens") == 1 + calls
 
 
 def test_an_answer_is_complete_partial_or_the_prior_by_the_experts_it_asked() -> None:

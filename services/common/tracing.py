@@ -116,10 +116,6 @@ def use_tracer_provider(provider: trace.TracerProvider | None) -> None:
     _tracer = None if provider is None else provider.get_tracer("geoloc")
 
 
-def tracing_enabled() -> bool:
-    return _tracer is not None
-
-
 def step(name: str, **attributes):
     """A span for one step of a call (`with step("gallery.search", k=k):`), child of the current
     span; a shared no-op context when tracing is off."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,6 +23,7 @@ from geoloc.orchestrator.metrics import answer_kind
 from geoloc.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.promql import KUBE_STATE_METRICS_PREFIX, alert_queries, dashboard_queries, metric_names
+from tests.test_server_runtime import scrape
 from tests.test_suite import free_port_block, geoloc, recorded
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -192,8 +192,7 @@ def test_every_log_line_of_the_traced_call_carries_its_trace_and_span(traced_sui
 def served_series(port: int) -> set[str]:
     """The sample names on a /metrics page as written (prometheus_client's parser would add
     `_total` to Triton's counters, which Prometheus stores without it)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
-        lines = answer.read().decode().splitlines()
+    lines = scrape(port).splitlines()
     return {re.split(r"[{ ]", line, maxsplit=1)[0] for line in lines if line and not line.startswith("#")}
 
 
@@ -211,8 +210,8 @@ def test_every_series_the_dashboard_and_the_alerts_read_is_served_by_the_running
 
 
 def counter(port: int, name: str, **labels: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
-        families = text_string_to_metric_families(answer.read().decode())
+    """The sum of the samples `name` whose labels include `labels` (all of them when none are given)."""
+    families = text_string_to_metric_families(scrape(port))
     return sum(s.value for f in families for s in f.samples if s.name == name and labels.items() <= s.labels.items())
 
 

@@ -105,9 +105,9 @@ class Batcher(Generic[Request, Result]):
             started = time.perf_counter()
             for queued in batch:
                 queued.started_s, queued.batch_size = started, len(batch)
-                if self._metrics is not None:
-                    self._metrics.queue_seconds.observe(started - queued.arrived_s)
             if self._metrics is not None:
+                for queued in batch:
+                    self._metrics.queue_seconds.observe(started - queued.arrived_s)
                 self._metrics.batch_size.observe(len(batch))
             try:
                 results = await asyncio.to_thread(self._run_batch, [queued.request for queued in batch])

@@ -207,12 +207,15 @@ class ServerTracingInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or handler.unary_unary is None or method.lstrip("/").rpartition("/")[0] in UNTRACED_SERVICES:
+        if handler is None or handler.unary_unary is None:
             return handler
+        # Decided once per method (an untraced one keeps its own handler), as the runtime
+        # interceptor builds its wrappers.
+        method = handler_call_details.method
         wrapped = self._wrapped.get(method)
         if wrapped is None:
-            wrapped = self._wrapped[method] = self._wrap(method, handler)
+            traced = _rpc_attributes(method)["rpc.service"] not in UNTRACED_SERVICES
+            wrapped = self._wrapped[method] = self._wrap(method, handler) if traced else handler
         return wrapped
 
     def _wrap(self, full_method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:

@@ -15,6 +15,7 @@ import sys
 import time
 
 import grpc
+from prometheus_client import CollectorRegistry
 
 from geoloc.api import EXPERT_ENUMS, EXPERT_NAMES
 from geoloc.common.bundles import Bundle
@@ -77,7 +78,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self._clients: ExpertClients | None = None
         self._fusion: FittedFusion | None = None
         self._places: PlaceNamer | None = None
-        self._metrics: LocateMetrics | None = None
+        # Counted in a registry of its own until a server binds its registry (bind_metrics).
+        self._metrics = LocateMetrics(CollectorRegistry())
 
     def bind_metrics(self, metrics: ServerMetrics) -> None:
         self._metrics = LocateMetrics(metrics.registry)
@@ -247,15 +249,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         ]
         statuses = {e: r.status for e, r in by_expert.items()}
         annotate(**{"geoloc.answer": answer_kind(statuses)})
-        if self._metrics is not None:
-            self._metrics.answered(statuses)
-        with step("orchestrator.fuse", experts=len(answered)):
-            fusing = time.perf_counter()
+        self._metrics.answered(statuses)
+        with step("orchestrator.fuse", experts=len(answered)), self._metrics.fusion_seconds.time():
             fused: FusedAnswer = await asyncio.to_thread(
                 fuse, answered, self._fusion.parameters, self._fusion.prior, top_k
             )
-            if self._metrics is not None:
-                self._metrics.fusion_seconds.observe(time.perf_counter() - fusing)
         with step("orchestrator.name_places", places=len(fused.hypotheses)):
             places = await asyncio.to_thread(
                 lambda: [self._places.name(h.lat_deg, h.lon_deg) for h in fused.hypotheses]

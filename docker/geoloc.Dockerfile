@@ -30,7 +30,7 @@ RUN if [ "$VARIANT" = cpu ]; then \
 # The checkout's layout is kept under /opt/geoloc and geoloc is installed editable from it, as
 # scripts/setup.sh does: the services find models/ and artifacts/ next to services/ by default.
 WORKDIR /opt/geoloc
-COPY pyproject.toml setup.py README.md ./
+COPY pyproject.toml README.md ./
 COPY services/ services/
 COPY models/ models/
 # `geoloc features` (the k8s/jobs Job) reads the backbone's config and code from here and hashes
@@ -50,7 +50,7 @@ FROM ${PYTHON_IMAGE} AS runtime
 RUN groupadd --gid 10001 geoloc \
     && useradd --uid 10001 --gid 10001 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin geoloc
 # The text expert's second reader: Tesseract with the languages of the scripts PP-OCR cannot
-# read (services/text/config.py, DEFAULT_TESSERACT_LANGUAGES; eng comes with tesseract-ocr).
+# read (services/geoloc/text/config.py, DEFAULT_TESSERACT_LANGUAGES; eng comes with tesseract-ocr).
 # Without it GEOLOC_TEXT_TESSERACT=auto reads with PP-OCR alone. libgl1 and libglib2.0-0 are
 # what opencv-python (rapidocr's dependency) links against and the slim base lacks: without
 # them the text expert cannot import cv2 and fails its start-up.

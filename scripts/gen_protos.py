@@ -1,4 +1,4 @@
-"""Regenerates the Python stubs of the geoloc.v1 API from protos/ into services/v1/.
+"""Regenerates the Python stubs of the geoloc.v1 API from protos/ into services/geoloc/v1/.
 
     python scripts/gen_protos.py            # write the stubs
     python scripts/gen_protos.py --check    # exit 1 if the committed stubs are stale
@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PROTO_ROOT = ROOT / "protos"
 API_PACKAGE = Path("geoloc") / "v1"
-STUB_DIR = ROOT / "services" / "v1"
+STUB_DIR = ROOT / "services" / "geoloc" / "v1"
 KEEP = {"__init__.py"}
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up this checkout on a fresh machine that has Python 3.11: a virtual environment in
 # .venv holding geoloc (editable) and everything it and its tests need. Safe to re-run:
-# it reinstalls only when pyproject.toml or setup.py changed.
+# it reinstalls only when pyproject.toml or this script changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +28,7 @@ fi
 
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 stamp=.venv/.geoloc-installed
-want=$(cat pyproject.toml setup.py scripts/setup.sh | sha256sum | cut -c1-16)
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip setuptools wheel
     # torch first, on its own: 2.13.0 is the CPU build here, and once it is installed

@@ -1,6 +1,6 @@
 """The package layers, read from the source: who may import whom inside geoloc.
 
-Every `import geoloc.…` and `from geoloc… import` in services/ (at module level or inside a
+Every `import geoloc.…` and `from geoloc… import` in services/geoloc/ (at module level or inside a
 function: a lazy import is still a dependency) is a directed edge between two subpackages.
 The rules:
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-SERVICES = Path(__file__).resolve().parents[1] / "services"
+SERVICES = Path(__file__).resolve().parents[1] / "services" / "geoloc"
 SERVING = {"embedding", "gallery", "sampler", "tokens", "text", "orchestrator", "tritonserver"}
 BASE = {"common", "v1", "api"}
 ALLOWED = {

@@ -1,7 +1,7 @@
 """Where a checkout keeps things: the one place that knows the repository's layout.
 
 Every default path of the suite is derived from CHECKOUT (this file is
-services/common/paths.py). A deployment overrides them through each service's settings;
+services/geoloc/common/paths.py). A deployment overrides them through each service's settings;
 the data root, the cache and the Triton model repository through GEOLOC_DATA_DIR,
 GEOLOC_CACHE_DIR and GEOLOC_MODEL_REPOSITORY.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-CHECKOUT = Path(__file__).resolve().parents[2]
+CHECKOUT = Path(__file__).resolve().parents[3]
 MODELS_DIR = CHECKOUT / "models"  # shipped checkpoints and their manifests
 MODEL_REPOSITORY_ENV = "GEOLOC_MODEL_REPOSITORY"
 # Triton's models: this checkout's, or a team's own (their backbone's weights beside its config).

@@ -32,12 +32,13 @@ from PIL import Image
 
 from geoloc.common.logs import configure_logging
 from geoloc.common.paths import data_root
+from geoloc.common.ports import free_port
 from geoloc.common.server import serving
 from geoloc.embedding.config import EmbeddingSettings
+from geoloc.embedding.model_config import float_parameter, load_backbone_module, read_model_config
 from geoloc.embedding.preprocessing import CropSpec, model_input_from_photo
 from geoloc.embedding.server import EmbeddingServicer, embedding_spec
-from geoloc.tritonserver.launcher import TritonLaunch, TritonServer, free_port
-from geoloc.tritonserver.repository import float_parameter, load_backbone_module, read_model_config
+from geoloc.tritonserver.launcher import TritonLaunch, TritonServer
 from geoloc.v1 import embedding_pb2, embedding_pb2_grpc
 
 MODEL = "efficientnet_lite2"

@@ -42,19 +42,20 @@ import torch
 
 from geoloc.common.logs import configure_logging
 from geoloc.common.paths import data_root
+from geoloc.common.ports import free_port
 from geoloc.embedding.config import EmbeddingSettings
-from geoloc.embedding.preprocessing import CropSpec, model_input_from_photo
-from geoloc.evaluation.dataset import IMAGES_DIR, LABELS_FILE
-from geoloc.training.feature_shards import BATCH, InProcessFeatures, TritonFeatures, run_worker
-from geoloc.training.features_cli import DEFAULT_MODEL
-from geoloc.training.shards import photo_shards, write_shards
-from geoloc.tritonserver.launcher import TritonLaunch, TritonServer, free_port
-from geoloc.tritonserver.repository import (
+from geoloc.embedding.model_config import (
     DEFAULT_MODEL_REPOSITORY,
     load_backbone_module,
     model_parameters,
     read_model_config,
 )
+from geoloc.embedding.preprocessing import CropSpec, model_input_from_photo
+from geoloc.evaluation.dataset import IMAGES_DIR, LABELS_FILE
+from geoloc.training.feature_shards import BATCH, InProcessFeatures, TritonFeatures, run_worker
+from geoloc.training.features_cli import DEFAULT_MODEL
+from geoloc.training.shards import photo_shards, write_shards
+from geoloc.tritonserver.launcher import TritonLaunch, TritonServer
 
 MODEL = DEFAULT_MODEL
 FLOOR = "floor: in-process decode+crop+forward, batch 1"

@@ -44,10 +44,10 @@ import numpy as np
 from geoloc.client.load import LoadReport, drive
 from geoloc.common.channels import create_channel
 from geoloc.common.paths import data_root
+from geoloc.common.ports import free_port
 from geoloc.evaluation.dataset import load_split
 from geoloc.suite.health import SERVING, Probe
 from geoloc.suite.state import load_state
-from geoloc.tritonserver.launcher import free_port
 
 
 def photos_from_val(count: int) -> list[bytes]:

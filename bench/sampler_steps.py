@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 from geoloc.common.paths import data_root
-from geoloc.common.sphere import haversine_km
 from geoloc.evaluation.dataset import load_split
 from geoloc.evaluation.metrics import summarize
 from geoloc.evaluation.prior import PriorPredictions
+from geoloc.geo.sphere import haversine_km
 from geoloc.sampler.config import SamplerSettings
 from geoloc.sampler.density import summarize_samples
 from geoloc.sampler.model import load_sampler

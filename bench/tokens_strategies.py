@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from geoloc.common.paths import data_root
-from geoloc.common.sphere import haversine_km
 from geoloc.evaluation.dataset import load_split
 from geoloc.evaluation.metrics import summarize
 from geoloc.evaluation.prior import PriorPredictions
+from geoloc.geo.sphere import haversine_km
 from geoloc.tokens.cells import decode_photo, distinct_cells
 from geoloc.tokens.config import TokensSettings
 from geoloc.tokens.decoder import TOKEN_COUNT

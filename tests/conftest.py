@@ -28,7 +28,7 @@ import grpc
 import pytest
 
 from geoloc.common.paths import DATA_DIR_ENV, data_root
-from geoloc.tritonserver.launcher import free_port
+from geoloc.common.ports import free_port
 from tests.photos import write_photos
 from tests.servers import start_embedding_service, start_service, stop, wait_for_health
 

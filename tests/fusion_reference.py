@@ -19,7 +19,7 @@ import copy
 
 import numpy as np
 
-from geoloc.common.sphere import EARTH_RADIUS_KM, haversine_km, latlon_to_unit
+from geoloc.geo.sphere import EARTH_RADIUS_KM, haversine_km, latlon_to_unit
 from geoloc.orchestrator import decision, fusion
 from geoloc.orchestrator.decision import TABLE_ANGLES, TABLE_RADII_KM, kernel_score_table
 

@@ -14,7 +14,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from geoloc.tritonserver.launcher import free_port
+from geoloc.common.ports import free_port
 from geoloc.v1 import common_pb2
 
 

@@ -1,4 +1,4 @@
-"""Each service that loads its models from a bundle checks it itself (common/bundles.py): it serves
+"""Each service that loads its models from a bundle checks it itself (artifacts/bundles.py): it serves
 from a good bundle, and refuses to start, saying why, when its file changed since the bundle was
 built or when the bundle is for another backbone, width or preprocessing. Real servers on
 loopback, in this process; the bundle is the shipped models' (`geoloc bundle build`)."""
@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from geoloc.common.bundles import BUNDLE_FILE, Bundle, BundleError
+from geoloc.artifacts.bundles import BUNDLE_FILE, Bundle, BundleError
 from geoloc.common.paths import MODEL_REPOSITORY, MODELS_DIR
 from geoloc.common.server import serving
 from geoloc.common.settings import SettingsError, load_settings

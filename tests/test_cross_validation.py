@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geoloc.common.sphere import haversine_km, unit_to_latlon
 from geoloc.evaluation.folds import photographer_folds
+from geoloc.geo.sphere import haversine_km, unit_to_latlon
 from geoloc.training.cross_validation import (
     CONSTANT,
     FUSED,

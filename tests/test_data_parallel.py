@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 import torch
 
+from geoloc.common.ports import free_port
 from geoloc.training.gallery_head import HeadConfig, train_head
 from geoloc.training.loop import BatchShards
 from geoloc.training.sampler import SamplerTrainConfig, train_sampler
 from geoloc.training.token_decoder import TokenTrainConfig, train_decoder
-from geoloc.tritonserver.launcher import free_port
 
 SAMPLER = SamplerTrainConfig(
     method="flow",

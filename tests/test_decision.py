@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from geoloc.api import EXPERTS
-from geoloc.common.geoscore import geoscore_of_km
-from geoloc.common.sphere import EARTH_RADIUS_KM, haversine_km, latlon_to_unit, vmf_mixture_sample
+from geoloc.geo.geoscore import geoscore_of_km
+from geoloc.geo.mixtures import vmf_mixture_sample
+from geoloc.geo.sphere import EARTH_RADIUS_KM, haversine_km, latlon_to_unit
 from geoloc.orchestrator.decision import (
     FixedCandidates,
     expected_geoscore,

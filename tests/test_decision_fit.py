@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geoloc.common.sphere import haversine_km, unit_to_latlon
+from geoloc.geo.sphere import haversine_km, unit_to_latlon
 from geoloc.orchestrator.decision import radius_holding_mass
 from geoloc.orchestrator.fusion import PRIOR, FusionParameters, Prior, fuse
 from geoloc.training.decision_fit import (

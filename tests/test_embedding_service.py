@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from geoloc.tritonserver.launcher import TritonLaunch, TritonServer, free_port
+from geoloc.common.ports import free_port
+from geoloc.tritonserver.launcher import TritonLaunch, TritonServer
 from geoloc.v1 import embedding_pb2, embedding_pb2_grpc
 from tests.calls import assert_refused, refusal
 from tests.photos import encode

@@ -26,7 +26,8 @@ import pytest
 from geoloc.client.load import drive
 from geoloc.common.channels import create_channel
 from geoloc.common.errors import retry_delay_s
-from geoloc.tritonserver.launcher import TritonLaunch, TritonServer, free_port
+from geoloc.common.ports import free_port
+from geoloc.tritonserver.launcher import TritonLaunch, TritonServer
 from geoloc.v1 import embedding_pb2, embedding_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc
 from tests.servers import start_embedding_service, start_service, stop, wait_for_health
 

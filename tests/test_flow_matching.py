@@ -7,14 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from geoloc.common.sphere import (
-    find_modes,
-    haversine_km,
-    latlon_to_unit,
-    unit_to_latlon,
-    vmf_kappa_for_radius_km,
-    vmf_sample,
-)
+from geoloc.geo.mixtures import find_modes
+from geoloc.geo.sphere import haversine_km, latlon_to_unit, unit_to_latlon
+from geoloc.geo.vmf import vmf_kappa_for_radius_km, vmf_sample
 from geoloc.sampler.flow import (
     FlowConfig,
     VelocityNetwork,

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from geoloc.api import EXPERTS
-from geoloc.common.sphere import haversine_km, latlon_to_unit, vmf_cap_mass, vmf_mixture_sample
+from geoloc.geo.mixtures import vmf_mixture_sample
+from geoloc.geo.sphere import haversine_km, latlon_to_unit
+from geoloc.geo.vmf import vmf_cap_mass
 from geoloc.orchestrator.config import SHIPPED_FUSION
 from geoloc.orchestrator.fusion import (
     ExpertPoints,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geoloc.common.sphere import latlon_to_unit
+from geoloc.geo.sphere import latlon_to_unit
 from geoloc.orchestrator.fusion import PRIOR, FusionParameters, Prior, build_mixture, expert_kernels
 from geoloc.training.expert_outputs import photo_answers
 from geoloc.training.fusion import expert_log_likelihood, mixing_weights, mixture_log_likelihood

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geoloc.common.sphere import latlon_to_unit, unit_to_latlon, vmf_mixture_sample
+from geoloc.geo.mixtures import vmf_mixture_sample
+from geoloc.geo.sphere import latlon_to_unit, unit_to_latlon
 from geoloc.orchestrator.config import SHIPPED_FUSION
 from geoloc.orchestrator.fusion import ExpertPoints, fuse, kappa_for_half_mass_km
 from geoloc.orchestrator.parameters import load_fusion

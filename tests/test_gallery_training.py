@@ -8,11 +8,11 @@ import numpy as np
 import torch
 
 from geoloc.cli import main
-from geoloc.common.sphere import haversine_km
 from geoloc.gallery.build import embed_locations
 from geoloc.gallery.heads import load_head, save_head
 from geoloc.gallery.index import GalleryIndex
 from geoloc.gallery.location_encoder import LocationEncoder
+from geoloc.geo.sphere import haversine_km
 from geoloc.training.gallery_head import HeadConfig, perturbed, train_head
 
 

@@ -1,4 +1,4 @@
-"""Tests for geoloc.common.sphere, geoloc.common.s2cells and geoloc.tokens.geotokens.
+"""Tests for geoloc.geo.sphere, geoloc.geo.s2cells and geoloc.tokens.geotokens.
 
 S2 results are checked against s2sphere."""
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import s2sphere
 
-from geoloc.common import s2cells, sphere
+from geoloc.geo import mixtures, s2cells, sphere, vmf
 from geoloc.tokens import geotokens
 
 R = sphere.EARTH_RADIUS_KM
@@ -196,7 +196,7 @@ def integral_over_sphere(kappa: float) -> float:
     s = (a + (b - a) * (nodes + 1) / 2).ravel()
     ds = ((b - a) / 2 * weights).ravel()
     x = np.stack([np.sqrt(s * (2 - s)), np.zeros_like(s), 1 - s], axis=-1)
-    return float(2 * np.pi * np.sum(np.exp(sphere.vmf_log_density(x, [0, 0, 1], kappa)) * ds))
+    return float(2 * np.pi * np.sum(np.exp(vmf.vmf_log_density(x, [0, 0, 1], kappa)) * ds))
 
 
 @pytest.mark.parametrize("kappa", [0.0, 1e-8, 1.0, 50.0, 1e4, 1e10])
@@ -213,34 +213,34 @@ def test_vmf_density_fibonacci_quadrature(kappa):
     r = np.sqrt(1 - z * z)
     x = np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=-1)
     mu = sphere.latlon_to_unit(*SYDNEY)
-    assert 4 * np.pi * np.mean(np.exp(sphere.vmf_log_density(x, mu, kappa))) == pytest.approx(1.0, abs=1e-6)
+    assert 4 * np.pi * np.mean(np.exp(vmf.vmf_log_density(x, mu, kappa))) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_vmf_log_density_values_and_stability():
     mu = np.array([0.0, 0.0, 1.0])
-    assert sphere.vmf_log_density(mu, mu, 0.0) == pytest.approx(-math.log(4 * math.pi), abs=1e-15)
+    assert vmf.vmf_log_density(mu, mu, 0.0) == pytest.approx(-math.log(4 * math.pi), abs=1e-15)
     expected = math.log(1 / (2 * math.pi * (1 - math.exp(-2)))) - 2
-    assert sphere.vmf_log_density(-mu, mu, 1.0) == pytest.approx(expected, rel=1e-14)
+    assert vmf.vmf_log_density(-mu, mu, 1.0) == pytest.approx(expected, rel=1e-14)
     # The series and direct branches meet smoothly.
     k = np.array([1e-4 * (1 - 1e-9), 1e-4 * (1 + 1e-9)])
-    values = sphere.vmf_log_density(mu, mu, k)
+    values = vmf.vmf_log_density(mu, mu, k)
     assert abs(values[1] - values[0]) < 1e-12
     # κ = 1e10: finite everywhere, exact at the mean and 1 km away.
     x = sphere.geodesic_interpolate(mu, [1.0, 0, 0], np.array([0.0, 1 / (R * np.pi / 2), 0.5, 1.0]))
-    out = sphere.vmf_log_density(x, mu, 1e10)
+    out = vmf.vmf_log_density(x, mu, 1e10)
     assert np.all(np.isfinite(out))
     assert out[0] == pytest.approx(math.log(1e10 / (2 * math.pi)), rel=1e-15)
     theta = 1 / R
     assert out[1] == pytest.approx(math.log(1e10 / (2 * math.pi)) - 1e10 * 2 * math.sin(theta / 2) ** 2, rel=1e-9)
     with pytest.raises(ValueError):
-        sphere.vmf_log_density(mu, mu, -1.0)
+        vmf.vmf_log_density(mu, mu, -1.0)
 
 
 @pytest.mark.parametrize("kappa", [0.5, 2.0, 10.0, 100.0, 1e4])
 def test_vmf_sample_mean_resultant_length(kappa):
     rng = np.random.default_rng(4)
     mu = sphere.latlon_to_unit(*PARIS)
-    x = sphere.vmf_sample(mu, kappa, 20_000, rng)
+    x = vmf.vmf_sample(mu, kappa, 20_000, rng)
     assert x.shape == (20_000, 3)
     np.testing.assert_allclose(np.linalg.norm(x, axis=-1), 1.0, atol=1e-15)
     w = x @ mu
@@ -256,35 +256,35 @@ def test_vmf_sample_uniform_and_huge_kappa():
     rng = np.random.default_rng(5)
     mu = np.array([0.0, 1.0, 0.0])
     for kappa in (0.0, 1e-8):
-        w = sphere.vmf_sample(mu, kappa, 40_000, rng) @ mu
+        w = vmf.vmf_sample(mu, kappa, 40_000, rng) @ mu
         # Archimedes: w is uniform on [-1, 1] for the uniform distribution.
         counts, _ = np.histogram(w, bins=4, range=(-1, 1))
         assert np.all(np.abs(counts - 10_000) < 5 * math.sqrt(10_000 * 0.75))
-    x = sphere.vmf_sample(mu, 1e10, 1000, rng)
+    x = vmf.vmf_sample(mu, 1e10, 1000, rng)
     assert np.all(np.isfinite(x))
     km = sphere.radians_to_km(sphere.great_circle_angle(x, mu))
     # Median distance at κ = 1e10 is vmf_radius_km(1e10) ≈ 75 m.
-    assert np.median(km) == pytest.approx(float(sphere.vmf_radius_km(1e10)), rel=0.15)
+    assert np.median(km) == pytest.approx(float(vmf.vmf_radius_km(1e10)), rel=0.15)
 
 
 @pytest.mark.parametrize("kappa, radius_km", [(0.0, 3000.0), (1.0, 5000.0), (30.0, 1000.0), (5000.0, 100.0)])
 def test_vmf_cap_mass_matches_samples(kappa, radius_km):
     rng = np.random.default_rng(6)
     mu = sphere.latlon_to_unit(*SYDNEY)
-    x = sphere.vmf_sample(mu, kappa, 20_000, rng)
+    x = vmf.vmf_sample(mu, kappa, 20_000, rng)
     frac = np.mean(sphere.radians_to_km(sphere.great_circle_angle(x, mu)) <= radius_km)
-    p = float(sphere.vmf_cap_mass(kappa, radius_km))
+    p = float(vmf.vmf_cap_mass(kappa, radius_km))
     assert abs(frac - p) < 5 * math.sqrt(p * (1 - p) / len(x))
 
 
 def test_vmf_cap_mass_limits():
-    assert sphere.vmf_cap_mass(0.0, R * math.pi / 2) == pytest.approx(0.5, abs=1e-15)
-    assert sphere.vmf_cap_mass(3.0, R * math.pi) == pytest.approx(1.0, abs=1e-15)
-    assert sphere.vmf_cap_mass(3.0, 0.0) == 0.0
+    assert vmf.vmf_cap_mass(0.0, R * math.pi / 2) == pytest.approx(0.5, abs=1e-15)
+    assert vmf.vmf_cap_mass(3.0, R * math.pi) == pytest.approx(1.0, abs=1e-15)
+    assert vmf.vmf_cap_mass(3.0, 0.0) == 0.0
     expected = [(1 - math.cos(1)) / 2, 1 - math.exp(-1e10 * 2 * math.sin(0.075 / R / 2) ** 2)]
-    np.testing.assert_allclose(sphere.vmf_cap_mass([1e-9, 1e10], [R, 0.075]), expected, rtol=1e-8)
+    np.testing.assert_allclose(vmf.vmf_cap_mass([1e-9, 1e10], [R, 0.075]), expected, rtol=1e-8)
     with pytest.raises(ValueError):
-        sphere.vmf_cap_mass(1.0, -1.0)
+        vmf.vmf_cap_mass(1.0, -1.0)
 
 
 def test_vmf_kappa_radius_inverses():
@@ -294,33 +294,31 @@ def test_vmf_kappa_radius_inverses():
     r, m = np.broadcast_arrays(radius, mass)
     r, m = r[feasible], m[feasible]
     assert len(r) >= 25
-    kappa = sphere.vmf_kappa_for_radius_km(r, m)
+    kappa = vmf.vmf_kappa_for_radius_km(r, m)
     assert np.all(np.isfinite(kappa)) and np.all(kappa >= 0)
-    np.testing.assert_allclose(sphere.vmf_cap_mass(kappa, r), m, rtol=1e-12)
-    np.testing.assert_allclose(sphere.vmf_radius_km(kappa, m), r, rtol=1e-8)
-    np.testing.assert_allclose(sphere.vmf_kappa_for_radius_km(sphere.vmf_radius_km(kappa, m), m), kappa, rtol=1e-6)
+    np.testing.assert_allclose(vmf.vmf_cap_mass(kappa, r), m, rtol=1e-12)
+    np.testing.assert_allclose(vmf.vmf_radius_km(kappa, m), r, rtol=1e-8)
+    np.testing.assert_allclose(vmf.vmf_kappa_for_radius_km(vmf.vmf_radius_km(kappa, m), m), kappa, rtol=1e-6)
 
 
 def test_vmf_kappa_for_radius_closed_form_and_small_kappa():
     # Small caps: the closed form κ = log 2 / (1 − cos θ) holds exactly for half mass.
     for r in (0.1, 10.0, 100.0):
-        assert sphere.vmf_kappa_for_radius_km(r) == pytest.approx(
-            math.log(2) / (2 * math.sin(r / R / 2) ** 2), rel=1e-12
-        )
+        assert vmf.vmf_kappa_for_radius_km(r) == pytest.approx(math.log(2) / (2 * math.sin(r / R / 2) ** 2), rel=1e-12)
     # Large caps need the full equation; the closed form would be badly off here.
     r = 9500.0
-    kappa = float(sphere.vmf_kappa_for_radius_km(r))
+    kappa = float(vmf.vmf_kappa_for_radius_km(r))
     assert kappa < 0.5 * math.log(2) / (1 - math.cos(r / R))
-    assert sphere.vmf_cap_mass(kappa, r) == pytest.approx(0.5, abs=1e-14)
+    assert vmf.vmf_cap_mass(kappa, r) == pytest.approx(0.5, abs=1e-14)
     # Mass just above the uniform fraction gives a κ just above 0.
     r = 12000.0
     uniform = (1 - math.cos(r / R)) / 2
-    kappa = float(sphere.vmf_kappa_for_radius_km(r, uniform + 1e-6))
+    kappa = float(vmf.vmf_kappa_for_radius_km(r, uniform + 1e-6))
     assert 0 < kappa < 1e-4
-    assert sphere.vmf_cap_mass(kappa, r) == pytest.approx(uniform + 1e-6, abs=1e-12)
+    assert vmf.vmf_cap_mass(kappa, r) == pytest.approx(uniform + 1e-6, abs=1e-12)
     # Half the mass of the uniform density lies within a quarter circumference.
-    assert sphere.vmf_radius_km(0.0) == pytest.approx(math.pi * R / 2, rel=1e-15)
-    assert np.all(np.isfinite(sphere.vmf_radius_km([1e10, 1e-300], 0.5)))
+    assert vmf.vmf_radius_km(0.0) == pytest.approx(math.pi * R / 2, rel=1e-15)
+    assert np.all(np.isfinite(vmf.vmf_radius_km([1e10, 1e-300], 0.5)))
 
 
 @pytest.mark.parametrize(
@@ -338,7 +336,7 @@ def test_vmf_kappa_for_radius_closed_form_and_small_kappa():
 )
 def test_vmf_kappa_for_radius_rejects_unreachable(radius_km, mass):
     with pytest.raises(ValueError):
-        sphere.vmf_kappa_for_radius_km(radius_km, mass)
+        vmf.vmf_kappa_for_radius_km(radius_km, mass)
 
 
 # ---------------------------------------------------------------------------
@@ -352,87 +350,87 @@ def test_mixture_log_density_matches_direct_sum():
     weights = rng.uniform(0.1, 2.0, 5)
     kappa = rng.uniform(0.5, 30.0, 5)
     parts = [
-        w / weights.sum() * np.exp(sphere.vmf_log_density(x, c, k))
+        w / weights.sum() * np.exp(vmf.vmf_log_density(x, c, k))
         for c, w, k in zip(centers, weights, kappa, strict=True)
     ]
     direct = np.log(sum(parts))
-    np.testing.assert_allclose(sphere.mixture_log_density(x, centers, weights, kappa), direct, rtol=1e-12)
-    np.testing.assert_allclose(sphere.mixture_log_density(x, centers, 3 * weights, kappa), direct, rtol=1e-12)
+    np.testing.assert_allclose(mixtures.mixture_log_density(x, centers, weights, kappa), direct, rtol=1e-12)
+    np.testing.assert_allclose(mixtures.mixture_log_density(x, centers, 3 * weights, kappa), direct, rtol=1e-12)
     np.testing.assert_allclose(
-        sphere.mixture_log_density(x, centers[:1], [2.0], 7.0), sphere.vmf_log_density(x, centers[0], 7.0), rtol=1e-12
+        mixtures.mixture_log_density(x, centers[:1], [2.0], 7.0), vmf.vmf_log_density(x, centers[0], 7.0), rtol=1e-12
     )
-    assert sphere.mixture_log_density(x.reshape(5, 10, 3), centers, weights, kappa).shape == (5, 10)
+    assert mixtures.mixture_log_density(x.reshape(5, 10, 3), centers, weights, kappa).shape == (5, 10)
 
 
 def test_mixture_log_density_stable_far_from_sharp_kernels():
     centers = sphere.latlon_to_unit([0, 0], [0, 1])
     far = sphere.latlon_to_unit(0, 90)
-    log_parts = [float(sphere.vmf_log_density(far, c, 1e6)) for c in centers]
+    log_parts = [float(vmf.vmf_log_density(far, c, 1e6)) for c in centers]
     assert math.exp(max(log_parts)) == 0.0  # a naive sum of densities would give log 0
-    out = sphere.mixture_log_density(far, centers, [1, 1], 1e6)
+    out = mixtures.mixture_log_density(far, centers, [1, 1], 1e6)
     assert np.isfinite(out)
     expected = math.log(0.5) + max(log_parts) + math.log1p(math.exp(min(log_parts) - max(log_parts)))
     assert out == pytest.approx(expected, rel=1e-12)
     with pytest.raises(ValueError):
-        sphere.mixture_log_density(far, centers, [0, 0], 1.0)
+        mixtures.mixture_log_density(far, centers, [0, 0], 1.0)
 
 
 def test_mixture_chunking_gives_same_answer(monkeypatch):
     rng = np.random.default_rng(8)
     centers, x = random_unit(rng, 40), random_unit(rng, 100)
     weights, kappa = rng.uniform(size=40), 20.0
-    full_density = sphere.mixture_log_density(x, centers, weights, kappa)
-    full_shift = sphere.spherical_mean_shift(x, centers, weights, kappa)
-    monkeypatch.setattr(sphere, "_CHUNK_ELEMENTS", 100)
-    np.testing.assert_allclose(sphere.mixture_log_density(x, centers, weights, kappa), full_density, rtol=1e-14)
-    np.testing.assert_allclose(sphere.spherical_mean_shift(x, centers, weights, kappa), full_shift, atol=1e-12)
+    full_density = mixtures.mixture_log_density(x, centers, weights, kappa)
+    full_shift = mixtures.spherical_mean_shift(x, centers, weights, kappa)
+    monkeypatch.setattr(mixtures, "_CHUNK_ELEMENTS", 100)
+    np.testing.assert_allclose(mixtures.mixture_log_density(x, centers, weights, kappa), full_density, rtol=1e-14)
+    np.testing.assert_allclose(mixtures.spherical_mean_shift(x, centers, weights, kappa), full_shift, atol=1e-12)
 
 
 def test_mean_shift_converges_to_a_stationary_point():
     rng = np.random.default_rng(9)
     paris = sphere.latlon_to_unit(*PARIS)
-    centers = sphere.vmf_sample(paris, float(sphere.vmf_kappa_for_radius_km(300)), 50, rng)
-    kappa = float(sphere.vmf_kappa_for_radius_km(200))
-    starts = sphere.vmf_sample(paris, float(sphere.vmf_kappa_for_radius_km(500)), 6, rng).reshape(2, 3, 3)
-    ends = sphere.spherical_mean_shift(starts, centers, np.ones(50), kappa)
+    centers = vmf.vmf_sample(paris, float(vmf.vmf_kappa_for_radius_km(300)), 50, rng)
+    kappa = float(vmf.vmf_kappa_for_radius_km(200))
+    starts = vmf.vmf_sample(paris, float(vmf.vmf_kappa_for_radius_km(500)), 6, rng).reshape(2, 3, 3)
+    ends = mixtures.spherical_mean_shift(starts, centers, np.ones(50), kappa)
     assert ends.shape == (2, 3, 3)
     np.testing.assert_allclose(np.linalg.norm(ends, axis=-1), 1.0, atol=1e-15)
     # A unimodal blob: every start reaches the same point, and one more step leaves it there.
     flat = ends.reshape(-1, 3)
     assert sphere.radians_to_km(sphere.great_circle_angle(flat, flat[0])).max() < 1e-3
-    again = sphere.spherical_mean_shift(flat, centers, np.ones(50), kappa, max_iter=1)
+    again = mixtures.spherical_mean_shift(flat, centers, np.ones(50), kappa, max_iter=1)
     assert sphere.radians_to_km(sphere.great_circle_angle(again, flat)).max() < 1e-4
     # The end point is a local maximum of the density.
-    best = sphere.mixture_log_density(flat[0], centers, np.ones(50), kappa)
+    best = mixtures.mixture_log_density(flat[0], centers, np.ones(50), kappa)
     nearby = sphere.geodesic_interpolate(flat[0], random_unit(rng, 20), 1.0 / R)
-    assert np.all(sphere.mixture_log_density(nearby, centers, np.ones(50), kappa) < best)
+    assert np.all(mixtures.mixture_log_density(nearby, centers, np.ones(50), kappa) < best)
 
 
 def test_mean_shift_weights_kernels_of_different_widths():
     # Overlapping kernels of different widths: the fixed point must be a true density maximum,
     # which needs each kernel's κ·C(κ) gradient scale.
     centers = sphere.latlon_to_unit([0.0, 0.0], [0.0, 0.3])
-    weights, kappa = np.array([0.7, 0.3]), sphere.vmf_kappa_for_radius_km(np.array([100.0, 20.0]))
-    end = sphere.spherical_mean_shift(
+    weights, kappa = np.array([0.7, 0.3]), vmf.vmf_kappa_for_radius_km(np.array([100.0, 20.0]))
+    end = mixtures.spherical_mean_shift(
         sphere.latlon_to_unit(0.0, 0.15), centers, weights, kappa, max_iter=2000, tol_rad=1e-13
     )
-    best = sphere.mixture_log_density(end, centers, weights, kappa)
+    best = mixtures.mixture_log_density(end, centers, weights, kappa)
     lat, lon = sphere.unit_to_latlon(end)
     delta = 0.05 / 111.19  # 50 m in degrees
     around = sphere.latlon_to_unit(lat + delta * np.array([1, -1, 0, 0]), lon + delta * np.array([0, 0, 1, -1]))
-    assert np.all(sphere.mixture_log_density(around, centers, weights, kappa) < best)
+    assert np.all(mixtures.mixture_log_density(around, centers, weights, kappa) < best)
 
 
 def test_find_modes_exact_kernel_centres():
     centers = sphere.latlon_to_unit([PARIS[0], SYDNEY[0]], [PARIS[1], SYDNEY[1]])
-    modes = sphere.find_modes(centers, [0.7, 0.3], sphere.vmf_kappa_for_radius_km(100.0))
+    modes = mixtures.find_modes(centers, [0.7, 0.3], vmf.vmf_kappa_for_radius_km(100.0))
     assert len(modes) == 2
     assert sphere.haversine_km(modes[0].lat_deg, modes[0].lon_deg, *PARIS) < 1.0
     assert sphere.haversine_km(modes[1].lat_deg, modes[1].lon_deg, *SYDNEY) < 1.0
     assert [m.mass for m in modes] == pytest.approx([0.7, 0.3], abs=1e-12)
     assert modes[0].log_density > modes[1].log_density
     np.testing.assert_allclose(modes[0].xyz, sphere.latlon_to_unit(modes[0].lat_deg, modes[0].lon_deg), atol=1e-12)
-    density = sphere.mixture_log_density(modes[0].xyz, centers, [0.7, 0.3], sphere.vmf_kappa_for_radius_km(100.0))
+    density = mixtures.mixture_log_density(modes[0].xyz, centers, [0.7, 0.3], vmf.vmf_kappa_for_radius_km(100.0))
     assert modes[0].log_density == pytest.approx(float(density))
     with pytest.raises(ValueError):
         modes[0].xyz[0] = 0.0  # read-only
@@ -440,8 +438,8 @@ def test_find_modes_exact_kernel_centres():
 
 def test_find_modes_per_centre_kappa_weights_by_normaliser():
     centers = sphere.latlon_to_unit([PARIS[0], SYDNEY[0]], [PARIS[1], SYDNEY[1]])
-    kappa = sphere.vmf_kappa_for_radius_km(np.array([500.0, 20.0]))
-    modes = sphere.find_modes(centers, [0.6, 0.4], kappa)
+    kappa = vmf.vmf_kappa_for_radius_km(np.array([500.0, 20.0]))
+    modes = mixtures.find_modes(centers, [0.6, 0.4], kappa)
     # Sydney's narrow kernel is taller despite its smaller weight.
     assert len(modes) == 2
     assert sphere.haversine_km(modes[0].lat_deg, modes[0].lon_deg, *SYDNEY) < 1.0
@@ -451,16 +449,14 @@ def test_find_modes_per_centre_kappa_weights_by_normaliser():
 @pytest.mark.parametrize("max_starts", [512, 64])
 def test_find_modes_sampled_clusters(max_starts):
     rng = np.random.default_rng(10)
-    kappa_cluster = float(sphere.vmf_kappa_for_radius_km(100.0))
+    kappa_cluster = float(vmf.vmf_kappa_for_radius_km(100.0))
     points = np.concatenate(
         [
-            sphere.vmf_sample(sphere.latlon_to_unit(*PARIS), kappa_cluster, 300, rng),
-            sphere.vmf_sample(sphere.latlon_to_unit(*SYDNEY), kappa_cluster, 150, rng),
+            vmf.vmf_sample(sphere.latlon_to_unit(*PARIS), kappa_cluster, 300, rng),
+            vmf.vmf_sample(sphere.latlon_to_unit(*SYDNEY), kappa_cluster, 150, rng),
         ]
     )
-    modes = sphere.find_modes(
-        points, np.ones(len(points)), sphere.vmf_kappa_for_radius_km(100.0), max_starts=max_starts
-    )
+    modes = mixtures.find_modes(points, np.ones(len(points)), vmf.vmf_kappa_for_radius_km(100.0), max_starts=max_starts)
     assert len(modes) == 2
     assert sphere.haversine_km(modes[0].lat_deg, modes[0].lon_deg, *PARIS) < 50.0
     assert sphere.haversine_km(modes[1].lat_deg, modes[1].lon_deg, *SYDNEY) < 50.0
@@ -471,9 +467,9 @@ def test_find_modes_sampled_clusters(max_starts):
 
 def test_find_modes_merges_close_peaks():
     centers = sphere.latlon_to_unit([0.0, 0.0], [0.0, 0.2])  # 22 km apart, each kernel ~1 km wide
-    kappa = sphere.vmf_kappa_for_radius_km(1.0)
-    assert len(sphere.find_modes(centers, [1, 1], kappa, merge_km=50.0)) == 1
-    assert len(sphere.find_modes(centers, [1, 1], kappa, merge_km=5.0)) == 2
+    kappa = vmf.vmf_kappa_for_radius_km(1.0)
+    assert len(mixtures.find_modes(centers, [1, 1], kappa, merge_km=50.0)) == 1
+    assert len(mixtures.find_modes(centers, [1, 1], kappa, merge_km=5.0)) == 2
 
 
 # ---------------------------------------------------------------------------

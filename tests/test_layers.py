@@ -2,16 +2,24 @@
 
 Every `import geoloc.…` and `from geoloc… import` in services/geoloc/ (at module level or inside a
 function: a lazy import is still a dependency) is a directed edge between two subpackages.
+Relative imports are banned (ruff's TID252), so every edge is spelled absolutely and seen here.
 The rules:
 
-- `common` is the base layer: it imports no other geoloc package.
+- three base layers, each importing no other geoloc package: `common` (the gRPC runtime:
+  settings, logs, the server factory, interceptors, channels, TLS, metrics, tracing, admission,
+  retries, batching, errors and the RPC input checks), `geo` (sphere, vMF kernels, mixtures,
+  S2 cells, GeoScore) and `artifacts` (checkpoints, bundles, the files they are written as).
 - `v1` (the generated API stubs) imports nothing of geoloc but itself; `api` (the enums' short
-  names) only v1; `places` (offline place names and country shapes) only common and v1.
-- serving packages (the six services and the Triton launcher) import only those and one
-  another: never training, client, evaluation or the tools (suite, ops, the CLIs).
-- `evaluation` scores answers; it imports only common, v1 and api (never a service's internals).
+  names) only v1; `experts` (the expert registry) only v1 and api; `places` (offline place names
+  and country shapes) only the base and v1.
+- each expert service (embedding, gallery, sampler, tokens, text) imports only the base, v1, api,
+  the registry and places: never another expert, the orchestrator, training, client, evaluation
+  or the tools. The orchestrator imports what an expert may (it talks to experts over gRPC only).
+- `evaluation` scores answers: the base, v1 and api (never a service's internals).
 - `client` talks to the suite over its API: the base, places, and evaluation's data readers.
-- `training` and the tools sit on top and may import any of the above.
+- `training` and the tools sit on top: training any of the above; the Triton launcher the base
+  and the embedding service's config reader; the suite and ops any of these and training.
+- every package is placed here: a new one fails until it is given its layer.
 - the package graph has no cycles.
 """
 
@@ -23,16 +31,31 @@ from pathlib import Path
 import pytest
 
 SERVICES = Path(__file__).resolve().parents[1] / "services" / "geoloc"
-SERVING = {"embedding", "gallery", "sampler", "tokens", "text", "orchestrator", "tritonserver"}
-BASE = {"common", "v1", "api"}
+EXPERT_SERVICES = {"embedding", "gallery", "sampler", "tokens", "text"}
+BASE = {"common", "geo", "artifacts", "v1"}
+BELOW_SERVICES = BASE | {"api", "experts", "places"}
+SERVING = BELOW_SERVICES | EXPERT_SERVICES | {"orchestrator"}
 ALLOWED = {
     "common": set(),
+    "geo": set(),
+    "artifacts": set(),
     "v1": set(),
     "api": {"v1"},
-    "places": {"common", "v1"},
-    **{name: BASE | {"places"} | SERVING for name in SERVING},
-    "evaluation": BASE,
-    "client": BASE | {"places", "evaluation"},
+    "experts": {"v1", "api"},
+    "places": BASE,
+    **dict.fromkeys(EXPERT_SERVICES, BELOW_SERVICES),
+    "orchestrator": BELOW_SERVICES,
+    "evaluation": BASE | {"api"},
+    "client": BASE | {"api", "places", "evaluation"},
+    "training": SERVING | {"evaluation", "tritonserver"},
+    "tritonserver": {"common", "embedding"},
+    "suite": SERVING | {"evaluation", "training", "tritonserver"},
+    "ops": SERVING | {"suite"},
+    # The top-level modules: the CLI dispatcher, the smoke run, the package's own __init__.
+    "cli": SERVING
+    | {"client", "evaluation", "gallery", "ops", "smoke", "suite", "training", "tritonserver", "__version__"},
+    "smoke": SERVING | {"evaluation", "suite", "tritonserver"},
+    "geoloc": set(),
 }
 
 
@@ -78,7 +101,27 @@ GRAPH = package_graph()
 def test_the_graph_sees_every_package():
     folders = {p.name for p in SERVICES.iterdir() if (p / "__init__.py").exists()}
     assert folders <= set(GRAPH)
-    assert {"common", "training", "client", "evaluation", *SERVING} <= folders
+    assert {"common", "geo", "artifacts", "training", "client", "evaluation", *EXPERT_SERVICES} <= folders
+
+
+def test_every_package_has_its_layer():
+    """A package (or top-level module) nobody placed would be unconstrained: it fails here until it is."""
+    packages = {p.name for p in SERVICES.iterdir() if (p / "__init__.py").exists()}
+    modules = {p.stem for p in SERVICES.glob("*.py") if p.stem != "__init__"}
+    unplaced = sorted((packages | modules | set(GRAPH)) - set(ALLOWED))
+    assert not unplaced, f"place these in ALLOWED (tests/test_layers.py) and docs/architecture.md: {unplaced}"
+
+
+def test_no_relative_imports():
+    """The graph reads absolute imports only; ruff's TID252 (tests/test_lint.py) bans the others too."""
+    relative = [
+        f"{path.relative_to(SERVICES)}:{node.lineno}"
+        for path in sorted(SERVICES.rglob("*.py"))
+        if "v1" not in path.relative_to(SERVICES).parts  # protoc's stubs
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.ImportFrom) and node.level > 0
+    ]
+    assert not relative, f"relative imports: {relative}"
 
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))

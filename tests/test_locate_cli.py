@@ -14,9 +14,9 @@ from PIL import Image
 
 from geoloc.cli import main
 from geoloc.client import world_map as world_map
+from geoloc.common.ports import free_port
 from geoloc.orchestrator.config import SHIPPED_FUSION
 from geoloc.orchestrator.parameters import load_fusion
-from geoloc.tritonserver.launcher import free_port
 from tests.photos import write_split
 
 pytestmark = pytest.mark.timeout(600)

@@ -10,15 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from geoloc.embedding.preprocessing import CropSpec
-from geoloc.tritonserver.launcher import TritonLaunch, TritonServer, free_port
-from geoloc.tritonserver.repository import (
+from geoloc.common.ports import free_port
+from geoloc.embedding.model_config import (
     DEFAULT_MODEL_REPOSITORY,
     float_parameter,
     load_backbone_module,
     model_parameters,
     read_model_config,
 )
+from geoloc.embedding.preprocessing import CropSpec
+from geoloc.tritonserver.launcher import TritonLaunch, TritonServer
 from tests.tiny_clip import tiny_clip_checkpoint
 
 MODELS = ("efficientnet_lite2", "clip_vit_l14")

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from geoloc.api import EXPERT_ENUMS, EXPERT_NAMES
-from geoloc.common.sphere import haversine_km
+from geoloc.geo.sphere import haversine_km
 from geoloc.orchestrator.config import SHIPPED_FUSION, OrchestratorSettings
 from geoloc.orchestrator.parameters import load_fusion
 from geoloc.orchestrator.server import OrchestratorServicer, orchestrator_spec

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import shapefile  # pyshp
 
-from geoloc.common.sphere import haversine_km
+from geoloc.geo.sphere import haversine_km
 from geoloc.places import (
     CITIES_CSV,
     CITIES_PACKAGE,

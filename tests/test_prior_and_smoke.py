@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from geoloc.cli import main
-from geoloc.common.sphere import haversine_km
 from geoloc.evaluation.dataset import load_split
 from geoloc.evaluation.prior import PriorPredictions, densest_place, photographer_weights
+from geoloc.geo.sphere import haversine_km
 from tests.photos import write_split
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geoloc.common.sphere import haversine_km, latlon_to_unit, vmf_kappa_for_radius_km, vmf_log_density, vmf_sample
+from geoloc.geo.sphere import haversine_km, latlon_to_unit
+from geoloc.geo.vmf import vmf_kappa_for_radius_km, vmf_log_density, vmf_sample
 from geoloc.sampler.density import KAPPAS, leave_one_out_log_densities, summarize_samples
 
 PARIS, NEW_YORK = (48.85, 2.35), (40.71, -74.0)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from geoloc.common.checkpoints import half_precision_weights
+from geoloc.artifacts.checkpoints import half_precision_weights
 from geoloc.sampler.model import LocationSampler, build_network, load_sampler, save_sampler
 
 SMALL = {"flow": {"width": 32, "depth": 2}, "sh": {"degree": 8, "width": 32, "depth": 2}}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from geoloc.common.sphere import haversine_km
+from geoloc.geo.sphere import haversine_km
 from geoloc.sampler.sh_diffusion import (
     CoefficientDenoiser,
     SHDiffusionConfig,

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from geoloc.common.sphere import haversine_km
+from geoloc.geo.sphere import haversine_km
 from geoloc.sampler.spherical_harmonics import SphericalGrid, column, encode, real_harmonics
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from geoloc.common.sphere import haversine_km
+from geoloc.geo.sphere import haversine_km
 from geoloc.text.country_prior import load_country_prior
 from geoloc.text.evidence import EvidenceSettings, LanguageDetector, TextAnswerer, city_radius_km
 from geoloc.text.gazetteer import Gazetteer, normalised, within_one_edit

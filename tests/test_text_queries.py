@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from geoloc.common.ports import free_port
 from geoloc.embedding.config import EmbeddingSettings
+from geoloc.embedding.model_config import read_model_config
 from geoloc.embedding.server import EmbeddingServicer, embedding_spec
 from geoloc.embedding.triton_backbone import BackboneError, BackboneInfo
 from geoloc.embedding.triton_text import check_twin
@@ -21,8 +23,7 @@ from geoloc.gallery.config import GallerySettings
 from geoloc.gallery.server import GalleryServicer, gallery_spec
 from geoloc.orchestrator.config import OrchestratorSettings
 from geoloc.orchestrator.server import OrchestratorServicer, orchestrator_spec
-from geoloc.tritonserver.launcher import DEFAULT_MODEL_REPOSITORY, TritonLaunch, TritonServer, free_port
-from geoloc.tritonserver.repository import read_model_config
+from geoloc.tritonserver.launcher import DEFAULT_MODEL_REPOSITORY, TritonLaunch, TritonServer
 from geoloc.v1 import (
     embedding_pb2,
     embedding_pb2_grpc,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geoloc.common.sphere import haversine_km
+from geoloc.geo.sphere import haversine_km
 from geoloc.text.config import DEFAULT_TESSERACT_LANGUAGES, TextSettings
 from geoloc.text.places import script_likelihoods
 from geoloc.text.server import TextServicer, text_spec

@@ -294,8 +294,9 @@ def test_the_servers_max_call_s_ends_a_call_without_a_deadline_and_the_server_ke
 
 
 def test_triton_with_mutual_tls_serves_the_backbone_to_a_client_with_its_certificate_only(pki, tmp_path, capsys):
+    from geoloc.common.ports import free_port
     from geoloc.embedding.triton_backbone import TritonBackbone
-    from geoloc.tritonserver.launcher import TritonLaunch, TritonServer, TritonTls, free_port, triton_command
+    from geoloc.tritonserver.launcher import TritonLaunch, TritonServer, TritonTls, triton_command
 
     client = ClientTls(pki.ca, pki.client_cert, pki.client_key)
     launch = TritonLaunch(

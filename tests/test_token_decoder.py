@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from geoloc.common.s2cells import cell_id_to_latlon, latlon_to_cell_id
+from geoloc.geo.s2cells import cell_id_to_latlon, latlon_to_cell_id
 from geoloc.tokens.decoder import (
     TOKEN_COUNT,
     Neighbours,

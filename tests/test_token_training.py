@@ -7,8 +7,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from geoloc.common.s2cells import latlon_to_cell_id
-from geoloc.common.sphere import haversine_km
+from geoloc.geo.s2cells import latlon_to_cell_id
+from geoloc.geo.sphere import haversine_km
 from geoloc.tokens.geotokens import cell_id_to_tokens
 from geoloc.tokens.search import greedy
 from geoloc.training.loop import minibatch_draw

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geoloc.common.s2cells import cell_id_to_latlon, cell_id_to_s2_token
-from geoloc.common.sphere import haversine_km
+from geoloc.geo.s2cells import cell_id_to_latlon, cell_id_to_s2_token
+from geoloc.geo.sphere import haversine_km
 from geoloc.tokens.cells import cell_radius_km
 from geoloc.tokens.config import TokensSettings
 from geoloc.tokens.geotokens import tokens_to_cell_id

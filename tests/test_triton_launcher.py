@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from geoloc.common.ports import free_port
 from geoloc.tritonserver.launcher import (
     TritonLaunch,
     TritonServer,
     TritonStartError,
-    free_port,
     triton_command,
     triton_environment,
 )

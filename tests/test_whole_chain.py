@@ -29,8 +29,8 @@ import grpc
 import pytest
 
 from geoloc.common.paths import CHECKOUT, MODEL_REPOSITORY
+from geoloc.common.ports import free_port
 from geoloc.orchestrator.parameters import load_fusion
-from geoloc.tritonserver.launcher import free_port
 from geoloc.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from tests.photos import write_photos, write_split
 from tests.test_suite import free_port_block

@@ -92,7 +92,9 @@ def test_the_overlay_is_brightest_at_the_heavy_component_and_fades_with_distance
 
 
 def test_the_density_grid_matches_the_exact_mixture_where_it_is_shown():
-    from geoloc.common.sphere import latlon_to_unit, mixture_log_density, vmf_kappa_for_radius_km
+    from geoloc.geo.mixtures import mixture_log_density
+    from geoloc.geo.sphere import latlon_to_unit
+    from geoloc.geo.vmf import vmf_kappa_for_radius_km
 
     rng = np.random.default_rng(1)
     n = 2000

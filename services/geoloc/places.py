@@ -35,7 +35,7 @@ How a point is classified (`PlaceName.kind`):
 
 The nearest city is named "Name, Admin1, CC" (GeoNames ASCII names, the first-level division and
 the city's own ISO country code; an empty division is left out), e.g. "Paris, Ile-de-France, FR",
-with the great-circle distance from geoloc.common.sphere.haversine_km.
+with the great-circle distance from geoloc.geo.sphere.haversine_km.
 
 Loading takes about 2 s on a 2-core machine (0.4 s of imports, then `load_seconds` ~1.5 s: 0.8 s
 building the shapely polygons, 0.3 s reading the cities), and the process grows to ~170 MB, so
@@ -60,7 +60,7 @@ import shapely
 from numpy.typing import ArrayLike
 from scipy.spatial import cKDTree
 
-from geoloc.common.sphere import haversine_km, latlon_to_unit
+from geoloc.geo.sphere import haversine_km, latlon_to_unit
 from geoloc.v1 import orchestrator_pb2
 
 PlaceKind = Literal["country", "ocean", "unknown_land"]

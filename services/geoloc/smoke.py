@@ -107,7 +107,8 @@ def _scrape(port: int) -> str:
 
 def embed_sample_photos(photos: list[Path]) -> list[str]:
     """Starts Triton and the embedding service, embeds `photos`; returns what it saw."""
-    from geoloc.tritonserver.launcher import TritonLaunch, TritonServer, free_port
+    from geoloc.common.ports import free_port
+    from geoloc.tritonserver.launcher import TritonLaunch, TritonServer
 
     with TritonServer(TritonLaunch(grpc_port=free_port(), metrics_port=None)) as triton:
         seen = [f"tritonserver ready at {triton.grpc_url} (model efficientnet_lite2)"]

@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from geoloc.common.sphere import EARTH_RADIUS_KM, HEMISPHERE_RADIUS_KM, vmf_kappa_for_radius_km, vmf_log_normaliser
+from geoloc.geo.sphere import EARTH_RADIUS_KM, HEMISPHERE_RADIUS_KM
+from geoloc.geo.vmf import vmf_kappa_for_radius_km, vmf_log_normaliser
 from geoloc.v1 import orchestrator_pb2
 
 # A dark map, so that brighter always means denser: every heat colour is lighter than land and

@@ -1,1 +1,1 @@
-"""Mechanics every geoloc service shares: settings, logging, the server factory, sphere maths and S2 cells."""
+"""The gRPC runtime every geoloc service shares: settings, logging, the server factory, channels, admission, errors."""

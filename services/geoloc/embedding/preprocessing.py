@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from geoloc.common.photos import PhotoLimits, decode_photo
-from geoloc.tritonserver.repository import model_parameters
+from geoloc.embedding.model_config import model_parameters
 
 RESAMPLING = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 CROPS = ("padded_center_crop", "resize_then_center_crop")

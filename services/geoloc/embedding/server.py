@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from geoloc.common.bundles import Bundle, BundleError
+from geoloc.artifacts.bundles import Bundle, BundleError
 from geoloc.common.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotReady
 from geoloc.common.server import ServiceSpec, run_service, servicer_spec
 from geoloc.common.texts import validated_text

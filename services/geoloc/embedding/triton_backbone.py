@@ -22,8 +22,8 @@ from geoloc.common.errors import DeadlineExceeded, NotReady, ResourceExhausted
 from geoloc.common.logs import get_logger
 from geoloc.common.tls import ClientTls
 from geoloc.common.tracing import triton_headers, triton_inference
+from geoloc.embedding.model_config import model_parameters
 from geoloc.embedding.preprocessing import CropSpec
-from geoloc.tritonserver.repository import model_parameters
 
 
 class BackboneError(RuntimeError):

@@ -16,6 +16,7 @@ from tritonclient.utils import InferenceServerException
 
 from geoloc.common.tls import ClientTls
 from geoloc.common.tracing import triton_headers, triton_inference
+from geoloc.embedding.model_config import model_parameters
 from geoloc.embedding.triton_backbone import (
     BackboneError,
     BackboneInfo,
@@ -23,7 +24,6 @@ from geoloc.embedding.triton_backbone import (
     triton_client,
     wait_until_model_ready,
 )
-from geoloc.tritonserver.repository import model_parameters
 
 TEXT_INPUT, FEATURE_OUTPUT, TRUNCATED_OUTPUT = "TEXT", "EMBEDDING", "TRUNCATED"
 

@@ -8,12 +8,12 @@ from collections.abc import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from geoloc.common.sphere import haversine_km
 from geoloc.evaluation.csvio import InputError
 from geoloc.evaluation.dataset import LabelledImage, Split
 from geoloc.evaluation.metrics import THRESHOLDS_KM, summarize
 from geoloc.evaluation.predictions import Prediction, PredictionSource
 from geoloc.evaluation.report import Report
+from geoloc.geo.sphere import haversine_km
 
 MISSING_NAMES_SHOWN = 5
 

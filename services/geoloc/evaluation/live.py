@@ -171,7 +171,7 @@ class OrchestratorPredictions:
         self.stats.retries += 1
 
     def _record(self, record: LabelledImage, response) -> Prediction:
-        from geoloc.common.sphere import haversine_km
+        from geoloc.geo.sphere import haversine_km
         from geoloc.v1 import orchestrator_pb2
 
         best = response.best_guess

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from geoloc.common.geoscore import GEOSCORE_MAX, GEOSCORE_SCALE_KM, geoscore_of_km  # noqa: F401  (re-exported)
+from geoloc.geo.geoscore import geoscore_of_km
 
 # The street / city / region / country / continent radii used since Im2GPS (Hays & Efros 2008).
 THRESHOLDS_KM: tuple[float, ...] = (1, 25, 200, 750, 2500)

@@ -16,9 +16,11 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from geoloc.common.sphere import find_modes, latlon_to_unit, vmf_kappa_for_radius_km
 from geoloc.evaluation.dataset import LabelledImage, Split
 from geoloc.evaluation.predictions import Prediction
+from geoloc.geo.mixtures import find_modes
+from geoloc.geo.sphere import latlon_to_unit
+from geoloc.geo.vmf import vmf_kappa_for_radius_km
 
 # Half of each training photo's kernel mass within this radius: wide enough that a city's
 # photos merge into one bump, narrow enough that Europe and North America stay apart.

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from geoloc.common.files import file_sha256
+from geoloc.artifacts.files import file_sha256
 from geoloc.common.paths import ARTIFACTS_DIR
 from geoloc.gallery.index import GalleryIndex
 from geoloc.gallery.location_encoder import LocationEncoder, geoclip_package_dir, geoclip_weights_path

@@ -12,8 +12,8 @@ import sys
 
 import numpy as np
 
+from geoloc.artifacts.bundles import Bundle
 from geoloc.common.batching import Batcher
-from geoloc.common.bundles import Bundle
 from geoloc.common.embeddings import validated_embedding
 from geoloc.common.errors import InvalidArgument, NotReady
 from geoloc.common.metrics import BatchMetrics, ServerMetrics

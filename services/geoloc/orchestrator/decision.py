@@ -1,6 +1,6 @@
 """Reading an answer off the fused distribution: the place with the highest expected GeoScore.
 
-GeoScore (common/geoscore) rewards an answer by its distance from the truth on a 1,493 km scale.
+GeoScore (geo/geoscore) rewards an answer by its distance from the truth on a 1,493 km scale.
 Under the fused distribution, answering place c earns E[5000·exp(−d(x, c)/1492.7 km)] in
 expectation, and the best guess is the candidate that maximises it. The mixture's expectation is
 the weighted sum of its components' (the prior, each expert; the uniform floor adds the same to
@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geoloc.common.geoscore import geoscore_of_km
-from geoloc.common.sphere import EARTH_RADIUS_KM, great_circle_angle
+from geoloc.geo.geoscore import geoscore_of_km
+from geoloc.geo.sphere import EARTH_RADIUS_KM, great_circle_angle
 
 LATTICE_POINTS = 4096  # ~350 km apart: GeoScore changes by under a quarter across one spacing
 
@@ -58,7 +58,7 @@ def kernel_score_table() -> np.ndarray:
 
     Stratified quadrature: the kernel's angle α from its centre at its quantiles (the vMF's
     P(1 − cos α ≤ a) = (1 − e^(−κa)) / (1 − e^(−2κ)) inverted), bearings φ evenly spaced."""
-    from geoloc.common.sphere import vmf_kappa_for_radius_km
+    from geoloc.geo.vmf import vmf_kappa_for_radius_km
 
     n_angle, n_bearing = QUADRATURE
     p = (np.arange(n_angle) + 0.5) / n_angle

@@ -26,18 +26,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from geoloc.common.s2cells import latlon_to_cell_id
-from geoloc.common.sphere import (
-    EARTH_RADIUS_KM,
-    HEMISPHERE_RADIUS_KM,
-    find_modes,
-    great_circle_angle,
-    latlon_to_unit,
-    mixture_log_density,
-    unit_to_latlon,
-    vmf_kappa_for_radius_km,
-    vmf_mixture_sample,
-)
+from geoloc.geo.mixtures import find_modes, mixture_log_density, vmf_mixture_sample
+from geoloc.geo.s2cells import latlon_to_cell_id
+from geoloc.geo.sphere import EARTH_RADIUS_KM, HEMISPHERE_RADIUS_KM, great_circle_angle, latlon_to_unit, unit_to_latlon
+from geoloc.geo.vmf import vmf_kappa_for_radius_km
 from geoloc.orchestrator.decision import (
     LATTICE_POINTS,
     FixedCandidates,

@@ -18,7 +18,7 @@ import grpc
 from prometheus_client import CollectorRegistry
 
 from geoloc.api import EXPERT_ENUMS, EXPERT_NAMES
-from geoloc.common.bundles import Bundle
+from geoloc.artifacts.bundles import Bundle
 from geoloc.common.errors import (
     DeadlineExceeded,
     FailedPrecondition,

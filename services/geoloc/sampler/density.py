@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geoloc.common.sphere import Mode, find_modes, vmf_kappa_for_radius_km
+from geoloc.geo.mixtures import Mode, find_modes
+from geoloc.geo.vmf import vmf_kappa_for_radius_km
 
 # Half-mass radii the kernel may take: 5 km to 7240 km (a uniform sphere's is 10 000), a factor √2 apart.
 RADII_KM = 5.0 * np.sqrt(2.0) ** np.arange(22)

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geoloc.common.checkpoints import half_precision_weights
+from geoloc.artifacts.checkpoints import half_precision_weights
 from geoloc.common.paths import MODELS_DIR
-from geoloc.common.sphere import latlon_to_unit
+from geoloc.geo.sphere import latlon_to_unit
 from geoloc.sampler import flow, sh_diffusion
 from geoloc.sampler.spherical_harmonics import SphericalGrid
 

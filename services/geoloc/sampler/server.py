@@ -19,14 +19,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from geoloc.artifacts.bundles import Bundle
 from geoloc.common.batching import Batcher
-from geoloc.common.bundles import Bundle
 from geoloc.common.embeddings import validated_embedding
 from geoloc.common.errors import FailedPrecondition, InvalidArgument, NotReady, defaulted_in_range, named_enum_value
 from geoloc.common.metrics import BatchMetrics, ServerMetrics
 from geoloc.common.server import ServiceSpec, run_service, servicer_spec
-from geoloc.common.sphere import unit_to_latlon
 from geoloc.common.tracing import step
+from geoloc.geo.sphere import unit_to_latlon
 from geoloc.sampler.config import SamplerSettings
 from geoloc.sampler.density import summarize_samples
 from geoloc.sampler.model import LocationSampler, load_sampler

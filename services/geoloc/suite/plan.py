@@ -126,7 +126,7 @@ def _service_env(name: str, options: SuiteOptions) -> dict[str, str]:
     }
 
 
-# The services that load their models from a bundle themselves, checking it (common/bundles.py).
+# The services that load their models from a bundle themselves, checking it (artifacts/bundles.py).
 BUNDLE_SERVICES = ("embedding", "gallery", "sampler", "tokens", "orchestrator")
 
 

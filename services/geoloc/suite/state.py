@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from geoloc.common.files import written_atomically
+from geoloc.artifacts.files import written_atomically
 
 STATE_FILE = "suite.json"
 LOCK_FILE = ".lock"

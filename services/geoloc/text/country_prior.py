@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from geoloc.common.files import written_atomically
+from geoloc.artifacts.files import written_atomically
 from geoloc.common.paths import MODELS_DIR
 
 SHIPPED_COUNTRY_PRIOR = MODELS_DIR / "text" / "country_prior.json"

@@ -13,8 +13,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from geoloc.common.s2cells import cell_id_to_latlon, cell_id_to_vertices
-from geoloc.common.sphere import EARTH_RADIUS_KM
+from geoloc.geo.s2cells import cell_id_to_latlon, cell_id_to_vertices
+from geoloc.geo.sphere import EARTH_RADIUS_KM
 from geoloc.tokens.decoder import Neighbours
 from geoloc.tokens.geotokens import tokens_to_cell_id
 from geoloc.tokens.model import TokenModel

@@ -9,7 +9,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Sequence
 
-from geoloc.common.s2cells import MAX_LEVEL, checked_cell_ids, checked_level
+from geoloc.geo.s2cells import MAX_LEVEL, checked_cell_ids, checked_level
 
 GEOTOKEN_LEVEL = 20
 TOKEN_VOCAB_SIZES = (6,) + (16,) * (GEOTOKEN_LEVEL // 2)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geoloc.common.checkpoints import half_precision_weights
+from geoloc.artifacts.checkpoints import half_precision_weights
 from geoloc.common.paths import MODELS_DIR
 from geoloc.tokens.decoder import TokenDecoder, TokenDecoderConfig
 

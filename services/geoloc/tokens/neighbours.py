@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from geoloc.common.s2cells import latlon_to_cell_id
+from geoloc.geo.s2cells import latlon_to_cell_id
 from geoloc.tokens.decoder import TOKEN_COUNT, Neighbours
 from geoloc.tokens.geotokens import cell_id_to_tokens
 

@@ -22,14 +22,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from geoloc.artifacts.bundles import Bundle
 from geoloc.common.batching import Batcher
-from geoloc.common.bundles import Bundle
 from geoloc.common.embeddings import validated_embedding
 from geoloc.common.errors import InvalidArgument, NotReady, defaulted_in_range, named_enum_value
 from geoloc.common.metrics import BatchMetrics, ServerMetrics
-from geoloc.common.s2cells import cell_id_to_s2_token
 from geoloc.common.server import ServiceSpec, run_service, servicer_spec
 from geoloc.common.tracing import step
+from geoloc.geo.s2cells import cell_id_to_s2_token
 from geoloc.tokens.cells import DecodedCell, Strategy, decode_photos
 from geoloc.tokens.config import TokensSettings
 from geoloc.tokens.decoder import Neighbours

@@ -22,15 +22,15 @@ import json
 import shutil
 from pathlib import Path
 
-from geoloc.common.bundles import BUNDLE_FILE, FORMAT, bundle_hashes
-from geoloc.common.files import written_atomically
+from geoloc.artifacts.bundles import BUNDLE_FILE, FORMAT, bundle_hashes
+from geoloc.artifacts.files import written_atomically
+from geoloc.embedding.model_config import read_model_config
 from geoloc.embedding.preprocessing import declared_preprocessing
 from geoloc.embedding.triton_backbone import BackboneError, describe_backbone
 from geoloc.embedding.triton_text import check_twin
 from geoloc.evaluation.csvio import InputError
 from geoloc.training.expert_outputs import checkpoints_in, fusion_in
 from geoloc.training.feature_shards import model_sha256
-from geoloc.tritonserver.repository import read_model_config
 
 # Role -> place in a bundle (in a models folder: expert_outputs.checkpoints_in); each checkpoint's
 # manifest (.json) goes with it.

@@ -17,9 +17,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from geoloc.common.sphere import haversine_km, latlon_to_unit, unit_to_latlon
 from geoloc.evaluation.folds import photo_weights
 from geoloc.evaluation.metrics import Metrics, summarize
+from geoloc.geo.sphere import haversine_km, latlon_to_unit, unit_to_latlon
 from geoloc.orchestrator.decision import radius_holding_mass
 from geoloc.orchestrator.fusion import Prior, subset_key
 from geoloc.training.decision_fit import (

@@ -462,9 +462,9 @@ def written_models(args: argparse.Namespace) -> tuple[dict[str, Path], Path]:
     import json
 
     from geoloc.common.paths import MODELS_DIR
+    from geoloc.embedding.model_config import DEFAULT_MODELS
     from geoloc.training.expert_outputs import checkpoints_in, fusion_in, shipped_checkpoints
     from geoloc.training.feature_shards import MANIFEST
-    from geoloc.tritonserver.launcher import DEFAULT_MODELS
 
     if args.models is None:
         return shipped_checkpoints(), fusion_in(MODELS_DIR)

@@ -18,8 +18,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from geoloc.common.geoscore import geoscore_of_km
-from geoloc.common.sphere import EARTH_RADIUS_KM, great_circle_angle, latlon_to_unit
+from geoloc.geo.geoscore import geoscore_of_km
+from geoloc.geo.sphere import EARTH_RADIUS_KM, great_circle_angle, latlon_to_unit
 from geoloc.orchestrator.decision import radius_holding_mass, uniform_cap_mass
 from geoloc.orchestrator.fusion import PRIOR, FusionParameters, Prior, build_mixture, sample_mixture, score_table
 from geoloc.training.expert_outputs import photo_answers

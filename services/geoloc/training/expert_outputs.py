@@ -121,7 +121,7 @@ def fusion_in(models: Path) -> Path:
 def shipped_checkpoints() -> dict[str, Path]:
     """Where each shipped expert's checkpoint lives, as the services load it."""
     from geoloc.common.paths import MODELS_DIR
-    from geoloc.tritonserver.launcher import DEFAULT_MODELS
+    from geoloc.embedding.model_config import DEFAULT_MODELS
 
     return checkpoints_in(MODELS_DIR, DEFAULT_MODELS[0])
 
@@ -140,7 +140,7 @@ def expert_answers(expert: str, model, features: np.ndarray, requests: ExpertReq
     flow_samples or sh_samples (each weighing 1/samples) and tokens_beam_width (zero-weight padding where the
     beam holds fewer distinct cells). A sampler's noise depends on `seed` and the row's 40-row chunk
     only, so the same rows give the same points."""
-    from geoloc.common.sphere import unit_to_latlon
+    from geoloc.geo.sphere import unit_to_latlon
     from geoloc.tokens.cells import decode_photo
 
     if expert == "gallery":

@@ -30,21 +30,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from geoloc.artifacts.files import written_atomically
 from geoloc.common.errors import InvalidArgument
-from geoloc.common.files import written_atomically
 from geoloc.common.photos import PhotoLimits
 from geoloc.common.tls import ClientTls
 from geoloc.embedding.config import EmbeddingSettings
-from geoloc.embedding.preprocessing import declared_preprocessing, model_input_from_photo
-from geoloc.embedding.triton_backbone import BackboneInfo, TritonBackbone, describe_backbone
-from geoloc.evaluation.csvio import InputError
-from geoloc.training.shards import PhotoShard
-from geoloc.tritonserver.repository import (
+from geoloc.embedding.model_config import (
     DEFAULT_MODEL_REPOSITORY,
     load_backbone_module,
     model_parameters,
     read_model_config,
 )
+from geoloc.embedding.preprocessing import declared_preprocessing, model_input_from_photo
+from geoloc.embedding.triton_backbone import BackboneInfo, TritonBackbone, describe_backbone
+from geoloc.evaluation.csvio import InputError
+from geoloc.training.shards import PhotoShard
 
 MANIFEST = "manifest.json"
 FORMAT = "geoloc-features/1"

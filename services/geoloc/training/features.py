@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from geoloc.common.files import written_atomically
+from geoloc.artifacts.files import written_atomically
 from geoloc.common.paths import cache_dir as default_cache_dir
 from geoloc.embedding.config import EmbeddingSettings
+from geoloc.embedding.model_config import DEFAULT_MODEL_REPOSITORY, read_model_config
 from geoloc.embedding.preprocessing import model_input_from_photo
 from geoloc.evaluation.dataset import Split
 from geoloc.training.feature_shards import BATCH, InProcessFeatures
-from geoloc.tritonserver.repository import DEFAULT_MODEL_REPOSITORY, read_model_config
 
 
 def split_features(

@@ -197,6 +197,7 @@ def _report(out: Path) -> int:
 
 
 def _local_triton():
-    from geoloc.tritonserver.launcher import TritonLaunch, TritonServer, free_port
+    from geoloc.common.ports import free_port
+    from geoloc.tritonserver.launcher import TritonLaunch, TritonServer
 
     return TritonServer(TritonLaunch(grpc_port=free_port(), metrics_port=None))

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geoloc.common.sphere import latlon_to_unit, vmf_log_density
+from geoloc.geo.sphere import latlon_to_unit
+from geoloc.geo.vmf import vmf_log_density
 from geoloc.orchestrator.fusion import PRIOR, FusionParameters, Prior, expert_kernels, kappa_for_half_mass_km
 
 BANDWIDTHS_KM = (10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0)

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from geoloc.common.sphere import haversine_km
 from geoloc.evaluation.metrics import Metrics, summarize
 from geoloc.gallery.build import embed_locations
 from geoloc.gallery.heads import ImageMLP
 from geoloc.gallery.location_encoder import LocationEncoder
+from geoloc.geo.sphere import haversine_km
 from geoloc.training.loop import BatchShards, shard_stream, sum_over_processes
 from geoloc.training.mapped_features import feature_moments, feature_rows
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geoloc.common.files import written_atomically
+from geoloc.artifacts.files import written_atomically
 
 CHUNK_ROWS = 1 << 16  # rows read at once when reducing a mapped array: 100 MB of 768-d float16
 

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geoloc.common.checkpoints import half_precision_weights
-from geoloc.common.files import written_atomically
+from geoloc.artifacts.checkpoints import half_precision_weights
+from geoloc.artifacts.files import written_atomically
 from geoloc.evaluation.folds import photo_weights, photographer_folds
 from geoloc.gallery.heads import SHIPPED_HEADS, GalleryHead
 from geoloc.gallery.index import GalleryIndex

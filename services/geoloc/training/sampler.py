@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from geoloc.common.checkpoints import half_precision_weights
-from geoloc.common.sphere import haversine_km, latlon_to_unit
+from geoloc.artifacts.checkpoints import half_precision_weights
 from geoloc.evaluation.metrics import Metrics, summarize
+from geoloc.geo.sphere import haversine_km, latlon_to_unit
 from geoloc.sampler import flow, sh_diffusion
 from geoloc.sampler.density import summarize_samples
 from geoloc.sampler.model import LocationSampler, build_network

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from geoloc.common.files import written_atomically
+from geoloc.artifacts.files import written_atomically
 from geoloc.evaluation.csvio import InputError
 from geoloc.evaluation.dataset import LABELS_FILE, Split, load_split
 

@@ -22,7 +22,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from geoloc.common.files import file_sha256
+    from geoloc.artifacts.files import file_sha256
     from geoloc.gallery.build import default_gallery_csv, read_gps_csv
     from geoloc.text.country_prior import (
         PSEUDO_COUNT,

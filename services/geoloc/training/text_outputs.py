@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from geoloc.common.files import written_atomically
+from geoloc.artifacts.files import written_atomically
 from geoloc.common.photos import decode_photo
 from geoloc.text.evidence import EvidenceSettings, TextAnswerer
 from geoloc.text.places import PLACES_PER_COUNTRY

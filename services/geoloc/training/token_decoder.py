@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from geoloc.common.s2cells import cell_id_to_latlon, latlon_to_cell_id
-from geoloc.common.sphere import haversine_km
 from geoloc.evaluation.metrics import Metrics, summarize
+from geoloc.geo.s2cells import cell_id_to_latlon, latlon_to_cell_id
+from geoloc.geo.sphere import haversine_km
 from geoloc.tokens.cells import Strategy, decode_photo
 from geoloc.tokens.decoder import Neighbours, TokenDecoder, TokenDecoderConfig, token_loss
 from geoloc.tokens.geotokens import cell_id_to_tokens, tokens_to_cell_id

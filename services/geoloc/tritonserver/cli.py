@@ -9,7 +9,8 @@ import sys
 import threading
 from pathlib import Path
 
-from geoloc.tritonserver.launcher import DEFAULT_MODEL_REPOSITORY, DEFAULT_MODELS, TritonLaunch, traces_url_from
+from geoloc.embedding.model_config import DEFAULT_MODELS
+from geoloc.tritonserver.launcher import DEFAULT_MODEL_REPOSITORY, TritonLaunch, traces_url_from
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

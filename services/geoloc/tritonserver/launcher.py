@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -40,9 +39,8 @@ from pathlib import Path
 
 from geoloc.common.tls import ClientTls
 from geoloc.common.tracing import tracing_on
-from geoloc.tritonserver.repository import DEFAULT_MODEL_REPOSITORY
+from geoloc.embedding.model_config import DEFAULT_MODEL_REPOSITORY, DEFAULT_MODELS
 
-DEFAULT_MODELS = ("efficientnet_lite2",)
 TRACES_URL_VARIABLE = "GEOLOC_TRITON_OTLP_TRACES_URL"
 
 
@@ -99,13 +97,6 @@ class TritonLaunch:
     @property
     def grpc_url(self) -> str:
         return f"{self.host}:{self.grpc_port}"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port free on `host` now; tritonserver cannot bind port 0 and report what it got."""
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
 
 
 def pytriton_root() -> Path:

@@ -15,6 +15,8 @@ from google.protobuf import json_format, text_format
 
 from geoloc.common.paths import MODEL_REPOSITORY as DEFAULT_MODEL_REPOSITORY
 
+DEFAULT_MODELS = ("efficientnet_lite2",)  # the backbones Triton loads by default; the first is the default backbone
+
 
 def read_model_config(model: str, repository: Path = DEFAULT_MODEL_REPOSITORY, config_name: str | None = None) -> dict:
     """`<repository>/<model>/config.pbtxt` (or `configs/<config_name>.pbtxt`) as Triton's JSON dict."""

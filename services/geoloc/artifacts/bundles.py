@@ -14,8 +14,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from geoloc.common.files import file_sha256
-from geoloc.common.logs import get_logger
+import structlog
+
+from geoloc.artifacts.files import file_sha256
 
 BUNDLE_FILE = "bundle.json"
 FORMAT = "geoloc-bundle/1"
@@ -55,7 +56,7 @@ class Bundle:
         except (ValueError, KeyError, TypeError) as error:
             raise BundleError(f"{path}: not a readable bundle record ({error})") from None
         # Which models a pod serves is in its log: the version is a hash of every file.
-        get_logger("geoloc.bundle").info(
+        structlog.get_logger("geoloc.bundle").info(
             "bundle_read", bundle=str(root), version=bundle.version, backbone=bundle.backbone.get("name")
         )
         return bundle

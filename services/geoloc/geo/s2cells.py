@@ -1,7 +1,7 @@
 """S2 cells: ids, levels, parents, centres and corners, and the S2 token strings.
 
 Cell ids are the real S2 ids (uint64), bit-compatible with the reference library; points are
-unit vectors and degrees as in geoloc.common.sphere.
+unit vectors and degrees as in geoloc.geo.sphere.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import re
 import numpy as np
 from numpy.typing import ArrayLike
 
-from geoloc.common.sphere import latlon_to_unit, unit_to_latlon
+from geoloc.geo.sphere import latlon_to_unit, unit_to_latlon
 
 # A leaf id is face (3 bits) | Hilbert position (60 bits, 2 per level) | 1; a level-L
 # cell keeps L position digits followed by a single 1 bit at 2(30 − L).

@@ -37,10 +37,10 @@ import time
 import grpc
 import numpy as np
 
-from geoloc.api import EXPERT_NAMES
 from geoloc.client.load import experts_path_ms
 from geoloc.common.channels import create_channel
 from geoloc.common.paths import CHECKOUT, data_root
+from geoloc.experts import EXPERT_NAMES
 from geoloc.orchestrator.config import OrchestratorSettings
 from geoloc.orchestrator.experts import expert_request
 from geoloc.orchestrator.fusion import ExpertPoints, fuse

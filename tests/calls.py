@@ -152,7 +152,7 @@ def default_statuses(fusion_weights: dict[str, float]) -> dict[int, int]:
     """What a Locate without options.experts reports per expert when every expert is deployed and
     answers: OK for those the fitted fusion weighs, SKIPPED for those it gives weight 0 (they
     cannot move the answer, so the orchestrator does not ask them by default)."""
-    from geoloc.api import EXPERT_ENUMS
+    from geoloc.experts import EXPERT_ENUMS
     from geoloc.v1 import orchestrator_pb2
 
     ok, skipped = orchestrator_pb2.EXPERT_STATUS_OK, orchestrator_pb2.EXPERT_STATUS_SKIPPED

@@ -29,6 +29,7 @@ import pytest
 
 from geoloc.common.paths import DATA_DIR_ENV, data_root
 from geoloc.common.ports import free_port
+from geoloc.experts import EXPERT_SERVICES
 from tests.photos import write_photos
 from tests.servers import start_embedding_service, start_service, stop, wait_for_health
 
@@ -119,15 +120,12 @@ def embedding_stub(embedding_address):
         yield embedding_pb2_grpc.EmbeddingServiceStub(channel)
 
 
-EXPERTS = ("gallery", "sampler", "tokens", "text")
-
-
 @pytest.fixture(scope="session")
 def experts() -> Iterator[dict[str, str]]:
     """The gallery, sampler, tokens and text services, each as its own process with its shipped settings."""
     # The text expert reads with one onnxruntime thread: every process here shares two cores, and
     # a reader on both slows the embedding calls the orchestrator makes at the same time.
-    started = {name: start_service(name, **({"threads": "1"} if name == "text" else {})) for name in EXPERTS}
+    started = {name: start_service(name, **({"threads": "1"} if name == "text" else {})) for name in EXPERT_SERVICES}
     try:
         for process, address in started.values():
             wait_for_health(address, 240, process)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geoloc.api import EXPERTS
+from geoloc.experts import EXPERTS
 from geoloc.geo.geoscore import geoscore_of_km
 from geoloc.geo.mixtures import vmf_mixture_sample
 from geoloc.geo.sphere import EARTH_RADIUS_KM, haversine_km, latlon_to_unit

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geoloc.api import EXPERTS
+from geoloc.experts import EXPERTS
 from geoloc.geo.mixtures import vmf_mixture_sample
 from geoloc.geo.sphere import haversine_km, latlon_to_unit
 from geoloc.geo.vmf import vmf_cap_mass

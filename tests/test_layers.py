@@ -9,13 +9,13 @@ The rules:
   settings, logs, the server factory, interceptors, channels, TLS, metrics, tracing, admission,
   retries, batching, errors and the RPC input checks), `geo` (sphere, vMF kernels, mixtures,
   S2 cells, GeoScore) and `artifacts` (checkpoints, bundles, the files they are written as).
-- `v1` (the generated API stubs) imports nothing of geoloc but itself; `api` (the enums' short
-  names) only v1; `experts` (the expert registry) only v1 and api; `places` (offline place names
-  and country shapes) only the base and v1.
-- each expert service (embedding, gallery, sampler, tokens, text) imports only the base, v1, api,
-  the registry and places: never another expert, the orchestrator, training, client, evaluation
+- `v1` (the generated API stubs) imports nothing of geoloc but itself; `experts` (the registry of
+  experts and services, with the Expert enum's short names) only v1; `places` (offline place
+  names and country shapes) only the base.
+- each expert service (embedding, gallery, sampler, tokens, text) imports only the base, the
+  registry and places: never another expert, the orchestrator, training, client, evaluation
   or the tools. The orchestrator imports what an expert may (it talks to experts over gRPC only).
-- `evaluation` scores answers: the base, v1 and api (never a service's internals).
+- `evaluation` scores answers: the base and the registry (never a service's internals).
 - `client` talks to the suite over its API: the base, places, and evaluation's data readers.
 - `training` and the tools sit on top: training any of the above; the Triton launcher the base
   and the embedding service's config reader; the suite and ops any of these and training.
@@ -33,20 +33,19 @@ import pytest
 SERVICES = Path(__file__).resolve().parents[1] / "services" / "geoloc"
 EXPERT_SERVICES = {"embedding", "gallery", "sampler", "tokens", "text"}
 BASE = {"common", "geo", "artifacts", "v1"}
-BELOW_SERVICES = BASE | {"api", "experts", "places"}
+BELOW_SERVICES = BASE | {"experts", "places"}
 SERVING = BELOW_SERVICES | EXPERT_SERVICES | {"orchestrator"}
 ALLOWED = {
     "common": set(),
     "geo": set(),
     "artifacts": set(),
     "v1": set(),
-    "api": {"v1"},
-    "experts": {"v1", "api"},
+    "experts": {"v1"},
     "places": BASE,
     **dict.fromkeys(EXPERT_SERVICES, BELOW_SERVICES),
     "orchestrator": BELOW_SERVICES,
-    "evaluation": BASE | {"api"},
-    "client": BASE | {"api", "places", "evaluation"},
+    "evaluation": BASE | {"experts"},
+    "client": BASE | {"experts", "places", "evaluation"},
     "training": SERVING | {"evaluation", "tritonserver"},
     "tritonserver": {"common", "embedding"},
     "suite": SERVING | {"evaluation", "training", "tritonserver"},

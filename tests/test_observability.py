@@ -17,8 +17,8 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from geoloc.api import EXPERT_ENUMS, EXPERT_NAMES
 from geoloc.common.paths import CHECKOUT
+from geoloc.experts import EXPERT_ENUMS, EXPERT_NAMES
 from geoloc.orchestrator.metrics import answer_kind
 from geoloc.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan

@@ -10,7 +10,7 @@ import grpc
 import pytest
 from PIL import Image
 
-from geoloc.api import EXPERT_ENUMS, EXPERT_NAMES
+from geoloc.experts import EXPERT_ENUMS, EXPERT_NAMES
 from geoloc.geo.sphere import haversine_km
 from geoloc.orchestrator.config import SHIPPED_FUSION, OrchestratorSettings
 from geoloc.orchestrator.parameters import load_fusion

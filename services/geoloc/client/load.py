@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
-from geoloc.api import EXPERT_NAMES
 from geoloc.common.errors import retry_delay_s
 from geoloc.common.retry import is_overloaded, retry_wait_s
+from geoloc.experts import EXPERT_NAMES
 from geoloc.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
 MAX_CLIENTS = 64

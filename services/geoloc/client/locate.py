@@ -74,7 +74,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _experts(text: str) -> list[int]:
-    from geoloc.api import EXPERT_ENUMS
+    from geoloc.experts import EXPERT_ENUMS
 
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in EXPERT_ENUMS]
@@ -184,7 +184,7 @@ def _as_json(path: Path, response, map_path: Path | None) -> str:
 
 def format_answer(name: str, response, round_trip_ms: float | None = None, map_path: Path | None = None) -> str:
     """The human report of one LocateResponse (several lines, no trailing newline)."""
-    from geoloc.api import EXPERT_NAMES
+    from geoloc.experts import EXPERT_NAMES
     from geoloc.v1 import orchestrator_pb2
 
     best = response.best_guess

@@ -28,11 +28,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from geoloc.api import EXPERT_NAMES, EXPERTS
 from geoloc.common.tls import ClientTls
 from geoloc.evaluation.dataset import LabelledImage
 from geoloc.evaluation.predictions import Prediction
 from geoloc.evaluation.report import Report
+from geoloc.experts import EXPERT_NAMES, EXPERTS
 
 FUSED_LABEL = "fused"
 

@@ -3,7 +3,9 @@
 The names live here, apart from the kubernetes client, so that `geoloc --help` does not import it.
 """
 
-# The Deployments of k8s/base, named as the services are.
-SERVICES = ("orchestrator", "embedding", "gallery", "sampler", "tokens", "text", "triton")
+from geoloc.experts import WORKLOADS
+
+# The Deployments of k8s/base, named as the services are: the six services and Triton.
+SERVICES = WORKLOADS
 # The namespace k8s/base deploys into.
 DEFAULT_NAMESPACE = "geoloc"

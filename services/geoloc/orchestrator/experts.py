@@ -8,7 +8,7 @@ deployed comes back as an `ExpertResult` with its status and no points: the call
 The token decoder shipped today was trained without neighbours (they did not help on val, see
 docs/tokens.md), so the tokens expert is asked in parallel with the gallery, not after it. The
 text expert reads pixels, not the embedding: it is sent the photo, concurrently with the
-embedding call (`ask_text`).
+embedding call (`ask` with the photo's bytes, for an expert whose registry entry reads the photo).
 """
 
 from __future__ import annotations
@@ -19,23 +19,12 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from geoloc import experts as registry
 from geoloc.common.channels import create_channel
+from geoloc.experts import EXPERT_TABLE, SERVICE_TABLE, SERVICES_BY_NAME
 from geoloc.orchestrator.config import OrchestratorSettings
 from geoloc.orchestrator.fusion import ExpertPoints
-from geoloc.v1 import (
-    common_pb2,
-    embedding_pb2,
-    embedding_pb2_grpc,
-    gallery_pb2,
-    gallery_pb2_grpc,
-    orchestrator_pb2,
-    sampler_pb2,
-    sampler_pb2_grpc,
-    text_pb2,
-    text_pb2_grpc,
-    tokens_pb2,
-    tokens_pb2_grpc,
-)
+from geoloc.v1 import common_pb2, embedding_pb2, orchestrator_pb2
 
 STATUS_OF_CODE = {
     grpc.StatusCode.DEADLINE_EXCEEDED: orchestrator_pb2.EXPERT_STATUS_DEADLINE_EXCEEDED,
@@ -56,93 +45,74 @@ class ExpertResult:
     latency_ms: float = 0.0
 
 
-def expert_request(expert: str, embedding: common_pb2.Embedding, settings: OrchestratorSettings):
-    """What the orchestrator asks an embedding expert ("gallery", "flow", "sh", "tokens") at its settings."""
-    if expert == "gallery":
-        return gallery_pb2.SearchRequest(embedding=embedding, k=settings.gallery_k)
-    if expert in ("flow", "sh"):
-        method = sampler_pb2.SAMPLING_METHOD_FLOW if expert == "flow" else sampler_pb2.SAMPLING_METHOD_SH_DIFFUSION
-        samples, steps = getattr(settings, f"{expert}_samples"), getattr(settings, f"{expert}_steps")
-        return sampler_pb2.SampleRequest(embedding=embedding, method=method, n_samples=samples, steps=steps, seed=0)
-    return tokens_pb2.DecodeRequest(
-        embedding=embedding, strategy=tokens_pb2.DECODE_STRATEGY_BEAM, beam_width=settings.tokens_beam_width
-    )
+def asked_of(settings: OrchestratorSettings, include_text: bool = False) -> dict:
+    """What the orchestrator asks its experts at these settings: every setting an expert's request
+    reads (its registry entry's `asked`), and whether the text expert sends its lines back."""
+    asked = {name: getattr(settings, name) for e in EXPERT_TABLE for name in e.asked if name != "include_text"}
+    return {**asked, "include_text": include_text}
+
+
+def expert_request(expert: str, carried, settings: OrchestratorSettings):
+    """What the orchestrator asks `expert` for one photo (its embedding, or its bytes for an expert
+    that reads the photo) at its settings."""
+    return registry.expert(expert).request(carried, asked_of(settings))
 
 
 class ExpertClients:
-    """One channel per configured service; `None` addresses are experts not deployed."""
+    """One channel per configured service; `None` addresses are services not deployed."""
 
     def __init__(self, settings: OrchestratorSettings):
         self.settings = settings
         size = settings.max_receive_message_bytes
         tls = settings.client_tls()  # None: plaintext
         self._channels = []
-
-        def channel(address: str | None):
-            if address is None or address.lower() == "none" or not address:
-                return None
-            made = create_channel(address, max_message_bytes=size, tls=tls)
-            self._channels.append(made)
-            return made
-
-        embedding = channel(settings.embedding_address)
-        if embedding is None:
+        self._stubs = {}  # service name -> stub, for the services deployed
+        for service in SERVICE_TABLE:
+            if service.address_setting is None:
+                continue
+            address = getattr(settings, service.address_setting)
+            if address is None or not address or address.lower() == "none":
+                continue
+            channel = create_channel(address, max_message_bytes=size, tls=tls)
+            self._channels.append(channel)
+            self._stubs[service.name] = service.stub_class()(channel)
+        if "embedding" not in self._stubs:
             raise ValueError("the orchestrator needs an embedding service address")
-        self.embedding = embedding_pb2_grpc.EmbeddingServiceStub(embedding)
-        s = settings
-        gallery, sampler, tokens, text = (
-            channel(a) for a in (s.gallery_address, s.sampler_address, s.tokens_address, s.text_address)
-        )
-        self.gallery = gallery_pb2_grpc.GalleryServiceStub(gallery) if gallery else None
-        self.sampler = sampler_pb2_grpc.SamplerServiceStub(sampler) if sampler else None
-        self.tokens = tokens_pb2_grpc.TokensServiceStub(tokens) if tokens else None
-        self.text = text_pb2_grpc.TextServiceStub(text) if text else None
+        self.embedding = self._stubs["embedding"]
+
+    def stub(self, service: str):
+        """The stub of a deployed service, or None."""
+        return self._stubs.get(service)
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self._channels))
 
     def deployed(self) -> list[str]:
-        stubs = {
-            "gallery": self.gallery,
-            "flow": self.sampler,
-            "sh": self.sampler,
-            "tokens": self.tokens,
-            "text": self.text,
-        }
-        return [name for name, stub in stubs.items() if stub is not None]
+        return [e.name for e in EXPERT_TABLE if e.service in self._stubs]
 
     def timeout_s(self, expert: str) -> float:
-        s = self.settings
-        return {
-            "gallery": s.gallery_timeout_s,
-            "flow": s.sampler_timeout_s,
-            "sh": s.sampler_timeout_s,
-            "tokens": s.tokens_timeout_s,
-            "text": s.text_timeout_s,
-        }[expert]
+        return getattr(self.settings, SERVICES_BY_NAME[registry.expert(expert).service].timeout_setting)
 
-    async def ask(self, expert: str, embedding: common_pb2.Embedding, budget_s: float) -> ExpertResult:
-        """One embedding expert's answer within min(its timeout, budget_s), or its failure as a status."""
-        return await self._answer_or_status(expert, budget_s, lambda timeout: self._call(expert, embedding, timeout))
+    async def ask(self, expert: str, carried, budget_s: float, include_text: bool = False) -> ExpertResult:
+        """One expert's answer for a photo (its embedding, or its bytes for an expert that reads the photo)
+        within min(its timeout, budget_s), or its failure as a status; the text expert's lines travel
+        only when `include_text` (the caller asked for expert outputs)."""
+        entry = registry.expert(expert)
+        request = entry.request(carried, asked_of(self.settings, include_text))
+        call = getattr(self._stubs[entry.service], entry.rpc)
 
-    async def ask_text(self, image: bytes, budget_s: float, include_text: bool) -> ExpertResult:
-        """The text expert's answer for the photo within min(its timeout, budget_s), or its failure as a
-        status; with the lines it read when `include_text` (they travel only when the caller asked)."""
-
-        async def call(timeout: float) -> ExpertResult:
-            request = text_pb2.ReadRequest(image=image, include_text=include_text)
-            answer = await self.text.Read(request, timeout=timeout)
-            points = list(answer.points)
+        async def answered(timeout: float) -> ExpertResult:
+            answer = await call(request, timeout=timeout)
             return ExpertResult(
-                "text",
+                expert,
                 orchestrator_pb2.EXPERT_STATUS_OK,
-                points=ExpertPoints.of("text", points),
-                wire_points=points,
-                text=list(answer.lines),
+                points=ExpertPoints.of(expert, entry.fused_points(answer)),
+                wire_points=entry.shown_points(answer),
                 model=answer.model,
+                **entry.extras(answer),
             )
 
-        return await self._answer_or_status("text", budget_s, call)
+        return await self._answer_or_status(expert, budget_s, answered)
 
     async def _answer_or_status(self, expert: str, budget_s: float, call) -> ExpertResult:
         timeout = min(self.timeout_s(expert), budget_s)
@@ -158,32 +128,6 @@ class ExpertClients:
             result = ExpertResult(expert, status, f"{error.code().name}: {error.details()}")
         result.latency_ms = 1000 * (time.perf_counter() - started)
         return result
-
-    async def _call(self, expert: str, embedding: common_pb2.Embedding, timeout: float) -> ExpertResult:
-        ok = orchestrator_pb2.EXPERT_STATUS_OK
-        request = expert_request(expert, embedding, self.settings)
-        if expert == "gallery":
-            answer = await self.gallery.Search(request, timeout=timeout)
-            points = list(answer.points)
-            return ExpertResult(
-                expert, ok, points=ExpertPoints.of(expert, points), wire_points=points, model=answer.model
-            )
-        if expert in ("flow", "sh"):
-            answer = await self.sampler.Sample(request, timeout=timeout)
-            points = list(answer.samples)
-            return ExpertResult(
-                expert, ok, points=ExpertPoints.of(expert, points), wire_points=list(answer.modes), model=answer.model
-            )
-        answer = await self.tokens.Decode(request, timeout=timeout)
-        points = list(answer.points)
-        return ExpertResult(
-            expert,
-            ok,
-            points=ExpertPoints.of(expert, points),
-            wire_points=points,
-            cells=list(answer.cells),
-            model=answer.model,
-        )
 
     async def embed(self, image: bytes, timeout: float) -> embedding_pb2.EmbedResponse:
         return await self.embedding.Embed(embedding_pb2.EmbedRequest(image=image), timeout=timeout)

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from geoloc.api import EXPERTS
 from geoloc.common.metrics import LATENCY_BUCKETS_S
+from geoloc.experts import EXPERTS
 from geoloc.v1 import orchestrator_pb2
 
 STATUS_PREFIX = "EXPERT_STATUS_"

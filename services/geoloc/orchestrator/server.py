@@ -17,7 +17,7 @@ import time
 import grpc
 from prometheus_client import CollectorRegistry
 
-from geoloc.api import EXPERT_ENUMS, EXPERT_NAMES
+from geoloc import experts as registry
 from geoloc.artifacts.bundles import Bundle
 from geoloc.common.errors import (
     DeadlineExceeded,
@@ -32,6 +32,7 @@ from geoloc.common.metrics import ServerMetrics
 from geoloc.common.server import ServiceSpec, run_service, servicer_spec
 from geoloc.common.texts import validated_text
 from geoloc.common.tracing import annotate, step
+from geoloc.experts import EXPERT_ENUMS, EXPERT_NAMES
 from geoloc.orchestrator.config import OrchestratorSettings
 from geoloc.orchestrator.exif import exif_gps, exif_message
 from geoloc.orchestrator.experts import ExpertClients, ExpertResult
@@ -44,6 +45,7 @@ from geoloc.v1 import common_pb2, gallery_pb2, orchestrator_pb2, orchestrator_pb
 MAX_TOP_K = 20
 DEFAULT_TOP_K = 5
 MAX_TEXT_MATCHES = 100
+TEXT_QUERY_SERVICE = "gallery"  # LocateText's answer is this service's search for the text's embedding
 EXIF_RADIUS_KM = (0.01, 0.03)  # r50, r90 of a consumer GPS fix, about 10 m and 30 m
 UNWEIGHTED_REASON = (
     "the fitted fusion gives it weight 0, so it cannot change the answer; name it in options.experts to ask it"
@@ -130,13 +132,13 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         options = validated_options(request.options)
         deadline = time.perf_counter() + self._budget_s(context)
         started = time.perf_counter()
-        text = self._start_text(image, options, deadline, request.options)
+        readers = self._start_photo_readers(image, options, deadline, request.options)
         try:
             photo = await self._embedded_photo(image, deadline, "image")
         except BaseException:
-            _cancel([text])
+            _cancel(readers)
             raise
-        return await self._locate(photo, text, started, request.options, options, deadline)
+        return await self._locate(photo, readers, started, request.options, options, deadline)
 
     async def LocateBatch(
         self, request: orchestrator_pb2.LocateBatchRequest, context
@@ -150,7 +152,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         options = validated_options(request.options)
         deadline = time.perf_counter() + self._budget_s(context)
         started = time.perf_counter()
-        texts = [self._start_text(image, options, deadline, request.options) for image in images]
+        readers = [self._start_photo_readers(image, options, deadline, request.options) for image in images]
         # Every photo is embedded, and so checked, before any embedding expert is asked: a bad photo
         # fails the whole call naming the first bad index, whichever embedding finished first, and
         # no expert works on an answer that would be thrown away (the text expert's calls, started
@@ -161,12 +163,12 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         )
         for outcome in photos:
             if isinstance(outcome, BaseException):
-                _cancel(texts)
+                _cancel([task for tasks in readers for task in tasks])
                 raise outcome
         answers = await asyncio.gather(
             *(
                 self._locate(photo, text, started, request.options, options, deadline)
-                for photo, text in zip(photos, texts, strict=True)
+                for photo, text in zip(photos, readers, strict=True)
             )
         )
         return orchestrator_pb2.LocateBatchResponse(responses=answers)
@@ -178,13 +180,14 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             raise NotReady("the orchestrator is still loading")
         query = validated_text(request.query, self.settings.max_query_chars, "query")
         top_k = defaulted_in_range("top_k", request.top_k, DEFAULT_TOP_K, 1, MAX_TEXT_MATCHES)
-        if self._clients.gallery is None:
+        gallery = self._clients.stub(TEXT_QUERY_SERVICE)
+        if gallery is None:
             raise FailedPrecondition("LocateText searches the gallery expert, which this deployment does not run")
         deadline = time.perf_counter() + self._budget_s(context)
         s = self.settings
         embedded = await _called("embedding", "query", deadline, s.embed_timeout_s, self._clients.embed_text, query)
         search = gallery_pb2.SearchRequest(embedding=embedded.embedding, k=top_k)
-        found = await _called("gallery", None, deadline, s.gallery_timeout_s, self._clients.gallery.Search, search)
+        found = await _called(TEXT_QUERY_SERVICE, None, deadline, s.gallery_timeout_s, gallery.Search, search)
         with step("orchestrator.name_places", places=len(found.points)):
             places = await asyncio.to_thread(lambda: [self._places.name(p.lat_deg, p.lon_deg) for p in found.points])
         return orchestrator_pb2.LocateTextResponse(
@@ -200,14 +203,16 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             request_id=current_request_id() or "",
         )
 
-    def _start_text(self, image: bytes, options, deadline: float, wire_options) -> asyncio.Task | None:
-        """The text expert's call, started now (it needs the photo, not the embedding), or None when it
-        is not deployed or not asked for."""
+    def _start_photo_readers(self, image: bytes, options, deadline: float, wire_options) -> list[asyncio.Task]:
+        """The calls of the experts that read the photo rather than its embedding (the text expert),
+        started now, beside the embedding call; none for those not deployed or not asked for."""
         _, asked = options
-        if "text" not in self._to_ask(asked):
-            return None
         budget = deadline - time.perf_counter()
-        return asyncio.create_task(self._clients.ask_text(image, budget, wire_options.include_expert_outputs))
+        return [
+            asyncio.create_task(self._clients.ask(e, image, budget, wire_options.include_expert_outputs))
+            for e in self._to_ask(asked)
+            if registry.expert(e).reads == "photo"
+        ]
 
     async def _embedded_photo(self, image: bytes, deadline: float, field: str) -> tuple:
         """(the photo's EmbedResponse, its EXIF GPS position or None); a bad photo raises InvalidArgument."""
@@ -216,20 +221,19 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         return await self._embed(image, deadline, field), exif
 
     async def _locate(
-        self, photo: tuple, text: asyncio.Task | None, started: float, wire_options, options, deadline: float
+        self, photo: tuple, readers: list[asyncio.Task], started: float, wire_options, options, deadline: float
     ) -> orchestrator_pb2.LocateResponse:
-        """The answer for one photo already embedded, with the text expert's call started for it
-        (or None); `started` is when the call began."""
+        """The answer for one photo already embedded, with the calls of the experts that read its pixels
+        started for it; `started` is when the call began."""
         embedded, exif = photo
         top_k, asked = options
         embed_ms = 1000 * (time.perf_counter() - started)
 
         deployed = self._clients.deployed()
-        calls = [e for e in self._to_ask(asked) if e != "text"]
+        calls = [e for e in self._to_ask(asked) if registry.expert(e).reads == "embedding"]
         budget = deadline - time.perf_counter()
         results = await asyncio.gather(*(self._clients.ask(e, embedded.embedding, budget) for e in calls))
-        if text is not None:
-            results.append(await text)
+        results.extend(await asyncio.gather(*readers))
         by_expert = {r.expert: r for r in results}
         for expert in EXPERT_ENUMS:
             if expert not in by_expert:
@@ -361,10 +365,9 @@ async def _called(service: str, field: str | None, deadline: float, timeout_s: f
         ) from None
 
 
-def _cancel(tasks: list[asyncio.Task | None]) -> None:
+def _cancel(tasks: list[asyncio.Task]) -> None:
     for task in tasks:
-        if task is not None:
-            task.cancel()
+        task.cancel()
 
 
 def orchestrator_spec(servicer: OrchestratorServicer) -> ServiceSpec:

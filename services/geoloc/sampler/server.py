@@ -27,6 +27,7 @@ from geoloc.common.metrics import BatchMetrics, ServerMetrics
 from geoloc.common.server import ServiceSpec, run_service, servicer_spec
 from geoloc.common.tracing import step
 from geoloc.geo.sphere import unit_to_latlon
+from geoloc.sampler.answers import photo_samples
 from geoloc.sampler.config import SamplerSettings
 from geoloc.sampler.density import summarize_samples
 from geoloc.sampler.model import LocationSampler, load_sampler
@@ -150,8 +151,8 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
         """Every photo's samples in one pass of the network a step; each from its own seed's noise."""
         first = photos[0]
         features = np.stack([photo.feature for photo in photos])
-        generators = [torch.Generator().manual_seed(photo.seed) for photo in photos]
-        xyz = first.sampler.sample_places(features, first.n_samples, first.steps, first.guidance, generators=generators)
+        seeds = [photo.seed for photo in photos]
+        xyz = photo_samples(first.sampler, features, first.n_samples, first.steps, first.guidance, seeds)
         return [(places, summarize_samples(places)) for places in xyz]
 
 

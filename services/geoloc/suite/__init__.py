@@ -7,9 +7,13 @@
     lifecycle.py  up (in dependency order, each waiting for its dependencies' health), down, status
     cli.py        the three subcommands
 
-The names live here, apart from grpc and the plan, so that `geoloc --help` stays light.
+The names live here, apart from grpc and the plan, so that `geoloc --help` stays light; they come
+from the registry of services (geoloc.experts), which loads without grpc.
 """
 
-# Every component, in the order the tables list them (dependencies first).
-COMPONENTS = ("triton", "embedding", "gallery", "sampler", "tokens", "text", "orchestrator")
-EXPERTS = ("gallery", "sampler", "tokens", "text")
+from geoloc.experts import EXPERT_SERVICES, SERVICES
+
+# Every component, in the order the tables list them (dependencies first): Triton, the services
+# the orchestrator calls, the orchestrator.
+COMPONENTS = ("triton", *(s for s in SERVICES if s != "orchestrator"), "orchestrator")
+EXPERTS = EXPERT_SERVICES  # the services that answer the orchestrator's experts

@@ -24,7 +24,7 @@ DEFAULT_RUN_DIR = RUN_DIR
 
 _UP_EPILOG = """\
 Default ports on 127.0.0.1: orchestrator 50051, embedding 50052, gallery 50053, sampler 50054,
-tokens 50055 (--base-port moves all five), their /metrics 9464..9468; Triton gRPC 8001, metrics
+tokens 50055, text 50056 (--base-port moves all six), their /metrics 9464..9469; Triton gRPC 8001, metrics
 8002, HTTP off. Each component starts once what it needs is SERVING: embedding needs Triton, the
 orchestrator needs embedding and the experts in the suite (the others it is told are `none`).
 Other GEOLOC_* variables in this environment reach the components. The gallery builds its 100K

@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, TypeVar
 
+from geoloc.experts import SERVICE_TABLE, SERVICES_BY_NAME
 from geoloc.suite import COMPONENTS, EXPERTS
 
 HOST = "127.0.0.1"
-# The gRPC services, in the order their ports follow the base port (orchestrator = base).
-SERVICES = ("orchestrator", "embedding", "gallery", "sampler", "tokens", "text")
 # What a component cannot run without; `--only` adds these, `--without` may not remove them.
 REQUIRED: Mapping[str, tuple[str, ...]] = {"embedding": ("triton",), "orchestrator": ("embedding",)}
 DEFAULT_TRITON_MODELS = ("efficientnet_lite2",)
@@ -105,13 +104,13 @@ def select(only: Iterable[str] | None = None, without: Iterable[str] | None = No
 
 
 def service_port(options: SuiteOptions, name: str) -> int:
-    return options.base_port + SERVICES.index(name)
+    return options.base_port + SERVICES_BY_NAME[name].port_offset
 
 
 def metrics_port(options: SuiteOptions, name: str) -> int | None:
     if name == "triton":
         return options.triton_metrics_port
-    return None if options.metrics_base_port is None else options.metrics_base_port + SERVICES.index(name)
+    return None if options.metrics_base_port is None else options.metrics_base_port + SERVICES_BY_NAME[name].port_offset
 
 
 def _service_env(name: str, options: SuiteOptions) -> dict[str, str]:
@@ -127,7 +126,7 @@ def _service_env(name: str, options: SuiteOptions) -> dict[str, str]:
 
 
 # The services that load their models from a bundle themselves, checking it (artifacts/bundles.py).
-BUNDLE_SERVICES = ("embedding", "gallery", "sampler", "tokens", "orchestrator")
+BUNDLE_SERVICES = tuple(s.name for s in SERVICE_TABLE if s.bundle)
 
 
 def read_bundle(root: Path) -> dict:
@@ -172,9 +171,9 @@ def build_plan(selected: Sequence[str], options: SuiteOptions, run_dir: Path) ->
             experts = tuple(e for e in EXPERTS if e in selected)
             needs = ("embedding", *experts)
             env["GEOLOC_ORCHESTRATOR_EMBEDDING_ADDRESS"] = f"{HOST}:{service_port(options, 'embedding')}"
-            for expert in EXPERTS:
-                address = f"{HOST}:{service_port(options, expert)}" if expert in experts else "none"
-                env[f"GEOLOC_ORCHESTRATOR_{expert.upper()}_ADDRESS"] = address
+            for service in EXPERTS:
+                address = f"{HOST}:{service_port(options, service)}" if service in experts else "none"
+                env[f"GEOLOC_ORCHESTRATOR_{SERVICES_BY_NAME[service].address_setting.upper()}"] = address
         components.append(
             Component(
                 name=name,

@@ -22,6 +22,7 @@ import json
 import shutil
 from pathlib import Path
 
+from geoloc import experts as registry
 from geoloc.artifacts.bundles import BUNDLE_FILE, FORMAT, bundle_hashes
 from geoloc.artifacts.files import written_atomically
 from geoloc.embedding.model_config import read_model_config
@@ -29,34 +30,19 @@ from geoloc.embedding.preprocessing import declared_preprocessing
 from geoloc.embedding.triton_backbone import BackboneError, describe_backbone
 from geoloc.embedding.triton_text import check_twin
 from geoloc.evaluation.csvio import InputError
+from geoloc.experts import TRAINED_EXPERTS
 from geoloc.training.expert_outputs import checkpoints_in, fusion_in
 from geoloc.training.feature_shards import model_sha256
 
-# Role -> place in a bundle (in a models folder: expert_outputs.checkpoints_in); each checkpoint's
-# manifest (.json) goes with it.
-EXPERTS = {
-    "gallery": "experts/gallery/head.pt",
-    "flow": "experts/sampler/flow.pt",
-    "sh": "experts/sampler/sh.pt",
-    "tokens": "experts/tokens/decoder.pt",
-}
+# Role -> place in a bundle (in a models folder: expert_outputs.checkpoints_in), each expert's
+# registry entry's; each checkpoint's manifest (.json) goes with it.
+EXPERT_FILES = {name: registry.expert(name).bundle_file for name in TRAINED_EXPERTS}
 FUSION = "fusion/fusion.json"
 
 
 def expert_identity(role: str, path: Path) -> tuple[str, int]:
     """(backbone name, feature width) an expert checkpoint was trained on, read as the services load it."""
-    if role == "gallery":
-        from geoloc.gallery.heads import load_head
-
-        model = load_head(path)
-    elif role in ("flow", "sh"):
-        from geoloc.sampler.model import load_sampler
-
-        model = load_sampler(path)
-    else:
-        from geoloc.tokens.model import load_token_model
-
-        model = load_token_model(path)
+    model = registry.expert(role).load(path)
     return model.backbone, model.in_dim
 
 
@@ -106,12 +92,12 @@ def build_bundle(out: Path, model: str, repository: Path, models: Path) -> dict:
                 Path(repository) / name, staging / files[role], ignore=shutil.ignore_patterns("__pycache__")
             )
     for role, path in sources.items():
-        target = staging / EXPERTS[role]
+        target = staging / EXPERT_FILES[role]
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, target)
         if path.with_suffix(".json").exists():
             shutil.copy2(path.with_suffix(".json"), target.with_suffix(".json"))
-        files[role] = EXPERTS[role]
+        files[role] = EXPERT_FILES[role]
     (staging / FUSION).parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(fusion_in(models), staging / FUSION)
     sha256 = bundle_hashes(staging)
@@ -152,7 +138,7 @@ def verify_bundle(root: Path) -> list[str]:
         if served.get(key) != backbone.get(key):
             found, recorded = served.get(key), backbone.get(key)
             problems.append(f"the Triton model's {key} is {found!r}; the bundle records {recorded!r}")
-    for role in EXPERTS:
+    for role in EXPERT_FILES:
         try:
             _check_expert(role, root / bundle["files"][role], backbone)
         except InputError as error:

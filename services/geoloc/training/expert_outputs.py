@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
+from geoloc import experts as registry
+from geoloc.artifacts.files import written_atomically
+from geoloc.experts import TRAINED_EXPERTS
 from geoloc.orchestrator.config import OrchestratorSettings
 from geoloc.orchestrator.fusion import ExpertPoints
 from geoloc.tokens.decoder import Neighbours
@@ -30,8 +32,7 @@ if TYPE_CHECKING:  # the models' modules load faiss and the networks: imported w
     from geoloc.sampler.model import LocationSampler
     from geoloc.tokens.model import TokenModel
 
-
-EXPERTS = ("gallery", "flow", "sh", "tokens")  # the fusion's experts, as the orchestrator names their answers
+EXPERTS = TRAINED_EXPERTS  # the experts answered from backbone features, which the fusion fit answers in-process
 
 
 def _orchestrator_default(name: str):
@@ -55,20 +56,8 @@ class ExpertRequests:
         return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
 
     def of_expert(self, expert: str) -> dict[str, int]:
-        """What is asked of this one expert: the fields its answers depend on."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name.startswith(f"{expert}_")}
-
-
-CELL_FIELDS = ("lat_deg", "lon_deg", "probability", "radius_km")  # a decoded cell's, as answer columns
-
-
-def _padded(rows: list[tuple[np.ndarray, ...]], width: int) -> np.ndarray:
-    """[n, width, 4] of (lat, lon, weight, radius) rows, padded with zero weights."""
-    out = np.zeros((len(rows), width, 4))
-    for i, columns in enumerate(rows):
-        stacked = np.stack(columns, axis=1)[:width]
-        out[i, : len(stacked)] = stacked
-    return out
+        """What is asked of this one expert: the settings its answers depend on (its registry entry's)."""
+        return {name: getattr(self, name) for name in registry.expert(expert).asked}
 
 
 @dataclass(frozen=True)
@@ -87,30 +76,19 @@ class ExpertModels:
     def shipped(cls, gallery: GalleryIndex | None = None) -> ExpertModels:
         """The shipped checkpoints; the gallery head over `gallery` (default: the default 100K
         gallery, built first if missing)."""
-        from geoloc.gallery.heads import load_head
         from geoloc.gallery.retrieval import GalleryRetrieval, loaded_gallery
-        from geoloc.sampler.model import load_sampler
-        from geoloc.tokens.model import load_token_model
 
         paths = shipped_checkpoints()
-        return cls(
-            gallery=GalleryRetrieval(load_head(paths["gallery"]), gallery if gallery is not None else loaded_gallery()),
-            flow=load_sampler(paths["flow"]),
-            sh=load_sampler(paths["sh"]),
-            tokens=load_token_model(paths["tokens"]),
-        )
+        models = {name: registry.expert(name).load(path) for name, path in paths.items()}
+        head = models.pop("gallery")
+        return cls(gallery=GalleryRetrieval(head, gallery if gallery is not None else loaded_gallery()), **models)
 
 
 def checkpoints_in(models: Path, model: str) -> dict[str, Path]:
-    """Where each expert's checkpoint lives in a models folder: the layout of the checkout's models/,
-    which the services load by default and `geoloc bundle build --models` reads; the gallery head is
-    named for the Triton model whose features it takes."""
-    return {
-        "gallery": Path(models) / "gallery" / f"{model}_head.pt",
-        "flow": Path(models) / "sampler" / "flow.pt",
-        "sh": Path(models) / "sampler" / "sh.pt",
-        "tokens": Path(models) / "tokens" / "decoder.pt",
-    }
+    """Where each trained expert's checkpoint lives in a models folder: the layout of the checkout's
+    models/, which the services load by default and `geoloc bundle build --models` reads (each
+    expert's registry entry; a gallery head is named for the Triton model whose features it takes)."""
+    return {name: Path(models) / registry.expert(name).models_file.format(model=model) for name in TRAINED_EXPERTS}
 
 
 def fusion_in(models: Path) -> Path:
@@ -131,39 +109,19 @@ def outputs_of(
 ) -> dict[str, np.ndarray]:
     """{expert: [n, points, 4] (lat, lon, weight, radius_km)} for backbone features [n, d]: each
     expert's expert_answers."""
-    return {e: expert_answers(e, getattr(models, e), features, requests, seed) for e in EXPERTS}
+    return {e: expert_answers(e, getattr(models, e), features, requests, seed) for e in TRAINED_EXPERTS}
 
 
 def expert_answers(expert: str, model, features: np.ndarray, requests: ExpertRequests, seed: int = 0) -> np.ndarray:
     """[n, points, 4] (lat, lon, weight, radius_km): what `model` (the expert's, as its service holds
-    it) answers for backbone features [n, d], through the serving code's own calls: points gallery_k,
-    flow_samples or sh_samples (each weighing 1/samples) and tokens_beam_width (zero-weight padding where the
-    beam holds fewer distinct cells). A sampler's noise depends on `seed` and the row's 40-row chunk
-    only, so the same rows give the same points."""
-    from geoloc.geo.sphere import unit_to_latlon
-    from geoloc.tokens.cells import decode_photo
-
-    if expert == "gallery":
-        places = model.top_places(features, requests.gallery_k)
-        return np.stack(
-            [places.lat_deg, places.lon_deg, places.probability, np.zeros_like(places.probability)], axis=-1
-        )
-    if expert in ("flow", "sh"):
-        n, steps, chunks = getattr(requests, f"{expert}_samples"), getattr(requests, f"{expert}_steps"), []
-        for start in range(0, len(features), 40):  # bounds the SH decoding's grid products in memory
-            generator = torch.Generator().manual_seed(seed + start)
-            batch = features[start : start + 40]
-            xyz = model.sample_places(batch, n, steps, model.default_guidance, generator)
-            lat, lon = unit_to_latlon(xyz)
-            chunks.append(np.stack([lat, lon, np.full_like(lat, 1.0 / n), np.zeros_like(lat)], axis=-1))
-        return np.concatenate(chunks)
-    if expert == "tokens":
-        rows = []
-        for feature in features:
-            cells = decode_photo(model, feature, "beam", beam_width=requests.tokens_beam_width)
-            rows.append(tuple(np.array([getattr(c, f) for c in cells]) for f in CELL_FIELDS))
-        return _padded(rows, requests.tokens_beam_width)
-    raise ValueError(f"no expert named {expert!r}; the experts are {', '.join(EXPERTS)}")
+    it) answers for backbone features [n, d] asked with `seed`, through the expert's own answer
+    function (its registry entry's `answer`, which its service calls too): points gallery_k,
+    flow_samples or sh_samples (each weighing 1/samples) and tokens_beam_width (zero-weight padding
+    where the beam holds fewer distinct cells). Each photo's answer is the one it gets alone."""
+    entry = registry.expert(expert)
+    if not entry.trained:
+        raise ValueError(f"the {expert} expert is not answered from backbone features")
+    return entry.answer_function()(model, features, requests.of_expert(expert), seed)
 
 
 def compute_expert_outputs(features: np.ndarray, requests: ExpertRequests, seed: int = 0) -> dict[str, np.ndarray]:
@@ -190,7 +148,8 @@ def cached_expert_outputs(
             return dict(saved)
     outputs = compute_expert_outputs(features, requests)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, **outputs)
+    with written_atomically(path) as f:
+        np.savez_compressed(f, **outputs)
     return outputs
 
 

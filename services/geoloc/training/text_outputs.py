@@ -16,6 +16,7 @@ import numpy as np
 
 from geoloc.artifacts.files import written_atomically
 from geoloc.common.photos import decode_photo
+from geoloc.text.answers import text_points
 from geoloc.text.evidence import EvidenceSettings, TextAnswerer
 from geoloc.text.places import PLACES_PER_COUNTRY
 from geoloc.text.reading import ReadLine, TextReader
@@ -50,9 +51,7 @@ def text_answers(lines: list[list[ReadLine]], answerer: TextAnswerer) -> np.ndar
     """[n, MAX_POINTS, 4] (lat, lon, weight, radius_km), zero-weight padding; a photo without text is all padding."""
     out = np.zeros((len(lines), MAX_POINTS, 4))
     for i, photo in enumerate(lines):
-        points = answerer.answer(photo).points[:MAX_POINTS]
-        for j, p in enumerate(points):
-            out[i, j] = (p.lat_deg, p.lon_deg, p.weight, p.radius_km)
+        out[i] = text_points(answerer.answer(photo), MAX_POINTS)
     return out
 
 

@@ -17,13 +17,13 @@ every file, so two bundles with one version hold the same bytes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
 from geoloc.artifacts.bundles import BUNDLE_FILE, FORMAT, bundle_hashes
 from geoloc.artifacts.files import written_atomically
+from geoloc.artifacts.versions import content_version
 from geoloc.embedding.model_config import read_model_config
 from geoloc.embedding.preprocessing import declared_preprocessing
 from geoloc.embedding.triton_backbone import BackboneError, describe_backbone
@@ -115,7 +115,7 @@ def build_bundle(out: Path, model: str, repository: Path, models: Path) -> dict:
     (staging / FUSION).parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(fusion_in(models), staging / FUSION)
     sha256 = bundle_hashes(staging)
-    version = hashlib.sha256(json.dumps(sha256, sort_keys=True).encode()).hexdigest()[:12]
+    version = content_version(sha256)
     bundle = {"format": FORMAT, "version": version, "backbone": backbone, "files": files, "sha256": sha256}
     with written_atomically(staging / BUNDLE_FILE) as stream:
         stream.write((json.dumps(bundle, indent=2, sort_keys=True) + "\n").encode())

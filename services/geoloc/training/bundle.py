@@ -21,7 +21,7 @@ import json
 import shutil
 from pathlib import Path
 
-from geoloc.artifacts.bundles import BUNDLE_FILE, FORMAT, bundle_hashes
+from geoloc.artifacts.bundles import BUNDLE_FILE, FORMAT, Bundle, BundleError, bundle_hashes
 from geoloc.artifacts.files import written_atomically
 from geoloc.artifacts.versions import content_version
 from geoloc.embedding.model_config import read_model_config
@@ -124,37 +124,30 @@ def build_bundle(out: Path, model: str, repository: Path, models: Path) -> dict:
 
 
 def verify_bundle(root: Path) -> list[str]:
-    """What is wrong with the bundle at `root`; empty when nothing is."""
+    """What is wrong with the bundle at `root`; empty when nothing is. The record is read, and its
+    files' hashes checked, as the services read them (Bundle.read, Bundle.problems)."""
     root = Path(root)
-    path = root / BUNDLE_FILE
-    if not path.is_file():
+    if not (root / BUNDLE_FILE).is_file():
         return [f"{root}: no {BUNDLE_FILE}"]
-    bundle = json.loads(path.read_text())
-    if bundle.get("format") != FORMAT:
-        return [f"{path}: format {bundle.get('format')!r}, not {FORMAT!r}"]
-    problems = []
-    recorded, found = bundle["sha256"], bundle_hashes(root)
-    for name in sorted(set(recorded) | set(found)):
-        if name not in found:
-            problems.append(f"{name}: missing")
-        elif name not in recorded:
-            problems.append(f"{name}: not part of the bundle as built")
-        elif found[name] != recorded[name]:
-            problems.append(
-                f"{name}: changed since the bundle was built "
-                f"(sha256 {found[name][:12]}, recorded {recorded[name][:12]})"
-            )
+    try:
+        bundle = Bundle.read(root)
+    except BundleError as error:
+        return [str(error)]
+    problems = bundle.problems()
     if problems:
         return problems
-    backbone = bundle["backbone"]
+    backbone = bundle.backbone
     served = backbone_record(backbone["model"], root / "model_repository")
     for key in ("name", "dimension", "preprocessing", "model_sha256", "text_model"):
         if served.get(key) != backbone.get(key):
             found, recorded = served.get(key), backbone.get(key)
             problems.append(f"the Triton model's {key} is {found!r}; the bundle records {recorded!r}")
     for role in EXPERTS:
+        if role not in bundle.files:
+            problems.append(f"the bundle holds no {role} file")
+            continue
         try:
-            _check_expert(role, root / bundle["files"][role], backbone)
+            _check_expert(role, root / bundle.files[role], backbone)
         except InputError as error:
             problems.append(str(error))
     return problems

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from geoloc.artifacts.files import written_atomically
 from geoloc.orchestrator.config import OrchestratorSettings
 from geoloc.orchestrator.fusion import ExpertPoints
 from geoloc.tokens.decoder import Neighbours
@@ -190,7 +191,8 @@ def cached_expert_outputs(
             return dict(saved)
     outputs = compute_expert_outputs(features, requests)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, **outputs)
+    with written_atomically(path) as stream:  # a killed run leaves no half cache for the next to read
+        np.savez_compressed(stream, **outputs)
     return outputs
 
 

@@ -52,6 +52,10 @@ def test_a_changed_missing_or_added_file_is_named(bundle, tmp_path):
     ]
     assert main(["bundle", "verify", str(copy)]) == 1
     assert verify_bundle(tmp_path / "nowhere") == [f"{tmp_path / 'nowhere'}: no {BUNDLE_FILE}"]
+    record = json.loads((copy / BUNDLE_FILE).read_text())
+    del record["files"]
+    (copy / BUNDLE_FILE).write_text(json.dumps(record))  # read as the services read it: refused, not a KeyError
+    assert verify_bundle(copy) == [f"{copy / BUNDLE_FILE}: not a readable bundle record ('files')"]
 
 
 def test_an_expert_of_another_backbone_is_refused(tmp_path):

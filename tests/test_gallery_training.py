@@ -45,8 +45,11 @@ def test_the_head_learns_a_feature_that_encodes_the_place(tmp_path):
     )
     assert trained.val.accuracy_at(25) > 0.9, trained.val
 
-    save_head(tmp_path / "head.pt", trained.mlp, trained.logit_scale, "synthetic")
+    sha = save_head(tmp_path / "head.pt", trained.mlp, trained.logit_scale, "synthetic")
     head = load_head(tmp_path / "head.pt")
+    assert head.version == sha[:12] and head.logit_scale == trained.logit_scale
+    saved, loaded = trained.mlp.state_dict(), head.mlp.state_dict()
+    assert saved.keys() == loaded.keys() and all(torch.equal(saved[k], loaded[k]) for k in saved)
     best = np.argmax(head.queries(val_x) @ gallery_vectors.T, axis=1)
     errors = haversine_km(val_y[:, 0], val_y[:, 1], gallery_coordinates[best, 0], gallery_coordinates[best, 1])
     assert np.median(errors) < 25 and head.backbone == "synthetic" and head.in_dim == 64

@@ -6,10 +6,13 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
+from geoloc.artifacts.checkpoints import float_weights, half_precision_weights, round_as_saved
 from geoloc.geo.s2cells import latlon_to_cell_id
 from geoloc.geo.sphere import haversine_km
 from geoloc.tokens.geotokens import cell_id_to_tokens
+from geoloc.tokens.model import TokenModel, load_token_model, save_token_model
 from geoloc.tokens.search import greedy
 from geoloc.training.loop import minibatch_draw
 from geoloc.training.token_decoder import TokenTrainConfig, cell_centres, place_tokens, train_decoder
@@ -32,7 +35,7 @@ def test_place_tokens_and_cell_centres_round_trip_within_a_level_20_cell():
     assert np.abs(centres - PLACES).max() < 1e-4  # a level-20 cell is about 10 m across
 
 
-def test_training_learns_which_features_mean_which_place_and_keeps_the_best_step():
+def test_training_learns_which_features_mean_which_place_and_keeps_the_best_step(tmp_path):
     rng = np.random.default_rng(0)
     which = rng.integers(0, 2, 300)
     features = (rng.normal(size=(300, 16)) + 4 * np.eye(2, 16)[which]).astype(np.float32)
@@ -43,6 +46,19 @@ def test_training_learns_which_features_mean_which_place_and_keeps_the_best_step
     )
     assert trained.val.accuracy_at(1) > 0.95 and len(trained.history) == 3
     assert trained.best_step == max(trained.history, key=lambda h: h[1])[0]
+
+    # saved and loaded: the half-precision weights, the standardisation and the backbone, versioned by the file
+    sha = save_token_model(tmp_path / "decoder.pt", TokenModel(trained.decoder, trained.standardiser, "synthetic"))
+    loaded = load_token_model(tmp_path / "decoder.pt")
+    assert loaded.version == sha[:12] and loaded.backbone == "synthetic" and loaded.in_dim == 16
+    assert torch.equal(loaded.standardiser.mean, trained.standardiser.mean)
+    assert torch.equal(loaded.standardiser.std, trained.standardiser.std)
+    expected = float_weights(half_precision_weights(trained.decoder))
+    assert all(torch.equal(value, expected[name]) for name, value in loaded.decoder.state_dict().items())
+    round_as_saved(trained.decoder)  # the trained decoder as stored answers as the loaded one
+    conditions = loaded.standardiser(features[200:])
+    served, stored = greedy(loaded.decoder, conditions), greedy(trained.decoder, conditions)
+    assert torch.equal(served.tokens, stored.tokens) and torch.equal(served.log_probs, stored.log_probs)
 
 
 def test_minibatches_draw_photos_in_proportion_to_their_weights():

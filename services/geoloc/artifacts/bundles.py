@@ -80,6 +80,22 @@ class Bundle:
                 )
         return path
 
+    def problems(self) -> list[str]:
+        """Every file of the bundle folder that is missing, added, or changed since the bundle was
+        built (by its path relative to the root), sorted; empty when every file hashes as built."""
+        found, problems = bundle_hashes(self.root), []
+        for name in sorted(set(self.sha256) | set(found)):
+            if name not in found:
+                problems.append(f"{name}: missing")
+            elif name not in self.sha256:
+                problems.append(f"{name}: not part of the bundle as built")
+            elif found[name] != self.sha256[name]:
+                problems.append(
+                    f"{name}: changed since the bundle was built "
+                    f"(sha256 {found[name][:12]}, recorded {self.sha256[name][:12]})"
+                )
+        return problems
+
     def check_served(self, what: str, backbone: str, dimension: int) -> None:
         """Raises BundleError unless `what` (a head, a sampler...) takes this bundle's backbone features."""
         expected = (self.backbone["name"], int(self.backbone["dimension"]))

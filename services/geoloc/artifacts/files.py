@@ -11,16 +11,29 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Read once, at import: os.umask can only be read by setting it, which would race with other threads.
+_FILE_MODE = 0o666 & ~_umask()
+
+
 @contextmanager
 def written_atomically(path: Path) -> Iterator[BinaryIO]:
     """A binary stream whose bytes become `path` only once the block ends without error: they are
     written under a temporary name beside it and renamed, so a reader (or a process that resumes a
     killed one) sees the old file or the new one, never half of one. The temporary name is unique
     across machines and processes (the pods of a Job share one volume and often one pid, 1), and is
-    `.<name>.partial-<random>`, so that what a killed writer left can be found and removed."""
+    `.<name>.partial-<random>`, so that what a killed writer left can be found and removed. The file
+    gets the permissions a plain open() would give it (mkstemp's are owner-only, which the images'
+    non-root user could not read in a models/ folder copied in)."""
     descriptor, name = tempfile.mkstemp(dir=Path(path).parent, prefix=f".{Path(path).name}.partial-")
     try:
         with os.fdopen(descriptor, "wb") as stream:
+            os.fchmod(stream.fileno(), _FILE_MODE)
             yield stream
         os.replace(name, path)
     except BaseException:

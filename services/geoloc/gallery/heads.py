@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from geoloc.artifacts.checkpoints import BUFFER_ARCHIVE, load_checkpoint, save_checkpoint
 from geoloc.common.paths import MODELS_DIR
 from geoloc.gallery.location_encoder import FEATURE_DIM, geoclip_weights_path
 
@@ -69,39 +68,33 @@ class GalleryHead:
 def clip_head() -> GalleryHead:
     """GeoCLIP's released head for CLIP ViT-L/14 projected features."""
     mlp = ImageMLP(768, 768)
-    weights = geoclip_weights_path("image_encoder_mlp_weights.pth")
-    mlp.mlp.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
-    log_scale = torch.load(geoclip_weights_path("logit_scale_weights.pth"), map_location="cpu", weights_only=True)
-    return GalleryHead(mlp.eval(), math.exp(float(log_scale)), CLIP_BACKBONE, "geoclip-" + _sha256(weights)[:12])
+    weights = load_checkpoint(geoclip_weights_path("image_encoder_mlp_weights.pth"))
+    mlp.mlp.load_state_dict(weights.record, strict=True)
+    log_scale = load_checkpoint(geoclip_weights_path("logit_scale_weights.pth")).record
+    return GalleryHead(mlp.eval(), math.exp(float(log_scale)), CLIP_BACKBONE, "geoclip-" + weights.version)
 
 
 def save_head(path: Path, mlp: ImageMLP, logit_scale: float, backbone: str) -> str:
-    """Writes a trained head checkpoint; returns its sha256."""
-    buffer = io.BytesIO()
-    torch.save(
-        {
-            "state_dict": mlp.state_dict(),
-            "in_dim": mlp.mlp[0].in_features,
-            "hidden_dim": mlp.mlp[0].out_features,
-            "logit_scale": float(logit_scale),
-            "backbone": backbone,
-        },
-        buffer,
-    )
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_bytes(buffer.getvalue())
-    return hashlib.sha256(buffer.getvalue()).hexdigest()
+    """Writes a trained head checkpoint (atomically); returns its sha256.
+
+    Heads have always been saved through a stream, so their zip's folder is `archive/` whatever
+    the file's name: kept, so that a head saved again is byte for byte the one shipped."""
+    record = {
+        "state_dict": mlp.state_dict(),
+        "in_dim": mlp.mlp[0].in_features,
+        "hidden_dim": mlp.mlp[0].out_features,
+        "logit_scale": float(logit_scale),
+        "backbone": backbone,
+    }
+    return save_checkpoint(path, record, archive=BUFFER_ARCHIVE)
 
 
 def load_head(path: Path) -> GalleryHead:
-    """A head saved by `save_head` (or "clip" for GeoCLIP's released one)."""
+    """A head saved by `save_head` (or "clip" for GeoCLIP's released one); its version is the file's sha256[:12]."""
     if str(path) == "clip":
         return clip_head()
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    mlp = ImageMLP(checkpoint["in_dim"], checkpoint["hidden_dim"])
-    mlp.load_state_dict(checkpoint["state_dict"], strict=True)
-    return GalleryHead(mlp.eval(), float(checkpoint["logit_scale"]), checkpoint["backbone"], _sha256(Path(path))[:12])
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    checkpoint = load_checkpoint(path)
+    saved = checkpoint.record
+    mlp = ImageMLP(saved["in_dim"], saved["hidden_dim"])
+    mlp.load_state_dict(saved["state_dict"], strict=True)
+    return GalleryHead(mlp.eval(), float(saved["logit_scale"]), saved["backbone"], checkpoint.version)

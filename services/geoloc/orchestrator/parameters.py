@@ -7,13 +7,14 @@ gallery of its own. The version is a prefix of the sha256 of the parameters and 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from geoloc.artifacts.files import written_atomically
+from geoloc.artifacts.versions import content_version
 from geoloc.orchestrator.fusion import FusionParameters, Prior
 
 
@@ -29,16 +30,13 @@ def _fitted_content(parameters: FusionParameters, prior: Prior) -> dict:
     return {"parameters": parameters.to_dict(), "prior": {"bandwidth_km": prior.bandwidth_km, "points": points}}
 
 
-def content_version(content: dict) -> str:
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
-
-
 def save_fusion(path: Path, parameters: FusionParameters, prior: Prior, manifest: dict) -> str:
     """Writes the file (manifest first, for people reading it); returns the version."""
     content = _fitted_content(parameters, prior)
     version = content_version(content)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**manifest, "version": version, **content}, indent=1) + "\n")
+    with written_atomically(path) as stream:
+        stream.write((json.dumps({**manifest, "version": version, **content}, indent=1) + "\n").encode())
     return version
 
 

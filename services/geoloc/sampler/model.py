@@ -3,21 +3,21 @@
 Checkpoints are plain `torch.save` dicts: the method, its network's config and weights (in half
 precision, for size; the network runs in float32), the
 train split's per-dimension feature mean and spread, the backbone the features come from, and
-the guidance chosen on val. `load_sampler` refuses a file it cannot serve, naming why.
+the guidance chosen on val, written and read by geoloc.artifacts.checkpoints (atomically; read
+once, the version a prefix of the sha256 of the bytes loaded). `load_sampler` refuses a file it
+cannot serve, naming why.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from geoloc.artifacts.checkpoints import half_precision_weights
+from geoloc.artifacts.checkpoints import float_weights, load_checkpoint, save_checkpoint, standardised_network
 from geoloc.common.paths import MODELS_DIR
 from geoloc.geo.sphere import latlon_to_unit
 from geoloc.sampler import flow, sh_diffusion
@@ -106,30 +106,20 @@ class LocationSampler:
 
 
 def save_sampler(path: Path, sampler: LocationSampler) -> str:
-    """Writes the checkpoint; returns its sha256."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "method": sampler.method,
-            "config": asdict(sampler.network.config),
-            "state_dict": half_precision_weights(sampler.network),
-            "feature_mean": sampler.feature_mean.cpu(),
-            "feature_std": sampler.feature_std.cpu(),
-            "backbone": sampler.backbone,
-            "default_guidance": sampler.default_guidance,
-        },
-        path,
-    )
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """Writes the checkpoint (atomically); returns its sha256."""
+    record = {
+        "method": sampler.method,
+        **standardised_network(sampler.network, sampler.feature_mean, sampler.feature_std, sampler.backbone),
+        "default_guidance": sampler.default_guidance,
+    }
+    return save_checkpoint(path, record)
 
 
 def load_sampler(path: Path, device: str = "cpu") -> LocationSampler:
-    path = Path(path)
-    raw = path.read_bytes()
-    saved = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)  # the bytes hashed are the bytes loaded
+    checkpoint = load_checkpoint(path)
+    saved = checkpoint.record
     network = build_network(saved["method"], saved["config"])
-    network.load_state_dict({name: value.float() for name, value in saved["state_dict"].items()})
+    network.load_state_dict(float_weights(saved["state_dict"]))
     sampler = LocationSampler(
         saved["method"],
         network,
@@ -137,6 +127,6 @@ def load_sampler(path: Path, device: str = "cpu") -> LocationSampler:
         saved["feature_std"],
         saved["backbone"],
         float(saved["default_guidance"]),
-        version=hashlib.sha256(raw).hexdigest()[:12],
+        version=checkpoint.version,
     )
     return sampler.to(device)

@@ -9,7 +9,6 @@ has, so that text in a language of a country the gallery missed still points the
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from geoloc.artifacts.files import written_atomically
+from geoloc.artifacts.versions import content_version
 from geoloc.common.paths import MODELS_DIR
 
 SHIPPED_COUNTRY_PRIOR = MODELS_DIR / "text" / "country_prior.json"
@@ -52,7 +52,7 @@ def fitted_prior(counts: Counter[str], countries: list[str]) -> dict[str, float]
 
 def save_country_prior(path: Path, shares: dict[str, float], manifest: dict) -> str:
     content = {"shares": {c: round(v, 8) for c, v in shares.items()}}
-    version = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
+    version = content_version(content)
     path.parent.mkdir(parents=True, exist_ok=True)
     with written_atomically(path) as f:
         f.write((json.dumps({**manifest, "version": version, **content}, indent=1) + "\n").encode())
@@ -61,7 +61,7 @@ def save_country_prior(path: Path, shares: dict[str, float], manifest: dict) -> 
 
 def load_country_prior(path: Path = SHIPPED_COUNTRY_PRIOR) -> CountryPrior:
     saved = json.loads(Path(path).read_text())
-    version = hashlib.sha256(json.dumps({"shares": saved["shares"]}, sort_keys=True).encode()).hexdigest()[:12]
+    version = content_version({"shares": saved["shares"]})
     if version != saved["version"]:
         raise ValueError(f"{path}: its shares do not match its recorded version {saved['version']} (edited by hand?)")
     return CountryPrior({c: float(v) for c, v in saved["shares"].items()}, version)

@@ -2,20 +2,19 @@
 
 Checkpoints are plain `torch.save` dicts: the decoder's config and weights (learnt weights in half
 precision, for size; the network runs in float32), the train split's per-dimension feature mean
-and spread, and the backbone the features come from. The version is a prefix of the file's sha256.
+and spread, and the backbone the features come from, written and read by
+geoloc.artifacts.checkpoints (atomically; read once). The version is a prefix of the file's sha256.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from geoloc.artifacts.checkpoints import half_precision_weights
+from geoloc.artifacts.checkpoints import float_weights, load_checkpoint, save_checkpoint, standardised_network
 from geoloc.common.paths import MODELS_DIR
 from geoloc.tokens.decoder import TokenDecoder, TokenDecoderConfig
 
@@ -67,31 +66,20 @@ class TokenModel:
 
 
 def save_token_model(path: Path, model: TokenModel) -> str:
-    """Writes the checkpoint; returns its sha256."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "config": asdict(model.decoder.config),
-            "state_dict": half_precision_weights(model.decoder),
-            "feature_mean": model.standardiser.mean.cpu(),
-            "feature_std": model.standardiser.std.cpu(),
-            "backbone": model.backbone,
-        },
-        path,
-    )
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """Writes the checkpoint (atomically); returns its sha256."""
+    mean, std = model.standardiser.mean, model.standardiser.std
+    return save_checkpoint(path, standardised_network(model.decoder, mean, std, model.backbone))
 
 
 def load_token_model(path: Path, device: str = "cpu") -> TokenModel:
-    raw = Path(path).read_bytes()
-    saved = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)  # the bytes hashed are the bytes loaded
+    checkpoint = load_checkpoint(path)
+    saved = checkpoint.record
     decoder = TokenDecoder(TokenDecoderConfig(**saved["config"]))
-    decoder.load_state_dict({name: value.float() for name, value in saved["state_dict"].items()})
+    decoder.load_state_dict(float_weights(saved["state_dict"]))
     model = TokenModel(
         decoder,
         Standardiser(saved["feature_mean"], saved["feature_std"]),
         saved["backbone"],
-        version=hashlib.sha256(raw).hexdigest()[:12],
+        version=checkpoint.version,
     )
     return model.to(device)

@@ -17,14 +17,14 @@ every file, so two bundles with one version hold the same bytes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
 from geoloc import experts as registry
-from geoloc.artifacts.bundles import BUNDLE_FILE, FORMAT, bundle_hashes
+from geoloc.artifacts.bundles import BUNDLE_FILE, FORMAT, Bundle, BundleError, bundle_hashes
 from geoloc.artifacts.files import written_atomically
+from geoloc.artifacts.versions import content_version
 from geoloc.embedding.model_config import read_model_config
 from geoloc.embedding.preprocessing import declared_preprocessing
 from geoloc.embedding.triton_backbone import BackboneError, describe_backbone
@@ -101,7 +101,7 @@ def build_bundle(out: Path, model: str, repository: Path, models: Path) -> dict:
     (staging / FUSION).parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(fusion_in(models), staging / FUSION)
     sha256 = bundle_hashes(staging)
-    version = hashlib.sha256(json.dumps(sha256, sort_keys=True).encode()).hexdigest()[:12]
+    version = content_version(sha256)
     bundle = {"format": FORMAT, "version": version, "backbone": backbone, "files": files, "sha256": sha256}
     with written_atomically(staging / BUNDLE_FILE) as stream:
         stream.write((json.dumps(bundle, indent=2, sort_keys=True) + "\n").encode())
@@ -110,37 +110,30 @@ def build_bundle(out: Path, model: str, repository: Path, models: Path) -> dict:
 
 
 def verify_bundle(root: Path) -> list[str]:
-    """What is wrong with the bundle at `root`; empty when nothing is."""
+    """What is wrong with the bundle at `root`; empty when nothing is. The record is read, and its
+    files' hashes checked, as the services read them (Bundle.read, Bundle.problems)."""
     root = Path(root)
-    path = root / BUNDLE_FILE
-    if not path.is_file():
+    if not (root / BUNDLE_FILE).is_file():
         return [f"{root}: no {BUNDLE_FILE}"]
-    bundle = json.loads(path.read_text())
-    if bundle.get("format") != FORMAT:
-        return [f"{path}: format {bundle.get('format')!r}, not {FORMAT!r}"]
-    problems = []
-    recorded, found = bundle["sha256"], bundle_hashes(root)
-    for name in sorted(set(recorded) | set(found)):
-        if name not in found:
-            problems.append(f"{name}: missing")
-        elif name not in recorded:
-            problems.append(f"{name}: not part of the bundle as built")
-        elif found[name] != recorded[name]:
-            problems.append(
-                f"{name}: changed since the bundle was built "
-                f"(sha256 {found[name][:12]}, recorded {recorded[name][:12]})"
-            )
+    try:
+        bundle = Bundle.read(root)
+    except BundleError as error:
+        return [str(error)]
+    problems = bundle.problems()
     if problems:
         return problems
-    backbone = bundle["backbone"]
+    backbone = bundle.backbone
     served = backbone_record(backbone["model"], root / "model_repository")
     for key in ("name", "dimension", "preprocessing", "model_sha256", "text_model"):
         if served.get(key) != backbone.get(key):
             found, recorded = served.get(key), backbone.get(key)
             problems.append(f"the Triton model's {key} is {found!r}; the bundle records {recorded!r}")
     for role in EXPERT_FILES:
+        if role not in bundle.files:
+            problems.append(f"the bundle holds no {role} file")
+            continue
         try:
-            _check_expert(role, root / bundle["files"][role], backbone)
+            _check_expert(role, root / bundle.files[role], backbone)
         except InputError as error:
             problems.append(str(error))
     return problems

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from geoloc.artifacts.files import written_atomically
 from geoloc.training.arguments import DATA_HELP
 
 if TYPE_CHECKING:  # numpy loads in the handler only, so that `geoloc --help` stays quick
@@ -429,7 +430,8 @@ def run(args: argparse.Namespace) -> int:
     }
     out = args.out or CV_FIGURES
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(figures, indent=1) + "\n")
+    with written_atomically(out) as stream:  # shipped in models/fusion/: whole or not at all
+        stream.write((json.dumps(figures, indent=1) + "\n").encode())
     print(f"figures written to {out}; the fit is weighted by {chosen!r} ({figures['seconds']} s in all)")
     checkpoints, fusion = written_models(args)
     if args.ship:

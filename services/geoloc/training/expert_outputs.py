@@ -148,8 +148,8 @@ def cached_expert_outputs(
             return dict(saved)
     outputs = compute_expert_outputs(features, requests)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with written_atomically(path) as f:
-        np.savez_compressed(f, **outputs)
+    with written_atomically(path) as stream:  # a killed run leaves no half cache for the next to read
+        np.savez_compressed(stream, **outputs)
     return outputs
 
 

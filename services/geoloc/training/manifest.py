@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from geoloc.artifacts.files import written_atomically
+
 BACKBONE = "efficientnet-lite2 (model_repository/efficientnet_lite2, 1280-d pooled feature)"
 DEMO_NOTE = (
     "demo-grade: 1542 training photos; EfficientNet ImageNet features cap accuracy near the prior (docs/design.md §5)"
@@ -54,5 +56,6 @@ def model_manifest(
 def write_manifest(checkpoint: Path, manifest: dict) -> Path:
     """Writes the manifest beside the checkpoint; returns its path."""
     path = checkpoint.with_suffix(".json")
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    with written_atomically(path) as stream:
+        stream.write((json.dumps(manifest, indent=2) + "\n").encode())
     return path

@@ -23,9 +23,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from geoloc.artifacts.checkpoints import half_precision_weights
+from geoloc.artifacts.checkpoints import round_as_saved
 from geoloc.artifacts.files import written_atomically
 from geoloc.evaluation.folds import photo_weights, photographer_folds
 from geoloc.gallery.heads import SHIPPED_HEADS, GalleryHead
@@ -147,12 +146,6 @@ def with_fields(config, changes: Mapping, expert: str = "the expert"):
     return replace(config, **merged)
 
 
-def _as_checkpointed(network: torch.nn.Module) -> None:
-    """Rounds the learnt weights to half precision in place, as the token checkpoint stores them, so
-    that a fold's decoder answers as it would once saved and loaded (train_sampler does the same)."""
-    network.load_state_dict({name: value.float() for name, value in half_precision_weights(network).items()})
-
-
 def _quiet(line: str) -> None:
     """Drops the training loops' per-step lines: four runs' worth per fold would bury the summaries."""
 
@@ -202,7 +195,7 @@ def train_fold_expert(
         log(f"  {expert} sampler: {trained.seconds:.1f} s, step {trained.best_step} kept")
     else:
         decoder = train_decoder(*data, config, seed=seed, log=_quiet, **weights)
-        _as_checkpointed(decoder.decoder)
+        round_as_saved(decoder.decoder)  # a fold's decoder answers as it would once saved and loaded
         model = TokenModel(decoder.decoder, decoder.standardiser, BACKBONE, VERSION)
         kept = {"best_step": decoder.best_step}
         log(f"  token decoder: {decoder.seconds:.1f} s, step {decoder.best_step} kept")

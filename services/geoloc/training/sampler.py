@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from geoloc.artifacts.checkpoints import half_precision_weights
+from geoloc.artifacts.checkpoints import round_as_saved
 from geoloc.evaluation.metrics import Metrics, summarize
 from geoloc.geo.sphere import haversine_km, latlon_to_unit
 from geoloc.sampler import flow, sh_diffusion
@@ -157,7 +157,7 @@ def train_sampler(
     )
     # The checkpoint stores half precision; keep the model as it will be loaded, so that every
     # figure reported from here on is the shipped file's.
-    network.load_state_dict({name: value.float() for name, value in half_precision_weights(network).items()})
+    round_as_saved(network)
     return TrainedSampler(sampler, config, best.step, best.val, best.history, time.monotonic() - started)
 
 

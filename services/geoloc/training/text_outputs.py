@@ -8,13 +8,13 @@ from them on every run. Nothing is trained on the photos: the same answers serve
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 
 from geoloc.artifacts.files import written_atomically
+from geoloc.artifacts.versions import content_version
 from geoloc.common.photos import decode_photo
 from geoloc.text.answers import text_points
 from geoloc.text.evidence import EvidenceSettings, TextAnswerer
@@ -27,7 +27,7 @@ MAX_POINTS = EvidenceSettings().max_places + EvidenceSettings().max_countries * 
 
 def read_lines(paths: list[Path], reader_options: dict, cache_dir: Path, decode) -> list[list[ReadLine]]:
     """Every photo's lines, read once and cached (one JSON file of {photo name: lines} per reader setting)."""
-    key = hashlib.sha256(json.dumps(reader_options, sort_keys=True).encode()).hexdigest()[:12]
+    key = content_version(reader_options)
     path = cache_dir / "text" / f"lines-{key}.json"
     cached = json.loads(path.read_text()) if path.exists() else {}
     missing = [p for p in paths if p.name not in cached]

@@ -41,7 +41,7 @@ def test_a_fold_is_scored_by_a_fit_that_never_saw_it():
 
 
 def test_folds_scored_in_forked_workers_are_the_folds_scored_one_after_another():
-    from geoloc.training.cv_cli import scored_folds
+    from geoloc.training.cv_pool import scored_folds
 
     outputs, truth, authors = informative_and_misleading(60)
     folds = photographer_folds(authors, 3)
@@ -57,7 +57,7 @@ def test_folds_scored_in_forked_workers_are_the_folds_scored_one_after_another()
 
 
 def test_a_weighting_that_stays_at_or_above_the_constant_on_more_figures_ranks_first():
-    from geoloc.training.cv_cli import standing
+    from geoloc.training.cv_reports import standing
 
     def answers(fused_geoscore, fused_2500):
         figure = lambda mean: {"mean": mean, "spread": 0.0}
@@ -225,7 +225,7 @@ def test_decision_tables_of_any_photos_in_any_order_are_those_computed_for_them_
 
 
 def test_the_text_comparison_holds_with_against_without_on_every_figure_in_its_direction():
-    from geoloc.training.cv_cli import text_comparison
+    from geoloc.training.cv_reports import text_comparison
 
     def figures(geoscore, acc_25, median):
         accuracies = {f"acc_{t}km": 0.01 * t**0.5 for t in (1, 200, 750, 2500)}

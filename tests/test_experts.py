@@ -46,12 +46,9 @@ STILL_NAMED = {
     ("training/shipped_experts.py", "sh"): 5,
     ("training/shipped_experts.py", "tokens"): 4,
     ("training/expert_outputs.py", "gallery"): 1,
-    # `geoloc cv` compares the fused answer with and without the text expert, and trains a head for gallery.
-    ("training/cv_cli.py", "text"): 8,
-    ("training/cv_cli.py", "gallery"): 1,
-    ("training/cv_cli.py", "flow"): 1,
-    ("training/cv_cli.py", "sh"): 1,
-    ("training/cv_cli.py", "tokens"): 1,
+    # `geoloc cv` compares the fused answer with and without the text expert.
+    ("training/cv_run.py", "text"): 5,
+    ("training/cv_reports.py", "text"): 2,
     ("training/text_cli.py", "gallery"): 1,
     # The word, not the expert: the embedding service's text query field.
     ("embedding/server.py", "text"): 1,

@@ -371,7 +371,7 @@ def test_cross_validation_reads_a_features_folder(split, backbone, tmp_path, cap
     from argparse import Namespace
 
     from geoloc.cli import main
-    from geoloc.training.cv_cli import cv_photos
+    from geoloc.training.cv_data import cv_photos
 
     shards = photo_shards(split, 3)
     claim_folder(tmp_path, features_manifest(backbone, "sha", shards, split))

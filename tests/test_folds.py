@@ -62,10 +62,11 @@ def test_the_cv_commands_expert_request_and_budget_names_are_those_there_are():
     """`geoloc cv --leave-out`, `--ask` and `--budget` name them without loading numpy; they must not drift."""
     from dataclasses import fields
 
+    from geoloc.experts import TRAINED_EXPERTS
     from geoloc.training.cv_cli import BUDGET_FIELDS, LEAVABLE, REQUEST_FIELDS
-    from geoloc.training.expert_outputs import EXPERTS, ExpertRequests
+    from geoloc.training.expert_outputs import ExpertRequests
     from geoloc.training.out_of_fold import FoldBudget
 
-    assert (*EXPERTS, "text") == LEAVABLE
+    assert (*TRAINED_EXPERTS, "text") == LEAVABLE
     assert tuple(f.name for f in fields(ExpertRequests)) == REQUEST_FIELDS
     assert tuple(f.name for f in fields(FoldBudget) if isinstance(f.default, int)) == BUDGET_FIELDS

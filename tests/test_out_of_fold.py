@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 
 from geoloc.evaluation.folds import photographer_folds
+from geoloc.experts import TRAINED_EXPERTS
 from geoloc.gallery.heads import load_head, save_head
 from geoloc.gallery.location_encoder import LocationEncoder
 from geoloc.gallery.retrieval import GalleryRetrieval, loaded_gallery
 from geoloc.sampler.model import load_sampler, save_sampler
 from geoloc.tokens.model import load_token_model, save_token_model
 from geoloc.training import out_of_fold
-from geoloc.training.expert_outputs import EXPERTS, ExpertModels, ExpertRequests, compute_expert_outputs, outputs_of
+from geoloc.training.expert_outputs import ExpertModels, ExpertRequests, compute_expert_outputs, outputs_of
 from geoloc.training.out_of_fold import FoldBudget, fold_configs, out_of_fold_outputs, train_fold_experts
 
 PHOTOS, PHOTOGRAPHERS, FOLDS = 60, 12, 3
@@ -57,7 +58,15 @@ def encoder() -> LocationEncoder:
 
 
 def oof(
-    synthetic, gallery, encoder, cache_dir, coords=None, log=None, configs=None, requests=REQUESTS, experts=EXPERTS
+    synthetic,
+    gallery,
+    encoder,
+    cache_dir,
+    coords=None,
+    log=None,
+    configs=None,
+    requests=REQUESTS,
+    experts=TRAINED_EXPERTS,
 ) -> dict[str, np.ndarray]:
     return out_of_fold_outputs(
         synthetic["features"],
@@ -89,8 +98,8 @@ def test_every_row_gets_answers_as_wide_as_compute_expert_outputs_gives(first, s
     the seconds of each expert."""
     outputs, _, lines = first
     shipped = compute_expert_outputs(synthetic["features"][:2], REQUESTS)
-    assert sorted(outputs) == sorted(shipped) == sorted(EXPERTS)
-    for expert in EXPERTS:
+    assert sorted(outputs) == sorted(shipped) == sorted(TRAINED_EXPERTS)
+    for expert in TRAINED_EXPERTS:
         assert outputs[expert].shape == (PHOTOS, *shipped[expert].shape[1:]), expert
         assert (outputs[expert][:, :, 2].sum(axis=1) > 0).all(), f"{expert}: a row without answers"
     for label in ("gallery head", "flow sampler", "sh sampler", "token decoder"):
@@ -105,7 +114,7 @@ def test_a_folds_answers_do_not_depend_on_its_own_photos_places(first, synthetic
     moved = synthetic["coords"].copy()
     moved[in_fold_0] = np.stack([-moved[in_fold_0, 0], (moved[in_fold_0, 1] + 270) % 360 - 180], axis=1)
     after = oof(synthetic, gallery, encoder, tmp_path, coords=moved)
-    for expert in EXPERTS:
+    for expert in TRAINED_EXPERTS:
         np.testing.assert_array_equal(after[expert][in_fold_0], outputs[expert][in_fold_0], err_msg=expert)
         assert not np.array_equal(after[expert][~in_fold_0], outputs[expert][~in_fold_0]), expert
 
@@ -114,14 +123,14 @@ def test_each_folds_answers_are_read_back_from_the_cache(first, synthetic, galle
     """The same arguments again train nothing: every expert's answers to every fold come from
     cache_dir/cv, one file each, equal."""
     outputs, cache_dir, _ = first
-    assert len(list((cache_dir / "cv").glob("*.npz"))) == FOLDS * len(EXPERTS)
+    assert len(list((cache_dir / "cv").glob("*.npz"))) == FOLDS * len(TRAINED_EXPERTS)
 
     def no_training(*args, **kwargs):
         raise AssertionError("a fold was trained again")
 
     monkeypatch.setattr(out_of_fold, "train_fold_expert", no_training)
     again = oof(synthetic, gallery, encoder, cache_dir)
-    for expert in EXPERTS:
+    for expert in TRAINED_EXPERTS:
         np.testing.assert_array_equal(again[expert], outputs[expert], err_msg=expert)
 
 
@@ -221,7 +230,7 @@ def test_fold_experts_answer_as_they_would_once_saved_and_loaded(first, syntheti
     )
     asked = synthetic["features"][~rows]
     in_memory, from_files = outputs_of(trained, asked, REQUESTS), outputs_of(loaded, asked, REQUESTS)
-    for expert in EXPERTS:
+    for expert in TRAINED_EXPERTS:
         np.testing.assert_array_equal(in_memory[expert], from_files[expert], err_msg=expert)
         np.testing.assert_array_equal(in_memory[expert], first[0][expert][~rows], err_msg=expert)
 
@@ -232,7 +241,7 @@ def test_outputs_of_the_shipped_models_is_compute_expert_outputs(synthetic, gall
     rows = synthetic["features"][:3]
     expected = compute_expert_outputs(rows, REQUESTS, seed=7)
     got = outputs_of(ExpertModels.shipped(gallery), rows, REQUESTS, seed=7)
-    for expert in EXPERTS:
+    for expert in TRAINED_EXPERTS:
         np.testing.assert_array_equal(got[expert], expected[expert], err_msg=expert)
 
 
@@ -252,7 +261,9 @@ def test_shipping_trains_on_every_photo_and_writes_manifests_with_the_cv_figures
     before = out_of_fold.fold_configs(TINY, changed)
     cv = {
         "what": "photographer-grouped 3-fold cross-validation",
-        "chosen": {"summary": {"answers": {e: {"geoscore": {"mean": 100.0 + i}} for i, e in enumerate(EXPERTS)}}},
+        "chosen": {
+            "summary": {"answers": {e: {"geoscore": {"mean": 100.0 + i}} for i, e in enumerate(TRAINED_EXPERTS)}}
+        },
     }
     cv["chosen"]["summary"]["answers"]["constant"] = {"geoscore": {"mean": 50.0}}
     paths = {
@@ -274,7 +285,7 @@ def test_shipping_trains_on_every_photo_and_writes_manifests_with_the_cv_figures
         log=lambda line: None,
         configs=changed,
     )
-    for i, expert in enumerate(EXPERTS):
+    for i, expert in enumerate(TRAINED_EXPERTS):
         fields = json.loads(manifests[expert].read_text())
         assert fields["sha256"] == hashlib.sha256(paths[expert].read_bytes()).hexdigest(), expert
         assert f"({PHOTOS} photos, {PHOTOGRAPHERS} photographers)" in fields["data"]["train"], expert
@@ -286,7 +297,7 @@ def test_shipping_trains_on_every_photo_and_writes_manifests_with_the_cv_figures
         tokens=load_token_model(paths["tokens"]),
     )
     answers = outputs_of(loaded, synthetic["features"][:2], REQUESTS)
-    assert all(np.isfinite(answers[e][..., :2]).all() for e in EXPERTS)
+    assert all(np.isfinite(answers[e][..., :2]).all() for e in TRAINED_EXPERTS)
 
     monkeypatch.setattr(out_of_fold, "SHIPPED_MANIFESTS", {e: p.with_suffix(".json") for e, p in paths.items()})
     assert out_of_fold.fold_configs(TINY) == before and before.tokens.network["width"] == 32
@@ -309,6 +320,6 @@ def test_the_photo_weighting_trains_other_experts_cached_apart(first, synthetic,
         gallery=gallery,
         encoder=encoder,
     )
-    for expert in EXPERTS:
+    for expert in TRAINED_EXPERTS:
         assert not np.array_equal(weighted[expert], outputs[expert]), expert
     assert not {p.name for p in (tmp_path / "cv").glob("*.npz")} & {p.name for p in (cache_dir / "cv").glob("*.npz")}

@@ -112,7 +112,7 @@ def test_under_cv_the_fused_answer_with_the_text_expert_is_at_least_without_it_o
     """Issue 19's guard, on the CV figures shipped beside the fusion (models/fusion/cv.json): with the
     text expert, every accuracy, the GeoScore and the median error are at least as good as the fusion
     it is fitted beside, on all photos, on those with text and on those without."""
-    from geoloc.training.cv_cli import at_least_as_good
+    from geoloc.training.cv_reports import at_least_as_good
 
     figures = json.loads((MODELS_DIR / "fusion" / "cv.json").read_text())["text"]["answers"]
     for scope in ("", " · with text", " · without text"):

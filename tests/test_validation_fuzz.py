@@ -33,8 +33,8 @@ from geoloc.common.settings import ServerSettings
 from geoloc.gallery.config import GallerySettings
 from geoloc.gallery.server import MAX_K, GalleryServicer, gallery_spec
 from geoloc.orchestrator.config import SHIPPED_FUSION
+from geoloc.orchestrator.inputs import MAX_TOP_K
 from geoloc.orchestrator.parameters import load_fusion
-from geoloc.orchestrator.server import MAX_TOP_K
 from geoloc.sampler.config import SamplerSettings
 from geoloc.sampler.server import SamplerServicer, sampler_spec
 from geoloc.tokens.config import TokensSettings

@@ -14,6 +14,9 @@ A position is returned only when all of this holds (anything else is None):
 * GPSStatus, when present, is not "V" (the EXIF spec's "measurement void");
 * the result is within [-90, 90] x [-180, 180] and is not exactly (0, 0), which is what
   cameras without a fix write far more often than a photo is taken at 0 N, 0 E.
+
+`answer_with_exif` is the answer a caller gets with `use_exif_gps`: the EXIF position alone, with
+the radii of a consumer GPS fix.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from PIL.TiffImagePlugin import IFDRational
 from geoloc.common.logs import silence_raw_exif_logging
 from geoloc.v1 import orchestrator_pb2
 
+EXIF_RADIUS_KM = (0.01, 0.03)  # r50, r90 of a consumer GPS fix, about 10 m and 30 m
 GPS_IFD = 0x8825
 _GPS_LATITUDE_REF, _GPS_LATITUDE, _GPS_LONGITUDE_REF, _GPS_LONGITUDE, _GPS_STATUS = 1, 2, 3, 4, 9
 
@@ -55,6 +59,27 @@ def exif_gps(image: bytes) -> tuple[float, float] | None:
 def exif_message(lat_deg: float, lon_deg: float) -> orchestrator_pb2.ExifGps:
     """The API's ExifGps message for a position from exif_gps."""
     return orchestrator_pb2.ExifGps(lat_deg=lat_deg, lon_deg=lon_deg)
+
+
+def answer_with_exif(
+    response: orchestrator_pb2.LocateResponse, exif: tuple[float, float], place: orchestrator_pb2.Place
+) -> None:
+    """Overrides the fused answer in `response` with the EXIF position (named `place`): the only
+    hypothesis, localizability 1, answer_source EXIF_GPS."""
+    best = orchestrator_pb2.Hypothesis(
+        lat_deg=exif[0],
+        lon_deg=exif[1],
+        probability=1.0,
+        radius_50_km=EXIF_RADIUS_KM[0],
+        radius_90_km=EXIF_RADIUS_KM[1],
+        place=place,
+    )
+    response.best_guess.CopyFrom(best)
+    del response.hypotheses[:]
+    response.hypotheses.append(best)
+    response.radius_50_km, response.radius_90_km = EXIF_RADIUS_KM
+    response.localizability = 1.0
+    response.answer_source = orchestrator_pb2.ANSWER_SOURCE_EXIF_GPS
 
 
 def _exif_gps(data: bytes) -> tuple[float, float] | None:

@@ -13,7 +13,12 @@
     decision_fit.py        the prior, the weights and the radii, fitted on the best guess's GeoScore
     cross_validation.py    photographer-grouped CV of all of it, and the fit that ships
     shipped_experts.py     the shipped experts, retrained on every photo by the folds' procedure
-    cv_cli.py              `geoloc cv [--write-fusion | --ship]`
+    cv_cli.py              `geoloc cv [--write-fusion | --ship]`: its options, checked, handed to cv_run
+    cv_run.py              the run's steps: the out-of-fold answers, the folds scored, the figures written
+    cv_data.py             the photos cross-validated, and where --ship and --write-fusion write
+    cv_pool.py             the folds scored in forked worker processes (--jobs)
+    cv_reports.py          the per-fold figures, their summary over the folds, the tables printed
+    cv_fusion.py           the fusion refitted on every photo's out-of-fold answers (--write-fusion)
     *_cli.py, cli.py       `geoloc train gallery|sampler|tokens|fusion` (the per-expert jobs choose on val)
 
 Serving never imports this package: it reads what this package writes.

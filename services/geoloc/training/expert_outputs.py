@@ -32,8 +32,6 @@ if TYPE_CHECKING:  # the models' modules load faiss and the networks: imported w
     from geoloc.sampler.model import LocationSampler
     from geoloc.tokens.model import TokenModel
 
-EXPERTS = TRAINED_EXPERTS  # the experts answered from backbone features, which the fusion fit answers in-process
-
 
 def _orchestrator_default(name: str):
     return OrchestratorSettings.model_fields[name].default

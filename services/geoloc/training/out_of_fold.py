@@ -27,13 +27,14 @@ import numpy as np
 from geoloc.artifacts.checkpoints import round_as_saved
 from geoloc.artifacts.files import written_atomically
 from geoloc.evaluation.folds import photo_weights, photographer_folds
+from geoloc.experts import TRAINED_EXPERTS
 from geoloc.gallery.heads import SHIPPED_HEADS, GalleryHead
 from geoloc.gallery.index import GalleryIndex
 from geoloc.gallery.location_encoder import LocationEncoder
 from geoloc.gallery.retrieval import GalleryRetrieval, loaded_gallery
 from geoloc.sampler.model import METHODS, SHIPPED_SAMPLERS
 from geoloc.tokens.model import SHIPPED_TOKENS, TokenModel
-from geoloc.training.expert_outputs import EXPERTS, ExpertModels, ExpertRequests, expert_answers
+from geoloc.training.expert_outputs import ExpertModels, ExpertRequests, expert_answers
 from geoloc.training.gallery_head import HeadConfig, train_head
 from geoloc.training.sampler import SamplerTrainConfig, train_sampler
 from geoloc.training.token_decoder import TokenTrainConfig, train_decoder
@@ -117,9 +118,9 @@ def fold_configs(budget: FoldBudget, configs: Mapping[str, Mapping] | None = Non
         sh=sampler("sh", budget.sh_steps),
         tokens=replace(tokens, steps=budget.tokens_steps, eval_every=every(budget.tokens_steps)),
     )
-    unknown = sorted(set(configs or {}) - set(EXPERTS))
+    unknown = sorted(set(configs or {}) - set(TRAINED_EXPERTS))
     if unknown:
-        raise ValueError(f"no expert named {', '.join(unknown)}; the experts are {', '.join(EXPERTS)}")
+        raise ValueError(f"no expert named {', '.join(unknown)}; the experts are {', '.join(TRAINED_EXPERTS)}")
     chosen = replace(shipped, **{e: with_fields(getattr(shipped, e), c, e) for e, c in (configs or {}).items()})
     if chosen.tokens.network.get("neighbours", 0):
         raise ValueError("the token decoder would attend to gallery neighbours; out-of-fold answers have none")
@@ -221,7 +222,7 @@ def train_fold_experts(
     trained_in = trained_in or fold_configs(budget)
     trained = {
         e: train_fold_expert(e, getattr(trained_in, e), features, coords, authors, budget, gallery, encoder, seed, log)
-        for e in EXPERTS
+        for e in TRAINED_EXPERTS
     }
     return ExpertModels(**{e: model for e, (model, _) in trained.items()}, kept={e: k for e, (_, k) in trained.items()})
 
@@ -266,7 +267,7 @@ def out_of_fold_outputs(
     gallery: GalleryIndex | None = None,
     encoder: LocationEncoder | None = None,
     configs: Mapping[str, Mapping] | None = None,
-    experts: Sequence[str] = EXPERTS,
+    experts: Sequence[str] = TRAINED_EXPERTS,
 ) -> dict[str, np.ndarray]:
     """{expert: [n, points, 4] (lat, lon, weight, radius_km)}, as compute_expert_outputs gives them, where
     row i comes from experts trained (train_fold_expert) on the photos of the folds other than

@@ -17,8 +17,9 @@ from geoloc.common.paths import data_root
 from geoloc.evaluation.csvio import InputError
 from geoloc.evaluation.dataset import LabelledImage, load_split
 from geoloc.evaluation.harness import evaluate
-from geoloc.evaluation.metrics import GEOSCORE_SCALE_KM, THRESHOLDS_KM, summarize
+from geoloc.evaluation.metrics import THRESHOLDS_KM, summarize
 from geoloc.evaluation.predictions import CsvPredictions, Prediction, PredictionSource
+from geoloc.geo.geoscore import GEOSCORE_SCALE_KM
 from tests.photos import write_split
 
 # On the equator a pure longitude offset is a great-circle arc: 1 degree = 6371·π/180 km.

@@ -102,22 +102,23 @@ def main() -> None:
         )
 
     def decoder(steps):
-        return train_decoder(features, places, *val, replace(configs.tokens, steps=steps, eval_every=steps), log=quiet)
+        tokens = replace(configs["tokens"], steps=steps, eval_every=steps)
+        return train_decoder(features, places, *val, tokens, log=quiet)
 
     folder = tempfile.TemporaryDirectory()
     mapped = mapped_features_file(Path(folder.name), args.mapped)
     rows = []
     for name, config, train in (
-        ("flow sampler", configs.flow, sampler(configs.flow)),
-        ("SH sampler", configs.sh, sampler(configs.sh)),
-        ("token decoder", configs.tokens, decoder),
+        ("flow sampler", configs["flow"], sampler(configs["flow"])),
+        ("SH sampler", configs["sh"], sampler(configs["sh"])),
+        ("token decoder", configs["tokens"], decoder),
     ):
         step_s = per_step(train, args.steps)
         rows.append((name, config.batch_size, step_s, mapped_read_s(mapped, config.batch_size)))
 
     gallery, encoder = loaded_gallery(), LocationEncoder.pretrained()
     vectors, coordinates = gallery.vectors(), gallery.coordinates
-    head = configs.gallery
+    head = configs["gallery"]
 
     def head_epochs(epochs: int) -> None:
         train_head(features, places, *val, vectors, coordinates, encoder, replace(head, epochs=epochs), log=quiet)

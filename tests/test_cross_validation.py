@@ -225,7 +225,7 @@ def test_decision_tables_of_any_photos_in_any_order_are_those_computed_for_them_
 
 
 def test_the_text_comparison_holds_with_against_without_on_every_figure_in_its_direction():
-    from geoloc.training.cv_reports import text_comparison
+    from geoloc.training.cv_reports import add_on_comparison
 
     def figures(geoscore, acc_25, median):
         accuracies = {f"acc_{t}km": 0.01 * t**0.5 for t in (1, 200, 750, 2500)}
@@ -239,7 +239,7 @@ def test_the_text_comparison_holds_with_against_without_on_every_figure_in_its_d
         "fused · with text": figures(1500, 0.2, 3000),
         "fused without text · with text": figures(900, 0.05, 3500),
     }
-    compared = text_comparison(answers, {"with text": np.arange(10) < 1})
+    compared = add_on_comparison(answers, {"with text": np.arange(10) < 1}, "text")
     overall = compared["with_at_least_without"][""]
     assert not overall.pop("acc_25km") and all(overall.values())
     assert set(overall) == {"geoscore", "median_km", "acc_1km", "acc_200km", "acc_750km", "acc_2500km"}

@@ -197,7 +197,7 @@ def test_a_configuration_that_cannot_be_trained_is_refused_by_name(configs, name
 
 def test_a_configurations_network_fields_merge_into_the_shipped_ones():
     """Changing one network field keeps the others at the shipped configuration's."""
-    shipped, changed = fold_configs(TINY).sh, fold_configs(TINY, {"sh": {"network": {"width": 64}}}).sh
+    shipped, changed = fold_configs(TINY)["sh"], fold_configs(TINY, {"sh": {"network": {"width": 64}}})["sh"]
     assert changed.network == {**shipped.network, "width": 64} and changed.network != shipped.network
     assert replace(changed, network=shipped.network) == shipped
 
@@ -217,16 +217,18 @@ def test_fold_experts_answer_as_they_would_once_saved_and_loaded(first, syntheti
         encoder,
         log=lambda line: None,
     )
-    head = trained.gallery.head
+    head = trained["gallery"].head
     save_head(tmp_path / "head.pt", head.mlp, head.logit_scale, head.backbone)
-    save_sampler(tmp_path / "flow.pt", trained.flow)
-    save_sampler(tmp_path / "sh.pt", trained.sh)
-    save_token_model(tmp_path / "tokens.pt", trained.tokens)
+    save_sampler(tmp_path / "flow.pt", trained["flow"])
+    save_sampler(tmp_path / "sh.pt", trained["sh"])
+    save_token_model(tmp_path / "tokens.pt", trained["tokens"])
     loaded = ExpertModels(
-        gallery=GalleryRetrieval(load_head(tmp_path / "head.pt"), gallery),
-        flow=load_sampler(tmp_path / "flow.pt"),
-        sh=load_sampler(tmp_path / "sh.pt"),
-        tokens=load_token_model(tmp_path / "tokens.pt"),
+        {
+            "gallery": GalleryRetrieval(load_head(tmp_path / "head.pt"), gallery),
+            "flow": load_sampler(tmp_path / "flow.pt"),
+            "sh": load_sampler(tmp_path / "sh.pt"),
+            "tokens": load_token_model(tmp_path / "tokens.pt"),
+        }
     )
     asked = synthetic["features"][~rows]
     in_memory, from_files = outputs_of(trained, asked, REQUESTS), outputs_of(loaded, asked, REQUESTS)
@@ -291,16 +293,18 @@ def test_shipping_trains_on_every_photo_and_writes_manifests_with_the_cv_figures
         assert f"({PHOTOS} photos, {PHOTOGRAPHERS} photographers)" in fields["data"]["train"], expert
         assert fields["cv_top1"]["geoscore"]["mean"] == 100.0 + i and fields["command"] == "geoloc cv --ship"
     loaded = ExpertModels(
-        gallery=GalleryRetrieval(load_head(paths["gallery"]), gallery),
-        flow=load_sampler(paths["flow"]),
-        sh=load_sampler(paths["sh"]),
-        tokens=load_token_model(paths["tokens"]),
+        {
+            "gallery": GalleryRetrieval(load_head(paths["gallery"]), gallery),
+            "flow": load_sampler(paths["flow"]),
+            "sh": load_sampler(paths["sh"]),
+            "tokens": load_token_model(paths["tokens"]),
+        }
     )
     answers = outputs_of(loaded, synthetic["features"][:2], REQUESTS)
     assert all(np.isfinite(answers[e][..., :2]).all() for e in TRAINED_EXPERTS)
 
     monkeypatch.setattr(out_of_fold, "SHIPPED_MANIFESTS", {e: p.with_suffix(".json") for e, p in paths.items()})
-    assert out_of_fold.fold_configs(TINY) == before and before.tokens.network["width"] == 32
+    assert out_of_fold.fold_configs(TINY) == before and before["tokens"].network["width"] == 32
 
 
 def test_the_photo_weighting_trains_other_experts_cached_apart(first, synthetic, gallery, encoder, tmp_path):

@@ -80,7 +80,7 @@ def test_embedding_experts_serve_what_is_fitted(expert, embedded, experts, shipp
     settings = OrchestratorSettings()
     served = served_rows(entry, [e for _, e in embedded], experts[entry.service], asked_of(settings))
     features = np.array([list(e.values) for _, e in embedded], dtype=np.float32)
-    fitted = expert_answers(expert, getattr(shipped_models, expert), features, ExpertRequests.of(settings))
+    fitted = expert_answers(expert, shipped_models[expert], features, ExpertRequests.of(settings))
     for row, answer in enumerate(served):
         assert_same_points(expert, answer, fitted[row])
 
@@ -91,7 +91,7 @@ def test_text_expert_serves_what_is_fitted(embedded, experts, tmp_path):
     that at least one answer has points)."""
     from PIL import Image, ImageDraw, ImageFont
 
-    from geoloc.training.text_outputs import MAX_POINTS, cv_text_answers
+    from geoloc.training.text_outputs import MAX_POINTS
 
     sign = Image.new("RGB", (640, 320), (40, 90, 160))
     draw = ImageDraw.Draw(sign)
@@ -107,7 +107,7 @@ def test_text_expert_serves_what_is_fitted(embedded, experts, tmp_path):
         paths.append(path)
     entry = registry.expert("text")
     served = served_rows(entry, [p.read_bytes() for p in paths], experts["text"], asked_of(OrchestratorSettings()))
-    fitted = cv_text_answers(paths, tmp_path / "cache")
+    fitted = entry.photo_answers_function()(paths, tmp_path / "cache")  # the one `geoloc cv` reads
     assert fitted.shape == (len(paths), MAX_POINTS, 4)
     assert len(served[-1]) > 0, "the sign names a city: the text expert should answer it"
     for row, answer in enumerate(served):

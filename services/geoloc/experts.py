@@ -60,6 +60,13 @@ class Expert:
     models_file: str | None = None  # its checkpoint in a models folder; {model}: the backbone's Triton model
     bundle_file: str | None = None  # its checkpoint's path inside a bundle
     extras: Callable[[Any], dict[str, list]] = field(default=lambda response: {})  # cells, text lines
+    fold_trainer: str | None = None  # "module:class" of its training/fold_budget.FoldTrainer, built with its name
+    photo_answers: str | None = None  # "module:function" (photo paths, cache dir) -> its CV answers, if it reads photos
+    # Its points are draws from its density, each weighing 1/n: its own answer is their densest mode.
+    sampled: bool = False
+    # Its points crowd where photos crowd: the fusion tilts their weights by the photo density
+    # (FusionParameters.gallery_density_power, the one such power: a retrieval's).
+    density_tilted: bool = False
 
     @property
     def trained(self) -> bool:
@@ -73,6 +80,18 @@ class Expert:
 
     def answer_function(self) -> Callable:
         return _imported(self.answer)
+
+    def photo_answers_function(self) -> Callable:
+        """(photo paths, cache dir) -> [n, points, 4]: its answers to photo files, for `geoloc cv`."""
+        if self.photo_answers is None:
+            raise ValueError(f"the {self.name} expert does not read photos")
+        return _imported(self.photo_answers)
+
+    def trainer(self):
+        """Its fold trainer (training/fold_budget.FoldTrainer): how it is trained, saved and served."""
+        if self.fold_trainer is None:
+            raise ValueError(f"the {self.name} expert is not trained on backbone features")
+        return _imported(self.fold_trainer)(self.name)
 
     def load(self, path):
         """The expert's model from its checkpoint, as its service holds it."""
@@ -124,6 +143,8 @@ def _sampler(name: str, method: int, enum: int) -> Expert:
         loader="geoloc.sampler.model:load_sampler",
         models_file=f"sampler/{name}.pt",
         bundle_file=f"experts/sampler/{name}.pt",
+        fold_trainer="geoloc.training.sampler:SamplerFoldTrainer",
+        sampled=True,
     )
 
 
@@ -142,6 +163,8 @@ EXPERT_TABLE = (
         loader="geoloc.gallery.heads:load_head",
         models_file="gallery/{model}_head.pt",
         bundle_file="experts/gallery/head.pt",
+        fold_trainer="geoloc.training.gallery_head:HeadFoldTrainer",
+        density_tilted=True,
     ),
     _sampler("flow", sampler_pb2.SAMPLING_METHOD_FLOW, orchestrator_pb2.EXPERT_SAMPLER_FLOW),
     _sampler("sh", sampler_pb2.SAMPLING_METHOD_SH_DIFFUSION, orchestrator_pb2.EXPERT_SAMPLER_SH_DIFFUSION),
@@ -162,6 +185,7 @@ EXPERT_TABLE = (
         models_file="tokens/decoder.pt",
         bundle_file="experts/tokens/decoder.pt",
         extras=lambda response: {"cells": list(response.cells)},
+        fold_trainer="geoloc.training.token_decoder:DecoderFoldTrainer",
     ),
     Expert(
         name="text",
@@ -175,6 +199,7 @@ EXPERT_TABLE = (
         shown_points=lambda response: list(response.points),
         answer="geoloc.text.answers:text_evidence",
         extras=lambda response: {"text": list(response.lines)},
+        photo_answers="geoloc.training.text_outputs:cv_text_answers",
     ),
 )
 
@@ -186,6 +211,12 @@ TRAINED_EXPERTS = tuple(e.name for e in EXPERT_TABLE if e.trained)  # the fusion
 EXPERT_SERVICES = tuple(dict.fromkeys(e.service for e in EXPERT_TABLE))  # the services that answer experts
 EXPERT_ENUMS = {e.name: e.enum for e in EXPERT_TABLE}
 EXPERT_NAMES = {e.enum: e.name for e in EXPERT_TABLE}
+# The experts that read the photo, not its embedding: the fusion fits each as an add-on beside the
+# others (it answers only some photos), and `geoloc cv` reports the answer with and without it.
+PHOTO_EXPERTS = tuple(e.name for e in EXPERT_TABLE if e.reads == "photo")
+SAMPLED_EXPERTS = frozenset(e.name for e in EXPERT_TABLE if e.sampled)
+DENSITY_TILTED_EXPERTS = frozenset(e.name for e in EXPERT_TABLE if e.density_tilted)
+TEXT_QUERY_SERVICE = "gallery"  # LocateText's answer: this service's search for the text's embedding
 WORKLOADS = (*SERVICES, "triton")  # what runs as a Deployment: the services and Triton
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from geoloc.experts import DENSITY_TILTED_EXPERTS
 from geoloc.geo.mixtures import find_modes, mixture_log_density, vmf_mixture_sample
 from geoloc.geo.s2cells import latlon_to_cell_id
 from geoloc.geo.sphere import EARTH_RADIUS_KM, HEMISPHERE_RADIUS_KM, great_circle_angle, latlon_to_unit, unit_to_latlon
@@ -216,7 +217,7 @@ def expert_components(answer: ExpertPoints, params: FusionParameters, prior: Pri
     """(centres, weights summing to 1, half-mass radii km) of one expert's points that carry weight, or
     None if none does."""
     points = np.stack([answer.lat_deg, answer.lon_deg, answer.weight, answer.radius_km], axis=-1)
-    power = params.gallery_density_power if answer.expert == "gallery" else 0.0
+    power = params.gallery_density_power if answer.expert in DENSITY_TILTED_EXPERTS else 0.0
     centres, weights, radius = expert_kernels(points, params.bandwidth_km[answer.expert], power, prior)
     held = weights > 0
     if not held.any():

@@ -27,6 +27,7 @@ from geoloc.common.metrics import ServerMetrics
 from geoloc.common.server import ServiceSpec, run_service, servicer_spec
 from geoloc.common.texts import validated_text
 from geoloc.common.tracing import annotate, step
+from geoloc.experts import TEXT_QUERY_SERVICE
 from geoloc.orchestrator.calls import called
 from geoloc.orchestrator.config import OrchestratorSettings
 from geoloc.orchestrator.exif import answer_with_exif, exif_gps, exif_message
@@ -40,7 +41,6 @@ from geoloc.places import PlaceNamer, place_message
 from geoloc.v1 import gallery_pb2, orchestrator_pb2, orchestrator_pb2_grpc
 
 MAX_TEXT_MATCHES = 100
-TEXT_QUERY_SERVICE = "gallery"  # LocateText's answer is this service's search for the text's embedding
 
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
@@ -142,14 +142,18 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             raise NotReady("the orchestrator is still loading")
         query = validated_text(request.query, self.settings.max_query_chars, "query")
         top_k = defaulted_in_range("top_k", request.top_k, DEFAULT_TOP_K, 1, MAX_TEXT_MATCHES)
-        gallery = self._clients.stub(TEXT_QUERY_SERVICE)
+        searched = registry.SERVICES_BY_NAME[TEXT_QUERY_SERVICE]
+        gallery = self._clients.stub(searched.name)
         if gallery is None:
-            raise FailedPrecondition("LocateText searches the gallery expert, which this deployment does not run")
+            raise FailedPrecondition(
+                f"LocateText searches the {searched.name} service, which this deployment does not run"
+            )
         deadline = time.perf_counter() + self._budget_s(context)
         s = self.settings
         embedded = await called("embedding", "query", deadline, s.embed_timeout_s, self._clients.embed_text, query)
         search = gallery_pb2.SearchRequest(embedding=embedded.embedding, k=top_k)
-        found = await called(TEXT_QUERY_SERVICE, None, deadline, s.gallery_timeout_s, gallery.Search, search)
+        timeout_s = getattr(s, searched.timeout_setting)
+        found = await called(searched.name, None, deadline, timeout_s, gallery.Search, search)
         with step("orchestrator.name_places", places=len(found.points)):
             places = await asyncio.to_thread(lambda: [self._places.name(p.lat_deg, p.lon_deg) for p in found.points])
         return orchestrator_pb2.LocateTextResponse(

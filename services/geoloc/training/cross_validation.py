@@ -19,6 +19,7 @@ import numpy as np
 
 from geoloc.evaluation.folds import photo_weights
 from geoloc.evaluation.metrics import Metrics, summarize
+from geoloc.experts import SAMPLED_EXPERTS
 from geoloc.geo.sphere import haversine_km, latlon_to_unit, unit_to_latlon
 from geoloc.orchestrator.decision import radius_holding_mass
 from geoloc.orchestrator.fusion import Prior, subset_key
@@ -49,13 +50,13 @@ def fused_without(expert: str) -> str:
 
 
 def top_points(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Each expert's own answer [n, 2]: the gallery's and the tokens' most probable point, a sampler's
-    highest mode of its samples (as the sampler service reports it)."""
+    """Each expert's own answer [n, 2]: its most probable point, or for an expert whose points are
+    samples (a sampler's) the highest mode of its samples (as the sampler service reports it)."""
     from geoloc.sampler.density import summarize_samples
 
     tops = {}
     for expert, points in outputs.items():
-        if expert in ("flow", "sh"):
+        if expert in SAMPLED_EXPERTS:
             rows = []
             for row in points:
                 mode = summarize_samples(latlon_to_unit(row[:, 0], row[:, 1])).modes[0]

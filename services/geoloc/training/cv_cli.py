@@ -26,6 +26,7 @@ from pathlib import Path
 from geoloc import experts as registry
 from geoloc.experts import EXPERTS, TRAINED_EXPERTS
 from geoloc.training.arguments import DATA_HELP
+from geoloc.training.fold_budget import BUDGET_FIELDS
 
 # Only the parser and the checks of its options live here, with nothing loaded at import beyond
 # them, so that `geoloc --help` stays quick; the run itself is training/cv_run.py, its reports
@@ -40,16 +41,6 @@ TRAINING_WEIGHTINGS = ("photo", *COMPARED_WEIGHTINGS)  # evaluation/folds.WEIGHT
 # The experts and what each is asked, from the registry (which loads no numpy either).
 LEAVABLE = EXPERTS
 REQUEST_FIELDS = tuple(name for expert in TRAINED_EXPERTS for name in registry.expert(expert).asked)
-# FoldBudget's whole-number fields, which --budget may change.
-BUDGET_FIELDS = (
-    "gallery_epochs",
-    "flow_steps",
-    "sh_steps",
-    "tokens_steps",
-    "evaluations",
-    "eval_samples",
-    "eval_steps",
-)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -77,7 +68,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=[],
         metavar="FIELD=N",
         help="train each fold's experts (and, with --ship, the shipped ones) this long instead of the shipped "
-        f"procedure's (training/out_of_fold.FoldBudget; FIELD one of {', '.join(BUDGET_FIELDS)}): for a quick "
+        f"procedure's (training/fold_budget.FoldBudget; FIELD one of {', '.join(BUDGET_FIELDS)}): for a quick "
         "comparison or a toy run; the figures then measure that budget. Repeatable",
     )
     parser.add_argument(
@@ -94,7 +85,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--train-weighting",
         choices=TRAINING_WEIGHTINGS,
         help="each photo's weight in the experts' training losses and stopping scores (default: the shipped "
-        "procedure's, training/out_of_fold.FoldBudget, which cross-validation chose: docs/evaluation.md)",
+        "procedure's, training/fold_budget.FoldBudget, which cross-validation chose: docs/evaluation.md)",
     )
     parser.add_argument(
         "--expert-config",
@@ -192,7 +183,8 @@ budget_field = whole_number_field(BUDGET_FIELDS)  # how long each fold's experts
 def run(args: argparse.Namespace) -> int:
     """Checks the options that the parser cannot (before any photo is read), then runs the CV
     (training/cv_run.py)."""
-    from geoloc.training.out_of_fold import FoldBudget, fold_configs
+    from geoloc.training.fold_budget import FoldBudget
+    from geoloc.training.out_of_fold import fold_configs
 
     weighting = {"photo_weighting": args.train_weighting} if args.train_weighting else {}
     budget = FoldBudget(**weighting, **dict(args.budget))

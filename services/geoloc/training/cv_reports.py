@@ -89,20 +89,21 @@ def markdown_table(answers: dict) -> str:
     return "\n".join(lines)
 
 
-def text_comparison(answers: dict, groups: dict) -> dict:
-    """The fused answer with and without the text expert (the fusion of the others, which the text
-    expert is fitted beside: training/cross_validation.fit_answer), on all photos and on each group;
-    the text expert alone on the photos it answered; and whether with is at least without on every
-    figure (the accuracies and GeoScore at least as high, the median error at most as far)."""
-    without = fused_without("text")
+def add_on_comparison(answers: dict, groups: dict, expert: str) -> dict:
+    """The fused answer with and without an add-on expert (the text expert; without it is the
+    fusion of the others, which it is fitted beside: training/cross_validation.fit_answer), on all
+    photos and on each group (`groups`: its own "with EXPERT" and "without EXPERT" among them); the
+    add-on alone on the photos it answered; and whether with is at least without on every figure
+    (the accuracies and GeoScore at least as high, the median error at most as far)."""
+    without = fused_without(expert)
     rows = {
-        "text (answered)": answers.get("text (answered)"),
+        f"{expert} (answered)": answers.get(f"{expert} (answered)"),
         "fused": answers["fused"],
         without: answers.get(without),
         "constant": answers["constant"],
     }
     for name in groups:
-        for answer in ("text", FUSED, without, "constant"):
+        for answer in (expert, FUSED, without, "constant"):
             rows[f"{answer} · {name}"] = answers.get(f"{answer} · {name}")
     rows = {k: v for k, v in rows.items() if v is not None}
     at_least = {
@@ -110,9 +111,10 @@ def text_comparison(answers: dict, groups: dict) -> dict:
         for scope in ("", *(f" · {name}" for name in groups))
         if f"{FUSED}{scope}" in rows and f"{without}{scope}" in rows
     }
+    answered = groups[f"with {expert}"]
     return {
-        "photos_with_text": int(groups["with text"].sum()),
-        "share_with_text": float(groups["with text"].mean()),
+        f"photos_with_{expert}": int(answered.sum()),
+        f"share_with_{expert}": float(answered.mean()),
         "answers": rows,
         "with_at_least_without": at_least,
         "table": markdown_table(rows),

@@ -1,5 +1,5 @@
 """`geoloc cv`'s run, step by step: the photos and their folds, every expert's out-of-fold answers
-(and the text expert's), the folds scored under each photo weighting, the figures written, and
+(and those of the experts that read the photos), the folds scored under each photo weighting, the figures written, and
 with --ship or --write-fusion the experts and the fusion that ship. training/cv_cli.py parses and
 checks the options and hands them here."""
 
@@ -17,22 +17,23 @@ from pathlib import Path
 
 import numpy as np
 
+from geoloc import experts as registry
 from geoloc.artifacts.files import written_atomically
 from geoloc.evaluation.folds import photographer_folds
-from geoloc.experts import TRAINED_EXPERTS
+from geoloc.experts import PHOTO_EXPERTS, TRAINED_EXPERTS
 from geoloc.gallery.build import default_gallery_csv, read_gps_csv
 from geoloc.training.cross_validation import CONSTANT_PLACE, FoldResult, score_fold, table_cache, top_points
 from geoloc.training.cv_data import cv_photo_paths, cv_photos, written_models
 from geoloc.training.cv_fusion import write_fusion
 from geoloc.training.cv_pool import scored_folds
 from geoloc.training.cv_reports import (
+    add_on_comparison,
     coverage_lines,
     fold_dict,
     fold_line,
     markdown_table,
     standing,
     summarise_folds,
-    text_comparison,
 )
 from geoloc.training.expert_outputs import ExpertRequests
 from geoloc.training.features import default_cache_dir
@@ -80,21 +81,24 @@ def run_cv(
     folds = photographer_folds(authors, args.folds)
     print(f"{len(authors)} photos by {len(set(authors))} photographers in {args.folds} folds: {np.bincount(folds)}")
     requests = ExpertRequests(**dict(args.ask))
-    left_out = sorted({*args.leave_out, *(["text"] if args.no_text else [])})
+    left_out = sorted({*args.leave_out, *(PHOTO_EXPERTS if args.no_text else ())})
     outputs = out_of_fold_answers(args, features, truth, authors, folds, budget, requests, configs, left_out)
     print(f"out-of-fold answers ready ({time.monotonic() - started:.0f} s)")
-    groups = None
-    if not ("text" in left_out or args.features):
-        groups = add_text_answers(args, outputs, started)
+    # The experts that read the photos (the text expert) need their pixels: none with --features.
+    add_ons = [] if args.features else [e for e in PHOTO_EXPERTS if e not in left_out]
+    groups = add_photo_answers(args, outputs, add_ons, started) if add_ons else None
     gallery_coordinates, _ = read_gps_csv(default_gallery_csv())
     tables = table_cache(outputs, truth, gallery_coordinates)
     inputs = FoldInputs(outputs, truth, authors, folds, gallery_coordinates, tables, top_points(outputs), groups)
 
     by_weighting, chosen, calibrated = compare_and_calibrate(inputs, args, [] if args.weighting else compared, started)
-    text = None
-    if groups is not None:
-        text = text_comparison(calibrated["summary"]["answers"], groups)
-        print(f"with and without the text expert ({text['photos_with_text']} photos with text):\n{text['table']}")
+    compared_with = dict.fromkeys(PHOTO_EXPERTS)  # with and without each add-on (None: it was left out)
+    for expert in add_ons:
+        compared_with[expert] = add_on_comparison(calibrated["summary"]["answers"], groups, expert)
+        with_it = compared_with[expert][f"photos_with_{expert}"]
+        print(
+            f"with and without the {expert} expert ({with_it} photos with {expert}):\n{compared_with[expert]['table']}"
+        )
     figures = {
         "what": f"photographer-grouped {args.folds}-fold cross-validation over {what}",
         "data": what,
@@ -105,12 +109,12 @@ def run_cv(
         "expert_requests": requests.__dict__,
         "fold_budget": budget.__dict__,
         "expert_configs": configs,  # changed from the shipped configurations (--expert-config)
-        "left_out": left_out,  # neither trained nor fitted (--leave-out; --no-text is "text")
+        "left_out": left_out,  # neither trained nor fitted (--leave-out; --no-text: the experts that read photos)
         "chosen_weighting": chosen,
         "weighting_chosen_by": "this CV (weightings_compared)" if by_weighting else "--weighting",
         "weightings_compared": {w: f["summary"]["answers"]["fused"] for w, f in by_weighting.items()},
         "chosen": calibrated,
-        "text": text,  # with and without the text expert (None: it was left out)
+        **compared_with,
         "seconds": round(time.monotonic() - started),
     }
     write_figures(figures, out)
@@ -139,15 +143,22 @@ def out_of_fold_answers(args, features, truth, authors, folds, budget, requests,
     )
 
 
-def add_text_answers(args: argparse.Namespace, outputs: dict, started: float) -> dict[str, np.ndarray]:
-    """The text expert's answers (it reads the photos, trains on none: the read is cached) added to
-    `outputs`; the groups of photos with and without text, reported apart."""
-    from geoloc.training.text_outputs import cv_text_answers
-
-    outputs["text"] = cv_text_answers(cv_photo_paths(args), default_cache_dir())
-    has_text = outputs["text"][:, :, 2].max(axis=1) > 0
-    print(f"text answers ready: {has_text.sum()} of {len(has_text)} photos ({time.monotonic() - started:.0f} s)")
-    return {"with text": has_text, "without text": ~has_text}
+def add_photo_answers(
+    args: argparse.Namespace, outputs: dict, experts: Sequence[str], started: float
+) -> dict[str, np.ndarray]:
+    """The answers of the experts that read the photos (the text expert: it trains on none, and its
+    read is cached) added to `outputs`; for each, the groups of photos it answered and did not
+    ("with text", "without text"), reported apart."""
+    groups = {}
+    for expert in experts:
+        answers_of = registry.expert(expert).photo_answers_function()
+        outputs[expert] = answers_of(cv_photo_paths(args), default_cache_dir())
+        answered = outputs[expert][:, :, 2].max(axis=1) > 0
+        print(
+            f"{expert} answers ready: {answered.sum()} of {len(answered)} photos ({time.monotonic() - started:.0f} s)"
+        )
+        groups.update({f"with {expert}": answered, f"without {expert}": ~answered})
+    return groups
 
 
 def cross_validate(inputs: FoldInputs, weighting: str, calibrate: bool, k: int, jobs: int, started: float) -> dict:

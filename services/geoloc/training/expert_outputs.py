@@ -13,9 +13,10 @@ trained without the photos asked about.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,9 +29,6 @@ from geoloc.tokens.decoder import Neighbours
 
 if TYPE_CHECKING:  # the models' modules load faiss and the networks: imported where they are used
     from geoloc.gallery.index import GalleryIndex
-    from geoloc.gallery.retrieval import GalleryRetrieval
-    from geoloc.sampler.model import LocationSampler
-    from geoloc.tokens.model import TokenModel
 
 
 def _orchestrator_default(name: str):
@@ -60,26 +58,29 @@ class ExpertRequests:
 
 @dataclass(frozen=True)
 class ExpertModels:
-    """The four experts as the services hold them in memory: the shipped ones (`shipped`) or any
-    trained in-process (geoloc.training.out_of_fold), answered by the same `outputs_of`."""
+    """The trained experts as the services hold them in memory, by name: the shipped ones
+    (`shipped`) or any trained in-process (geoloc.training.out_of_fold), answered by the same
+    `outputs_of`."""
 
-    gallery: GalleryRetrieval
-    flow: LocationSampler
-    sh: LocationSampler
-    tokens: TokenModel
+    models: Mapping[str, Any]
     # Per expert, what its training kept (best epoch or step, seconds), for models trained in-process.
     kept: dict[str, dict] = field(default_factory=dict)
 
+    def __getitem__(self, expert: str):
+        return self.models[expert]
+
     @classmethod
     def shipped(cls, gallery: GalleryIndex | None = None) -> ExpertModels:
-        """The shipped checkpoints; the gallery head over `gallery` (default: the default 100K
-        gallery, built first if missing)."""
-        from geoloc.gallery.retrieval import GalleryRetrieval, loaded_gallery
+        """The shipped checkpoints, each loaded by its fold trainer as its service holds it; a model
+        that reads the GPS gallery over `gallery` (default: the default 100K gallery, built first
+        if missing)."""
+        trainers = {name: registry.expert(name).trainer() for name in TRAINED_EXPERTS}
+        if gallery is None and any(t.needs_gallery for t in trainers.values()):
+            from geoloc.gallery.retrieval import loaded_gallery
 
+            gallery = loaded_gallery()
         paths = shipped_checkpoints()
-        models = {name: registry.expert(name).load(path) for name, path in paths.items()}
-        head = models.pop("gallery")
-        return cls(gallery=GalleryRetrieval(head, gallery if gallery is not None else loaded_gallery()), **models)
+        return cls({name: trainer.served(paths[name], gallery) for name, trainer in trainers.items()})
 
 
 def checkpoints_in(models: Path, model: str) -> dict[str, Path]:
@@ -107,7 +108,7 @@ def outputs_of(
 ) -> dict[str, np.ndarray]:
     """{expert: [n, points, 4] (lat, lon, weight, radius_km)} for backbone features [n, d]: each
     expert's expert_answers."""
-    return {e: expert_answers(e, getattr(models, e), features, requests, seed) for e in TRAINED_EXPERTS}
+    return {e: expert_answers(e, models[e], features, requests, seed) for e in models.models}
 
 
 def expert_answers(expert: str, model, features: np.ndarray, requests: ExpertRequests, seed: int = 0) -> np.ndarray:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from geoloc.experts import DENSITY_TILTED_EXPERTS
 from geoloc.geo.sphere import latlon_to_unit
 from geoloc.geo.vmf import vmf_log_density
 from geoloc.orchestrator.fusion import PRIOR, FusionParameters, Prior, expert_kernels, kappa_for_half_mass_km
@@ -74,7 +75,7 @@ def fit_fusion(
     candidates = {PRIOR: {(b, 0.0): p.log_density(truth) for b, p in priors.items()}}
     reference = priors[BANDWIDTHS_KM[0]]  # its points; the density correction smooths them at DENSITY_BANDWIDTH_KM
     for expert, points in outputs.items():
-        powers = DENSITY_POWERS if expert == "gallery" else (0.0,)
+        powers = DENSITY_POWERS if expert in DENSITY_TILTED_EXPERTS else (0.0,)
         candidates[expert] = {
             (b, a): expert_log_likelihood(points, truth, b, reference, a) for b in BANDWIDTHS_KM for a in powers
         }
@@ -95,6 +96,6 @@ def fit_fusion(
     parameters = FusionParameters(
         weights={n: float(w) for n, w in zip(columns, weights, strict=True)},
         bandwidth_km={n: key[0] for n, key in chosen.items()},
-        gallery_density_power=chosen.get("gallery", (0.0, 0.0))[1],
+        gallery_density_power=next((chosen[e][1] for e in chosen if e in DENSITY_TILTED_EXPERTS), 0.0),
     )
     return FusionFit(parameters, priors[chosen[PRIOR][0]], report)

@@ -13,7 +13,7 @@ epoch is kept by the (weighted) GeoScore of the top-1 gallery point on the stopp
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -185,3 +185,52 @@ def config_grid() -> list[HeadConfig]:
     """The configurations compared on val: dropout and the GPS perturbation, which matter most
     with 1542 training photos."""
     return [HeadConfig(dropout=d, gps_noise_km=n) for d in (0.2, 0.5) for n in (10.0, 100.0)]
+
+
+@dataclass(frozen=True)
+class HeadFoldTrainer:
+    """The gallery expert's fold trainer (training/fold_budget.FoldTrainer): a head trained for the
+    budget's epochs, retrieving from the fold's gallery (its negatives are drawn from its vectors)."""
+
+    name: str
+    needs_gallery: bool = True
+
+    def shipped_config(self, chosen: dict, budget) -> HeadConfig:
+        from geoloc.training.fold_budget import config_of
+
+        return replace(config_of(HeadConfig, chosen), epochs=budget.gallery_epochs)
+
+    def check(self, config: HeadConfig) -> None:
+        pass
+
+    def train(self, config: HeadConfig, photos, gallery, encoder, seed: int, log):
+        from geoloc.gallery.heads import GalleryHead
+        from geoloc.gallery.retrieval import GalleryRetrieval
+
+        head = train_head(
+            *photos.arrays, gallery.vectors(), gallery.coordinates, encoder, config, seed, log, **photos.weights
+        )
+        model = GalleryRetrieval(GalleryHead(head.mlp, head.logit_scale, photos.backbone, photos.version), gallery)
+        return model, {"best_epoch": head.best_epoch}, f"gallery head: epoch {head.best_epoch} kept"
+
+    def save(self, path, model) -> str:
+        from geoloc.gallery.heads import save_head
+
+        return save_head(path, model.head.mlp, model.head.logit_scale, model.head.backbone)
+
+    def manifest_fields(self, config: HeadConfig, model, gallery) -> tuple[dict, dict]:
+        chosen = {**asdict(config), "logit_scale": model.head.logit_scale}
+        described = {"count": gallery.manifest.count, "sources": gallery.manifest.sources}
+        return chosen, {"gallery": described, "location_encoder_sha256": gallery.manifest.encoder_sha256}
+
+    def served(self, path, gallery):
+        from geoloc.experts import expert
+        from geoloc.gallery.retrieval import GalleryRetrieval
+
+        return GalleryRetrieval(expert(self.name).load(path), gallery)
+
+    def cache_described(self, gallery) -> list:
+        # None stands for the default 100K gallery, which a fold loads only when it trains.
+        if gallery is None:
+            return []
+        return [[gallery.manifest.encoder_sha256, gallery.manifest.count, gallery.manifest.sources]]

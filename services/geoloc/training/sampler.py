@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -174,3 +174,49 @@ def choose_guidance(
     results = {g: val_metrics(sampler, features, coordinates, n_samples, steps, g, seed) for g in candidates}
     sampler.default_guidance = max(results, key=lambda g: results[g].geoscore)
     return results
+
+
+@dataclass(frozen=True)
+class SamplerFoldTrainer:
+    """A sampler expert's fold trainer (training/fold_budget.FoldTrainer); its name is its method.
+    It stops at, and serves at, the guidance its shipped sampler serves at (no guidance is chosen
+    on a fold)."""
+
+    name: str
+    needs_gallery: bool = False
+
+    def shipped_config(self, chosen: dict, budget) -> SamplerTrainConfig:
+        from geoloc.training.fold_budget import config_of
+
+        steps = getattr(budget, f"{self.name}_steps")
+        return replace(
+            config_of(SamplerTrainConfig, chosen),
+            steps=steps,
+            eval_every=budget.every(steps),
+            eval_samples=budget.eval_samples,
+            eval_steps=budget.eval_steps,
+            eval_guidance=float(chosen.get("guidance", chosen["eval_guidance"])),
+        )
+
+    def check(self, config: SamplerTrainConfig) -> None:
+        pass
+
+    def train(self, config: SamplerTrainConfig, photos, gallery, encoder, seed: int, log):
+        trained = train_sampler(*photos.arrays, config, photos.backbone, seed, log=log, **photos.weights)
+        return trained.sampler, {"best_step": trained.best_step}, f"{self.name} sampler: step {trained.best_step} kept"
+
+    def save(self, path, model: LocationSampler) -> str:
+        from geoloc.sampler.model import save_sampler
+
+        return save_sampler(path, model)
+
+    def manifest_fields(self, config: SamplerTrainConfig, model: LocationSampler, gallery) -> tuple[dict, dict]:
+        return {**asdict(config), "guidance": model.default_guidance}, {"method": self.name}
+
+    def served(self, path, gallery) -> LocationSampler:
+        from geoloc.experts import expert
+
+        return expert(self.name).load(path)
+
+    def cache_described(self, gallery) -> list:
+        return []

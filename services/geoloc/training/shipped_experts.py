@@ -18,11 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from geoloc.gallery.heads import save_head
+from geoloc import experts as registry
 from geoloc.gallery.index import GalleryIndex
 from geoloc.gallery.location_encoder import LocationEncoder
-from geoloc.sampler.model import save_sampler
-from geoloc.tokens.model import save_token_model
 from geoloc.training.expert_outputs import shipped_checkpoints
 from geoloc.training.manifest import model_manifest, write_manifest
 from geoloc.training.out_of_fold import FoldBudget, fold_configs, train_fold_experts
@@ -47,42 +45,23 @@ def ship_experts(
     log: Callable[[str], None] = print,
     configs: Mapping[str, Mapping] | None = None,
 ) -> dict[str, Path]:
-    """Trains the four experts on all these photos as train_fold_experts trains a fold's (in the
+    """Trains every trained expert on all these photos as train_fold_experts trains a fold's (in the
     configurations `configs` changes, as cross-validation compared them), writes each checkpoint to
-    `paths` (default: where the services load them) with its manifest, and returns the manifests'
-    paths. `cv` is the CV figures (geoloc cv's JSON): each manifest records its expert's row and the
-    constant's."""
+    `paths` (default: where the services load them) with its manifest (its fold trainer saves it
+    and says what its manifest adds), and returns the manifests' paths. `cv` is the CV figures
+    (geoloc cv's JSON): each manifest records its expert's row and the constant's."""
     paths = paths or shipped_checkpoints()
     started = time.monotonic()
     log(f"training the shipped experts on all {len(features)} photos")
     trained_in = fold_configs(budget, configs)
     models = train_fold_experts(features, coords, authors, budget, gallery, encoder, seed, log, trained_in)
-    head = models.gallery.head
-    shas = {
-        "gallery": save_head(paths["gallery"], head.mlp, head.logit_scale, head.backbone),
-        "flow": save_sampler(paths["flow"], models.flow),
-        "sh": save_sampler(paths["sh"], models.sh),
-        "tokens": save_token_model(paths["tokens"], models.tokens),
-    }
-    chosen = {
-        "gallery": {**asdict(trained_in.gallery), "logit_scale": head.logit_scale},
-        "flow": {**asdict(trained_in.flow), "guidance": models.flow.default_guidance},
-        "sh": {**asdict(trained_in.sh), "guidance": models.sh.default_guidance},
-        "tokens": asdict(trained_in.tokens),
-    }
-    extra = {
-        "gallery": {
-            "gallery": {"count": gallery.manifest.count, "sources": gallery.manifest.sources},
-            "location_encoder_sha256": gallery.manifest.encoder_sha256,
-        },
-        "flow": {"method": "flow"},
-        "sh": {"method": "sh"},
-        "tokens": {"neighbours": {"count": 0, "source": "none: the decoder reads the backbone feature alone"}},
-    }
+    trainers = {expert: registry.expert(expert).trainer() for expert in paths}
+    shas = {expert: trainer.save(paths[expert], models[expert]) for expert, trainer in trainers.items()}
     photographers = len({a for a in authors if a})
     written = {}
     for expert, path in paths.items():
         kept = models.kept[expert]
+        chosen, extra = trainers[expert].manifest_fields(trained_in[expert], models[expert], gallery)
         manifest = model_manifest(
             expert,
             path,
@@ -93,9 +72,9 @@ def ship_experts(
                 "photographer",
             },
             started,
-            **extra[expert],
+            **extra,
             command=command,
-            chosen={**chosen[expert], **{k: v for k, v in kept.items() if k.startswith("best_")}},
+            chosen={**chosen, **{k: v for k, v in kept.items() if k.startswith("best_")}},
             fold_budget=asdict(budget),
             cv_protocol=f"{cv['what']}: per fold, this procedure trained on the other folds answered the fold's "
             "photos; the figure is of its own top point, mean and spread over folds",

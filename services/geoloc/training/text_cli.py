@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     manifest = {
         "what": "the text expert's prior of where photos are taken: the share of the gallery's photos per country",
         "data": {
-            "gallery": str(source.name),
+            "gallery_csv": str(source.name),
             "gallery_sha256": file_sha256(source),
             "points": len(coordinates),
             "in_a_country": sum(counts.values()),

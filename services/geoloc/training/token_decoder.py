@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -159,3 +159,47 @@ def strategy_metrics(
         guesses.append((top.lat_deg, top.lon_deg))
     guesses = np.array(guesses)
     return summarize(haversine_km(coordinates[:, 0], coordinates[:, 1], guesses[:, 0], guesses[:, 1]))
+
+
+@dataclass(frozen=True)
+class DecoderFoldTrainer:
+    """The token expert's fold trainer (training/fold_budget.FoldTrainer): the decoder reads the
+    backbone feature alone, since a fold's photos have no gallery neighbours of their own."""
+
+    name: str
+    needs_gallery: bool = False
+
+    def shipped_config(self, chosen: dict, budget) -> TokenTrainConfig:
+        from geoloc.training.fold_budget import config_of
+
+        steps = budget.tokens_steps
+        return replace(config_of(TokenTrainConfig, chosen), steps=steps, eval_every=budget.every(steps))
+
+    def check(self, config: TokenTrainConfig) -> None:
+        if config.network.get("neighbours", 0):
+            raise ValueError("the token decoder would attend to gallery neighbours; out-of-fold answers have none")
+
+    def train(self, config: TokenTrainConfig, photos, gallery, encoder, seed: int, log):
+        from geoloc.artifacts.checkpoints import round_as_saved
+
+        trained = train_decoder(*photos.arrays, config, seed=seed, log=log, **photos.weights)
+        round_as_saved(trained.decoder)  # a fold's decoder answers as it would once saved and loaded
+        model = TokenModel(trained.decoder, trained.standardiser, photos.backbone, photos.version)
+        return model, {"best_step": trained.best_step}, f"token decoder: step {trained.best_step} kept"
+
+    def save(self, path, model: TokenModel) -> str:
+        from geoloc.tokens.model import save_token_model
+
+        return save_token_model(path, model)
+
+    def manifest_fields(self, config: TokenTrainConfig, model: TokenModel, gallery) -> tuple[dict, dict]:
+        neighbours = {"count": 0, "source": "none: the decoder reads the backbone feature alone"}
+        return asdict(config), {"neighbours": neighbours}
+
+    def served(self, path, gallery) -> TokenModel:
+        from geoloc.experts import expert
+
+        return expert(self.name).load(path)
+
+    def cache_described(self, gallery) -> list:
+        return []

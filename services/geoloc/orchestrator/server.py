@@ -146,7 +146,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         gallery = self._clients.stub(searched.name)
         if gallery is None:
             raise FailedPrecondition(
-                f"LocateText searches the {searched.name} service, which this deployment does not run"
+                f"LocateText searches the {searched.name} expert, which this deployment does not run"
             )
         deadline = time.perf_counter() + self._budget_s(context)
         s = self.settings

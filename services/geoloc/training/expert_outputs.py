@@ -31,6 +31,12 @@ if TYPE_CHECKING:  # the models' modules load faiss and the networks: imported w
     from geoloc.gallery.index import GalleryIndex
 
 
+# Raised when an answer function changes what it answers for the same model, request and seed, so
+# that no cache (cached_expert_outputs, out_of_fold's) serves answers of the old rule. 2: each
+# photo's sampler noise is drawn from its own seed, as the sampler service draws it.
+ANSWER_RULE = 2
+
+
 def _orchestrator_default(name: str):
     return OrchestratorSettings.model_fields[name].default
 
@@ -140,7 +146,8 @@ def models_fingerprint(checkpoints: dict[str, Path] | None = None) -> str:
 def cached_expert_outputs(
     features: np.ndarray, requests: ExpertRequests, cache_dir: Path, split: str
 ) -> dict[str, np.ndarray]:
-    key = hashlib.sha256(features.tobytes() + repr(requests).encode() + models_fingerprint().encode()).hexdigest()[:16]
+    described = repr(requests) + models_fingerprint() + f"answer rule {ANSWER_RULE}"
+    key = hashlib.sha256(features.tobytes() + described.encode()).hexdigest()[:16]
     path = cache_dir / "fusion" / f"{split}-experts-{key}.npz"
     if path.exists():
         with np.load(path) as saved:

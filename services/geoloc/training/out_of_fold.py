@@ -32,7 +32,13 @@ from geoloc.experts import TRAINED_EXPERTS
 from geoloc.gallery.index import GalleryIndex
 from geoloc.gallery.location_encoder import LocationEncoder
 from geoloc.gallery.retrieval import loaded_gallery
-from geoloc.training.expert_outputs import ExpertModels, ExpertRequests, expert_answers, shipped_checkpoints
+from geoloc.training.expert_outputs import (
+    ANSWER_RULE,
+    ExpertModels,
+    ExpertRequests,
+    expert_answers,
+    shipped_checkpoints,
+)
 from geoloc.training.fold_budget import SET_BY_BUDGET, FoldBudget, FoldPhotos
 
 BACKBONE = "efficientnet-lite2"
@@ -165,13 +171,15 @@ def _cache_key(
     gallery: GalleryIndex | None,
 ) -> str:
     """A hash of everything one expert's answers depend on: the photos and folds, the photo
-    weighting, what is asked of it (not of the others), the seed and `config`, its own training configuration (a
-    retrained shipped model may have been chosen in another), and for the gallery expert the
-    gallery it retrieves from when one is passed (None stands for the default 100K gallery)."""
+    weighting, what is asked of it (not of the others), the seed, the answer rule, `config` (its
+    own training configuration: a retrained shipped model may have been chosen in another), and
+    what its fold trainer adds (the gallery head: the gallery it retrieves from when one is passed;
+    None stands for the default 100K gallery)."""
     digest = hashlib.sha256()
     for array in (np.asarray(features, dtype=np.float32), np.asarray(coords, dtype=np.float64), folds):
         digest.update(repr((array.shape, array.dtype.str)).encode() + array.tobytes())
     described = [expert, list(authors), budget.photo_weighting, requests.of_expert(expert), seed, repr(config)]
+    described.append(ANSWER_RULE)
     described.extend(registry.expert(expert).trainer().cache_described(gallery))
     digest.update(json.dumps(described).encode())
     return digest.hexdigest()[:16]

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-SERVICES = Path(__file__).resolve().parents[1] / "services" / "geoloc"
+GEOLOC_PACKAGE = Path(__file__).resolve().parents[1] / "services" / "geoloc"
 EXPERT_SERVICES = {"embedding", "gallery", "sampler", "tokens", "text"}
 BASE = {"common", "geo", "artifacts", "v1"}
 BELOW_SERVICES = BASE | {"experts", "places"}
@@ -79,14 +79,14 @@ def geoloc_imports(path: Path) -> set[str]:
 
 
 def module_name(path: Path) -> str:
-    parts = path.relative_to(SERVICES).with_suffix("").parts
+    parts = path.relative_to(GEOLOC_PACKAGE).with_suffix("").parts
     return ".".join(("geoloc", *(parts[:-1] if parts[-1] == "__init__" else parts)))
 
 
 def package_graph() -> dict[str, dict[str, set[str]]]:
     """{package: {imported package: the modules of `package` that import it}}."""
     graph: dict[str, dict[str, set[str]]] = {}
-    for path in sorted(SERVICES.rglob("*.py")):
+    for path in sorted(GEOLOC_PACKAGE.rglob("*.py")):
         source = package_of(module_name(path))
         edges = graph.setdefault(source, {})
         for target in {package_of(m) for m in geoloc_imports(path)} - {source}:
@@ -98,15 +98,15 @@ GRAPH = package_graph()
 
 
 def test_the_graph_sees_every_package():
-    folders = {p.name for p in SERVICES.iterdir() if (p / "__init__.py").exists()}
+    folders = {p.name for p in GEOLOC_PACKAGE.iterdir() if (p / "__init__.py").exists()}
     assert folders <= set(GRAPH)
     assert {"common", "geo", "artifacts", "training", "client", "evaluation", *EXPERT_SERVICES} <= folders
 
 
 def test_every_package_has_its_layer():
     """A package (or top-level module) nobody placed would be unconstrained: it fails here until it is."""
-    packages = {p.name for p in SERVICES.iterdir() if (p / "__init__.py").exists()}
-    modules = {p.stem for p in SERVICES.glob("*.py") if p.stem != "__init__"}
+    packages = {p.name for p in GEOLOC_PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    modules = {p.stem for p in GEOLOC_PACKAGE.glob("*.py") if p.stem != "__init__"}
     unplaced = sorted((packages | modules | set(GRAPH)) - set(ALLOWED))
     assert not unplaced, f"place these in ALLOWED (tests/test_layers.py) and docs/architecture.md: {unplaced}"
 
@@ -114,9 +114,9 @@ def test_every_package_has_its_layer():
 def test_no_relative_imports():
     """The graph reads absolute imports only; ruff's TID252 (tests/test_lint.py) bans the others too."""
     relative = [
-        f"{path.relative_to(SERVICES)}:{node.lineno}"
-        for path in sorted(SERVICES.rglob("*.py"))
-        if "v1" not in path.relative_to(SERVICES).parts  # protoc's stubs
+        f"{path.relative_to(GEOLOC_PACKAGE)}:{node.lineno}"
+        for path in sorted(GEOLOC_PACKAGE.rglob("*.py"))
+        if "v1" not in path.relative_to(GEOLOC_PACKAGE).parts  # protoc's stubs
         for node in ast.walk(ast.parse(path.read_text(), str(path)))
         if isinstance(node, ast.ImportFrom) and node.level > 0
     ]

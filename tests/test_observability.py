@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from geoloc.common.paths import CHECKOUT
-from geoloc.experts import EXPERT_ENUMS, EXPERT_NAMES
+from geoloc.experts import EXPERT_ENUMS, EXPERT_NAMES, SERVICES
 from geoloc.orchestrator.metrics import answer_kind
 from geoloc.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
@@ -29,7 +29,6 @@ from tests.test_suite import free_port_block, geoloc, recorded
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 MONITORING = CHECKOUT / "k8s" / "monitoring"
-SERVICES = ("orchestrator", "embedding", "gallery", "sampler", "tokens", "text")
 SERVER, CLIENT = 2, 3  # opentelemetry.proto.trace.v1.Span.SpanKind
 REQUEST_ID = "trace-me"
 LOCATES = 4

@@ -12,7 +12,8 @@ import json
 import sys
 
 from geoloc.common.arguments import positive_seconds
-from geoloc.ops import DEFAULT_NAMESPACE, SERVICES
+from geoloc.experts import WORKLOADS
+from geoloc.ops import DEFAULT_NAMESPACE
 
 EXIT_FAILED = 1
 
@@ -29,8 +30,8 @@ def _non_negative(text: str) -> int:
 
 def _service(text: str) -> str:
     # A type rather than `choices`: argparse checks an empty `nargs="*"` list against choices.
-    if text not in SERVICES:
-        raise argparse.ArgumentTypeError(f"unknown service {text!r} (one of: {', '.join(SERVICES)})")
+    if text not in WORKLOADS:
+        raise argparse.ArgumentTypeError(f"unknown service {text!r} (one of: {', '.join(WORKLOADS)})")
     return text
 
 
@@ -57,7 +58,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     status.add_argument("-o", "--output", choices=("table", "json"), default="table", help="(default: %(default)s)")
     status.set_defaults(func=run_status)
     scale = actions.add_parser("scale", parents=[connection], help="set one service's replicas")
-    scale.add_argument("service", metavar="SERVICE", type=_service, help="one of: " + ", ".join(SERVICES))
+    scale.add_argument("service", metavar="SERVICE", type=_service, help="one of: " + ", ".join(WORKLOADS))
     scale.add_argument("replicas", metavar="N", type=_non_negative)
     scale.set_defaults(func=run_scale)
     wait = actions.add_parser("wait", parents=[connection], help="wait until every Deployment has rolled out")
@@ -66,7 +67,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="SERVICE",
         nargs="*",
         type=_service,
-        help="only these (default: all of " + ", ".join(SERVICES) + ")",
+        help="only these (default: all of " + ", ".join(WORKLOADS) + ")",
     )
     wait.add_argument(
         "--timeout", type=positive_seconds, default=300.0, metavar="SECONDS", help="(default: %(default)g)"
@@ -187,7 +188,7 @@ def run_scale(args: argparse.Namespace) -> int:
 def run_wait(args: argparse.Namespace) -> int:
     from geoloc.ops.cluster import OpsError, connect, describe_pending, wait_for_rollout
 
-    services = tuple(args.services) or SERVICES
+    services = tuple(args.services) or WORKLOADS
     seen: dict[str, str] = {}
 
     def report(statuses) -> None:  # one line per service whose progress changed

@@ -22,11 +22,12 @@ from datetime import UTC, datetime
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
-from geoloc.ops import DEFAULT_NAMESPACE, SERVICES
+from geoloc.experts import WORKLOADS
+from geoloc.ops import DEFAULT_NAMESPACE
 
 __all__ = [
     "DEFAULT_NAMESPACE",
-    "SERVICES",
+    "WORKLOADS",
     "Api",
     "OpsError",
     "ServiceStatus",
@@ -157,7 +158,7 @@ def service_status(name: str, deployment, pods: Sequence) -> ServiceStatus:
     )
 
 
-def collect_status(api: Api, namespace: str, services: Sequence[str] = SERVICES) -> list[ServiceStatus]:
+def collect_status(api: Api, namespace: str, services: Sequence[str] = WORKLOADS) -> list[ServiceStatus]:
     """One ServiceStatus per service, in the order given, from two list calls."""
     deployments = _call(f"listing Deployments in {namespace}", api.apps.list_namespaced_deployment, namespace)
     pods = _call(f"listing pods in {namespace}", api.core.list_namespaced_pod, namespace)
@@ -218,7 +219,7 @@ def scale(api: Api, namespace: str, service: str, replicas: int) -> ScaleResult:
 def wait_for_rollout(
     api: Api,
     namespace: str,
-    services: Sequence[str] = SERVICES,
+    services: Sequence[str] = WORKLOADS,
     timeout_s: float = 300.0,
     interval_s: float = 2.0,
     on_poll: Callable[[list[ServiceStatus]], None] | None = None,

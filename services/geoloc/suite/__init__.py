@@ -11,9 +11,8 @@ The names live here, apart from grpc and the plan, so that `geoloc --help` stays
 from the registry of services (geoloc.experts), which loads without grpc.
 """
 
-from geoloc.experts import EXPERT_SERVICES, SERVICES
+from geoloc.experts import SERVICES
 
 # Every component, in the order the tables list them (dependencies first): Triton, the services
 # the orchestrator calls, the orchestrator.
 COMPONENTS = ("triton", *(s for s in SERVICES if s != "orchestrator"), "orchestrator")
-EXPERTS = EXPERT_SERVICES  # the services that answer the orchestrator's experts

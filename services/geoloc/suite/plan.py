@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, TypeVar
 
-from geoloc.experts import SERVICE_TABLE, SERVICES_BY_NAME
-from geoloc.suite import COMPONENTS, EXPERTS
+from geoloc.experts import EXPERT_SERVICES, SERVICE_TABLE, SERVICES_BY_NAME
+from geoloc.suite import COMPONENTS
 
 HOST = "127.0.0.1"
 # What a component cannot run without; `--only` adds these, `--without` may not remove them.
@@ -35,8 +35,9 @@ class PlanError(ValueError):
 
 @dataclass(frozen=True)
 class SuiteOptions:
-    """Ports and Triton's models. Service i of SERVICES listens on base_port + i, metrics on
-    metrics_base_port + i; None for a metrics port turns that /metrics endpoint off."""
+    """Ports and Triton's models. Each service listens on base_port + its port_offset (SERVICE_TABLE),
+    its metrics on metrics_base_port + the same offset; None for a metrics port turns that /metrics
+    endpoint off."""
 
     base_port: int = 50051
     metrics_base_port: int | None = 9464
@@ -168,11 +169,11 @@ def build_plan(selected: Sequence[str], options: SuiteOptions, run_dir: Path) ->
                 if f"{options.triton_models[0]}_text" in options.triton_models:
                     env["GEOLOC_EMBEDDING_TEXT_MODEL_NAME"] = f"{options.triton_models[0]}_text"
         elif name == "orchestrator":
-            experts = tuple(e for e in EXPERTS if e in selected)
-            needs = ("embedding", *experts)
+            expert_services = tuple(s for s in EXPERT_SERVICES if s in selected)
+            needs = ("embedding", *expert_services)
             env["GEOLOC_ORCHESTRATOR_EMBEDDING_ADDRESS"] = f"{HOST}:{service_port(options, 'embedding')}"
-            for service in EXPERTS:
-                address = f"{HOST}:{service_port(options, service)}" if service in experts else "none"
+            for service in EXPERT_SERVICES:
+                address = f"{HOST}:{service_port(options, service)}" if service in expert_services else "none"
                 env[f"GEOLOC_ORCHESTRATOR_{SERVICES_BY_NAME[service].address_setting.upper()}"] = address
         components.append(
             Component(

@@ -7,6 +7,8 @@ and a temporary run directory, so that they never meet a suite a developer has r
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import random
@@ -21,8 +23,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from geoloc.cli import build_parser
 from geoloc.common.paths import CHECKOUT
+from geoloc.experts import SERVICE_TABLE
 from geoloc.orchestrator.parameters import load_fusion
+from geoloc.suite import cli as suite_cli
 from geoloc.suite.lifecycle import port_taken
 from geoloc.suite.plan import PlanError, SuiteOptions, build_plan, read_bundle, select, start_order, startable
 from geoloc.suite.processes import is_ours, spawn, start_ticks, stop
@@ -118,6 +123,31 @@ def test_default_ports_and_the_addresses_each_component_is_given():
     assert moved["tokens"].env["GEOLOC_TOKENS_METRICS_PORT"] == "none"
     assert moved["embedding"].env["GEOLOC_EMBEDDING_TRITON_URL"] == "127.0.0.1:41000"
     assert "--allow-metrics=false" in moved["triton"].command
+
+
+def up_help() -> str:
+    """`geoloc up --help` as the CLI prints it, its whitespace folded (the epilog is wrapped)."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), pytest.raises(SystemExit):
+        build_parser().parse_args(["up", "--help"])
+    return " ".join(printed.getvalue().split())
+
+
+def test_up_help_names_every_service_of_the_registry_at_the_port_the_plan_gives_it():
+    text = up_help()
+    plan = plan_of(None)
+    for service in SERVICE_TABLE:
+        port = SuiteOptions().base_port + service.port_offset
+        assert plan[service.name].port == port
+        assert f"{service.name} {port}," in text or f"{service.name} {port} " in text, service.name
+    metrics = sorted(plan[s.name].metrics_port for s in SERVICE_TABLE)
+    assert f"their /metrics {metrics[0]}..{metrics[-1]};" in text
+    assert f"moves all {len(SERVICE_TABLE)} services" in text
+    assert "Triton gRPC 8001, metrics 8002" in text
+    # The epilog follows the options it is given, so it cannot drift from the plan's defaults.
+    moved = suite_cli.up_epilog(SuiteOptions(base_port=40000, metrics_base_port=9000))
+    assert all(f"{s.name} {40000 + s.port_offset}" in " ".join(moved.split()) for s in SERVICE_TABLE)
+    assert all(len(line) <= 100 for line in suite_cli.up_epilog().splitlines())
 
 
 def test_only_adds_what_is_required_and_without_refuses_to_drop_it():

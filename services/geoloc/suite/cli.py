@@ -12,23 +12,38 @@ import argparse
 import json
 import signal
 import sys
+import textwrap
 from pathlib import Path
 
 from geoloc.common.arguments import port_number, positive_seconds
 from geoloc.common.paths import RUN_DIR
+from geoloc.experts import SERVICE_TABLE
 from geoloc.suite import COMPONENTS
+from geoloc.suite.plan import HOST, SuiteOptions
 
 EXIT_FAILED = 1
 EXIT_NOT_ALL_SERVING = 3
 DEFAULT_RUN_DIR = RUN_DIR
 
-_UP_EPILOG = """\
-Default ports on 127.0.0.1: orchestrator 50051, embedding 50052, gallery 50053, sampler 50054,
-tokens 50055, text 50056 (--base-port moves all six), their /metrics 9464..9469; Triton gRPC 8001, metrics
-8002, HTTP off. Each component starts once what it needs is SERVING: embedding needs Triton, the
-orchestrator needs embedding and the experts in the suite (the others it is told are `none`).
-Other GEOLOC_* variables in this environment reach the components. The gallery builds its 100K
-index on a first start (about a minute). Logs: RUN_DIR/logs/<component>.log."""
+# The defaults of `geoloc up`'s ports: the plan's own (SuiteOptions), not a second copy.
+DEFAULTS = SuiteOptions()
+# The services in port order: each listens on the base port + its port_offset.
+_BY_PORT = sorted(SERVICE_TABLE, key=lambda s: s.port_offset)
+
+
+def up_epilog(options: SuiteOptions = DEFAULTS) -> str:
+    """`geoloc up --help`'s epilog: every service of the registry at its default port, then Triton."""
+    ports = ", ".join(f"{s.name} {options.base_port + s.port_offset}" for s in _BY_PORT)
+    metrics = [options.metrics_base_port + s.port_offset for s in _BY_PORT]
+    paragraph = (
+        f"Default ports on {HOST}: {ports} (--base-port moves all {len(_BY_PORT)} services), their /metrics "
+        f"{min(metrics)}..{max(metrics)}; Triton gRPC {options.triton_port}, metrics {options.triton_metrics_port}, "
+        "HTTP off. Each component starts once what it needs is SERVING: embedding needs Triton, the "
+        "orchestrator needs embedding and the experts in the suite (the others it is told are `none`). "
+        "Other GEOLOC_* variables in this environment reach the components. The gallery builds its 100K "
+        "index on a first start (about a minute). Logs: RUN_DIR/logs/<component>.log."
+    )
+    return textwrap.fill(paragraph, width=100, break_on_hyphens=False, break_long_words=False)
 
 
 def _component(text: str) -> str:
@@ -53,7 +68,7 @@ def add_parser(subparsers) -> None:
         parents=[run_dir],
         help="start Triton and the six services locally",
         description=__doc__,
-        epilog=_UP_EPILOG,
+        epilog=up_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     subset = up.add_mutually_exclusive_group()
@@ -74,21 +89,27 @@ def add_parser(subparsers) -> None:
     up.add_argument(
         "--base-port",
         type=port_number,
-        default=50051,
+        default=DEFAULTS.base_port,
         metavar="PORT",
-        help="orchestrator's port; embedding, gallery, sampler, tokens, text follow (default: %(default)s)",
+        help=f"{_BY_PORT[0].name}'s port; {', '.join(s.name for s in _BY_PORT[1:])} follow (default: %(default)s)",
     )
     up.add_argument(
         "--metrics-base-port",
         type=port_number,
-        default=9464,
+        default=DEFAULTS.metrics_base_port,
         metavar="PORT",
         help="the services' /metrics ports, in the same order (default: %(default)s)",
     )
     up.add_argument("--no-metrics", action="store_true", help="serve no /metrics (services and Triton)")
-    up.add_argument("--triton-port", type=port_number, default=8001, metavar="PORT", help="(default: %(default)s)")
     up.add_argument(
-        "--triton-metrics-port", type=port_number, default=8002, metavar="PORT", help="(default: %(default)s)"
+        "--triton-port", type=port_number, default=DEFAULTS.triton_port, metavar="PORT", help="(default: %(default)s)"
+    )
+    up.add_argument(
+        "--triton-metrics-port",
+        type=port_number,
+        default=DEFAULTS.triton_metrics_port,
+        metavar="PORT",
+        help="(default: %(default)s)",
     )
     up.add_argument(
         "--triton-model",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pytest
 import torch
@@ -101,6 +102,68 @@ def test_a_gallery_survives_save_and_load_and_grows_without_a_rebuild(tmp_path):
     assert grown.manifest.count == reloaded.manifest.count == 4 and len(reloaded.manifest.sources) == 2
     assert reloaded.labels[reloaded.search(tokyo, 1)[1][0, 0]] == "Tokyo"
     np.testing.assert_allclose(reloaded.coordinates[3], [35.6762, 139.6503])
+
+
+def saved_files(folder) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+def assert_same_gallery(loaded: GalleryIndex, saved: GalleryIndex) -> None:
+    assert loaded.manifest == saved.manifest
+    np.testing.assert_array_equal(loaded.coordinates, saved.coordinates)
+    for name in ("labels", "partition_sample"):
+        if getattr(saved, name) is None:
+            assert getattr(loaded, name) is None, name
+        else:
+            np.testing.assert_array_equal(getattr(loaded, name), getattr(saved, name))
+    assert faiss.serialize_index(loaded.index).tobytes() == faiss.serialize_index(saved.index).tobytes()
+
+
+@pytest.mark.parametrize("index_type", ["flat", "ivfsq8"])
+def test_a_saved_gallery_loads_equal_to_what_was_saved(seeded_gallery, tmp_path, index_type):
+    coordinates, vectors = seeded_gallery
+    labels = [f"place {i}" for i in range(len(coordinates))]
+    gallery = GalleryIndex.build(vectors, coordinates, encoder_sha256="test", labels=labels, index_type=index_type)
+    gallery.save(tmp_path / "gallery")
+    assert_same_gallery(GalleryIndex.load(tmp_path / "gallery"), gallery)
+    assert not [p.name for p in (tmp_path / "gallery").iterdir() if ".partial-" in p.name]
+    # Saved over by a gallery without labels or sample: none of the old files is left to be read with it.
+    flat = GalleryIndex.build(vectors[:10], coordinates[:10], encoder_sha256="test")
+    flat.save(tmp_path / "gallery")
+    assert_same_gallery(GalleryIndex.load(tmp_path / "gallery"), flat)
+    assert sorted(p.name for p in (tmp_path / "gallery").iterdir()) == [
+        "coordinates.npy",
+        "index.faiss",
+        "manifest.json",
+    ]
+
+
+@pytest.mark.parametrize("failing", ["write_index", "save"])
+def test_a_save_that_fails_midway_leaves_the_previous_gallery_as_it_was(seeded_gallery, tmp_path, monkeypatch, failing):
+    coordinates, vectors = seeded_gallery
+    folder = tmp_path / "gallery"
+    previous = GalleryIndex.build(vectors[:100], coordinates[:100], encoder_sha256="test", index_type="ivfsq8")
+    previous.save(folder)
+    before = saved_files(folder)
+    bigger = GalleryIndex.build(vectors, coordinates, encoder_sha256="test", labels=["x"] * len(vectors))
+    module, name = (faiss, "write_index") if failing == "write_index" else (np, "save")
+    real = getattr(module, name)
+
+    def written_partly(what, target, *args, **kwargs):
+        real(what, target, *args, **kwargs)  # the bytes reach the file, then the disk fills
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(module, name, written_partly)
+    with pytest.raises(OSError, match="No space left"):
+        bigger.save(folder)
+    monkeypatch.undo()
+    assert saved_files(folder) == before  # not one byte changed, nothing added, no partial file left
+    assert_same_gallery(GalleryIndex.load(folder), previous)
+    # A first save that fails leaves no manifest: loaded_gallery builds the gallery again.
+    monkeypatch.setattr(module, name, written_partly)
+    with pytest.raises(OSError):
+        bigger.save(tmp_path / "first")
+    assert list((tmp_path / "first").iterdir()) == []
 
 
 def test_bad_gallery_csvs_are_refused_naming_the_line(tmp_path):

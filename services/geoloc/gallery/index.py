@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import faiss
 import numpy as np
+
+from geoloc.artifacts.files import written_atomically
 
 # FAISS 1.15 hands flat search to BLAS only from 128,000 queries; from 20 on, batches of
 # queries run 5-9x faster (docs/design.md §4).
@@ -232,15 +235,28 @@ class GalleryIndex:
         return np.logaddexp(_logsumexp(head), tail_log)
 
     def save(self, folder: Path) -> None:
+        """Writes the gallery's files into `folder`, replacing a gallery saved there before.
+
+        Every file is written under a temporary name (artifacts.files.written_atomically) and
+        none is renamed into place until all are written: a save that fails or is killed while
+        writing leaves the previous gallery as it was. The manifest is renamed last, so a first
+        save cut short leaves no manifest (loaded_gallery then builds again), and the files this
+        gallery lacks (labels, a partition sample) are removed once the new ones are in place.
+        """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        faiss.write_index(_cpu_index(self.index), str(folder / INDEX_FILE))
-        np.save(folder / COORDINATES_FILE, self.coordinates)
-        if self.labels is not None:
-            np.save(folder / LABELS_FILE, self.labels)
-        if self.partition_sample is not None:
-            np.save(folder / SAMPLE_FILE, self.partition_sample)
-        (folder / MANIFEST_FILE).write_text(json.dumps(asdict(self.manifest), indent=2) + "\n")
+        arrays = {COORDINATES_FILE: self.coordinates, LABELS_FILE: self.labels, SAMPLE_FILE: self.partition_sample}
+        with ExitStack() as renames:  # each file's rename runs as the stack unwinds, the first entered last
+            manifest = renames.enter_context(written_atomically(folder / MANIFEST_FILE))
+            with_index = renames.enter_context(written_atomically(folder / INDEX_FILE))
+            faiss.write_index(_cpu_index(self.index), faiss.PyCallbackIOWriter(with_index.write))
+            for name, array in arrays.items():
+                if array is not None:
+                    np.save(renames.enter_context(written_atomically(folder / name)), array, allow_pickle=False)
+            manifest.write((json.dumps(asdict(self.manifest), indent=2) + "\n").encode())
+        for name, array in arrays.items():
+            if array is None:
+                (folder / name).unlink(missing_ok=True)
 
     @classmethod
     def load(cls, folder: Path, use_gpu: bool = False, nprobe: int = IVF_NPROBE) -> GalleryIndex:
@@ -255,6 +271,8 @@ class GalleryIndex:
                 f"coordinates {len(coordinates)}"
             )
         labels = np.load(folder / LABELS_FILE) if (folder / LABELS_FILE).exists() else None
+        if labels is not None and len(labels) != manifest.count:
+            raise ValueError(f"{folder} is inconsistent: manifest {manifest.count} points, labels {len(labels)}")
         sample = np.load(folder / SAMPLE_FILE) if (folder / SAMPLE_FILE).exists() else None
         gallery = cls(index, coordinates, manifest, labels, sample)
         gallery.set_nprobe(nprobe)

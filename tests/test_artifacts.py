@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from geoloc.artifacts.checkpoints import save_checkpoint
-from geoloc.artifacts.files import written_atomically
+from geoloc.artifacts.files import file_sha256, files_sha256, written_atomically
 from geoloc.artifacts.versions import content_version
 from geoloc.common.paths import MODELS_DIR
 from geoloc.gallery.heads import ImageMLP, load_head, save_head
@@ -133,6 +133,26 @@ def test_an_atomically_written_file_gets_the_mode_open_would_give_it(tmp_path):
     with written_atomically(tmp_path / "atomic") as stream:
         stream.write(b"x")
     assert (tmp_path / "atomic").stat().st_mode == (tmp_path / "plain").stat().st_mode
+
+
+def test_files_are_hashed_as_their_bytes_one_after_the_other_each_read_once(tmp_path, monkeypatch):
+    """file_sha256 is the sha256 of a file's bytes; files_sha256 of several, that of their
+    concatenation (models_fingerprint's value, as the shipped fusion records it), each opened once."""
+    from geoloc.training.expert_outputs import models_fingerprint
+
+    big, small = tmp_path / "big", tmp_path / "small"
+    big.write_bytes(os.urandom(3 * (1 << 20) + 17))  # several of the megabyte blocks
+    small.write_bytes(b"tail")
+    both = hashlib.sha256(big.read_bytes() + small.read_bytes()).hexdigest()
+    opened = []
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda path, *a, **k: opened.append(Path(path)) or real_open(path, *a, **k))
+    assert files_sha256([big, small]) == both
+    assert opened == [big, small]
+    monkeypatch.undo()
+    assert file_sha256(big) == hashlib.sha256(big.read_bytes()).hexdigest() == files_sha256([big])
+    assert files_sha256([]) == hashlib.sha256().hexdigest()
+    assert models_fingerprint({"a": big, "b": small}) == files_sha256([big, small])[:12]
 
 
 def test_content_version_is_what_each_versioned_artefact_was_named_by(tmp_path):

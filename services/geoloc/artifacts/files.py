@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -43,8 +43,15 @@ def written_atomically(path: Path) -> Iterator[BinaryIO]:
 
 def file_sha256(path: Path) -> str:
     """sha256 of a file's bytes, read a megabyte at a time (weights and galleries run to gigabytes)."""
+    return files_sha256([path])
+
+
+def files_sha256(paths: Iterable[Path]) -> str:
+    """sha256 of the files' bytes one after the other (as if concatenated), each read once, a
+    megabyte at a time: file_sha256 for one file, a fingerprint of several (models_fingerprint)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
+    for path in paths:
+        with open(path, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()

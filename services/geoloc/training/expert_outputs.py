@@ -136,11 +136,11 @@ def compute_expert_outputs(features: np.ndarray, requests: ExpertRequests, seed:
 
 def models_fingerprint(checkpoints: dict[str, Path] | None = None) -> str:
     """A short hash of the expert checkpoints (default: the shipped ones): cached outputs are only
-    reused for the same models, and a fusion records the experts it was fitted for."""
-    digest = hashlib.sha256()
-    for path in (checkpoints or shipped_checkpoints()).values():
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:12]
+    reused for the same models, and a fusion records the experts it was fitted for. The sha256 of
+    their bytes one after the other, each file streamed once (artifacts.files.files_sha256)."""
+    from geoloc.artifacts.files import files_sha256
+
+    return files_sha256((checkpoints or shipped_checkpoints()).values())[:12]
 
 
 def cached_expert_outputs(

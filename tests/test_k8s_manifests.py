@@ -25,6 +25,7 @@ import yaml
 
 from geoloc.common.paths import CHECKOUT
 from geoloc.common.tracing import tracing_on
+from geoloc.experts import SERVICE_TABLE, SERVICES, WORKLOADS
 from tests.network_policy import Pod, allows
 from tests.promql import metric_names
 
@@ -33,16 +34,11 @@ K8S = REPO / "k8s"
 OVERLAYS = ("cpu", "gpu", "bundle", "bundle-gpu", "tracing")
 # The oldest Kubernetes release the manifests support, and the newest the validator bundles.
 KUBERNETES_VERSIONS = ("1.31.0", "1.37.0")
-GEOLOC_SERVICES = ("orchestrator", "embedding", "gallery", "sampler", "tokens", "text")
-WORKLOADS = (*GEOLOC_SERVICES, "triton")
-CALL_GRAPH = {
-    ("orchestrator", "embedding"),
-    ("orchestrator", "gallery"),
-    ("orchestrator", "sampler"),
-    ("orchestrator", "tokens"),
-    ("orchestrator", "text"),
-    ("embedding", "triton"),
-}
+# SERVICES and WORKLOADS are the registry's (geoloc.experts): the six gRPC services, and those
+# and Triton, each a Deployment of k8s/base named as its service is.
+# The orchestrator calls every service it has an address setting for; embedding calls Triton.
+DIALLED = {s.name: f"GEOLOC_ORCHESTRATOR_{s.address_setting.upper()}" for s in SERVICE_TABLE if s.address_setting}
+CALL_GRAPH = {*(("orchestrator", name) for name in DIALLED), ("embedding", "triton")}
 NAMESPACE_LABELS = {
     name: {"kubernetes.io/metadata.name": name, **extra}
     for name, extra in {
@@ -144,6 +140,70 @@ def test_every_overlay_renders_every_object_of_every_workload(overlay: str) -> N
         assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == name
         # The overlay named every image: a registry, a repository and an exact tag.
         assert re.fullmatch(r"[a-z0-9.-]+\.[a-z]+/[a-z0-9/_-]+:\d+\.\d+\.\d+(-gpu)?", container(deployment)["image"])
+
+
+BASE_OBJECTS = ("ServiceAccount", "Service", "Deployment", "PodDisruptionBudget", "HorizontalPodAutoscaler")
+
+
+def base_files() -> tuple[dict, dict[str, list[dict]]]:
+    """k8s/base's kustomization and {resource file: its objects}, read as written (no kustomize)."""
+    kustomization = yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())
+    return kustomization, {
+        name: [d for d in yaml.safe_load_all((K8S / "base" / name).read_text()) if d]
+        for name in kustomization["resources"]
+    }
+
+
+def test_the_base_has_the_objects_of_every_workload_of_the_registry_and_of_no_other() -> None:
+    """Each of the registry's WORKLOADS (its six services and Triton) is one file of k8s/base, named
+    after it, holding its ServiceAccount, Service, Deployment, PodDisruptionBudget and autoscaler,
+    and one ConfigMap of its settings; nothing in k8s/base is a workload the registry lacks."""
+    kustomization, files = base_files()
+    docs = [d for objects in files.values() for d in objects]
+    for kind in BASE_OBJECTS:
+        assert sorted(of_kind(docs, kind)) == sorted(WORKLOADS), kind
+    assert sorted(g["name"] for g in kustomization["configMapGenerator"]) == sorted(WORKLOADS)
+    for name in WORKLOADS:
+        assert sorted(d["kind"] for d in files[f"{name}.yaml"]) == sorted(BASE_OBJECTS), name
+        assert {d["metadata"]["name"] for d in files[f"{name}.yaml"]} == {name}
+    for service in SERVICES:
+        deployment = of_kind(docs, "Deployment")[service]
+        assert container(deployment)["command"] == ["python", "-m", f"geoloc.{service}.server"], service
+
+
+@pytest.mark.parametrize("overlay", ("base", *(f"overlays/{o}" for o in OVERLAYS)))
+def test_each_service_listens_where_the_registry_and_the_orchestrator_say(overlay: str) -> None:
+    """On one machine (`geoloc up`) the services are spaced by the registry's port_offset; in the
+    cluster each has its own pods and Service, so every one listens on the offset-0 port (the
+    settings' default, the orchestrator's), the Service's `grpc` port is the container's, and the
+    orchestrator dials each service of SERVICE_TABLE, through its address setting, at that Service;
+    it has an address for no service the registry lacks."""
+    from geoloc.common.settings import ServerSettings
+    from geoloc.suite.plan import SuiteOptions
+
+    docs = render(overlay) if overlay != "base" else [d for f in base_files()[1].values() for d in f]
+    services, deployments = of_kind(docs, "Service"), of_kind(docs, "Deployment")
+    default_port = ServerSettings.model_fields["port"].default
+    assert default_port == SuiteOptions().base_port + SERVICE_TABLE[0].port_offset
+    grpc_port = {}
+    for name in WORKLOADS:
+        (service_port,) = [p for p in services[name]["spec"]["ports"] if p["name"] == "grpc"]
+        assert (
+            service_port["targetPort"] == "grpc" and service_port["port"] == named_ports(deployments[name])["grpc"][0]
+        )
+        grpc_port[name] = service_port["port"]
+    for name in SERVICES:
+        assert grpc_port[name] == default_port, name
+    if overlay == "base":
+        (config,) = [g for g in base_files()[0]["configMapGenerator"] if g["name"] == "orchestrator"]
+        (env,) = config["envs"]
+        lines = (K8S / "base" / env).read_text().splitlines()
+        settings = dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    else:
+        settings = config_of(docs, deployments["orchestrator"])
+    assert int(settings["GEOLOC_ORCHESTRATOR_PORT"]) == grpc_port["orchestrator"]
+    addresses = {k: v for k, v in settings.items() if k.endswith("_ADDRESS")}
+    assert addresses == {setting: f"{name}:{grpc_port[name]}" for name, setting in DIALLED.items()}
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
@@ -308,7 +368,7 @@ def test_tritons_arguments_are_flags_of_the_tritonserver_release_it_runs() -> No
         assert set(flags) <= known, set(flags) - known
 
 
-@pytest.mark.parametrize("service", GEOLOC_SERVICES)
+@pytest.mark.parametrize("service", SERVICES)
 def test_the_tls_environment_is_valid_settings_once_the_secret_is_mounted(service: str, monkeypatch, tmp_path) -> None:
     """The ConfigMap plus the container's own variables, with the Secret's files stood in for by a
     throwaway CA's: the settings load, serve mutual TLS, and callers present a client certificate."""
@@ -338,11 +398,7 @@ def test_the_tls_environment_is_valid_settings_once_the_secret_is_mounted(servic
 
 # Where each caller's settings name its callee (host:port): the name the callee's certificate must carry.
 CALLEE_ADDRESSES = {
-    ("orchestrator", "embedding"): "GEOLOC_ORCHESTRATOR_EMBEDDING_ADDRESS",
-    ("orchestrator", "gallery"): "GEOLOC_ORCHESTRATOR_GALLERY_ADDRESS",
-    ("orchestrator", "sampler"): "GEOLOC_ORCHESTRATOR_SAMPLER_ADDRESS",
-    ("orchestrator", "tokens"): "GEOLOC_ORCHESTRATOR_TOKENS_ADDRESS",
-    ("orchestrator", "text"): "GEOLOC_ORCHESTRATOR_TEXT_ADDRESS",
+    **{("orchestrator", name): setting for name, setting in DIALLED.items()},
     ("embedding", "triton"): "GEOLOC_EMBEDDING_TRITON_URL",
 }
 
@@ -412,7 +468,7 @@ def settings_class(service: str):
     return found
 
 
-@pytest.mark.parametrize("service", GEOLOC_SERVICES)
+@pytest.mark.parametrize("service", SERVICES)
 def test_configmaps_hold_valid_settings_that_match_the_container(service: str, monkeypatch) -> None:
     from geoloc.common.settings import load_settings
 
@@ -1000,7 +1056,7 @@ def test_the_tracing_overlay_traces_every_service_and_triton_and_the_cpu_overlay
     traced, plain = render("overlays/tracing"), render("overlays/cpu")
     for docs, on in ((traced, True), (plain, False)):
         deployments = of_kind(docs, "Deployment")
-        for service in GEOLOC_SERVICES:
+        for service in SERVICES:
             assert tracing_on(config_of(docs, deployments[service])) is on, service
         triton = deployments["triton"]
         flags = [a for a in container(triton)["args"] if a.startswith("--trace-config")]

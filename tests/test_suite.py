@@ -150,6 +150,17 @@ def test_up_help_names_every_service_of_the_registry_at_the_port_the_plan_gives_
     assert all(len(line) <= 100 for line in suite_cli.up_epilog().splitlines())
 
 
+def test_the_orchestrators_default_addresses_are_where_the_plan_starts_each_service():
+    """A service started alone (`python -m geoloc.<service>.server`) beside an orchestrator at its
+    defaults is found where `geoloc up` would put it: 127.0.0.1, base port + its port_offset."""
+    from geoloc.orchestrator.config import OrchestratorSettings
+
+    defaults, plan = OrchestratorSettings.model_fields, plan_of(None)  # the defaults, not this environment's
+    for service in SERVICE_TABLE:
+        if service.address_setting is not None:
+            assert defaults[service.address_setting].default == plan[service.name].address, service.name
+
+
 def test_only_adds_what_is_required_and_without_refuses_to_drop_it():
     assert select(["embedding"]) == ("triton", "embedding")
     assert select(["tokens", "gallery"]) == ("gallery", "tokens")

@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from geoloc.common.tls import add_tls_arguments, client_tls_from_args
+from geoloc.experts import EXPERT_ENUMS, EXPERTS
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"  # the orchestrator of `geoloc up`
 EXIT_FAILED = 1
@@ -65,7 +66,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--experts",
         type=_experts,
-        metavar="gallery,flow,sh,tokens",
+        metavar=",".join(EXPERTS),
         help="ask only these experts (default: every deployed one)",
     )
     add_tls_arguments(parser.add_argument_group("TLS (an orchestrator serving TLS or mutual TLS)"))
@@ -74,8 +75,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _experts(text: str) -> list[int]:
-    from geoloc.experts import EXPERT_ENUMS
-
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in EXPERT_ENUMS]
     if unknown or not names:

@@ -66,7 +66,7 @@ def add_parser(subparsers) -> None:
     up = subparsers.add_parser(
         "up",
         parents=[run_dir],
-        help="start Triton and the six services locally",
+        help=f"start Triton and the {len(SERVICE_TABLE)} services locally",
         description=__doc__,
         epilog=up_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -38,8 +38,7 @@ CV_FIGURES = Path("models/fusion/cv.json")
 # within its time.
 COMPARED_WEIGHTINGS = ("inverse", "cap10")
 TRAINING_WEIGHTINGS = ("photo", *COMPARED_WEIGHTINGS)  # evaluation/folds.WEIGHTINGS, named here: --help loads no numpy
-# The experts and what each is asked, from the registry (which loads no numpy either).
-LEAVABLE = EXPERTS
+# What each expert is asked, from the registry (which loads no numpy either).
 REQUEST_FIELDS = tuple(name for expert in TRAINED_EXPERTS for name in registry.expert(expert).asked)
 
 
@@ -123,12 +122,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--leave-out",
         action="append",
-        choices=LEAVABLE,
+        choices=EXPERTS,
         default=[],
         metavar="EXPERT",
         help="leave this expert out: it is neither trained nor answers, and the fusion is fitted without it, "
         "so that with --write-fusion the orchestrator does not ask it (one of: "
-        f"{', '.join(LEAVABLE)}; text is --no-text). Repeatable",
+        f"{', '.join(EXPERTS)}; --no-text leaves out the experts that read photos). Repeatable",
     )
     parser.add_argument(
         "--ask",

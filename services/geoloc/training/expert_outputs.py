@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,25 +41,33 @@ def _orchestrator_default(name: str):
     return OrchestratorSettings.model_fields[name].default
 
 
-@dataclass(frozen=True)
-class ExpertRequests:
-    """What the orchestrator asks of each expert: by default, its settings' defaults."""
-
-    gallery_k: int = _orchestrator_default("gallery_k")
-    flow_samples: int = _orchestrator_default("flow_samples")
-    flow_steps: int = _orchestrator_default("flow_steps")
-    sh_samples: int = _orchestrator_default("sh_samples")
-    sh_steps: int = _orchestrator_default("sh_steps")
-    tokens_beam_width: int = _orchestrator_default("tokens_beam_width")
+class _Asked:
+    """What ExpertRequests does beyond holding the settings."""
 
     @classmethod
-    def of(cls, settings: OrchestratorSettings) -> ExpertRequests:
+    def of(cls, settings: OrchestratorSettings):
         """What an orchestrator with these settings asks."""
         return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
 
     def of_expert(self, expert: str) -> dict[str, int]:
         """What is asked of this one expert: the settings its answers depend on (its registry entry's)."""
         return {name: getattr(self, name) for name in registry.expert(expert).asked}
+
+
+# What the orchestrator asks of each trained expert: one field per setting its registry entry's
+# `asked` names (gallery_k, flow_samples, ..., tokens_beam_width, in the registry's order),
+# defaulting to the orchestrator's default, so that a new expert's settings join by themselves.
+ExpertRequests = make_dataclass(
+    "ExpertRequests",
+    [
+        (name, OrchestratorSettings.model_fields[name].annotation, field(default=_orchestrator_default(name)))
+        for expert in TRAINED_EXPERTS
+        for name in registry.expert(expert).asked
+    ],
+    bases=(_Asked,),
+    frozen=True,
+)
+ExpertRequests.__module__ = __name__  # where pickling and reprs of the class find it
 
 
 @dataclass(frozen=True)

@@ -40,27 +40,19 @@ import numpy as np
 from geoloc.client.load import experts_path_ms
 from geoloc.common.channels import create_channel
 from geoloc.common.paths import CHECKOUT, data_root
-from geoloc.experts import EXPERT_NAMES
+from geoloc.experts import EXPERT_NAMES, EXPERT_TABLE, SAMPLED_EXPERTS, SERVICE_TABLE
 from geoloc.orchestrator.config import OrchestratorSettings
-from geoloc.orchestrator.experts import expert_request
+from geoloc.orchestrator.experts import asked_of
 from geoloc.orchestrator.fusion import ExpertPoints, fuse
 from geoloc.orchestrator.parameters import load_fusion
-from geoloc.v1 import (
-    embedding_pb2,
-    embedding_pb2_grpc,
-    gallery_pb2_grpc,
-    orchestrator_pb2,
-    orchestrator_pb2_grpc,
-    sampler_pb2_grpc,
-    text_pb2,
-    text_pb2_grpc,
-    tokens_pb2_grpc,
-)
+from geoloc.v1 import embedding_pb2, orchestrator_pb2
 
 FUSION_LIMIT_MS = 5.0
 OVERHEAD_LIMIT_MS = 10.0
 EXPERT_LIMIT_MS = 100.0
 END_TO_END_LIMIT = 1.5  # × (embedding p50 + gallery p50)
+FLOOR_EXPERT = "gallery"  # issue 20's floor: one Embed and one gallery Search
+BATCHING_SERVICES = ("sampler", "tokens")  # issue 20's batching target: the services that batch across callers
 
 
 def photos(count: int) -> list[bytes]:
@@ -101,59 +93,54 @@ async def calls_per_second(call, request, concurrent: int, seconds: float) -> fl
     return done / (time.perf_counter() - started)
 
 
-def expert_points(answer: orchestrator_pb2.LocateResponse) -> list[ExpertPoints]:
-    """The experts' points as the orchestrator fused them (those that answered with points)."""
+def expert_points(answer: orchestrator_pb2.LocateResponse, fused_directly: dict[str, list]) -> list[ExpertPoints]:
+    """The experts' points as the orchestrator fused them (those that answered with points). A
+    sampler's answer carries its modes, not the samples fused: those come from `fused_directly`,
+    the same expert called directly with the orchestrator's request (seed 0: the same samples)."""
     points = []
     for output in answer.expert_outputs:
         if output.status != orchestrator_pb2.EXPERT_STATUS_OK or output.expert not in EXPERT_NAMES:
             continue
         name = EXPERT_NAMES[output.expert]
-        if name in ("flow", "sh"):
-            continue  # the answer carries the sampler's modes; its samples are drawn again below
-        if output.points:
-            points.append(ExpertPoints.of(name, output.points))
+        fused = fused_directly[name] if name in SAMPLED_EXPERTS else output.points
+        if fused:
+            points.append(ExpertPoints.of(name, fused))
     return points
 
 
 async def run(args) -> None:
     s = OrchestratorSettings()
     images = photos(args.photos)
+    asked = asked_of(s)
+    addresses = {
+        svc.name: getattr(s, svc.address_setting) if svc.address_setting else args.address for svc in SERVICE_TABLE
+    }
     channels = {
         name: create_channel(address, max_message_bytes=s.max_receive_message_bytes)
-        for name, address in {
-            "orchestrator": args.address,
-            "embedding": s.embedding_address,
-            "gallery": s.gallery_address,
-            "sampler": s.sampler_address,
-            "tokens": s.tokens_address,
-            "text": s.text_address,
-        }.items()
+        for name, address in addresses.items()
     }
-    locate = orchestrator_pb2_grpc.OrchestratorServiceStub(channels["orchestrator"]).Locate
-    embed = embedding_pb2_grpc.EmbeddingServiceStub(channels["embedding"]).Embed
-    search = gallery_pb2_grpc.GalleryServiceStub(channels["gallery"]).Search
-    sample = sampler_pb2_grpc.SamplerServiceStub(channels["sampler"]).Sample
-    decode = tokens_pb2_grpc.TokensServiceStub(channels["tokens"]).Decode
-    read = text_pb2_grpc.TextServiceStub(channels["text"]).Read
+    stubs = {svc.name: svc.stub_class()(channels[svc.name]) for svc in SERVICE_TABLE}
+    locate = stubs["orchestrator"].Locate
+    embed = stubs["embedding"].Embed
+    calls = {e.name: getattr(stubs[e.service], e.rpc) for e in EXPERT_TABLE}
 
     options = orchestrator_pb2.LocateOptions(include_expert_outputs=True)
     for image in images[:2]:  # warm every service
         await locate(orchestrator_pb2.LocateRequest(image=image, options=options), timeout=60)
 
     ms: dict[str, list[float]] = {}
-    answers, flow_samples, not_ok = [], [], []
+    answers, fused_directly, not_ok = [], [], []
     for _ in range(args.rounds):
         for image in images:
             took, embedded = await timed(embed, embedding_pb2.EmbedRequest(image=image))
             ms.setdefault("embedding", []).append(took)
-            e = embedded.embedding
-            for name, call in (("gallery", search), ("flow", sample), ("sh", sample), ("tokens", decode)):
-                took, answer = await timed(call, expert_request(name, e, s))
-                ms.setdefault(name, []).append(took)
-                if name == "flow":  # the orchestrator's request has seed 0: the same samples it fused
-                    flow_samples.append(answer.samples)
-            took, _ = await timed(read, text_pb2.ReadRequest(image=image))
-            ms.setdefault("text", []).append(took)
+            fused = {}
+            for entry in EXPERT_TABLE:
+                carried = embedded.embedding if entry.reads == "embedding" else image
+                took, answer = await timed(calls[entry.name], entry.request(carried, asked))
+                ms.setdefault(entry.name, []).append(took)
+                fused[entry.name] = entry.fused_points(answer)
+            fused_directly.append(fused)
             took, answer = await timed(locate, orchestrator_pb2.LocateRequest(image=image, options=options))
             ms.setdefault("locate", []).append(took)
             answers.append(answer)
@@ -165,8 +152,8 @@ async def run(args) -> None:
 
     fitted = load_fusion(s.fusion_parameters)
     fusion_ms = []
-    for answer, samples in zip(answers, flow_samples, strict=True):
-        points = [*expert_points(answer), ExpertPoints.of("flow", samples)]
+    for answer, fused in zip(answers, fused_directly, strict=True):
+        points = expert_points(answer, fused)
         started = time.perf_counter()
         fuse(points, fitted.parameters, fitted.prior)
         fusion_ms.append(1000 * (time.perf_counter() - started))
@@ -174,11 +161,11 @@ async def run(args) -> None:
 
     embedded = (await embed(embedding_pb2.EmbedRequest(image=images[0]), timeout=60)).embedding
     batching = {}
-    for name, call in (("flow", sample), ("tokens", decode)):
-        request = expert_request(name, embedded, s)
-        alone = await calls_per_second(call, request, 1, args.seconds)
-        together = await calls_per_second(call, request, args.concurrent, args.seconds)
-        batching[name] = (alone, together)
+    for entry in (next(e for e in EXPERT_TABLE if e.service == service) for service in BATCHING_SERVICES):
+        request = entry.request(embedded, asked)
+        alone = await calls_per_second(calls[entry.name], request, 1, args.seconds)
+        together = await calls_per_second(calls[entry.name], request, args.concurrent, args.seconds)
+        batching[entry.name] = (alone, together)
     for channel in channels.values():
         await channel.close()
 
@@ -187,14 +174,11 @@ async def run(args) -> None:
     print("|---|---|---|")
     for name, values in ms.items():
         print(f"| {name} | {p50(values):.1f} | {np.quantile(values, 0.9):.1f} |")
-    floor = p50(ms["embedding"]) + p50(ms["gallery"])
+    floor = p50(ms["embedding"]) + p50(ms[FLOOR_EXPERT])
     rows = [
         ("1. fusion p50", p50(ms["fusion"]), FUSION_LIMIT_MS, "ms"),
         ("2. orchestrator overhead p50", p50(ms["overhead"]), OVERHEAD_LIMIT_MS, "ms"),
-        *(
-            (f"3. expert {name} p50", p50(ms[name]), EXPERT_LIMIT_MS, "ms")
-            for name in ("gallery", "flow", "sh", "tokens", "text")
-        ),
+        *((f"3. expert {name} p50", p50(ms[name]), EXPERT_LIMIT_MS, "ms") for name in EXPERT_NAMES.values()),
         ("5. Locate p50 / (embedding + gallery p50)", p50(ms["locate"]) / floor, END_TO_END_LIMIT, "x"),
     ]
     print("\n| target | measured | limit | measured / limit | met |")

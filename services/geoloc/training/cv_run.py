@@ -1,7 +1,7 @@
 """`geoloc cv`'s run, step by step: the photos and their folds, every expert's out-of-fold answers
-(and those of the experts that read the photos), the folds scored under each photo weighting, the figures written, and
-with --ship or --write-fusion the experts and the fusion that ship. training/cv_cli.py parses and
-checks the options and hands them here."""
+(and those of the experts that read the photos), the folds scored under each photo weighting, the
+figures written, and with --ship or --write-fusion the experts and the fusion that ship.
+training/cv_cli.py parses and checks the options and hands them here."""
 
 from __future__ import annotations
 

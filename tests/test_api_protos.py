@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from geoloc.common.paths import CHECKOUT
-from geoloc.v1 import common_pb2, gallery_pb2, orchestrator_pb2, sampler_pb2, tokens_pb2
+from geoloc.v1 import common_pb2, gallery_pb2, judge_pb2, orchestrator_pb2, sampler_pb2, tokens_pb2
 
 ROOT = CHECKOUT
 
@@ -37,6 +37,7 @@ def test_every_expert_answers_with_the_shared_weighted_point():
         (sampler_pb2.SampleResponse, "samples"),
         (sampler_pb2.SampleResponse, "modes"),
         (tokens_pb2.DecodeResponse, "points"),
+        (judge_pb2.JudgeResponse, "points"),
         (orchestrator_pb2.ExpertOutput, "points"),
     ):
         assert message.DESCRIPTOR.fields_by_name[field].message_type is point, (message, field)

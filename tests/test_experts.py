@@ -29,6 +29,9 @@ OWN_TRAINERS = {
     "tokens": {"training/tokens_cli.py", "training/token_decoder.py"},
     "text": {"training/text_cli.py", "training/text_outputs.py"},
 }
+# Literals that spell an expert's name and mean something else: the chat-completions API's
+# content-part type "text" (the judge's prompt).
+OTHER_MEANINGS = {("judge/prompt.py", "text")}
 
 
 def expert_literals(package: Path = PACKAGE) -> Counter:
@@ -51,6 +54,8 @@ def expert_literals(package: Path = PACKAGE) -> Counter:
                 expert = node.value
                 service = registry.expert(expert).service
                 if relative.startswith(f"{service}/") or relative in OWN_TRAINERS[expert]:
+                    continue
+                if (relative, expert) in OTHER_MEANINGS:
                     continue
                 found[(relative, expert)] += 1
     return found

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 GEOLOC_PACKAGE = Path(__file__).resolve().parents[1] / "services" / "geoloc"
-EXPERT_SERVICES = {"embedding", "gallery", "sampler", "tokens", "text"}
+EXPERT_SERVICES = {"embedding", "gallery", "sampler", "tokens", "text", "judge"}
 BASE = {"common", "geo", "artifacts", "v1"}
 BELOW_SERVICES = BASE | {"experts", "places"}
 SERVING = BELOW_SERVICES | EXPERT_SERVICES | {"orchestrator"}

@@ -4,6 +4,7 @@ and its settings (a key file that is not there stops the service at start)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import threading
 
@@ -157,10 +158,8 @@ def test_the_breaker_admits_one_trial_among_threads():
 
     def call():
         start.wait()
-        try:
+        with contextlib.suppress(BreakerOpen):
             tickets.append(breaker.admit())
-        except BreakerOpen:
-            pass
 
     threads = [threading.Thread(target=call) for _ in range(8)]
     for t in threads:

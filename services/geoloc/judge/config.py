@@ -47,7 +47,8 @@ class JudgeSettings(ServerSettings):
         "unreadable or empty file stops the service. Unset: no key is sent (local endpoints).",
     )
     ca_file: PemFile = Field(
-        None, description="The CA that signed an https endpoint's certificate; unset: the system's CAs. Always verified."
+        None,
+        description="The CA that signed an https endpoint's certificate; unset: the system's CAs. Always verified.",
     )
     default_mode: Mode = Field(
         "pool_selection",
@@ -55,14 +56,18 @@ class JudgeSettings(ServerSettings):
         "'free_generation' (the candidates as hints); free generation for a request without candidates.",
     )
     timeout_s: float = Field(
-        30.0, gt=0, description="The most one Judge call may spend on the endpoint, retries included; a shorter "
+        30.0,
+        gt=0,
+        description="The most one Judge call may spend on the endpoint, retries included; a shorter "
         "caller deadline wins.",
     )
     max_concurrent_calls: int = Field(4, ge=1, description="Calls to the endpoint at once; the others wait their turn.")
     max_retries: int = Field(
         2, ge=0, description="Retries of a call the endpoint refused with 429 or 5xx, or whose connection failed."
     )
-    image_max_side_px: int = Field(512, ge=64, description="The photo is shrunk to this longest side before it is sent.")
+    image_max_side_px: int = Field(
+        512, ge=64, description="The photo is shrunk to this longest side before it is sent."
+    )
     temperature: float = Field(0.7, ge=0, le=2, description="The model's sampling temperature.")
     max_tokens: int = Field(200, ge=16, description="The most tokens the model may answer with.")
     breaker_failures: int = Field(
@@ -93,7 +98,7 @@ class JudgeSettings(ServerSettings):
         return bool(self.url)
 
     def api_key(self) -> str | None:
-        """The key the file holds, surrounding whitespace stripped (a Secret's trailing newline); None without a file."""
+        """The key the file holds, stripped of whitespace (a Secret's trailing newline); None without a file."""
         if self.api_key_file is None:
             return None
         return self.api_key_file.read_text().strip()

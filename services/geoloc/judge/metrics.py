@@ -46,7 +46,9 @@ class JudgeMetrics:
             registry=registry,
         )
         self.tokens = Counter(
-            "geoloc_judge_tokens", "Tokens the endpoint counted, by direction: in (prompt) or out.", ("direction",),
+            "geoloc_judge_tokens",
+            "Tokens the endpoint counted, by direction: in (prompt) or out.",
+            ("direction",),
             registry=registry,
         )
         self.latency = Histogram(

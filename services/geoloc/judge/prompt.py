@@ -29,7 +29,7 @@ ANSWER_FORMAT = (
 )
 POOL_TASK = (
     "Other experts proposed the places below. Choose the one where the photo was most likely taken, "
-    "and give its lat and lon exactly as listed (you may instead give its number as \"candidate\")."
+    'and give its lat and lon exactly as listed (you may instead give its number as "candidate").'
 )
 FREE_TASK = (
     "Other experts proposed the places below; they may all be wrong. Use them as hints, and give your own answer."

@@ -26,15 +26,15 @@ class Received:
     body: dict
 
 
-def completion_body(content: str | None, tokens_in: int = 1000, tokens_out: int = 30, model: str = "judge-test") -> dict:
+def completion_body(
+    content: str | None, tokens_in: int = 1000, tokens_out: int = 30, model: str = "judge-test"
+) -> dict:
     return {
         "id": "chatcmpl-test",
         "object": "chat.completion",
         "created": 1,
         "model": model,
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-        ],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out, "total_tokens": tokens_in + tokens_out},
     }
 
@@ -62,6 +62,16 @@ def answer(content: str | None, **usage) -> Behaviour:
 
 def error(status: int, headers: dict[str, str] | None = None) -> Behaviour:
     return respond(status, {"error": {"message": f"scripted {status}", "type": "scripted"}}, headers)
+
+
+def later(seconds: float, behaviour: Behaviour) -> Behaviour:
+    """`behaviour`, after `seconds`."""
+
+    async def behave(writer: asyncio.StreamWriter) -> bool:
+        await asyncio.sleep(seconds)
+        return await behaviour(writer)
+
+    return behave
 
 
 def hang(seconds: float) -> Behaviour:
@@ -104,6 +114,8 @@ class ChatEndpoint:
     script: deque = field(default_factory=deque)
     received: list[Received] = field(default_factory=list)
     port: int = 0
+    in_flight: int = 0
+    most_in_flight: int = 0
 
     @property
     def url(self) -> str:
@@ -139,7 +151,13 @@ class ChatEndpoint:
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 self.received.append(Received(method, path, headers, json.loads(body) if body else {}))
                 behaviour = self.script.popleft() if self.script else self.default
-                if not await behaviour(writer):
+                self.in_flight += 1
+                self.most_in_flight = max(self.most_in_flight, self.in_flight)
+                try:
+                    keep_open = await behaviour(writer)
+                finally:
+                    self.in_flight -= 1
+                if not keep_open:
                     return
         except (ConnectionError, asyncio.CancelledError):
             return

@@ -47,6 +47,7 @@ def test_the_readme_documents_every_setting_of_every_service():
 
     from geoloc.embedding.config import EmbeddingSettings
     from geoloc.gallery.config import GallerySettings
+    from geoloc.judge.config import JudgeSettings
     from geoloc.orchestrator.config import OrchestratorSettings
     from geoloc.sampler.config import SamplerSettings
     from geoloc.text.config import TextSettings
@@ -60,6 +61,7 @@ def test_the_readme_documents_every_setting_of_every_service():
         SamplerSettings,
         TokensSettings,
         TextSettings,
+        JudgeSettings,
         OrchestratorSettings,
     ):
         missing = [name for name in settings_class.model_fields if f"| `{name.upper()}` |" not in readme]

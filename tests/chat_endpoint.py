@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -116,17 +117,18 @@ class ChatEndpoint:
     port: int = 0
     in_flight: int = 0
     most_in_flight: int = 0
+    tls: ssl.SSLContext | None = None  # set: the endpoint serves https only
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/v1"
 
     def then(self, *behaviours: Behaviour) -> ChatEndpoint:
         self.script.extend(behaviours)
         return self
 
     async def __aenter__(self) -> ChatEndpoint:
-        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         self._connections: set[asyncio.StreamWriter] = set()
         return self
@@ -143,7 +145,7 @@ class ChatEndpoint:
             while True:
                 try:
                     head = await reader.readuntil(b"\r\n\r\n")
-                except (asyncio.IncompleteReadError, ConnectionError):
+                except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
                     return
                 request_line, *header_lines = head.decode("latin-1").split("\r\n")
                 method, path, _version = request_line.split(" ", 2)
@@ -159,7 +161,7 @@ class ChatEndpoint:
                     self.in_flight -= 1
                 if not keep_open:
                     return
-        except (ConnectionError, asyncio.CancelledError):
+        except (ConnectionError, ssl.SSLError, asyncio.CancelledError):
             return
         finally:
             self._connections.discard(writer)

@@ -10,6 +10,7 @@ import base64
 import io
 import json
 import math
+import ssl
 import time
 from contextlib import asynccontextmanager
 
@@ -25,6 +26,7 @@ from geoloc.judge.server import JudgeServicer, judge_spec
 from geoloc.v1 import judge_pb2, judge_pb2_grpc
 from tests import chat_endpoint as ep
 from tests.calls import assert_refused
+from tests.certificates import make_pki
 from tests.photos import encode, synthetic_photo
 
 pytestmark = pytest.mark.integration
@@ -255,6 +257,24 @@ def test_a_refusing_endpoint_and_a_judge_turned_off_are_failed_preconditions():
     refused, off = asyncio.run(scenario())
     assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION and "HTTP 401" in refused.details()
     assert off.code() == grpc.StatusCode.FAILED_PRECONDITION and "GEOLOC_JUDGE_URL is empty" in off.details()
+
+
+def test_an_https_endpoint_is_verified_against_the_system_cas_or_the_configured_one(tmp_path):
+    pki = make_pki(tmp_path)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(pki.server_cert, pki.server_key)
+
+    async def scenario():
+        async with judge_server(ep.ChatEndpoint(tls=tls), max_retries=0) as (stub, endpoint, _):
+            unverified, _ = await outcome(lambda timeout: stub.Judge(judge(), timeout=timeout))
+            assert endpoint.url.startswith("https://")
+        async with judge_server(ep.ChatEndpoint(tls=tls), ca_file=pki.ca) as (stub, _, _server):
+            verified = await stub.Judge(judge(), timeout=10)
+        return unverified, verified
+
+    unverified, verified = asyncio.run(scenario())
+    assert unverified.code() == UNAVAILABLE and "certificate did not verify" in unverified.details()
+    assert verified.points
 
 
 BAD = [

@@ -267,6 +267,8 @@ class JudgeClient:
             if too_large is not None:
                 raise too_large from None
             reason = type(error.__cause__).__name__ if error.__cause__ is not None else "connection error"
+            if _cause(error, ssl.SSLCertVerificationError) is not None:
+                reason = "its TLS certificate did not verify: set GEOLOC_JUDGE_CA_FILE to the CA that signed it"
             raise EndpointFailure("unreachable", f"could not reach the endpoint ({reason})") from None
         except openai.APIStatusError as error:
             status, wait = error.status_code, retry_after_s(error.response.headers)

@@ -12,7 +12,7 @@ The rules:
 - `v1` (the generated API stubs) imports nothing of geoloc but itself; `experts` (the registry of
   experts and services, with the Expert enum's short names) only v1; `places` (offline place
   names and country shapes) only the base.
-- each expert service (embedding, gallery, sampler, tokens, text) imports only the base, the
+- each expert service (embedding, gallery, sampler, tokens, text, judge) imports only the base, the
   registry and places: never another expert, the orchestrator, training, client, evaluation
   or the tools. The orchestrator imports what an expert may (it talks to experts over gRPC only).
 - `evaluation` scores answers: the base and the registry (never a service's internals).
@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 GEOLOC_PACKAGE = Path(__file__).resolve().parents[1] / "services" / "geoloc"
-EXPERT_SERVICES = {"embedding", "gallery", "sampler", "tokens", "text"}
+EXPERT_SERVICES = {"embedding", "gallery", "sampler", "tokens", "text", "judge"}
 BASE = {"common", "geo", "artifacts", "v1"}
 BELOW_SERVICES = BASE | {"experts", "places"}
 SERVING = BELOW_SERVICES | EXPERT_SERVICES | {"orchestrator"}

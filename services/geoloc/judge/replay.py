@@ -417,7 +417,10 @@ class ReplayServer:
         self.host = host
         self._http = _ReplayHTTPServer((host, port), replay)
         self.port = int(self._http.server_address[1])
-        self._thread = threading.Thread(target=self._http.serve_forever, name="judge-replay", daemon=True)
+        # A short poll: close() waits for the loop to see the shutdown, and tests and the suite close often.
+        self._thread = threading.Thread(
+            target=self._http.serve_forever, kwargs={"poll_interval": 0.1}, name="judge-replay", daemon=True
+        )
         self._thread.start()
 
     @property

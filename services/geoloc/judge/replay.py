@@ -14,7 +14,7 @@ its own hash (99 % within 8), and at least 40 from any other photo's (the 40 are
 garden by one photographer; every other photo is 44 or more from its nearest, the median 100). A
 match within MATCH_THRESHOLD = 32 bits is the photo; beyond it the photo is not one of the recorded
 ones. Both hashes hold exactly 127 ones (the median splits 255 values), so every distance is even.
-The index of those photos builds in about 2 s on two busy cores (a JPEG is decoded at 1/4 scale),
+The index of those photos builds in about 2 s on two busy cores (a JPEG is decoded at a reduced scale),
 so it is built at every start rather than cached.
 
 The reply is what a model asked for JSON would write, as the whole message content: the recorded

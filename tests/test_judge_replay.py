@@ -244,7 +244,8 @@ def test_the_command_line_serves_until_sigterm(synthetic):
     )
     try:
         summary = process.stdout.readline()
-        assert "7 photos indexed" in summary and "4 with an answer" in summary, summary
+        # An empty line is the end of stdout: the process has exited, and stderr says why.
+        assert "7 photos indexed" in summary and "4 with an answer" in summary, summary or process.stderr.read()
         base_url = process.stdout.readline().strip().removeprefix("base URL: ")
         assert base_url.startswith("http://127.0.0.1:") and base_url.endswith("/v1")
         client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=30)

@@ -103,6 +103,7 @@ TIERS = {
     "test_embedding_service": "integration",
     "test_faults": "integration",
     "test_gallery_service": "integration",
+    "test_judge_replay": "integration",
     "test_judge_service": "integration",
     "test_locate_cli": "integration",
     "test_orchestrator": "integration",

@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     from geoloc.client import locate as locate_cli
     from geoloc.evaluation import cli as evaluation_cli
     from geoloc.gallery import cli as gallery_cli
+    from geoloc.judge import cli as judge_cli
     from geoloc.ops import cli as ops_cli
     from geoloc.suite import cli as suite_cli
     from geoloc.training import bundle_cli, cv_cli, features_cli
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     ops_cli.add_parser(subparsers)
     suite_cli.add_parser(subparsers)
     locate_cli.add_parser(subparsers)
+    judge_cli.add_parser(subparsers)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""The judge: a multimodal language model asked through an OpenAI-compatible chat-completions endpoint."""

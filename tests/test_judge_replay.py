@@ -327,3 +327,51 @@ def test_no_two_recorded_photos_lie_within_the_threshold(recorded_server):
     distances = bits @ (1 - bits).T + (1 - bits) @ bits.T
     np.fill_diagonal(distances, HASH_BITS)
     assert distances.min() > MATCH_THRESHOLD
+
+
+def test_the_judge_service_asks_the_replay_end_to_end(replay_server, synthetic):
+    """The whole live path of a judge call on recorded answers: the judge's gRPC server, asked for a
+    full-size photo, shrinks and re-encodes it, asks the replay through the openai client, and
+    answers the recorded point; a photo without an answer gets no point and no failure; in pool
+    selection a recorded point that is no candidate is an unusable answer (the replay answers
+    freely), told in `failure`."""
+    import asyncio
+
+    import grpc
+
+    from geoloc.common.server import serving
+    from geoloc.judge.config import JudgeSettings
+    from geoloc.judge.server import JudgeServicer, judge_spec
+    from geoloc.v1 import judge_pb2, judge_pb2_grpc
+
+    settings = JudgeSettings(port=0, metrics_port=None, url=replay_server.base_url, model="replay", timeout_s=20)
+    madrid = judge_pb2.Candidate(lat_deg=40.4168, lon_deg=-3.7038, probability=0.5, place="Madrid, Spain")
+
+    def photo(name: str) -> bytes:
+        return (synthetic["folder"] / name).read_bytes()
+
+    async def scenario():
+        async with serving(settings, [judge_spec(JudgeServicer(settings))], grace_s=0) as (_, port):
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = judge_pb2_grpc.JudgeServiceStub(channel)
+                free = judge_pb2.JUDGE_MODE_FREE_GENERATION
+                answered = await stub.Judge(
+                    judge_pb2.JudgeRequest(image=photo("kyoto.jpg"), candidates=[madrid], mode=free), timeout=30
+                )
+                silent = await stub.Judge(judge_pb2.JudgeRequest(image=photo("failed.jpg"), mode=free), timeout=30)
+                pool = await stub.Judge(
+                    judge_pb2.JudgeRequest(
+                        image=photo("kyoto.jpg"), candidates=[madrid], mode=judge_pb2.JUDGE_MODE_POOL_SELECTION
+                    ),
+                    timeout=30,
+                )
+                return answered, silent, pool
+
+    answered, silent, pool = asyncio.run(scenario())
+    lat, lon, place, _ = RECORDED["kyoto.jpg"]
+    assert len(answered.points) == 1 and not answered.failure
+    assert (answered.points[0].lat_deg, answered.points[0].lon_deg) == pytest.approx((lat, lon))
+    assert answered.place == place and answered.confidence == pytest.approx(RECORDED_CONFIDENCE)
+    assert answered.tokens_in > 0 and answered.tokens_out > 0
+    assert not silent.points and not silent.failure
+    assert not pool.points and pool.failure.startswith("not_a_candidate")

@@ -6,7 +6,7 @@ Loads no numpy or torch, so that `geoloc cv --help` can read the budget's fields
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 
@@ -48,9 +48,9 @@ class FoldPhotos:
     fit_coords: Any  # [n, 2] lat, lon
     stop_features: Any
     stop_coords: Any
-    weights: dict = field(default_factory=dict)  # {"train_weight": [n], "val_weight": [m]} or {}
-    backbone: str = "efficientnet-lite2"  # recorded in the models trained
-    version: str = "out-of-fold"
+    weights: dict  # {"train_weight": [n], "val_weight": [m]}, or {}
+    backbone: str  # recorded in the models trained
+    version: str
 
     @property
     def arrays(self) -> tuple:

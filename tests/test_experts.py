@@ -30,8 +30,8 @@ OWN_TRAINERS = {
     "text": {"training/text_cli.py", "training/text_outputs.py"},
 }
 # Literals that spell an expert's name and mean something else: the chat-completions API's
-# content-part type "text" (the judge's prompt).
-OTHER_MEANINGS = {("judge/prompt.py", "text")}
+# content-part type "text" (the judge's prompt), EmbedTextRequest's field "text" as its errors name it.
+OTHER_MEANINGS = {("judge/prompt.py", "text"), ("embedding/server.py", "text")}
 
 
 def expert_literals(package: Path = PACKAGE) -> Counter:

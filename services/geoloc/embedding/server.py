@@ -23,12 +23,6 @@ from geoloc.embedding.triton_backbone import BackboneInfo, TritonBackbone
 from geoloc.embedding.triton_text import TritonTextTower
 from geoloc.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc
 
-# The text query's field as errors name it: its wire name, read from the message (a literal "text"
-# would read as the text expert's name to tests/test_experts.py).
-TEXT_FIELD = embedding_pb2.EmbedTextRequest.DESCRIPTOR.fields_by_number[
-    embedding_pb2.EmbedTextRequest.TEXT_FIELD_NUMBER
-].name
-
 # Left of the caller's deadline for our own reply to travel back.
 DEADLINE_MARGIN_S = 0.02
 
@@ -118,7 +112,7 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
                 f"the backbone {backbone.info.name!r} is served without a text tower; deploy one that has it "
                 "(clip_vit_l14 with clip_vit_l14_text) and set GEOLOC_EMBEDDING_TEXT_MODEL_NAME"
             )
-        text = validated_text(request.text, self.settings.max_text_chars, TEXT_FIELD)
+        text = validated_text(request.text, self.settings.max_text_chars, "text")
         embedded = await self._text.embed(text, self._timeout_s(context))
         return embedding_pb2.EmbedTextResponse(
             embedding=self._embedding(embedded.values, embedded.version),

@@ -149,10 +149,10 @@ def add_photo_answers(
     """The answers of the experts that read the photos (the text expert: it trains on none, and its
     read is cached) added to `outputs`; for each, the groups of photos it answered and did not
     ("with text", "without text"), reported apart."""
-    groups = {}
+    groups, paths = {}, cv_photo_paths(args)
     for expert in experts:
         answers_of = registry.expert(expert).photo_answers_function()
-        outputs[expert] = answers_of(cv_photo_paths(args), default_cache_dir())
+        outputs[expert] = answers_of(paths, default_cache_dir())
         answered = outputs[expert][:, :, 2].max(axis=1) > 0
         print(
             f"{expert} answers ready: {answered.sum()} of {len(answered)} photos ({time.monotonic() - started:.0f} s)"

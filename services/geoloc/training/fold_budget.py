@@ -7,7 +7,7 @@ Loads no numpy or torch, so that `geoloc cv --help` can read the budget's fields
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, Protocol
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -62,15 +62,20 @@ def config_of(config_type: type, chosen: dict):
     return config_type(**{f.name: chosen[f.name] for f in fields(config_type) if f.name in chosen})
 
 
-class FoldTrainer(Protocol):
-    """How one trained expert is trained on a fold, saved as it ships, and loaded as served.
+@dataclass(frozen=True)
+class FoldTrainer:
+    """How one trained expert is trained on a fold, saved as it ships, and loaded as served; each
+    trained expert's registry entry names its subclass (`fold_trainer`), built with its name.
     `gallery` (a flat GalleryIndex) and `encoder` (the location encoder) are passed to every method
-    that takes them; an expert that does not say `needs_gallery` ignores them."""
+    that takes them; an expert that does not say `needs_gallery` ignores them. The defaults here
+    are those of an expert that reads the backbone feature alone."""
 
-    needs_gallery: bool  # its training or its answers read the GPS gallery
+    name: str
+    needs_gallery: bool = False  # its training or its answers read the GPS gallery
 
     def shipped_config(self, chosen: dict, budget: FoldBudget) -> Any:
         """Its training configuration: its shipped manifest's `chosen`, at the budget."""
+        raise NotImplementedError
 
     def check(self, config) -> None:
         """Raises ValueError for a configuration whose answers out-of-fold training cannot give."""
@@ -78,16 +83,23 @@ class FoldTrainer(Protocol):
     def train(self, config, photos: FoldPhotos, gallery, encoder, seed: int, log) -> tuple[Any, dict, str]:
         """(the model as its service holds it, what training kept such as its best step, one line
         saying so)."""
+        raise NotImplementedError
 
     def save(self, path, model) -> str:
         """Writes its checkpoint; returns its sha256."""
+        raise NotImplementedError
 
     def manifest_fields(self, config, model, gallery) -> tuple[dict, dict]:
         """(its manifest's `chosen`, the fields its manifest adds)."""
+        raise NotImplementedError
 
     def served(self, path, gallery) -> Any:
         """The model of this checkpoint (loaded by its registry entry's `loader`), as its service
         holds it."""
+        from geoloc.experts import expert
+
+        return expert(self.name).load(path)
 
     def cache_described(self, gallery) -> list:
         """What its out-of-fold answers depend on beyond its configuration and what it is asked."""
+        return []

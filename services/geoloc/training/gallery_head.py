@@ -24,6 +24,7 @@ from geoloc.gallery.build import embed_locations
 from geoloc.gallery.heads import ImageMLP
 from geoloc.gallery.location_encoder import LocationEncoder
 from geoloc.geo.sphere import haversine_km
+from geoloc.training.fold_budget import FoldTrainer, config_of
 from geoloc.training.loop import BatchShards, shard_stream, sum_over_processes
 from geoloc.training.mapped_features import feature_moments, feature_rows
 
@@ -188,20 +189,14 @@ def config_grid() -> list[HeadConfig]:
 
 
 @dataclass(frozen=True)
-class HeadFoldTrainer:
+class HeadFoldTrainer(FoldTrainer):
     """The gallery expert's fold trainer (training/fold_budget.FoldTrainer): a head trained for the
     budget's epochs, retrieving from the fold's gallery (its negatives are drawn from its vectors)."""
 
-    name: str
     needs_gallery: bool = True
 
     def shipped_config(self, chosen: dict, budget) -> HeadConfig:
-        from geoloc.training.fold_budget import config_of
-
         return replace(config_of(HeadConfig, chosen), epochs=budget.gallery_epochs)
-
-    def check(self, config: HeadConfig) -> None:
-        pass
 
     def train(self, config: HeadConfig, photos, gallery, encoder, seed: int, log):
         from geoloc.gallery.heads import GalleryHead
@@ -224,10 +219,9 @@ class HeadFoldTrainer:
         return chosen, {"gallery": described, "location_encoder_sha256": gallery.manifest.encoder_sha256}
 
     def served(self, path, gallery):
-        from geoloc.experts import expert
         from geoloc.gallery.retrieval import GalleryRetrieval
 
-        return GalleryRetrieval(expert(self.name).load(path), gallery)
+        return GalleryRetrieval(super().served(path, gallery), gallery)
 
     def cache_described(self, gallery) -> list:
         # None stands for the default 100K gallery, which a fold loads only when it trains.

@@ -25,6 +25,7 @@ from geoloc.geo.sphere import haversine_km, latlon_to_unit
 from geoloc.sampler import flow, sh_diffusion
 from geoloc.sampler.density import summarize_samples
 from geoloc.sampler.model import LocationSampler, build_network
+from geoloc.training.fold_budget import FoldTrainer, config_of
 from geoloc.training.loop import BatchShards, minibatch_draw, train_keeping_best
 from geoloc.training.mapped_features import feature_moments, feature_rows
 
@@ -177,17 +178,12 @@ def choose_guidance(
 
 
 @dataclass(frozen=True)
-class SamplerFoldTrainer:
+class SamplerFoldTrainer(FoldTrainer):
     """A sampler expert's fold trainer (training/fold_budget.FoldTrainer); its name is its method.
     It stops at, and serves at, the guidance its shipped sampler serves at (no guidance is chosen
     on a fold)."""
 
-    name: str
-    needs_gallery: bool = False
-
     def shipped_config(self, chosen: dict, budget) -> SamplerTrainConfig:
-        from geoloc.training.fold_budget import config_of
-
         steps = getattr(budget, f"{self.name}_steps")
         return replace(
             config_of(SamplerTrainConfig, chosen),
@@ -197,9 +193,6 @@ class SamplerFoldTrainer:
             eval_steps=budget.eval_steps,
             eval_guidance=float(chosen.get("guidance", chosen["eval_guidance"])),
         )
-
-    def check(self, config: SamplerTrainConfig) -> None:
-        pass
 
     def train(self, config: SamplerTrainConfig, photos, gallery, encoder, seed: int, log):
         trained = train_sampler(*photos.arrays, config, photos.backbone, seed, log=log, **photos.weights)
@@ -212,11 +205,3 @@ class SamplerFoldTrainer:
 
     def manifest_fields(self, config: SamplerTrainConfig, model: LocationSampler, gallery) -> tuple[dict, dict]:
         return {**asdict(config), "guidance": model.default_guidance}, {"method": self.name}
-
-    def served(self, path, gallery) -> LocationSampler:
-        from geoloc.experts import expert
-
-        return expert(self.name).load(path)
-
-    def cache_described(self, gallery) -> list:
-        return []

@@ -27,6 +27,7 @@ from geoloc.tokens.decoder import Neighbours, TokenDecoder, TokenDecoderConfig, 
 from geoloc.tokens.geotokens import cell_id_to_tokens, tokens_to_cell_id
 from geoloc.tokens.model import Standardiser, TokenModel
 from geoloc.tokens.search import greedy
+from geoloc.training.fold_budget import FoldTrainer, config_of
 from geoloc.training.loop import BatchShards, minibatch_draw, train_keeping_best
 from geoloc.training.mapped_features import feature_moments, feature_rows
 
@@ -162,16 +163,11 @@ def strategy_metrics(
 
 
 @dataclass(frozen=True)
-class DecoderFoldTrainer:
+class DecoderFoldTrainer(FoldTrainer):
     """The token expert's fold trainer (training/fold_budget.FoldTrainer): the decoder reads the
     backbone feature alone, since a fold's photos have no gallery neighbours of their own."""
 
-    name: str
-    needs_gallery: bool = False
-
     def shipped_config(self, chosen: dict, budget) -> TokenTrainConfig:
-        from geoloc.training.fold_budget import config_of
-
         steps = budget.tokens_steps
         return replace(config_of(TokenTrainConfig, chosen), steps=steps, eval_every=budget.every(steps))
 
@@ -195,11 +191,3 @@ class DecoderFoldTrainer:
     def manifest_fields(self, config: TokenTrainConfig, model: TokenModel, gallery) -> tuple[dict, dict]:
         neighbours = {"count": 0, "source": "none: the decoder reads the backbone feature alone"}
         return asdict(config), {"neighbours": neighbours}
-
-    def served(self, path, gallery) -> TokenModel:
-        from geoloc.experts import expert
-
-        return expert(self.name).load(path)
-
-    def cache_described(self, gallery) -> list:
-        return []
